@@ -1,0 +1,4 @@
+//! Gregor's actors: the topic manager, partition replicas and group coordinators, and the typed
+//! messages that are Gregor's public in-process API (see [`api`]).
+
+pub mod api;
