@@ -2,3 +2,6 @@
 //! messages that are Gregor's public in-process API (see [`api`]).
 
 pub mod api;
+pub mod node;
+
+pub use node::{start_node, Broker, NodeConfig, StartError};

@@ -1,4 +1,4 @@
-// Interface the `node` crate builds on (implemented by the actors crate; sketch for helpers).
+//! Starting a node: opening storage, starting the actors, and the [`Broker`] handle to them.
 
 use crate::api::{ApiError, Request, Response};
 use gregor_storage::NodeId;

@@ -1,0 +1,1 @@
+//! Node configuration: TOML file, `GREGOR_*` environment, flags.

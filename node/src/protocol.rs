@@ -1,0 +1,157 @@
+//! Framing of the client protocol: a 4-byte big-endian body length, then the body, a msgpack
+//! map (rmp-serde "named" encoding) of a [`RequestFrame`] or [`ResponseFrame`]. PROTOCOL.md is
+//! the full description.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use gregor_actors::api::{Request, RequestFrame, ResponseFrame};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Largest frame body accepted by default, in bytes.
+pub const DEFAULT_MAX_FRAME_BYTES: u32 = 16 * 1024 * 1024;
+pub const LENGTH_PREFIX_BYTES: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    #[error("frame of {len} bytes is over the {max}-byte limit")]
+    TooLarge { len: u32, max: u32 },
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Encodes `value` as one frame (length prefix included).
+///
+/// # Panics
+/// If the value cannot be encoded as msgpack: our frame types always can.
+pub fn encode_frame<T: Serialize>(value: &T) -> Bytes {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_u32(0);
+    let mut writer = (&mut buf).writer();
+    rmp_serde::encode::write_named(&mut writer, value).expect("frame types encode to msgpack");
+    let body_len = (buf.len() - LENGTH_PREFIX_BYTES) as u32;
+    buf[..LENGTH_PREFIX_BYTES].copy_from_slice(&body_len.to_be_bytes());
+    buf.freeze()
+}
+
+/// Reads one frame body. `Ok(None)` on a clean end of stream between frames. The length is
+/// checked against `max_frame_bytes` before anything is allocated.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_frame_bytes: u32,
+) -> Result<Option<Bytes>, FrameError> {
+    let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
+    let mut filled = 0;
+    while filled < LENGTH_PREFIX_BYTES {
+        let n = reader.read(&mut prefix[filled..]).await?;
+        if n == 0 {
+            return if filled == 0 { Ok(None) } else { Err(FrameError::Truncated) };
+        }
+        filled += n;
+    }
+    let len = u32::from_be_bytes(prefix);
+    if len > max_frame_bytes {
+        return Err(FrameError::TooLarge { len, max: max_frame_bytes });
+    }
+    let mut body = BytesMut::zeroed(len as usize);
+    reader.read_exact(&mut body).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+        _ => FrameError::Io(e),
+    })?;
+    Ok(Some(body.freeze()))
+}
+
+/// Why a request body could not be turned into a [`Request`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum RequestDecodeError {
+    /// Not even an id could be read.
+    Malformed(String),
+    /// The id is known, the `kind` is not one this build serves.
+    UnknownKind { id: u64, kind: String },
+    /// The id and kind are known, the body does not match the kind.
+    BadBody { id: u64, reason: String },
+}
+
+#[derive(Deserialize)]
+struct FrameHead {
+    id: u64,
+    request: KindOnly,
+}
+
+#[derive(Deserialize)]
+struct KindOnly {
+    kind: String,
+}
+
+/// Decodes a request body, telling an unknown `kind` apart from a malformed body so each gets
+/// its own error code.
+pub fn decode_request(body: &[u8]) -> Result<RequestFrame, RequestDecodeError> {
+    match rmp_serde::from_slice::<RequestFrame>(body) {
+        Ok(frame) => Ok(frame),
+        Err(full_error) => match rmp_serde::from_slice::<FrameHead>(body) {
+            Err(_) => Err(RequestDecodeError::Malformed(full_error.to_string())),
+            Ok(head) if !Request::KINDS.contains(&head.request.kind.as_str()) => {
+                Err(RequestDecodeError::UnknownKind { id: head.id, kind: head.request.kind })
+            }
+            Ok(head) => {
+                Err(RequestDecodeError::BadBody { id: head.id, reason: full_error.to_string() })
+            }
+        },
+    }
+}
+
+/// Decodes a response body (client side).
+///
+/// # Errors
+/// The msgpack error when the body is not a valid [`ResponseFrame`].
+pub fn decode_response(body: &[u8]) -> Result<ResponseFrame, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gregor_actors::api::{ListGroups, ListTopics};
+
+    #[tokio::test]
+    async fn frame_round_trips_and_limit_is_checked_before_allocating() {
+        let frame = RequestFrame { id: 9, request: Request::ListTopics(ListTopics { include_internal: false }) };
+        let bytes = encode_frame(&frame);
+        let mut reader = &bytes[..];
+        let body = read_frame(&mut reader, DEFAULT_MAX_FRAME_BYTES).await.unwrap().unwrap();
+        assert_eq!(decode_request(&body).unwrap(), frame);
+        assert!(read_frame(&mut reader, DEFAULT_MAX_FRAME_BYTES).await.unwrap().is_none());
+
+        let huge = [0xff, 0xff, 0xff, 0xff];
+        let err = read_frame(&mut &huge[..], DEFAULT_MAX_FRAME_BYTES).await.unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { .. }));
+        let err = read_frame(&mut &bytes[..bytes.len() - 1], DEFAULT_MAX_FRAME_BYTES).await.unwrap_err();
+        assert!(matches!(err, FrameError::Truncated));
+    }
+
+    #[test]
+    fn unknown_kind_and_bad_body_are_told_apart() {
+        #[derive(Serialize)]
+        struct Fake<'a> {
+            id: u64,
+            request: FakeReq<'a>,
+        }
+        #[derive(Serialize)]
+        struct FakeReq<'a> {
+            kind: &'a str,
+            body: u8,
+        }
+        let unknown = rmp_serde::to_vec_named(&Fake { id: 3, request: FakeReq { kind: "Teleport", body: 1 } }).unwrap();
+        assert_eq!(
+            decode_request(&unknown),
+            Err(RequestDecodeError::UnknownKind { id: 3, kind: "Teleport".into() })
+        );
+        let bad = rmp_serde::to_vec_named(&Fake { id: 4, request: FakeReq { kind: "Produce", body: 1 } }).unwrap();
+        assert!(matches!(decode_request(&bad), Err(RequestDecodeError::BadBody { id: 4, .. })));
+        assert!(matches!(decode_request(&[0xc1]), Err(RequestDecodeError::Malformed(_))));
+        let ok = rmp_serde::to_vec_named(&RequestFrame { id: 5, request: Request::ListGroups(ListGroups {}) }).unwrap();
+        assert!(decode_request(&ok).is_ok());
+    }
+}
