@@ -6,5 +6,8 @@
 
 pub mod batch;
 pub mod ids;
+pub mod options;
+
+pub use options::{FlushPolicy, StoreOptions, SyncMode};
 
 pub use ids::{GroupId, NodeId, Offset, PartitionId, TopicId};
