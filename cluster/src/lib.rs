@@ -1,1 +1,21 @@
-//! placeholder
+//! Gregor's cluster layer: one async-raft group per partition (and one for metadata), wired to
+//! the node's storage, behind one narrow seam ([`RaftGroup`]).
+//!
+//! async-raft 0.6.1 has known safety bugs (see DEPENDENCY_NOTES.md, "Project policy"); this crate
+//! is where they are contained: the state machine applies from our own log up to the index it
+//! is told (a skipped apply call cannot skip an entry), truncate-then-append is one atomic
+//! storage write, `client_read` is never used, and every call into Raft has a timeout. It knows
+//! nothing about client requests. Membership (chitchat) and the node-to-node TCP transport come
+//! with multi-node clusters; the [`Transport`] seam they plug into is here already.
+
+mod codec;
+pub mod command;
+pub mod error;
+pub mod group;
+mod raft_store;
+pub mod transport;
+
+pub use command::{ApplyOutcome, Command, KvWrite};
+pub use error::ProposeError;
+pub use group::{GroupRole, RaftGroup, RaftTuning};
+pub use transport::{NoPeers, Transport};

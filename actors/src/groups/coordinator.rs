@@ -1,0 +1,202 @@
+//! The coordinator of one consumer group. Its committed offsets are key-value rows in the
+//! `__consumer_offsets` partition the group hashes to, written through that partition's Raft
+//! group, so they are durable and rebuilt from the state machine after a restart.
+
+use super::core::GroupCore;
+use crate::api::{
+    ApiError, CommitOffsets, CommittedOffset, DescribeGroup, ErrorCode, FetchOffsets, GroupDescription,
+    GroupPartitionLag, ListOffsets, OffsetCommit, OffsetReset, OffsetSpec, ResetOffsets, ResetTarget,
+};
+use crate::directory::{Directory, ReplicaHandle};
+use crate::partition::{PartitionReplica, ProposeKv};
+use actix::prelude::*;
+use gregor_storage::{Clock, Offset, PartitionId};
+use std::sync::Arc;
+
+pub struct GroupCoordinator {
+    core: GroupCore,
+    offsets_replica: Addr<PartitionReplica>,
+    directory: Arc<Directory>,
+    clock: Arc<dyn Clock>,
+}
+
+impl GroupCoordinator {
+    pub(crate) fn new(
+        core: GroupCore,
+        offsets_replica: Addr<PartitionReplica>,
+        directory: Arc<Directory>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        GroupCoordinator { core, offsets_replica, directory, clock }
+    }
+
+    fn replica(&self, topic: &str, partition: PartitionId) -> Result<ReplicaHandle, ApiError> {
+        let (record, replica) = self.directory.replica(topic, partition)?;
+        if record.internal {
+            return Err(ApiError::new(
+                ErrorCode::INTERNAL_TOPIC,
+                format!("topic '{topic}' is internal; groups cannot consume it"),
+            ));
+        }
+        Ok(replica)
+    }
+
+    /// Replicates `commits`, then records them; the mailbox stays closed meanwhile, so two
+    /// commits of one group never interleave.
+    fn commit(&mut self, commits: Vec<OffsetCommit>) -> AtomicResponse<Self, Result<(), ApiError>> {
+        let planned = self.core.plan_commit(&commits, self.clock.now_ms());
+        let replica = self.offsets_replica.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let (write, committed) = planned?;
+                replica
+                    .send(ProposeKv(write))
+                    .await
+                    .map_err(|_| ApiError::new(ErrorCode::UNAVAILABLE, "the offsets partition stopped; retry"))??;
+                Ok(committed)
+            }
+            .into_actor(self)
+            .map(|result: Result<Vec<CommittedOffset>, ApiError>, act, _| {
+                act.core.apply(result?);
+                Ok(())
+            }),
+        ))
+    }
+}
+
+impl Actor for GroupCoordinator {
+    type Context = Context<Self>;
+}
+
+impl Handler<CommitOffsets> for GroupCoordinator {
+    type Result = AtomicResponse<Self, Result<(), ApiError>>;
+
+    fn handle(&mut self, request: CommitOffsets, _: &mut Self::Context) -> Self::Result {
+        for commit in &request.offsets {
+            if let Err(error) = self.replica(&commit.topic, commit.partition) {
+                return AtomicResponse::new(Box::pin(fut::ready(Err(error))));
+            }
+        }
+        self.commit(request.offsets)
+    }
+}
+
+impl Handler<FetchOffsets> for GroupCoordinator {
+    type Result = Result<Vec<CommittedOffset>, ApiError>;
+
+    fn handle(&mut self, request: FetchOffsets, _: &mut Self::Context) -> Self::Result {
+        Ok(self.core.all(request.topic.as_deref()))
+    }
+}
+
+impl Handler<DescribeGroup> for GroupCoordinator {
+    type Result = Result<GroupDescription, ApiError>;
+
+    fn handle(&mut self, _: DescribeGroup, _: &mut Self::Context) -> Self::Result {
+        let partitions = self
+            .core
+            .all(None)
+            .into_iter()
+            .map(|c| {
+                let log_end = self
+                    .directory
+                    .replica(&c.topic, c.partition)
+                    .map(|(_, r)| r.state.borrow().next_offset)
+                    .unwrap_or(c.offset);
+                GroupPartitionLag {
+                    topic: c.topic,
+                    partition: c.partition,
+                    committed: c.offset,
+                    log_end,
+                    lag: log_end.0.saturating_sub(c.offset.0),
+                }
+            })
+            .collect();
+        Ok(GroupDescription { group: self.core.name().to_string(), partitions })
+    }
+}
+
+impl Handler<ResetOffsets> for GroupCoordinator {
+    type Result = AtomicResponse<Self, Result<Vec<OffsetReset>, ApiError>>;
+
+    fn handle(&mut self, request: ResetOffsets, _: &mut Self::Context) -> Self::Result {
+        let entry = match self.directory.topic(&request.topic) {
+            Some(entry) if !entry.record.internal => entry,
+            Some(_) => {
+                let error = ApiError::new(ErrorCode::INTERNAL_TOPIC, format!("topic '{}' is internal", request.topic));
+                return AtomicResponse::new(Box::pin(fut::ready(Err(error))));
+            }
+            None => return AtomicResponse::new(Box::pin(fut::ready(Err(ApiError::unknown_topic(&request.topic))))),
+        };
+        let timestamp = match request.to {
+            ResetTarget::Timestamp(ts) => Some(ts),
+            ResetTarget::DurationAgo(ms) => Some(self.clock.now_ms().saturating_sub(ms.min(i64::MAX as u64) as i64)),
+            _ => None,
+        };
+        let topic = request.topic.clone();
+        let previous: Vec<Option<Offset>> = (0..entry.record.partitions)
+            .map(|p| self.core.committed(&topic, PartitionId(p)).map(|c| c.offset))
+            .collect();
+        let targets = async move {
+            let mut resets = Vec::with_capacity(entry.replicas.len());
+            for (p, replica) in entry.replicas.iter().enumerate() {
+                let partition = PartitionId(p as u32);
+                let state = *replica.state.borrow();
+                let offset = match (request.to, timestamp) {
+                    (ResetTarget::Earliest, _) => state.log_start_offset,
+                    (ResetTarget::Latest, _) => state.next_offset,
+                    (ResetTarget::Offset(o), _) => o.clamp(state.log_start_offset, state.next_offset),
+                    (_, Some(ts)) => {
+                        let lookup = ListOffsets { topic: request.topic.clone(), partition, spec: OffsetSpec::Timestamp(ts) };
+                        replica
+                            .addr
+                            .send(lookup)
+                            .await
+                            .map_err(|_| ApiError::new(ErrorCode::UNAVAILABLE, "the partition stopped; retry"))??
+                            .offset
+                    }
+                    (_, None) => unreachable!("timestamp targets carry a timestamp"),
+                };
+                resets.push(OffsetReset { partition, previous: previous[p], offset });
+            }
+            Ok::<_, ApiError>(resets)
+        };
+        let dry_run = request.dry_run;
+        AtomicResponse::new(Box::pin(targets.into_actor(self).then(move |resets, act, _| {
+            let commit = match (&resets, dry_run) {
+                (Ok(resets), false) => Some(
+                    resets
+                        .iter()
+                        .map(|r| OffsetCommit { topic: topic.clone(), partition: r.partition, offset: r.offset, metadata: None })
+                        .collect::<Vec<_>>(),
+                ),
+                _ => None,
+            };
+            let planned = commit.map(|c| act.core.plan_commit(&c, act.clock.now_ms()));
+            let replica = act.offsets_replica.clone();
+            async move {
+                let resets = resets?;
+                let committed = match planned {
+                    None => None,
+                    Some(planned) => {
+                        let (write, committed) = planned?;
+                        replica
+                            .send(ProposeKv(write))
+                            .await
+                            .map_err(|_| ApiError::new(ErrorCode::UNAVAILABLE, "the offsets partition stopped; retry"))??;
+                        Some(committed)
+                    }
+                };
+                Ok((resets, committed))
+            }
+            .into_actor(act)
+            .map(|result: Result<(Vec<OffsetReset>, Option<Vec<CommittedOffset>>), ApiError>, act, _| {
+                let (resets, committed) = result?;
+                if let Some(committed) = committed {
+                    act.core.apply(committed);
+                }
+                Ok(resets)
+            })
+        })))
+    }
+}

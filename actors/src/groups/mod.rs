@@ -1,0 +1,9 @@
+//! Consumer groups: committed offsets ([`core`]), one [`GroupCoordinator`] actor per group, and
+//! the [`GroupRouter`] that finds (or starts) a group's coordinator.
+
+pub mod core;
+mod coordinator;
+mod router;
+
+pub use coordinator::GroupCoordinator;
+pub use router::GroupRouter;

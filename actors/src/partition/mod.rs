@@ -1,0 +1,7 @@
+//! [`PartitionReplica`]: the actor that owns one partition's Raft group on this node.
+
+pub mod core;
+mod replica;
+
+pub(crate) use replica::propose_error as propose_error_pub;
+pub use replica::{PartitionReplica, ProposeKv, ReplicaSettings, StopReplica};
