@@ -39,6 +39,9 @@ pub struct ScenarioConfig {
     pub retention_ms: i64,
     /// Print every event as it happens.
     pub verbose: bool,
+    /// Harness self-test: before the final check, record one acknowledgement the node never
+    /// gave, so a run proves its checker reports a lost record.
+    pub inject_phantom_ack: bool,
 }
 
 impl ScenarioConfig {
@@ -51,6 +54,7 @@ impl ScenarioConfig {
             crashes: 3,
             retention_ms: 20_000,
             verbose: false,
+            inject_phantom_ack: false,
         }
     }
 }
@@ -249,6 +253,12 @@ impl Sim {
             let _ = task.await;
         }
         let broker = self.broker.borrow_mut().take().expect("node is up");
+        if self.config.inject_phantom_ack {
+            let mut model = self.model.borrow_mut();
+            let (&(partition, offset), _) = model.acked.iter().next_back().expect("the workload acked something");
+            let phantom = AckedRecord { value: b"never-acked".to_vec(), timestamp: self.clock.now_ms() };
+            model.acked.insert((partition, offset + 1_000_000), phantom);
+        }
         self.verify_logs(&broker).await;
         broker.shutdown().await;
         self.model.borrow_mut().event("end".into());
