@@ -39,12 +39,19 @@ pub enum BatchError {
     LengthMismatch { declared: i64, actual: usize },
     #[error("batch magic {0} is not supported (only magic 2)")]
     UnsupportedMagic(u8),
-    #[error("batch checksum mismatch: header says {expected:#010x}, content hashes to {actual:#010x}")]
+    #[error(
+        "batch checksum mismatch: header says {expected:#010x}, content hashes to {actual:#010x}"
+    )]
     ChecksumMismatch { expected: u32, actual: u32 },
     #[error("batch declares {0} records; a batch holds 1 or more")]
     BadRecordCount(i32),
-    #[error("batch last offset delta {last_offset_delta} does not match its {record_count} records")]
-    OffsetDeltaMismatch { last_offset_delta: i32, record_count: i32 },
+    #[error(
+        "batch last offset delta {last_offset_delta} does not match its {record_count} records"
+    )]
+    OffsetDeltaMismatch {
+        last_offset_delta: i32,
+        record_count: i32,
+    },
     #[error("batch compression codec {0} is not supported (send uncompressed batches)")]
     UnsupportedCompression(i16),
     #[error("record {index} of the batch is malformed: {reason}")]
@@ -78,7 +85,10 @@ impl<'a> BatchView<'a> {
         let expected = read_u32(bytes, CRC_AT);
         let actual_crc = crc32c::crc32c(&bytes[ATTRIBUTES_AT..]);
         if expected != actual_crc {
-            return Err(BatchError::ChecksumMismatch { expected, actual: actual_crc });
+            return Err(BatchError::ChecksumMismatch {
+                expected,
+                actual: actual_crc,
+            });
         }
         let view = BatchView { bytes };
         let codec = view.attributes() & COMPRESSION_MASK;
@@ -91,7 +101,10 @@ impl<'a> BatchView<'a> {
         }
         let last_offset_delta = read_i32(bytes, LAST_OFFSET_DELTA_AT);
         if i64::from(last_offset_delta) + 1 != i64::from(record_count) {
-            return Err(BatchError::OffsetDeltaMismatch { last_offset_delta, record_count });
+            return Err(BatchError::OffsetDeltaMismatch {
+                last_offset_delta,
+                record_count,
+            });
         }
         Ok(view)
     }
@@ -101,7 +114,10 @@ impl<'a> BatchView<'a> {
     /// # Panics
     /// If the slice is shorter than a header: stored batches were validated on the way in.
     pub fn trusted(bytes: &'a [u8]) -> Self {
-        assert!(bytes.len() >= HEADER_LEN, "stored batch shorter than its header");
+        assert!(
+            bytes.len() >= HEADER_LEN,
+            "stored batch shorter than its header"
+        );
         BatchView { bytes }
     }
 
@@ -158,7 +174,10 @@ impl<'a> BatchView<'a> {
 /// # Panics
 /// If `batch` is shorter than a header.
 pub fn stamp(batch: &mut [u8], base_offset: u64, leader_epoch: i32) {
-    assert!(batch.len() >= HEADER_LEN, "stamping a batch shorter than its header");
+    assert!(
+        batch.len() >= HEADER_LEN,
+        "stamping a batch shorter than its header"
+    );
     batch[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&(base_offset as i64).to_be_bytes());
     batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&leader_epoch.to_be_bytes());
 }
@@ -313,7 +332,12 @@ impl BatchBuilder {
     pub fn with_capacity(bytes: usize) -> Self {
         let mut buf = BytesMut::with_capacity(bytes.max(HEADER_LEN));
         buf.put_bytes(0, HEADER_LEN);
-        BatchBuilder { buf, record_count: 0, base_timestamp: 0, max_timestamp: i64::MIN }
+        BatchBuilder {
+            buf,
+            record_count: 0,
+            base_timestamp: 0,
+            max_timestamp: i64::MIN,
+        }
     }
 
     pub fn record_count(&self) -> usize {
@@ -338,7 +362,11 @@ impl BatchBuilder {
             None => varint_len(-1),
             Some(b) => varint_len(b.len() as i64) + b.len(),
         };
-        let base = if self.record_count == 0 { record.timestamp } else { self.base_timestamp };
+        let base = if self.record_count == 0 {
+            record.timestamp
+        } else {
+            self.base_timestamp
+        };
         1 + varint_len(record.timestamp.wrapping_sub(base))
             + varint_len(i64::from(self.record_count))
             + nullable(record.key)
@@ -433,9 +461,19 @@ mod tests {
 
     fn sample() -> Bytes {
         let mut b = BatchBuilder::with_capacity(256);
-        b.push(&NewRecord { key: Some(b"k1"), value: Some(b"v1"), headers: &[], timestamp: 1000 });
+        b.push(&NewRecord {
+            key: Some(b"k1"),
+            value: Some(b"v1"),
+            headers: &[],
+            timestamp: 1000,
+        });
         let headers: &[(&[u8], Option<&[u8]>)] = &[(b"h", Some(b"x")), (b"n", None)];
-        b.push(&NewRecord { key: None, value: Some(b"v2"), headers, timestamp: 990 });
+        b.push(&NewRecord {
+            key: None,
+            value: Some(b"v2"),
+            headers,
+            timestamp: 990,
+        });
         b.finish()
     }
 
@@ -449,7 +487,10 @@ mod tests {
         assert_eq!(records[0].key, Some(&b"k1"[..]));
         assert_eq!(records[1].key, None);
         assert_eq!(records[1].timestamp, 990);
-        assert_eq!(records[1].headers, vec![(&b"h"[..], Some(&b"x"[..])), (&b"n"[..], None)]);
+        assert_eq!(
+            records[1].headers,
+            vec![(&b"h"[..], Some(&b"x"[..])), (&b"n"[..], None)]
+        );
     }
 
     #[test]
@@ -469,7 +510,10 @@ mod tests {
         let mut bytes = sample().to_vec();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        assert!(matches!(BatchView::validate(&bytes), Err(BatchError::ChecksumMismatch { .. })));
+        assert!(matches!(
+            BatchView::validate(&bytes),
+            Err(BatchError::ChecksumMismatch { .. })
+        ));
     }
 
     #[test]
@@ -479,13 +523,21 @@ mod tests {
             BatchView::validate(&bytes[..bytes.len() - 1]),
             Err(BatchError::LengthMismatch { .. })
         ));
-        assert!(matches!(BatchView::validate(&bytes[..10]), Err(BatchError::TooShort { .. })));
+        assert!(matches!(
+            BatchView::validate(&bytes[..10]),
+            Err(BatchError::TooShort { .. })
+        ));
     }
 
     #[test]
     fn encoded_len_predicts_growth() {
         let mut b = BatchBuilder::with_capacity(64);
-        let r = NewRecord { key: Some(b"key"), value: Some(&[7; 300]), headers: &[], timestamp: 5 };
+        let r = NewRecord {
+            key: Some(b"key"),
+            value: Some(&[7; 300]),
+            headers: &[],
+            timestamp: 5,
+        };
         let before = b.len();
         let predicted = b.encoded_len(&r);
         b.push(&r);

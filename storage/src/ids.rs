@@ -45,7 +45,10 @@ impl GroupId {
     pub const PARTITION_SLOTS: u64 = 1 << 14;
 
     pub fn for_partition(topic: TopicId, partition: PartitionId) -> GroupId {
-        assert!(u64::from(partition.0) < Self::PARTITION_SLOTS, "partition beyond the id space");
+        assert!(
+            u64::from(partition.0) < Self::PARTITION_SLOTS,
+            "partition beyond the id space"
+        );
         GroupId(topic.0 * Self::PARTITION_SLOTS + u64::from(partition.0))
     }
 }

@@ -1,13 +1,42 @@
 //! Gregor's storage: the node's one fjall database and the on-disk formats in it.
 //!
-//! It holds every Raft group's log, hard state and snapshot metadata, the offset and time
-//! indexes of partition logs, replicated key-value state (topic metadata, committed offsets),
-//! and retention. It knows nothing of actors, sockets or async runtimes.
+//! It holds every Raft group's log, hard state and log floor, the offset and time indexes of
+//! partition logs, replicated key-value state (topic metadata, committed offsets), and
+//! retention. It knows nothing of actors, sockets or async runtimes: every call is synchronous,
+//! and the only thread it starts is the one that runs fsyncs (`SyncMode::Thread`).
+//!
+//! The Raft log is the partition log. A `Records` entry is written once, by `append_entries`;
+//! applying it assigns offsets by writing a small index row, and fetches slice batches out of
+//! the log entries and stamp their offsets on the way out. Retention removes entries from the
+//! head. See `keys.rs` for the layout of every keyspace, `entry.rs` and `state.rs` for the value
+//! formats.
+//!
+//! Durability: writes reach the OS when they return; `request_sync` makes them durable (one
+//! fsync for everything pending), and a failed write or fsync poisons the store for good.
 
 pub mod batch;
+mod clock;
+mod entry;
+mod error;
+mod fetch;
 pub mod ids;
+mod keys;
+mod log;
 pub mod options;
+mod retention;
+mod state;
+mod state_machine;
+mod store;
+mod sync;
+mod verify;
 
-pub use options::{FlushPolicy, StoreOptions, SyncMode};
-
+pub use clock::{Clock, SystemClock};
+pub use entry::{EntryPayload, KvOps, LogEntry};
+pub use error::StorageError;
+pub use fetch::FetchedBatches;
 pub use ids::{GroupId, NodeId, Offset, PartitionId, TopicId};
+pub use options::{FlushPolicy, StoreOptions, SyncMode, DEFAULT_CACHE_BYTES};
+pub use retention::{RetentionOutcome, RetentionPolicy};
+pub use state::{LogFloor, PartitionState};
+pub use state_machine::Applied;
+pub use store::Store;

@@ -1,0 +1,279 @@
+//! Removing the log's head (retention), compacting non-record prefixes, deleting whole groups.
+//!
+//! Retention removes whole `Records` entries from the head, oldest first, and with them every
+//! Raft entry up to the last one removed. What Raft still needs to know about the removed prefix
+//! (last index and term, the membership in force) moves into the group's [`LogFloor`]. Every call
+//! does bounded work and says whether another call would do more, so a caller can spread the
+//! work over ticks instead of holding a group's lock for long.
+
+use crate::entry::decode_term;
+use crate::keys::{self, membership_key, trailing_u64, TAG_FLOOR, TAG_GROUP_STATE};
+use crate::state::{decode_membership, encode_floor, LogFloor, OffsetRow};
+use crate::store::View;
+use crate::{GroupId, Offset, StorageError, Store};
+use fjall::{OwnedWriteBatch, Readable};
+
+/// Offset rows (whole entries) one retention call removes at most.
+const RETENTION_ENTRIES_PER_CALL: usize = 256;
+/// Keys one `compact_log` or `delete_group` call removes at most.
+const KEYS_PER_CALL: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Remove batches whose newest record is older than this; -1 keeps forever.
+    pub retention_ms: i64,
+    /// Remove the oldest batches while the log is larger than this; -1 is unlimited.
+    pub retention_bytes: i64,
+}
+
+impl RetentionPolicy {
+    pub const KEEP_FOREVER: RetentionPolicy = RetentionPolicy {
+        retention_ms: -1,
+        retention_bytes: -1,
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    pub removed_entries: u64,
+    pub log_start_offset: Offset,
+    /// More could be removed: call again (each call is bounded).
+    pub more: bool,
+}
+
+impl Store {
+    /// Removes whole entries from the head while the policy says so; bounded work per call.
+    ///
+    /// An entry goes when its newest timestamp is older than `now_ms - retention_ms`, or when
+    /// the log without it would still hold at least `retention_bytes`. Only applied entries are
+    /// ever removed, and the log start only moves forward.
+    ///
+    /// # Errors
+    /// `Corrupt` if the offset rows, the state and the log disagree.
+    pub fn enforce_retention(
+        &self,
+        group: GroupId,
+        policy: RetentionPolicy,
+        now_ms: i64,
+    ) -> Result<RetentionOutcome, StorageError> {
+        let _guard = self.lock_group(group)?;
+        let view = self.view()?;
+        let mut state = view.group_state(group)?;
+        let start = state.public.log_start_offset;
+        let time_bound =
+            (policy.retention_ms >= 0).then(|| now_ms.saturating_sub(policy.retention_ms));
+        let size_bound = u64::try_from(policy.retention_bytes).ok();
+        let inner = &*self.inner;
+
+        let mut size = state.public.size_bytes;
+        let mut removed: Vec<(Offset, OffsetRow)> = Vec::new();
+        let mut more = false;
+        let rows = keys::offsets_key(group, start)..=keys::offsets_key(group, Offset(u64::MAX));
+        for guard in view.snap.range(&inner.offsets, rows) {
+            let (key, value) = guard.into_inner()?;
+            let first = Offset(trailing_u64(&key, "offsets")?);
+            let row = OffsetRow::decode(&value)?;
+            let expected = removed
+                .last()
+                .map_or(start, |(f, r)| Offset(f.0 + r.record_count));
+            let remaining = size.checked_sub(row.bytes);
+            if first != expected || remaining.is_none() {
+                return Err(StorageError::corrupt(format!(
+                    "group {group}: offset row {first} disagrees with the log start {expected} or size {size}"
+                )));
+            }
+            let remaining = remaining.unwrap_or_default();
+            let expired = time_bound.is_some_and(|bound| row.max_timestamp < bound)
+                || size_bound.is_some_and(|bound| remaining >= bound);
+            if !expired {
+                break;
+            }
+            if removed.len() == RETENTION_ENTRIES_PER_CALL {
+                more = true;
+                break;
+            }
+            size = remaining;
+            removed.push((first, row));
+        }
+        let Some(&(last_first, last_row)) = removed.last() else {
+            return Ok(RetentionOutcome {
+                removed_entries: 0,
+                log_start_offset: start,
+                more: false,
+            });
+        };
+
+        let mut batch = self.batch();
+        let mut removed_max = state.removed_max_timestamp;
+        for (first, row) in &removed {
+            batch.remove(&inner.offsets, keys::offsets_key(group, *first));
+            removed_max = removed_max.max(row.max_timestamp);
+        }
+        // Time rows at or below the newest removed timestamp all point into the removed prefix:
+        // a row for a remaining entry is above every timestamp that came before it.
+        let stale = keys::times_key(group, i64::MIN)..=keys::times_key(group, removed_max);
+        for guard in view.snap.range(&inner.times, stale) {
+            batch.remove(&inner.times, guard.key()?);
+        }
+        let mut floor = view.floor(group)?;
+        let through = last_row.raft_index;
+        let (last_removed, _) =
+            remove_log_prefix(&view, &mut batch, group, through, &mut floor, None)?;
+        if last_removed != Some(through) {
+            return Err(StorageError::corrupt(format!(
+                "group {group}: entry {through} of offset row {last_first} is missing"
+            )));
+        }
+
+        let new_start = Offset(last_first.0 + last_row.record_count);
+        // Offset rows hold at least one record (their decoder refuses empty ones).
+        assert!(
+            new_start > start,
+            "retention must move the log start forward"
+        );
+        if new_start > state.public.next_offset {
+            return Err(StorageError::corrupt(format!(
+                "group {group}: offset rows run past the log end {}",
+                state.public.next_offset
+            )));
+        }
+        state.public.log_start_offset = new_start;
+        state.public.size_bytes = size;
+        state.removed_max_timestamp = removed_max;
+        batch.insert(
+            &inner.meta,
+            keys::meta_key(group, TAG_GROUP_STATE),
+            state.encode(),
+        );
+        self.commit(batch)?;
+        Ok(RetentionOutcome {
+            removed_entries: removed.len() as u64,
+            log_start_offset: new_start,
+            more,
+        })
+    }
+
+    /// Removes applied entries up to `through_index` that hold no records still in the partition
+    /// log (key-value, blank and membership entries), moving the [`LogFloor`] up. For groups
+    /// whose state lives in the `kv` keyspace (metadata, committed offsets) this is what keeps
+    /// the log bounded. Bounded work per call; returns true when nothing up to the index is left.
+    ///
+    /// # Errors
+    /// `Corrupt` if the indexes and the log disagree.
+    pub fn compact_log(&self, group: GroupId, through_index: u64) -> Result<bool, StorageError> {
+        let _guard = self.lock_group(group)?;
+        let view = self.view()?;
+        let state = view.group_state(group)?.public;
+        let mut through = through_index.min(state.last_applied);
+        if state.log_start_offset < state.next_offset {
+            let rows = keys::offsets_key(group, state.log_start_offset)
+                ..=keys::offsets_key(group, Offset(u64::MAX));
+            if let Some(guard) = view.snap.range(&self.inner.offsets, rows).next() {
+                let row = OffsetRow::decode(&guard.value()?)?;
+                through = through.min(row.raft_index.saturating_sub(1));
+            }
+        }
+        let mut floor = view.floor(group)?;
+        if through <= floor.index {
+            return Ok(true);
+        }
+        let mut batch = self.batch();
+        let (_, done) = remove_log_prefix(
+            &view,
+            &mut batch,
+            group,
+            through,
+            &mut floor,
+            Some(KEYS_PER_CALL),
+        )?;
+        self.commit(batch)?;
+        Ok(done)
+    }
+
+    /// Removes everything the group has stored (topic deletion); bounded work per call, returns
+    /// true when done.
+    ///
+    /// The state goes first, so from the first call on the group reads as empty; stop its
+    /// replica before deleting, or it may see a log whose state is gone.
+    ///
+    /// # Errors
+    /// `Poisoned` if the store failed earlier or a write fails.
+    pub fn delete_group(&self, group: GroupId) -> Result<bool, StorageError> {
+        let _guard = self.lock_group(group)?;
+        let view = self.view()?;
+        let inner = &*self.inner;
+        let mut batch = self.batch();
+        let mut budget = KEYS_PER_CALL;
+        for keyspace in [
+            &inner.meta,
+            &inner.log,
+            &inner.offsets,
+            &inner.times,
+            &inner.kv,
+        ] {
+            for guard in view.snap.prefix(keyspace, keys::group_prefix(group)) {
+                if budget == 0 {
+                    self.commit(batch)?;
+                    return Ok(false);
+                }
+                batch.remove(keyspace, guard.key()?);
+                budget -= 1;
+            }
+        }
+        self.commit(batch)?;
+        // Bounds stay valid as keys go; dropping them just frees the memory.
+        self.set_tail(group, None);
+        Ok(true)
+    }
+}
+
+/// Queues removal of the group's log entries with index <= `through` (at most `limit`), moving
+/// `floor` to the last one removed, with the newest membership among them. Returns that index and
+/// whether every entry up to `through` is now gone.
+fn remove_log_prefix(
+    view: &View<'_>,
+    batch: &mut OwnedWriteBatch,
+    group: GroupId,
+    through: u64,
+    floor: &mut LogFloor,
+    limit: Option<usize>,
+) -> Result<(Option<u64>, bool), StorageError> {
+    let inner = view.inner;
+    let mut last_removed = None;
+    let mut done = true;
+    let prefix = keys::log_key(group, 0)..=keys::log_key(group, through);
+    for (taken, guard) in view.snap.range(&inner.log, prefix).enumerate() {
+        if limit.is_some_and(|limit| taken == limit) {
+            done = false;
+            break;
+        }
+        let index = trailing_u64(&guard.key()?, "log")?;
+        batch.remove(&inner.log, keys::log_key(group, index));
+        last_removed = Some(index);
+    }
+    let Some(last) = last_removed else {
+        return Ok((None, done));
+    };
+    let value = view
+        .snap
+        .get(&inner.log, keys::log_key(group, last))?
+        .ok_or_else(|| {
+            StorageError::corrupt(format!(
+                "group {group}: log entry {last} vanished while read"
+            ))
+        })?;
+    floor.index = last;
+    floor.term = decode_term(last, &value)?;
+    let rows = membership_key(group, 0)..=membership_key(group, last);
+    for guard in view.snap.range(&inner.meta, rows) {
+        let (key, value) = guard.into_inner()?;
+        floor.membership = Some(decode_membership(&value)?);
+        batch.remove(&inner.meta, key);
+    }
+    batch.insert(
+        &inner.meta,
+        keys::meta_key(group, TAG_FLOOR),
+        encode_floor(floor),
+    );
+    Ok((Some(last), done))
+}

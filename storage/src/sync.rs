@@ -1,0 +1,146 @@
+//! Group commit: one fsync for every write made before it, shared by every waiting caller.
+//!
+//! fjall writes each batch to the journal with `write(2)` only; a request for durability is a
+//! callback that runs once a later `persist` has covered it. The `gregor-sync` thread takes *all*
+//! callbacks that queued up while the previous fsync ran, so the number of fsyncs follows the
+//! disk's speed, not the request rate. The queue therefore holds at most the requests that
+//! arrive during one fsync, each of which stands for a write its caller already made.
+
+use crate::StorageError;
+use fjall::{Database, PersistMode};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::{JoinHandle, ThreadId};
+
+/// Called once the writes before the request are durable, or with the reason they never will be.
+pub type SyncCallback = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
+
+/// Set once, on the first failed write or fsync, and never cleared: after a failed fsync the
+/// kernel may have dropped dirty pages, so retrying could report durability that is not there.
+#[derive(Debug, Default)]
+pub(crate) struct Poison {
+    cause: OnceLock<String>,
+}
+
+impl Poison {
+    pub fn check(&self) -> Result<(), StorageError> {
+        match self.cause.get() {
+            None => Ok(()),
+            Some(cause) => Err(StorageError::Poisoned(cause.clone())),
+        }
+    }
+
+    /// Records the first fatal failure and returns the error to hand the caller.
+    pub fn poison(&self, cause: &dyn std::fmt::Display) -> StorageError {
+        let cause = self.cause.get_or_init(|| cause.to_string());
+        tracing::error!(%cause, "storage poisoned; the node must restart");
+        StorageError::Poisoned(cause.clone())
+    }
+}
+
+/// Persists the journal per `mode`, poisoning the store if that fails.
+pub(crate) fn persist(
+    db: &Database,
+    mode: PersistMode,
+    poison: &Poison,
+) -> Result<(), StorageError> {
+    poison.check()?;
+    db.persist(mode)
+        .map_err(|e| poison.poison(&format_args!("journal persist failed: {e}")))
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<SyncCallback>,
+    stopping: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // The queue stays consistent across a panicking callback (callbacks run unlocked).
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The `gregor-sync` thread. Dropping it runs a last fsync for whatever is queued, then joins.
+pub(crate) struct SyncThread {
+    shared: Arc<Shared>,
+    handle: Option<JoinHandle<()>>,
+    thread: ThreadId,
+}
+
+impl SyncThread {
+    pub fn spawn(db: Database, mode: PersistMode, poison: Arc<Poison>) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+        });
+        let worker = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name("gregor-sync".into())
+            .spawn(move || run(&worker, &db, mode, &poison))?;
+        let thread = handle.thread().id();
+        Ok(SyncThread {
+            shared,
+            handle: Some(handle),
+            thread,
+        })
+    }
+
+    pub fn request(&self, done: SyncCallback) {
+        self.shared.lock().pending.push(done);
+        self.shared.wake.notify_one();
+    }
+}
+
+fn run(shared: &Shared, db: &Database, mode: PersistMode, poison: &Poison) {
+    loop {
+        let (batch, stopping) = {
+            let mut queue = shared.lock();
+            while queue.pending.is_empty() && !queue.stopping {
+                queue = shared
+                    .wake
+                    .wait(queue)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            (std::mem::take(&mut queue.pending), queue.stopping)
+        };
+        if !batch.is_empty() {
+            let outcome = persist(db, mode, poison);
+            for done in batch {
+                done(match &outcome {
+                    Ok(()) => Ok(()),
+                    Err(StorageError::Poisoned(cause)) => {
+                        Err(StorageError::Poisoned(cause.clone()))
+                    }
+                    Err(other) => Err(StorageError::Poisoned(other.to_string())),
+                });
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+impl Drop for SyncThread {
+    fn drop(&mut self) {
+        self.shared.lock().stopping = true;
+        self.shared.wake.notify_one();
+        // A callback may hold the last `Store` handle, which drops us on the sync thread itself:
+        // joining there would wait forever, and the thread is about to return anyway.
+        if std::thread::current().id() != self.thread {
+            if let Some(handle) = self.handle.take() {
+                if handle.join().is_err() {
+                    tracing::error!("gregor-sync thread panicked");
+                }
+            }
+        }
+    }
+}

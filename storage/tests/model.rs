@@ -1,0 +1,357 @@
+//! The store against a plain in-memory model: random appends (with suffix overwrites), applies,
+//! fetches, timestamp lookups, retention and restarts. After every step the store's state, log,
+//! floor and membership must equal the model's; fetches and lookups must return exactly the
+//! model's records; retention must never move the log start back nor, under a time bound, remove
+//! a record younger than the bound; and `verify_group` must find the store's own indexes
+//! consistent.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use gregor_storage::batch::BatchView;
+use gregor_storage::{
+    EntryPayload, LogEntry, LogFloor, Offset, PartitionState, RetentionPolicy, StorageError, Store,
+};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Blank,
+    Membership(u8),
+    /// Batches of timestamp offsets from the model's clock.
+    Records(Vec<Vec<i64>>),
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Vec<Kind>),
+    /// Replaces the unapplied suffix from some point, with a higher term.
+    Overwrite(u8, Vec<Kind>),
+    Apply(u8),
+    Read(u16, usize),
+    /// A timestamp near a stored record's (picked by the first value), or anywhere around now.
+    Lookup(u16, i64),
+    Retention(Option<i64>, Option<u16>),
+    Tick(i64),
+    Restart,
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![
+        1 => Just(Kind::Blank),
+        1 => any::<u8>().prop_map(Kind::Membership),
+        6 => prop::collection::vec(prop::collection::vec(-60i64..60, 1..4), 0..3).prop_map(Kind::Records),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => prop::collection::vec(kind(), 1..4).prop_map(Op::Append),
+        1 => (any::<u8>(), prop::collection::vec(kind(), 1..3)).prop_map(|(a, b)| Op::Overwrite(a, b)),
+        4 => any::<u8>().prop_map(Op::Apply),
+        4 => (any::<u16>(), 1usize..1500).prop_map(|(a, b)| Op::Read(a, b)),
+        3 => (any::<u16>(), -300i64..300).prop_map(|(a, b)| Op::Lookup(a, b)),
+        3 => (proptest::option::of(0i64..300), proptest::option::of(0u16..1500))
+            .prop_map(|(a, b)| Op::Retention(a, b)),
+        2 => (1i64..100).prop_map(Op::Tick),
+        1 => Just(Op::Restart),
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct RecordsEntry {
+    first: u64,
+    raft_index: u64,
+    /// (timestamp, value) per record.
+    records: Vec<(i64, Vec<u8>)>,
+    max_timestamp: i64,
+    bytes: u64,
+}
+
+#[derive(Default)]
+struct Model {
+    log: BTreeMap<u64, LogEntry>,
+    floor: LogFloor,
+    term: u64,
+    clock: i64,
+    state: PartitionState,
+    /// Applied records entries still in the partition log, oldest first.
+    entries: Vec<RecordsEntry>,
+}
+
+impl Model {
+    fn last_index(&self) -> u64 {
+        self.log
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(self.floor.index)
+    }
+
+    fn build(&self, start: u64, kinds: &[Kind]) -> Vec<LogEntry> {
+        kinds
+            .iter()
+            .enumerate()
+            .map(|(i, kind)| {
+                let index = start + i as u64;
+                match kind {
+                    Kind::Blank => blank(index, self.term),
+                    Kind::Membership(m) => LogEntry {
+                        index,
+                        term: self.term,
+                        payload: EntryPayload::Membership(Bytes::from(vec![*m])),
+                    },
+                    Kind::Records(batches) => {
+                        let batches = batches
+                            .iter()
+                            .map(|ts| batch(&ts.iter().map(|t| self.clock + t).collect::<Vec<_>>()))
+                            .collect();
+                        records(index, self.term, batches)
+                    }
+                }
+            })
+            .collect()
+    }
+
+    fn write(&mut self, entries: Vec<LogEntry>) {
+        let start = entries[0].index;
+        self.log.retain(|&index, _| index < start);
+        for entry in entries {
+            self.log.insert(entry.index, entry);
+        }
+    }
+
+    fn apply(&mut self, up_to: u64) {
+        for index in self.state.last_applied + 1..=up_to {
+            if let EntryPayload::Records(batches) = &self.log[&index].payload {
+                let mut records = Vec::new();
+                let mut max_timestamp = i64::MIN;
+                let mut bytes = 0;
+                for b in batches {
+                    let view = BatchView::trusted(b);
+                    max_timestamp = max_timestamp.max(view.max_timestamp());
+                    bytes += b.len() as u64;
+                    for r in view.records() {
+                        let r = r.expect("record");
+                        records.push((r.timestamp, r.value.expect("value").to_vec()));
+                    }
+                }
+                if !records.is_empty() {
+                    let first = self.state.next_offset.0;
+                    self.state.next_offset.0 += records.len() as u64;
+                    self.state.size_bytes += bytes;
+                    self.entries.push(RecordsEntry {
+                        first,
+                        raft_index: index,
+                        records,
+                        max_timestamp,
+                        bytes,
+                    });
+                }
+            }
+        }
+        self.state.last_applied = up_to;
+    }
+
+    fn record(&self, offset: u64) -> &(i64, Vec<u8>) {
+        let entry = self
+            .entries
+            .iter()
+            .rev()
+            .find(|e| e.first <= offset)
+            .expect("offset in the model");
+        &entry.records[(offset - entry.first) as usize]
+    }
+
+    fn retain(&mut self, policy: RetentionPolicy, now_ms: i64) -> Vec<RecordsEntry> {
+        let mut removed = Vec::new();
+        while let Some(head) = self.entries.first() {
+            let remaining = self.state.size_bytes - head.bytes;
+            let old = policy.retention_ms >= 0 && head.max_timestamp < now_ms - policy.retention_ms;
+            let big = policy.retention_bytes >= 0 && remaining >= policy.retention_bytes as u64;
+            if !(old || big) {
+                break;
+            }
+            let head = self.entries.remove(0);
+            self.state.size_bytes = remaining;
+            self.state.log_start_offset = Offset(head.first + head.records.len() as u64);
+            let through = head.raft_index;
+            let gone: Vec<u64> = self.log.range(..=through).map(|(i, _)| *i).collect();
+            for index in gone {
+                let entry = self.log.remove(&index).expect("entry");
+                if let EntryPayload::Membership(m) = entry.payload {
+                    self.floor.membership = Some(m);
+                }
+                self.floor.index = index;
+                self.floor.term = entry.term;
+            }
+            removed.push(head);
+        }
+        removed
+    }
+
+    fn lookup(&self, timestamp_ms: i64) -> Option<(Offset, i64)> {
+        self.entries.iter().find_map(|e| {
+            e.records
+                .iter()
+                .position(|(t, _)| *t >= timestamp_ms)
+                .map(|i| (Offset(e.first + i as u64), e.records[i].0))
+        })
+    }
+
+    fn last_membership(&self) -> Option<(u64, Bytes)> {
+        let in_log = self.log.values().rev().find_map(|e| match &e.payload {
+            EntryPayload::Membership(m) => Some((e.index, m.clone())),
+            _ => None,
+        });
+        in_log.or_else(|| self.floor.membership.clone().map(|m| (self.floor.index, m)))
+    }
+}
+
+fn check_same(store: &Store, model: &Model) -> Result<(), TestCaseError> {
+    if let Err(e) = store.verify_group(G) {
+        return Err(TestCaseError::fail(format!("inconsistent store: {e}")));
+    }
+    prop_assert_eq!(store.partition_state(G).expect("state"), model.state);
+    let log = store.read_entries(G, 0, u64::MAX).expect("log");
+    prop_assert_eq!(log, model.log.values().cloned().collect::<Vec<_>>());
+    prop_assert_eq!(
+        store.last_entry(G).expect("last"),
+        model.log.values().next_back().cloned()
+    );
+    prop_assert_eq!(store.log_floor(G).expect("floor"), model.floor.clone());
+    prop_assert_eq!(
+        store.last_membership(G).expect("membership"),
+        model.last_membership()
+    );
+    Ok(())
+}
+
+fn run(dir: &Path, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut store = open(dir);
+    let mut model = Model {
+        term: 1,
+        clock: 1_000,
+        ..Model::default()
+    };
+    for op in ops {
+        match op {
+            Op::Append(kinds) => {
+                let entries = model.build(model.last_index() + 1, &kinds);
+                store.append_entries(G, &entries).expect("append");
+                model.write(entries);
+            }
+            Op::Overwrite(back, kinds) => {
+                let unapplied = model.last_index() - model.state.last_applied;
+                let start = model.state.last_applied + 1 + u64::from(back) % (unapplied + 1);
+                model.term += 1;
+                let entries = model.build(start, &kinds);
+                store.append_entries(G, &entries).expect("overwrite");
+                model.write(entries);
+            }
+            Op::Apply(fraction) => {
+                let unapplied = model.last_index() - model.state.last_applied;
+                let up_to =
+                    model.state.last_applied + (unapplied * u64::from(fraction)).div_ceil(255);
+                store.apply_up_to(G, up_to).expect("apply");
+                model.apply(up_to);
+            }
+            Op::Read(position, max_bytes) => {
+                let start = model.state.log_start_offset.0;
+                let span = model.state.next_offset.0 - start + 3;
+                let offset = (start + u64::from(position) % span).saturating_sub(1);
+                let result = store.read_records(G, Offset(offset), max_bytes);
+                if offset < start || offset > model.state.next_offset.0 {
+                    let out_of_range = matches!(result, Err(StorageError::OffsetOutOfRange { .. }));
+                    prop_assert!(
+                        out_of_range,
+                        "offset {} gave {:?}",
+                        offset,
+                        result.map(|f| f.batches.len())
+                    );
+                    continue;
+                }
+                let fetched = result.expect("read");
+                prop_assert_eq!(fetched.state, model.state);
+                if offset == model.state.next_offset.0 {
+                    prop_assert!(fetched.batches.is_empty());
+                    continue;
+                }
+                prop_assert!(!fetched.batches.is_empty());
+                let total: usize = fetched.batches.iter().map(Bytes::len).sum();
+                prop_assert!(fetched.batches.len() == 1 || total <= max_bytes);
+                let got = flatten(&fetched.batches);
+                prop_assert!(got[0].0 <= offset && got.iter().any(|r| r.0 == offset));
+                for (i, (o, t, v)) in got.iter().enumerate() {
+                    prop_assert_eq!(*o, got[0].0 + i as u64, "offsets are contiguous");
+                    prop_assert!(*o < model.state.next_offset.0);
+                    prop_assert_eq!(model.record(*o), &(*t, v.clone()));
+                }
+            }
+            Op::Lookup(pick, relative) => {
+                let stored: Vec<i64> = model
+                    .entries
+                    .iter()
+                    .flat_map(|e| e.records.iter().map(|r| r.0))
+                    .collect();
+                let timestamp = if stored.is_empty() || pick % 4 == 0 {
+                    model.clock + relative
+                } else {
+                    stored[usize::from(pick) % stored.len()] + relative % 3
+                };
+                prop_assert_eq!(
+                    store.offset_for_timestamp(G, timestamp).expect("lookup"),
+                    model.lookup(timestamp)
+                );
+            }
+            Op::Retention(retention_ms, retention_bytes) => {
+                let policy = RetentionPolicy {
+                    retention_ms: retention_ms.unwrap_or(-1),
+                    retention_bytes: retention_bytes.map_or(-1, i64::from),
+                };
+                let before = model.state.log_start_offset;
+                let mut calls = 0;
+                loop {
+                    let outcome = store
+                        .enforce_retention(G, policy, model.clock)
+                        .expect("retention");
+                    prop_assert!(outcome.log_start_offset >= before, "log start moved back");
+                    calls += 1;
+                    if !outcome.more || calls > 10 {
+                        break;
+                    }
+                }
+                let removed = model.retain(policy, model.clock);
+                if policy.retention_bytes < 0 {
+                    let bound = model.clock - policy.retention_ms;
+                    for entry in &removed {
+                        prop_assert!(
+                            entry.records.iter().all(|(t, _)| *t < bound),
+                            "young record removed"
+                        );
+                    }
+                }
+            }
+            Op::Tick(ms) => model.clock += ms,
+            Op::Restart => {
+                drop(store);
+                store = open(dir);
+            }
+        }
+        check_same(&store, &model)?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn store_matches_the_model(ops in prop::collection::vec(op(), 1..40)) {
+        let dir = tempdir();
+        run(dir.path(), ops)?;
+    }
+}
