@@ -1,1 +1,877 @@
-//! Node configuration: TOML file, `GREGOR_*` environment, flags.
+//! `gregor serve` configuration: a versioned TOML file, `GREGOR_*` environment variables and
+//! command-line flags, merged and validated into the [`NodeConfig`] the actors use plus the
+//! settings of the client-facing server.
+//!
+//! Precedence, highest first: flags, environment, file, defaults. Every key can come from any of
+//! the three sources; the environment variable of a key is `GREGOR_` plus the key in upper case
+//! (`listen` → `GREGOR_LISTEN`). The file must start with `version = 1` and may not contain keys
+//! this build does not read: a misspelt or retired key is an error, never silently ignored.
+//! [`EXAMPLE_CONFIG`] is a complete file with every key at its default.
+//!
+//! Paths in the file are relative to the working directory of the process, as on the command
+//! line, not to the file.
+//!
+//! ## `flush`: durability against speed
+//! - `always` (default): an `acks=all` produce is answered only after the batch is fsynced on a
+//!   majority of its replicas. Concurrent writes of every partition share one fsync (group
+//!   commit), so the cost is latency (one disk sync per round) more than throughput. Survives
+//!   power loss.
+//! - `never`: writes are left in the OS page cache, as Kafka does by default. Much lower latency
+//!   on slow disks; survives a crash of the process but not of the machine, unless the other
+//!   replicas still hold the data. With one replica, a power cut can lose acknowledged records.
+
+use crate::protocol::DEFAULT_MAX_FRAME_BYTES;
+use crate::server::ServerConfig;
+use gregor_actors::api::MAX_PARTITIONS;
+use gregor_actors::NodeConfig;
+use gregor_storage::{FlushPolicy, NodeId};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// The config file format this build reads.
+pub const CONFIG_VERSION: u32 = 1;
+/// Prefix of the environment variables that override config keys.
+pub const ENV_PREFIX: &str = "GREGOR_";
+
+pub const DEFAULT_NODE_ID: u64 = 1;
+pub const DEFAULT_DATA_DIR: &str = "./gregor-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9092";
+pub const DEFAULT_PRODUCE_LINGER_MS: u64 = 0;
+/// Kafka's `offsets.topic.num.partitions`.
+pub const DEFAULT_OFFSETS_PARTITIONS: u32 = 50;
+pub const DEFAULT_RETENTION_CHECK_INTERVAL_MS: u64 = 30_000;
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION: u32 = 1024;
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+
+// Bounds that catch typos (an extra zero, ms taken for s) rather than tune anything.
+const MAX_PRODUCE_LINGER_MS: u64 = 10_000;
+const RETENTION_CHECK_INTERVAL_MS: std::ops::RangeInclusive<u64> = 100..=24 * 60 * 60 * 1000;
+const MIN_CACHE_BYTES: u64 = 1024 * 1024;
+/// A frame must hold at least a default-sized record batch plus its envelope.
+const MIN_MAX_FRAME_BYTES: u32 = 64 * 1024;
+const MAX_MAX_FRAME_BYTES: u32 = 1024 * 1024 * 1024;
+const MAX_IN_FLIGHT_PER_CONNECTION: u32 = 65_536;
+const MAX_CONNECTIONS: u32 = 1_000_000;
+
+/// A complete config file with every key at its default value.
+pub const EXAMPLE_CONFIG: &str = r#"# gregor serve configuration
+version = 1
+
+# This node's id in the cluster; unique per node, never reused for a different data dir.
+node_id = 1
+data_dir = "./gregor-data"
+# Where the client protocol listens. Port 0 picks a free port.
+listen = "127.0.0.1:9092"
+# host:port that clients are told to use; defaults to the bound listen address.
+# advertised_address = "broker1.example.com:9092"
+
+# "always": acks=all waits for fsync (safe against power loss).
+# "never": page cache only (faster; a machine crash can lose acknowledged records).
+flush = "always"
+# Extra wait for more produce requests before a partition leader writes.
+produce_linger_ms = 0
+# Partitions of __consumer_offsets; do not change it once groups have committed.
+offsets_partitions = 50
+retention_check_interval_ms = 30000
+cache_bytes = 67108864
+
+# Largest request frame accepted, in bytes.
+max_frame_bytes = 16777216
+# Requests a connection may have outstanding before the server stops reading from it.
+max_in_flight_per_connection = 1024
+# Connections served at once; more wait in the kernel's accept queue.
+max_connections = 10000
+"#;
+
+/// When acknowledged writes reach the disk; see the module documentation for the trade-off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Flush {
+    Always,
+    Never,
+}
+
+impl FromStr for Flush {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(Flush::Always),
+            "never" => Ok(Flush::Never),
+            other => Err(format!("expected \"always\" or \"never\", not \"{other}\"")),
+        }
+    }
+}
+
+impl fmt::Display for Flush {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Flush::Always => "always",
+            Flush::Never => "never",
+        })
+    }
+}
+
+impl From<Flush> for FlushPolicy {
+    fn from(flush: Flush) -> FlushPolicy {
+        match flush {
+            Flush::Always => FlushPolicy::Always,
+            Flush::Never => FlushPolicy::Never,
+        }
+    }
+}
+
+/// Where a setting came from, so an error can point at the place to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    File(PathBuf),
+    Env(String),
+    Flag(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("the default"),
+            Origin::File(path) => write!(f, "config file {}", path.display()),
+            Origin::Env(var) => write!(f, "environment variable {var}"),
+            Origin::Flag(flag) => write!(f, "flag {flag}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {} (check the path given to --config)", path.display())]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {} is not valid", path.display())]
+    ParseFile {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("config file {} has no version; add `version = {CONFIG_VERSION}` as its first line", path.display())]
+    MissingVersion { path: PathBuf },
+    #[error(
+        "config file {} is version {found} but this gregor reads version {CONFIG_VERSION}; \
+         rewrite it from `gregor serve --help` or use the gregor release that wrote it",
+        path.display()
+    )]
+    UnsupportedVersion { path: PathBuf, found: u32 },
+    #[error("environment variable {var}={value:?} is not valid: {reason}; fix or unset it")]
+    InvalidEnv {
+        var: String,
+        value: String,
+        reason: String,
+    },
+    #[error("environment variable {var} is not valid UTF-8; fix or unset it")]
+    NonUnicodeEnv { var: String },
+    #[error("{key} = {value} (from {origin}) is not valid: {reason}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        origin: Origin,
+        reason: String,
+    },
+}
+
+/// Declares the settings once; the raw struct, the key list and the per-key plumbing follow.
+macro_rules! settings {
+    ($($(#[$doc:meta])* $key:ident: $ty:ty,)*) => {
+        /// One layer of settings (file, environment or flags) before merging: every key optional.
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct RawConfig {
+            /// The file format version; read from the file only.
+            pub version: Option<u32>,
+            $($(#[$doc])* pub $key: Option<$ty>,)*
+        }
+
+        /// Every key a config file may contain besides `version`.
+        pub const KEYS: &[&str] = &[$(stringify!($key)),*];
+
+        impl RawConfig {
+            /// Keys set in `top` replace those in `self`; `origins` records who set each one.
+            fn overlay(&mut self, top: RawConfig, origin: impl Fn(&'static str) -> Origin, origins: &mut Origins) {
+                $(if let Some(value) = top.$key {
+                    self.$key = Some(value);
+                    origins.insert(stringify!($key), origin(stringify!($key)));
+                })*
+            }
+
+            fn from_env(env: &BTreeMap<String, String>) -> Result<RawConfig, ConfigError> {
+                Ok(RawConfig {
+                    version: None,
+                    $($key: parse_env::<$ty>(env, stringify!($key))?,)*
+                })
+            }
+        }
+    };
+}
+
+settings! {
+    node_id: u64,
+    data_dir: PathBuf,
+    listen: String,
+    advertised_address: String,
+    flush: Flush,
+    produce_linger_ms: u64,
+    offsets_partitions: u32,
+    retention_check_interval_ms: u64,
+    cache_bytes: u64,
+    max_frame_bytes: u32,
+    max_in_flight_per_connection: u32,
+    max_connections: u32,
+}
+
+type Origins = BTreeMap<&'static str, Origin>;
+
+/// The environment variable that sets `key`.
+pub fn env_var_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.to_ascii_uppercase())
+}
+
+/// The flag that sets `key`, for error messages (not every key has one).
+fn flag_name(key: &str) -> String {
+    format!("--{}", key.replace('_', "-"))
+}
+
+fn parse_env<T: FromStr>(
+    env: &BTreeMap<String, String>,
+    key: &'static str,
+) -> Result<Option<T>, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    let var = env_var_name(key);
+    match env.get(&var) {
+        None => Ok(None),
+        Some(value) => {
+            value
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|e: T::Err| ConfigError::InvalidEnv {
+                    var,
+                    value: value.clone(),
+                    reason: e.to_string(),
+                })
+        }
+    }
+}
+
+/// The process's `GREGOR_*` variables. Read once, so tests can hand in their own map instead of
+/// mutating the process environment.
+///
+/// # Errors
+/// [`ConfigError::NonUnicodeEnv`] if a `GREGOR_*` variable is not valid UTF-8.
+pub fn env_snapshot() -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut env = BTreeMap::new();
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with(ENV_PREFIX) {
+            continue;
+        }
+        let value = value
+            .into_string()
+            .map_err(|_| ConfigError::NonUnicodeEnv {
+                var: name.to_owned(),
+            })?;
+        env.insert(name.to_owned(), value);
+    }
+    Ok(env)
+}
+
+/// Parses a config file's text. `path` is only used in error messages.
+///
+/// # Errors
+/// Invalid TOML, an unknown key, a value of the wrong type, a missing or unsupported `version`.
+pub fn parse_file(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::ParseFile {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })?;
+    match raw.version {
+        None => Err(ConfigError::MissingVersion {
+            path: path.to_owned(),
+        }),
+        Some(CONFIG_VERSION) => Ok(raw),
+        Some(found) => Err(ConfigError::UnsupportedVersion {
+            path: path.to_owned(),
+            found,
+        }),
+    }
+}
+
+/// The three sources of settings, highest precedence last.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSources<'a> {
+    pub file: Option<&'a Path>,
+    /// `GREGOR_*` variables, usually from [`env_snapshot`].
+    pub env: BTreeMap<String, String>,
+    pub flags: RawConfig,
+}
+
+/// Everything `gregor serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub node: NodeConfig,
+    /// `host:port` to bind; port 0 asks the OS for a free port.
+    pub listen: String,
+    pub server: ServerConfig,
+    /// Whether `node.advertised_address` is a stand-in copied from `listen`, to be replaced by
+    /// the address actually bound.
+    advertised_from_listen: bool,
+}
+
+impl ServeConfig {
+    /// Reads the file (if any), overlays environment and flags, and validates the result.
+    ///
+    /// # Errors
+    /// The first problem found, naming the key, where its value came from and what is accepted.
+    pub fn load(sources: ConfigSources<'_>) -> Result<ServeConfig, ConfigError> {
+        let mut merged = RawConfig::default();
+        let mut origins = Origins::new();
+        if let Some(path) = sources.file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+                path: path.to_owned(),
+                source,
+            })?;
+            let file = parse_file(&text, path)?;
+            merged.overlay(file, |_| Origin::File(path.to_owned()), &mut origins);
+        }
+        let env = RawConfig::from_env(&sources.env)?;
+        merged.overlay(env, |key| Origin::Env(env_var_name(key)), &mut origins);
+        merged.overlay(
+            sources.flags,
+            |key| Origin::Flag(flag_name(key)),
+            &mut origins,
+        );
+        validate(merged, &origins)
+    }
+
+    /// Fills in what is only known once the listener is bound: with port 0 in `listen` and no
+    /// explicit advertised address, clients must be told the real port.
+    pub fn bound_to(mut self, bound: SocketAddr) -> ServeConfig {
+        if self.advertised_from_listen {
+            self.node.advertised_address = bound.to_string();
+        }
+        self
+    }
+}
+
+fn validate(raw: RawConfig, origins: &Origins) -> Result<ServeConfig, ConfigError> {
+    let invalid =
+        |key: &'static str, value: &dyn fmt::Display, reason: String| ConfigError::Invalid {
+            key,
+            value: value.to_string(),
+            origin: origins.get(key).cloned().unwrap_or(Origin::Default),
+            reason,
+        };
+
+    let node_id = raw.node_id.unwrap_or(DEFAULT_NODE_ID);
+    if node_id == 0 {
+        return Err(invalid("node_id", &node_id, "node ids start at 1".into()));
+    }
+
+    let data_dir = raw
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    if data_dir.as_os_str().is_empty() {
+        return Err(invalid("data_dir", &"\"\"", "give a directory path".into()));
+    }
+
+    let listen = raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let listen_addr =
+        HostPort::parse(&listen).map_err(|reason| invalid("listen", &listen, reason))?;
+
+    let advertised_from_listen = raw.advertised_address.is_none();
+    let advertised = match raw.advertised_address {
+        Some(address) => {
+            let parsed = HostPort::parse(&address)
+                .map_err(|reason| invalid("advertised_address", &address, reason))?;
+            if parsed.is_wildcard() {
+                return Err(invalid(
+                    "advertised_address",
+                    &address,
+                    "clients cannot connect to a wildcard address; give this node's hostname or IP"
+                        .into(),
+                ));
+            }
+            if parsed.port == 0 {
+                return Err(invalid(
+                    "advertised_address",
+                    &address,
+                    "port 0 cannot be connected to; give the port clients should use".into(),
+                ));
+            }
+            address
+        }
+        None if listen_addr.is_wildcard() => {
+            return Err(invalid(
+                "listen",
+                &listen,
+                "listening on a wildcard address needs an advertised_address that clients can \
+                 reach (--advertised-address HOST:PORT)"
+                    .into(),
+            ));
+        }
+        None => listen.clone(),
+    };
+
+    let produce_linger_ms = raw.produce_linger_ms.unwrap_or(DEFAULT_PRODUCE_LINGER_MS);
+    if produce_linger_ms > MAX_PRODUCE_LINGER_MS {
+        return Err(invalid(
+            "produce_linger_ms",
+            &produce_linger_ms,
+            format!("at most {MAX_PRODUCE_LINGER_MS} ms; a few ms is usually enough"),
+        ));
+    }
+
+    let offsets_partitions = raw.offsets_partitions.unwrap_or(DEFAULT_OFFSETS_PARTITIONS);
+    if !(1..=MAX_PARTITIONS).contains(&offsets_partitions) {
+        return Err(invalid(
+            "offsets_partitions",
+            &offsets_partitions,
+            format!("must be between 1 and {MAX_PARTITIONS}"),
+        ));
+    }
+
+    let retention_check_interval_ms = raw
+        .retention_check_interval_ms
+        .unwrap_or(DEFAULT_RETENTION_CHECK_INTERVAL_MS);
+    if !RETENTION_CHECK_INTERVAL_MS.contains(&retention_check_interval_ms) {
+        return Err(invalid(
+            "retention_check_interval_ms",
+            &retention_check_interval_ms,
+            format!(
+                "must be between {} ms and {} ms (one day)",
+                RETENTION_CHECK_INTERVAL_MS.start(),
+                RETENTION_CHECK_INTERVAL_MS.end()
+            ),
+        ));
+    }
+
+    let cache_bytes = raw.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES);
+    if cache_bytes < MIN_CACHE_BYTES {
+        return Err(invalid(
+            "cache_bytes",
+            &cache_bytes,
+            format!("at least {MIN_CACHE_BYTES} bytes (1 MiB); the value is in bytes, not MiB"),
+        ));
+    }
+
+    let max_frame_bytes = raw.max_frame_bytes.unwrap_or(DEFAULT_MAX_FRAME_BYTES);
+    if !(MIN_MAX_FRAME_BYTES..=MAX_MAX_FRAME_BYTES).contains(&max_frame_bytes) {
+        return Err(invalid(
+            "max_frame_bytes",
+            &max_frame_bytes,
+            format!(
+                "must be between {MIN_MAX_FRAME_BYTES} (64 KiB) and {MAX_MAX_FRAME_BYTES} (1 GiB)"
+            ),
+        ));
+    }
+
+    let max_in_flight = raw
+        .max_in_flight_per_connection
+        .unwrap_or(DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION);
+    if !(1..=MAX_IN_FLIGHT_PER_CONNECTION).contains(&max_in_flight) {
+        return Err(invalid(
+            "max_in_flight_per_connection",
+            &max_in_flight,
+            format!("must be between 1 and {MAX_IN_FLIGHT_PER_CONNECTION}"),
+        ));
+    }
+
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if !(1..=MAX_CONNECTIONS).contains(&max_connections) {
+        return Err(invalid(
+            "max_connections",
+            &max_connections,
+            format!("must be between 1 and {MAX_CONNECTIONS}"),
+        ));
+    }
+
+    Ok(ServeConfig {
+        node: NodeConfig {
+            node_id: NodeId(node_id),
+            data_dir,
+            advertised_address: advertised,
+            flush: raw.flush.unwrap_or(Flush::Always).into(),
+            produce_linger_ms,
+            offsets_partitions,
+            retention_check_interval_ms,
+            cache_bytes,
+        },
+        listen,
+        server: ServerConfig {
+            max_frame_bytes,
+            max_in_flight_per_connection: max_in_flight as usize,
+            max_connections: max_connections as usize,
+            ..ServerConfig::default()
+        },
+        advertised_from_listen,
+    })
+}
+
+/// A `host:port` checked for shape only; names are resolved when binding or connecting.
+#[derive(Debug)]
+struct HostPort<'a> {
+    host: &'a str,
+    port: u16,
+}
+
+impl<'a> HostPort<'a> {
+    fn parse(s: &'a str) -> Result<HostPort<'a>, String> {
+        const SHAPE: &str = "expected HOST:PORT, e.g. 127.0.0.1:9092 or [::1]:9092";
+        let (host, port) = s.rsplit_once(':').ok_or_else(|| SHAPE.to_owned())?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("port \"{port}\" is not a number from 0 to 65535; {SHAPE}"))?;
+        let valid_host = if let Some(inner) = host.strip_prefix('[') {
+            inner
+                .strip_suffix(']')
+                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+        } else {
+            !host.is_empty()
+                && !host.contains(':')
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        };
+        if !valid_host {
+            return Err(format!(
+                "\"{host}\" is not a hostname or IP address; {SHAPE}"
+            ));
+        }
+        Ok(HostPort { host, port })
+    }
+
+    fn is_wildcard(&self) -> bool {
+        let ip = self.host.trim_start_matches('[').trim_end_matches(']');
+        ip.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(
+        file: Option<&str>,
+        env: &[(&str, &str)],
+        flags: RawConfig,
+    ) -> Result<ServeConfig, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("gregor.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).expect("write config");
+        }
+        ServeConfig::load(ConfigSources {
+            file: file.map(|_| path.as_path()),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            flags,
+        })
+    }
+
+    fn invalid_key(err: ConfigError) -> (&'static str, Origin) {
+        match err {
+            ConfigError::Invalid { key, origin, .. } => (key, origin),
+            other => panic!("expected an invalid value, got {other}"),
+        }
+    }
+
+    #[test]
+    fn no_sources_gives_the_documented_defaults() {
+        let config = load(None, &[], RawConfig::default()).expect("defaults are valid");
+        assert_eq!(config.node.node_id, NodeId(1));
+        assert_eq!(config.node.data_dir, PathBuf::from("./gregor-data"));
+        assert_eq!(config.listen, "127.0.0.1:9092");
+        assert_eq!(config.node.advertised_address, "127.0.0.1:9092");
+        assert_eq!(config.node.flush, FlushPolicy::Always);
+        assert_eq!(config.node.produce_linger_ms, 0);
+        assert_eq!(config.node.offsets_partitions, 50);
+        assert_eq!(config.node.retention_check_interval_ms, 30_000);
+        assert_eq!(config.node.cache_bytes, 64 * 1024 * 1024);
+        assert_eq!(config.server.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
+        assert_eq!(config.server.max_in_flight_per_connection, 1024);
+        assert_eq!(config.server.max_connections, 10_000);
+    }
+
+    #[test]
+    fn example_file_parses_to_the_defaults() {
+        let raw = parse_file(EXAMPLE_CONFIG, Path::new("example.toml")).expect("example parses");
+        let from_file = load(Some(EXAMPLE_CONFIG), &[], RawConfig::default()).expect("valid");
+        let defaults = load(None, &[], RawConfig::default()).expect("valid");
+        assert_eq!(
+            format!("{:?}", from_file.node),
+            format!("{:?}", defaults.node)
+        );
+        assert_eq!(from_file.server, defaults.server);
+        // Every key but the commented-out advertised_address is spelled out in the example.
+        let spelled_out = KEYS
+            .iter()
+            .filter(|k| EXAMPLE_CONFIG.contains(&format!("\n{k} = ")))
+            .count();
+        assert_eq!(spelled_out, KEYS.len() - 1);
+        assert_eq!(raw.version, Some(CONFIG_VERSION));
+    }
+
+    #[test]
+    fn file_values_are_read() {
+        let text = r#"
+            version = 1
+            node_id = 7
+            data_dir = "/var/lib/gregor"
+            listen = "0.0.0.0:19092"
+            advertised_address = "broker7.example.com:19092"
+            flush = "never"
+            produce_linger_ms = 5
+            offsets_partitions = 3
+            retention_check_interval_ms = 1000
+            cache_bytes = 2097152
+            max_frame_bytes = 1048576
+            max_in_flight_per_connection = 8
+            max_connections = 100
+        "#;
+        let config = load(Some(text), &[], RawConfig::default()).expect("valid");
+        assert_eq!(config.node.node_id, NodeId(7));
+        assert_eq!(config.node.data_dir, PathBuf::from("/var/lib/gregor"));
+        assert_eq!(config.listen, "0.0.0.0:19092");
+        assert_eq!(config.node.advertised_address, "broker7.example.com:19092");
+        assert_eq!(config.node.flush, FlushPolicy::Never);
+        assert_eq!(config.node.produce_linger_ms, 5);
+        assert_eq!(config.node.offsets_partitions, 3);
+        assert_eq!(config.node.retention_check_interval_ms, 1000);
+        assert_eq!(config.node.cache_bytes, 2 * 1024 * 1024);
+        assert_eq!(config.server.max_frame_bytes, 1024 * 1024);
+        assert_eq!(config.server.max_in_flight_per_connection, 8);
+        assert_eq!(config.server.max_connections, 100);
+    }
+
+    #[test]
+    fn unknown_file_key_is_rejected_with_its_name() {
+        let err = load(
+            Some("version = 1\nlisten_address = \"x:1\"\n"),
+            &[],
+            RawConfig::default(),
+        )
+        .expect_err("unknown key");
+        assert!(matches!(err, ConfigError::ParseFile { .. }), "{err}");
+        let cause = std::error::Error::source(&err)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        assert!(cause.contains("listen_address"), "{cause}");
+    }
+
+    #[test]
+    fn file_without_supported_version_is_rejected() {
+        let err = load(Some("node_id = 2\n"), &[], RawConfig::default()).expect_err("no version");
+        assert!(matches!(err, ConfigError::MissingVersion { .. }), "{err}");
+        let err = load(Some("version = 2\n"), &[], RawConfig::default()).expect_err("version 2");
+        assert!(
+            matches!(err, ConfigError::UnsupportedVersion { found: 2, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_in_file_is_rejected() {
+        let err = load(
+            Some("version = 1\nnode_id = \"one\"\n"),
+            &[],
+            RawConfig::default(),
+        )
+        .expect_err("string node id");
+        assert!(matches!(err, ConfigError::ParseFile { .. }), "{err}");
+        let err = load(
+            Some("version = 1\nflush = \"sometimes\"\n"),
+            &[],
+            RawConfig::default(),
+        )
+        .expect_err("bad flush");
+        let cause = std::error::Error::source(&err)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        assert!(cause.contains("sometimes"), "{cause}");
+    }
+
+    #[test]
+    fn missing_file_says_which_path() {
+        let err = ServeConfig::load(ConfigSources {
+            file: Some(Path::new("/nonexistent/gregor.toml")),
+            ..ConfigSources::default()
+        })
+        .expect_err("missing file");
+        assert!(matches!(err, ConfigError::ReadFile { .. }));
+        assert!(
+            err.to_string().contains("/nonexistent/gregor.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let file = "version = 1\nnode_id = 2\nlisten = \"127.0.0.1:1000\"\nflush = \"always\"\n";
+        let env = [
+            ("GREGOR_NODE_ID", "3"),
+            ("GREGOR_FLUSH", "never"),
+            ("GREGOR_UNRELATED", "x"),
+        ];
+        let config = load(Some(file), &env, RawConfig::default()).expect("valid");
+        assert_eq!(config.node.node_id, NodeId(3));
+        assert_eq!(config.node.flush, FlushPolicy::Never);
+        assert_eq!(config.listen, "127.0.0.1:1000");
+    }
+
+    #[test]
+    fn flags_override_env_and_file() {
+        let file = "version = 1\nnode_id = 2\ndata_dir = \"/file\"\n";
+        let env = [("GREGOR_NODE_ID", "3"), ("GREGOR_DATA_DIR", "/env")];
+        let flags = RawConfig {
+            node_id: Some(4),
+            ..RawConfig::default()
+        };
+        let config = load(Some(file), &env, flags).expect("valid");
+        assert_eq!(config.node.node_id, NodeId(4));
+        assert_eq!(config.node.data_dir, PathBuf::from("/env"));
+    }
+
+    #[test]
+    fn unparsable_env_value_names_the_variable() {
+        let err = load(
+            None,
+            &[("GREGOR_CACHE_BYTES", "64MiB")],
+            RawConfig::default(),
+        )
+        .expect_err("not a number");
+        match &err {
+            ConfigError::InvalidEnv { var, .. } => assert_eq!(var, "GREGOR_CACHE_BYTES"),
+            other => panic!("expected InvalidEnv, got {other}"),
+        }
+    }
+
+    #[test]
+    fn invalid_values_name_key_and_origin() {
+        let flags = RawConfig {
+            node_id: Some(0),
+            ..RawConfig::default()
+        };
+        assert_eq!(
+            invalid_key(load(None, &[], flags).expect_err("node 0")),
+            ("node_id", Origin::Flag("--node-id".into()))
+        );
+        let (key, origin) = invalid_key(
+            load(
+                None,
+                &[("GREGOR_LISTEN", "localhost")],
+                RawConfig::default(),
+            )
+            .expect_err("no port"),
+        );
+        assert_eq!(
+            (key, origin),
+            ("listen", Origin::Env("GREGOR_LISTEN".into()))
+        );
+
+        let bad_files = [
+            ("listen = \"host:99999\"", "listen"),
+            ("listen = \"bad host:1\"", "listen"),
+            ("listen = \"[::1:1\"", "listen"),
+            (
+                "advertised_address = \"0.0.0.0:9092\"",
+                "advertised_address",
+            ),
+            ("advertised_address = \"broker:0\"", "advertised_address"),
+            ("produce_linger_ms = 60000", "produce_linger_ms"),
+            ("offsets_partitions = 0", "offsets_partitions"),
+            ("offsets_partitions = 10001", "offsets_partitions"),
+            (
+                "retention_check_interval_ms = 0",
+                "retention_check_interval_ms",
+            ),
+            ("cache_bytes = 64", "cache_bytes"),
+            ("max_frame_bytes = 100", "max_frame_bytes"),
+            (
+                "max_in_flight_per_connection = 0",
+                "max_in_flight_per_connection",
+            ),
+            ("max_connections = 0", "max_connections"),
+            ("data_dir = \"\"", "data_dir"),
+        ];
+        for (line, expected_key) in bad_files {
+            let err = load(
+                Some(&format!("version = 1\n{line}\n")),
+                &[],
+                RawConfig::default(),
+            )
+            .expect_err(line);
+            let (key, origin) = invalid_key(err);
+            assert_eq!(key, expected_key, "{line}");
+            assert!(matches!(origin, Origin::File(_)), "{line}");
+        }
+    }
+
+    #[test]
+    fn wildcard_listen_needs_an_advertised_address() {
+        let flags = RawConfig {
+            listen: Some("0.0.0.0:9092".into()),
+            ..RawConfig::default()
+        };
+        let (key, _) = invalid_key(load(None, &[], flags.clone()).expect_err("wildcard"));
+        assert_eq!(key, "listen");
+        let flags = RawConfig {
+            advertised_address: Some("10.0.0.5:9092".into()),
+            ..flags
+        };
+        let config = load(None, &[], flags).expect("advertised given");
+        assert_eq!(config.node.advertised_address, "10.0.0.5:9092");
+        let ipv6 = RawConfig {
+            listen: Some("[::]:9092".into()),
+            ..RawConfig::default()
+        };
+        assert!(load(None, &[], ipv6).is_err());
+    }
+
+    #[test]
+    fn port_zero_advertises_the_bound_port_unless_told_otherwise() {
+        let flags = RawConfig {
+            listen: Some("127.0.0.1:0".into()),
+            ..RawConfig::default()
+        };
+        let bound: SocketAddr = "127.0.0.1:40123".parse().expect("addr");
+        let config = load(None, &[], flags.clone())
+            .expect("valid")
+            .bound_to(bound);
+        assert_eq!(config.node.advertised_address, "127.0.0.1:40123");
+        let explicit = RawConfig {
+            advertised_address: Some("gw:9092".into()),
+            ..flags
+        };
+        let config = load(None, &[], explicit).expect("valid").bound_to(bound);
+        assert_eq!(config.node.advertised_address, "gw:9092");
+    }
+
+    #[test]
+    fn every_key_has_an_env_variable() {
+        for key in KEYS {
+            let var = env_var_name(key);
+            assert!(
+                var.starts_with("GREGOR_")
+                    && var.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+            );
+        }
+        assert_eq!(env_var_name("max_frame_bytes"), "GREGOR_MAX_FRAME_BYTES");
+    }
+}

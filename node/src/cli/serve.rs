@@ -1,1 +1,160 @@
-//! `gregor serve`.
+//! `gregor serve`: run a node until SIGINT or SIGTERM.
+
+use crate::config::{self, ConfigSources, Flush, RawConfig, ServeConfig};
+use crate::server;
+use anyhow::Context;
+use std::io::ErrorKind;
+use std::path::PathBuf;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::info;
+
+/// Run a Gregor node.
+///
+/// Settings come from flags, then `GREGOR_*` environment variables (GREGOR_LISTEN,
+/// GREGOR_NODE_ID, ...), then the config file, then defaults.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML config file; starts with `version = 1`. Keys: node_id, data_dir, listen,
+    /// advertised_address, flush, produce_linger_ms, offsets_partitions,
+    /// retention_check_interval_ms, cache_bytes, max_frame_bytes, max_in_flight_per_connection,
+    /// max_connections
+    #[arg(long, value_name = "FILE", env = "GREGOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for this node's data [default: ./gregor-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address for client connections; port 0 picks a free port [default: 127.0.0.1:9092]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// This node's id in the cluster [default: 1]
+    #[arg(long, value_name = "N")]
+    pub node_id: Option<u64>,
+    /// Address clients are told to connect to [default: the listen address]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertised_address: Option<String>,
+    /// always: acks=all waits for fsync, safe against power loss. never: page cache only,
+    /// faster, a machine crash can lose acknowledged records [default: always]
+    #[arg(long, value_enum)]
+    pub flush: Option<Flush>,
+}
+
+impl ServeArgs {
+    /// The settings given as flags, as the top config layer.
+    pub fn overrides(&self) -> RawConfig {
+        RawConfig {
+            data_dir: self.data_dir.clone(),
+            listen: self.listen.clone(),
+            node_id: self.node_id,
+            advertised_address: self.advertised_address.clone(),
+            flush: self.flush,
+            ..RawConfig::default()
+        }
+    }
+}
+
+/// Runs a node in the foreground until SIGINT or SIGTERM.
+///
+/// # Errors
+/// Invalid configuration, a listen address that cannot be bound, a node that fails to start, or
+/// a node stopped by a fatal error. Each message says what to change.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let config = ServeConfig::load(ConfigSources {
+        file: args.config.as_deref(),
+        env: config::env_snapshot()?,
+        flags: args.overrides(),
+    })?;
+    let system = actix_rt::System::new();
+    let system_stopped = system.stop_future();
+    let served = system.block_on(serve(config, async {
+        // Someone else (a fatal storage error in the node) may stop the System first.
+        let _ = system_stopped.await;
+    }));
+    actix_rt::System::current().stop();
+    let code = system
+        .run_with_code()
+        .context("stopping the actor system")?;
+    served?;
+    if code != 0 {
+        anyhow::bail!("the node stopped after a fatal error (exit code {code}); see the log above");
+    }
+    Ok(())
+}
+
+async fn serve(
+    config: ServeConfig,
+    system_stopped: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    // Registered before anything slow so a signal during startup is not lost.
+    let mut interrupt =
+        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+
+    // Binding first means a taken port fails before any data is opened.
+    let listener = bind(&config.listen).await?;
+    let bound = listener
+        .local_addr()
+        .with_context(|| format!("cannot read the address bound for {}", config.listen))?;
+    let config = config.bound_to(bound);
+    let node = config.node.clone();
+
+    let broker = gregor_actors::start_node(node.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot start node {} with data directory {}; check that it is writable and not \
+             used by another gregor process",
+                node.node_id,
+                node.data_dir.display()
+            )
+        })?;
+
+    info!(
+        "gregor node {} serving on {} (data in {})",
+        node.node_id,
+        bound,
+        node.data_dir.display()
+    );
+    if node.advertised_address != bound.to_string() {
+        info!("advertising {} to clients", node.advertised_address);
+    }
+
+    let shutdown = async {
+        tokio::select! {
+            _ = interrupt.recv() => info!("SIGINT received; shutting down"),
+            _ = terminate.recv() => info!("SIGTERM received; shutting down"),
+            () = system_stopped => info!("actor system stopped; shutting down"),
+        }
+    };
+    server::serve(listener, broker.clone(), config.server, shutdown).await;
+    // Only after the last connection is gone: nothing can append any more, so what the node
+    // makes durable now is everything it acknowledged.
+    broker.shutdown().await;
+    info!("gregor node {} stopped", node.node_id);
+    Ok(())
+}
+
+async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(listen).await.map_err(|e| {
+        let advice = match e.kind() {
+            ErrorKind::AddrInUse => "another process is using it; stop it or pick another address with --listen HOST:PORT",
+            ErrorKind::PermissionDenied => "ports below 1024 need privileges; pick another with --listen HOST:PORT",
+            ErrorKind::AddrNotAvailable => "that IP is not on this machine; use one of its addresses, 127.0.0.1, or 0.0.0.0 with --advertised-address",
+            _ => "check the address given with --listen, GREGOR_LISTEN or `listen` in the config file",
+        };
+        anyhow::anyhow!("cannot listen on {listen}: {e}; {advice}")
+    })
+}
+
+/// Logs go to stderr, filtered by RUST_LOG (default `info`). A subscriber installed earlier (by
+/// a test harness, say) is kept.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

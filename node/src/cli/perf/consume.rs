@@ -1,0 +1,101 @@
+//! `gregor perf consume`: the consumer benchmark. It reads from the start (or `--from`) of
+//! every partition until `--records` have arrived.
+
+use super::produce::print_progress;
+use super::stats::Recorder;
+use super::{report, ConnectArgs};
+use crate::cli::args::{parse_from, parse_message_size, FromSpec};
+use crate::cli::consume::start_at;
+use crate::cli::UsageError;
+use crate::client::{Consumer, ConsumerConfig};
+use clap::Args;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Records handed out per poll.
+const POLL_RECORDS: usize = 10_000;
+
+#[derive(Debug, Args)]
+pub struct ConsumePerfArgs {
+    /// Topic to use
+    #[arg(long, value_name = "T")]
+    pub topic: String,
+    /// Records to read
+    #[arg(long, value_name = "N")]
+    pub records: u64,
+    /// Consumer group to resume from and commit to at the end
+    #[arg(long, value_name = "G")]
+    pub group: Option<String>,
+    /// Where to start where the group has no committed offset (as `consume --from`)
+    #[arg(long, default_value = "earliest", value_parser = parse_from, allow_hyphen_values = true)]
+    pub from: FromSpec,
+    /// Give up after this long without a record
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    pub timeout_ms: u64,
+    /// Bytes per partition per fetch
+    #[arg(long, default_value = "1MiB", value_parser = parse_message_size, value_name = "SIZE")]
+    pub fetch_max_bytes: u32,
+    /// Print the summary as one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(connect: &ConnectArgs, args: ConsumePerfArgs) -> anyhow::Result<()> {
+    if args.records == 0 {
+        return Err(UsageError("--records must be at least 1".into()).into());
+    }
+    let mut config = ConsumerConfig::from_client(connect.client_config("gregor-perf"));
+    config.group = args.group.clone();
+    config.fetch_max_bytes = args.fetch_max_bytes;
+    config.max_poll_records = POLL_RECORDS;
+    let mut consumer = Consumer::connect(config).await?;
+    consumer.assign(&args.topic, None).await?;
+    for tp in consumer.assignment() {
+        if consumer.position(&tp).is_none() {
+            start_at(&mut consumer, &tp, args.from).await?;
+        }
+    }
+
+    let recorder = Arc::new(Recorder::new());
+    let idle_limit = Duration::from_millis(args.timeout_ms);
+    let start = Instant::now();
+    let progress = tokio::spawn(print_progress(recorder.clone(), "received"));
+    let mut consumed = 0u64;
+    let mut last_record = Instant::now();
+    let outcome = loop {
+        if consumed >= args.records {
+            break Ok(());
+        }
+        let left = idle_limit.saturating_sub(last_record.elapsed());
+        if left.is_zero() {
+            break Err(anyhow::anyhow!(
+                "only {consumed} of {} records arrived before {} ms without any; produce more first \
+                 (gregor perf produce --topic {} --records {}) or lower --records",
+                args.records,
+                args.timeout_ms,
+                args.topic,
+                args.records
+            ));
+        }
+        let want = (args.records - consumed).min(POLL_RECORDS as u64) as usize;
+        let records = match consumer.poll_records(left, want).await {
+            Ok(records) => records,
+            Err(e) => break Err(e.into()),
+        };
+        if records.is_empty() {
+            continue;
+        }
+        last_record = Instant::now();
+        let bytes: usize = records.iter().map(|r| r.payload_len()).sum();
+        consumed += records.len() as u64;
+        recorder.record(records.len() as u64, bytes as u64, None);
+    };
+    let elapsed = start.elapsed();
+    progress.abort();
+    if args.group.is_some() {
+        consumer.commit().await?;
+    }
+    report("received", &recorder.summary(elapsed, false), args.json)?;
+    outcome
+}

@@ -1,0 +1,231 @@
+//! `gregor perf produce`: the producer benchmark.
+//!
+//! The payload is generated once and every record borrows it, so the per-record work is the
+//! producer's own: choose a partition, copy the bytes into the open batch, bump a reference
+//! count. Latency is measured per batch, from its first record's `send` to its
+//! acknowledgement, and counted once for every record of the batch.
+
+use super::stats::{progress_line, Recorder, Throttle};
+use super::{report, ConnectArgs};
+use crate::cli::args::parse_acks;
+use crate::cli::UsageError;
+use crate::client::{
+    Admin, BatchOutcome, ClientError, NewTopic, Producer, ProducerConfig, ProducerRecord,
+};
+use clap::Args;
+use gregor_actors::api::{Acks, ErrorCode};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+#[derive(Debug, Args)]
+pub struct ProducePerfArgs {
+    /// Topic to use
+    #[arg(long, value_name = "T")]
+    pub topic: String,
+    /// Records to send in all
+    #[arg(long, value_name = "N")]
+    pub records: u64,
+    /// Value size of each record, in bytes
+    #[arg(long, default_value_t = 100, value_name = "B")]
+    pub record_size: usize,
+    /// Wait for 0 (nothing), 1 (the leader) or all (replicated and fsynced)
+    #[arg(long, default_value = "all", value_parser = parse_acks, allow_hyphen_values = true)]
+    pub acks: Acks,
+    /// Records per second, across all producers; -1 for as fast as possible
+    #[arg(long, default_value_t = -1.0, value_name = "R", allow_hyphen_values = true)]
+    pub throughput: f64,
+    /// Independent producers (each with its own connections), sharing the records
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub producers: usize,
+    /// Partitions to create the topic with if it does not exist
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub partitions: u32,
+    /// Producer batch size in bytes
+    #[arg(long, default_value_t = 128 * 1024, value_name = "B")]
+    pub batch_size: usize,
+    /// Producer linger
+    #[arg(long, default_value_t = 5, value_name = "MS")]
+    pub linger_ms: u64,
+    /// Seed for the payload and the partitioner [default: from the clock]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print the summary as one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(connect: &ConnectArgs, args: ProducePerfArgs) -> anyhow::Result<()> {
+    let rate = if args.throughput > 0.0 {
+        Some(args.throughput)
+    } else if args.throughput == -1.0 {
+        None
+    } else {
+        let message = format!(
+            "--throughput {}: give records per second, or -1 for unlimited",
+            args.throughput
+        );
+        return Err(UsageError(message).into());
+    };
+    if args.producers == 0 || args.records == 0 {
+        return Err(UsageError("--records and --producers must be at least 1".into()).into());
+    }
+    let client = connect.client_config("gregor-perf");
+    let seed = args.seed.unwrap_or(client.seed);
+    let admin = Admin::connect(client.clone()).await?;
+    ensure_topic(&admin, &args.topic, args.partitions).await?;
+
+    let payload = payload(args.record_size, seed);
+    let recorder = Arc::new(Recorder::new());
+    let observer = {
+        let recorder = recorder.clone();
+        let record_size = args.record_size as u64;
+        Arc::new(move |outcome: &BatchOutcome<'_>| {
+            let records = u64::from(outcome.records);
+            match outcome.result {
+                Ok(_) => recorder.record(
+                    records,
+                    records * record_size,
+                    Some(outcome.opened_at.elapsed()),
+                ),
+                Err(e) => recorder.error(records, e.to_string()),
+            }
+        })
+    };
+    let mut producers = Vec::with_capacity(args.producers);
+    for i in 0..args.producers {
+        let config = ProducerConfig::from_client(client.clone().seed(seed.wrapping_add(i as u64)))
+            .acks(args.acks)
+            .linger_ms(args.linger_ms)
+            .batch_size(args.batch_size)
+            .on_batch_complete(observer.clone());
+        producers.push(Producer::connect(config).await?);
+    }
+
+    let start = Instant::now();
+    let progress = tokio::spawn(print_progress(recorder.clone(), "sent"));
+    let mut tasks = JoinSet::new();
+    let share = args.records / args.producers as u64;
+    for (i, producer) in producers.into_iter().enumerate() {
+        let records = if i == 0 {
+            args.records - share * (args.producers as u64 - 1)
+        } else {
+            share
+        };
+        let rate = rate.map(|r| r / args.producers as f64);
+        tasks.spawn(send_all(
+            producer,
+            args.topic.clone(),
+            payload.clone(),
+            records,
+            rate,
+        ));
+    }
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+                tasks.abort_all();
+            }
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => {}
+        }
+    }
+    let elapsed = start.elapsed();
+    progress.abort();
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    let summary = recorder.summary(elapsed, args.acks != Acks::None);
+    report("sent", &summary, args.json)?;
+    if summary.errors > 0 {
+        anyhow::bail!(
+            "{} records were not acknowledged; the first failed with: {}",
+            summary.errors,
+            summary.first_error.as_deref().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+async fn send_all(
+    producer: Producer,
+    topic: String,
+    payload: Vec<u8>,
+    records: u64,
+    rate: Option<f64>,
+) -> Result<(), ClientError> {
+    let mut throttle = Throttle::new(rate, Instant::now());
+    let record = ProducerRecord::new(&topic, &payload);
+    for _ in 0..records {
+        throttle.acquire().await;
+        // The handle is dropped: outcomes arrive through the batch observer.
+        producer.send(record).await?;
+    }
+    producer.flush().await;
+    Ok(())
+}
+
+/// Kafka's perf payload: random upper-case letters, generated once.
+fn payload(size: usize, seed: u64) -> Vec<u8> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    (0..size).map(|_| rng.gen_range(b'A'..=b'Z')).collect()
+}
+
+/// Creates the topic if it does not exist, so a benchmark needs no setup step.
+pub(super) async fn ensure_topic(
+    admin: &Admin,
+    topic: &str,
+    partitions: u32,
+) -> Result<(), ClientError> {
+    match admin.describe_topic(topic).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some(ErrorCode::UNKNOWN_TOPIC) => {
+            match admin
+                .create_topic(NewTopic::new(topic).partitions(partitions))
+                .await
+            {
+                Ok(_) => {
+                    eprintln!("created topic {topic} with {partitions} partition(s)");
+                    Ok(())
+                }
+                Err(e) if e.code() == Some(ErrorCode::TOPIC_ALREADY_EXISTS) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Prints a progress line about every second until aborted.
+pub(super) async fn print_progress(recorder: Arc<Recorder>, verb: &'static str) {
+    let mut last = Instant::now();
+    let mut ticks = tokio::time::interval_at(last + Duration::from_secs(1), Duration::from_secs(1));
+    loop {
+        ticks.tick().await;
+        let now = Instant::now();
+        eprintln!(
+            "{}",
+            progress_line(verb, &recorder.take_window(), now - last)
+        );
+        last = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_is_upper_case_letters_and_reproducible() {
+        let p = payload(100, 7);
+        assert_eq!(p.len(), 100);
+        assert!(p.iter().all(u8::is_ascii_uppercase));
+        assert_eq!(p, payload(100, 7));
+    }
+}

@@ -1,0 +1,243 @@
+//! Cluster administration: topics, metadata, offsets and consumer groups. Each method is one
+//! API request, routed and retried by [`Cluster`].
+
+use super::cluster::{expect_reply, ClientConfig, Cluster, Route};
+use super::error::ClientError;
+use gregor_actors::api::{
+    ClusterMetadata, CommitOffsets, CommittedOffset, CreateTopic, DeleteTopic, DescribeGroup,
+    DescribeTopic, FetchOffsets, GroupDescription, ListGroups, ListOffsets, ListOffsetsReply,
+    ListTopics, OffsetCommit, OffsetReset, OffsetSpec, Request, ResetOffsets, ResetTarget,
+    TopicConfigOverrides, TopicDescription, TopicSummary,
+};
+use gregor_storage::PartitionId;
+
+/// Administrative requests. Cheap to clone.
+#[derive(Clone)]
+pub struct Admin {
+    cluster: Cluster,
+}
+
+/// A topic to create; `NewTopic::new("orders").partitions(6)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: u32,
+    pub replication_factor: u16,
+    pub config: TopicConfigOverrides,
+}
+
+impl NewTopic {
+    /// One partition, one replica, default configuration.
+    pub fn new(name: impl Into<String>) -> Self {
+        NewTopic {
+            name: name.into(),
+            partitions: 1,
+            replication_factor: 1,
+            config: TopicConfigOverrides::default(),
+        }
+    }
+
+    pub fn partitions(mut self, partitions: u32) -> Self {
+        self.partitions = partitions;
+        self
+    }
+
+    pub fn replication_factor(mut self, replication_factor: u16) -> Self {
+        self.replication_factor = replication_factor;
+        self
+    }
+
+    pub fn config(mut self, config: TopicConfigOverrides) -> Self {
+        self.config = config;
+        self
+    }
+}
+
+impl Admin {
+    /// Connects to the cluster.
+    ///
+    /// # Errors
+    /// As [`Cluster::connect`].
+    pub async fn connect(config: ClientConfig) -> Result<Admin, ClientError> {
+        Ok(Admin {
+            cluster: Cluster::connect(config).await?,
+        })
+    }
+
+    /// Shares an existing cluster handle (and its connections).
+    pub fn from_cluster(cluster: Cluster) -> Admin {
+        Admin { cluster }
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// # Errors
+    /// `TOPIC_ALREADY_EXISTS`, `INVALID_TOPIC_NAME`, `INVALID_PARTITIONS`, ... from the broker.
+    pub async fn create_topic(&self, topic: NewTopic) -> Result<TopicDescription, ClientError> {
+        let request = Request::CreateTopic(CreateTopic {
+            name: topic.name,
+            partitions: topic.partitions,
+            replication_factor: topic.replication_factor,
+            config: topic.config,
+        });
+        expect_reply!(
+            self.cluster.request(Route::Any, request).await?,
+            CreateTopic
+        )
+    }
+
+    /// # Errors
+    /// `UNKNOWN_TOPIC`, `INTERNAL_TOPIC`, ... from the broker.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        let request = Request::DeleteTopic(DeleteTopic {
+            name: name.to_owned(),
+        });
+        let reply = self.cluster.request(Route::Any, request).await;
+        self.cluster.invalidate(name);
+        expect_reply!(reply?, DeleteTopic)
+    }
+
+    /// # Errors
+    /// The request's failure.
+    pub async fn list_topics(
+        &self,
+        include_internal: bool,
+    ) -> Result<Vec<TopicSummary>, ClientError> {
+        let request = Request::ListTopics(ListTopics { include_internal });
+        expect_reply!(self.cluster.request(Route::Any, request).await?, ListTopics)
+    }
+
+    /// # Errors
+    /// `UNKNOWN_TOPIC` from the broker.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
+        let request = Request::DescribeTopic(DescribeTopic {
+            name: name.to_owned(),
+        });
+        expect_reply!(
+            self.cluster.request(Route::Any, request).await?,
+            DescribeTopic
+        )
+    }
+
+    /// Brokers and partition leaders; `None` for every non-internal topic.
+    ///
+    /// # Errors
+    /// The request's failure.
+    pub async fn metadata(
+        &self,
+        topics: Option<Vec<String>>,
+    ) -> Result<ClusterMetadata, ClientError> {
+        self.cluster.fetch_metadata(topics).await
+    }
+
+    /// The earliest or latest offset of a partition, or the first at or after a timestamp.
+    ///
+    /// # Errors
+    /// `UNKNOWN_TOPIC`, `UNKNOWN_PARTITION`, ... from the broker.
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        spec: OffsetSpec,
+    ) -> Result<ListOffsetsReply, ClientError> {
+        let request = Request::ListOffsets(ListOffsets {
+            topic: topic.to_owned(),
+            partition,
+            spec,
+        });
+        let route = Route::Leader {
+            topic: topic.to_owned(),
+            partition,
+        };
+        expect_reply!(self.cluster.request(route, request).await?, ListOffsets)
+    }
+
+    /// Commits `offsets` for `group` (each the next offset the group will read).
+    ///
+    /// # Errors
+    /// `INVALID_GROUP`, `UNKNOWN_TOPIC`, ... from the broker.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<OffsetCommit>,
+    ) -> Result<(), ClientError> {
+        let request = Request::CommitOffsets(CommitOffsets {
+            group: group.to_owned(),
+            offsets,
+        });
+        expect_reply!(
+            self.cluster.request(Route::Any, request).await?,
+            CommitOffsets
+        )
+    }
+
+    /// The group's committed offsets, for one topic or all.
+    ///
+    /// # Errors
+    /// `INVALID_GROUP`, ... from the broker.
+    pub async fn fetch_offsets(
+        &self,
+        group: &str,
+        topic: Option<&str>,
+    ) -> Result<Vec<CommittedOffset>, ClientError> {
+        let request = Request::FetchOffsets(FetchOffsets {
+            group: group.to_owned(),
+            topic: topic.map(str::to_owned),
+        });
+        expect_reply!(
+            self.cluster.request(Route::Any, request).await?,
+            FetchOffsets
+        )
+    }
+
+    /// # Errors
+    /// The request's failure.
+    pub async fn list_groups(&self) -> Result<Vec<String>, ClientError> {
+        expect_reply!(
+            self.cluster
+                .request(Route::Any, Request::ListGroups(ListGroups {}))
+                .await?,
+            ListGroups
+        )
+    }
+
+    /// Committed offsets with log end and lag per partition.
+    ///
+    /// # Errors
+    /// `UNKNOWN_GROUP`, ... from the broker.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription, ClientError> {
+        let request = Request::DescribeGroup(DescribeGroup {
+            group: group.to_owned(),
+        });
+        expect_reply!(
+            self.cluster.request(Route::Any, request).await?,
+            DescribeGroup
+        )
+    }
+
+    /// Moves `group`'s committed offsets on every partition of `topic`; with `dry_run`, only
+    /// reports what would change.
+    ///
+    /// # Errors
+    /// `UNKNOWN_TOPIC`, `INVALID_GROUP`, ... from the broker.
+    pub async fn reset_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        to: ResetTarget,
+        dry_run: bool,
+    ) -> Result<Vec<OffsetReset>, ClientError> {
+        let request = Request::ResetOffsets(ResetOffsets {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            to,
+            dry_run,
+        });
+        expect_reply!(
+            self.cluster.request(Route::Any, request).await?,
+            ResetOffsets
+        )
+    }
+}

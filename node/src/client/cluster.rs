@@ -1,0 +1,504 @@
+//! A handle on the cluster: one connection per broker, the metadata that routes a request to
+//! its partition's leader, and the retry policy.
+
+use super::connection::{Connection, ConnectionConfig};
+use super::error::ClientError;
+use gregor_actors::api::{
+    ApiError, ClusterMetadata, ErrorCode, Metadata, PartitionMetadata, Request, Response,
+};
+use gregor_storage::{NodeId, PartitionId};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Default broker address, as in `gregor serve`'s default listener.
+pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
+/// Salt for the retry-jitter random stream, so adding another stream does not shift it.
+const BACKOFF_SALT: u64 = 0x6261_636b_6f66_6600;
+
+/// Settings shared by [`super::Admin`], [`super::Producer`] and [`super::Consumer`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Brokers to try first, in order; the rest of the cluster is learnt from metadata.
+    pub bootstrap: Vec<String>,
+    pub connection: ConnectionConfig,
+    /// Extra attempts after a retriable failure (see [`ClientError::is_retriable`]).
+    pub retries: u32,
+    /// First pause before a retry; it doubles with each attempt...
+    pub retry_backoff: Duration,
+    /// ...up to this.
+    pub retry_backoff_max: Duration,
+    /// Seed of every random choice the client makes (retry jitter, sticky partitions), so a
+    /// run can be replayed. [`ClientConfig::new`] takes it from the clock.
+    pub seed: u64,
+}
+
+impl ClientConfig {
+    /// `bootstrap` is `host:port`, or several separated by commas.
+    pub fn new(bootstrap: &str) -> Self {
+        ClientConfig {
+            bootstrap: bootstrap
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            connection: ConnectionConfig::default(),
+            retries: 10,
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
+            seed: super::seed_from_clock(),
+        }
+    }
+
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.connection.client_id = id.into();
+        self
+    }
+
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.connection.request_timeout = timeout;
+        self
+    }
+
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+}
+
+/// Where a request must go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Any broker: the one reached through bootstrap, or the one a `NOT_LEADER` reply names.
+    Any,
+    /// The current leader of a partition.
+    Leader {
+        topic: String,
+        partition: PartitionId,
+    },
+    /// One broker.
+    Node(NodeId),
+}
+
+/// Clones share connections and metadata.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<ClusterInner>,
+}
+
+struct ClusterInner {
+    config: ClientConfig,
+    state: Mutex<ClusterState>,
+    jitter: Mutex<SmallRng>,
+}
+
+#[derive(Default)]
+struct ClusterState {
+    /// The node the bootstrap connection reached. Its connection is reused for it even if the
+    /// broker advertises an address this client cannot dial (e.g. `0.0.0.0:9092`).
+    home: Option<NodeId>,
+    connections: BTreeMap<NodeId, Connection>,
+    brokers: BTreeMap<NodeId, String>,
+    /// Partitions of each topic, indexed by partition number.
+    topics: BTreeMap<String, Vec<PartitionMetadata>>,
+}
+
+enum Expect {
+    Reply(Option<Duration>),
+    NoReply,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a few map operations that leave the maps consistent.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Cluster {
+    /// Connects to the first reachable bootstrap broker.
+    ///
+    /// # Errors
+    /// The last connection error when no bootstrap broker can be reached.
+    pub async fn connect(config: ClientConfig) -> Result<Cluster, ClientError> {
+        let jitter = SmallRng::seed_from_u64(config.seed ^ BACKOFF_SALT);
+        let cluster = Cluster {
+            inner: Arc::new(ClusterInner {
+                config,
+                state: Mutex::new(ClusterState::default()),
+                jitter: Mutex::new(jitter),
+            }),
+        };
+        cluster.bootstrap().await?;
+        Ok(cluster)
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Sends `request` where `route` says and returns the reply, retrying retriable failures
+    /// with exponential backoff and following `NOT_LEADER` to the new leader.
+    ///
+    /// # Errors
+    /// The last failure once retries are exhausted, or the first one that is not retriable.
+    pub async fn request(&self, route: Route, request: Request) -> Result<Response, ClientError> {
+        self.call(route, request, Expect::Reply(None))
+            .await
+            .map(|r| r.expect("a reply was expected"))
+    }
+
+    /// [`Cluster::request`] with a per-attempt timeout (long-polling fetches wait longer).
+    ///
+    /// # Errors
+    /// As [`Cluster::request`].
+    pub async fn request_with_timeout(
+        &self,
+        route: Route,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response, ClientError> {
+        self.call(route, request, Expect::Reply(Some(timeout)))
+            .await
+            .map(|r| r.expect("a reply was expected"))
+    }
+
+    /// Sends a request that gets no reply (`acks=0`); resolves once it is written.
+    ///
+    /// # Errors
+    /// As [`Cluster::request`].
+    pub async fn send_no_reply(&self, route: Route, request: Request) -> Result<(), ClientError> {
+        self.call(route, request, Expect::NoReply).await.map(|_| ())
+    }
+
+    async fn call(
+        &self,
+        route: Route,
+        request: Request,
+        expect: Expect,
+    ) -> Result<Option<Response>, ClientError> {
+        let mut attempt = 0;
+        let mut redirect: Option<NodeId> = None;
+        loop {
+            let err = match self
+                .try_once(&route, redirect, request.clone(), &expect)
+                .await
+            {
+                Ok(reply) => return Ok(reply),
+                Err(err) => err,
+            };
+            self.learn_from(&route, &err);
+            if attempt >= self.inner.config.retries || !err.may_retry(&request) {
+                return Err(err);
+            }
+            if route == Route::Any {
+                redirect = err.leader_hint().or(redirect);
+            }
+            tracing::debug!(attempt, error = %err, "retrying");
+            tokio::time::sleep(self.backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    async fn try_once(
+        &self,
+        route: &Route,
+        redirect: Option<NodeId>,
+        request: Request,
+        expect: &Expect,
+    ) -> Result<Option<Response>, ClientError> {
+        let conn = match (route, redirect) {
+            (Route::Any, Some(node)) => self.node_connection(node).await?,
+            (Route::Any, None) => self.home_connection().await?,
+            (Route::Node(node), _) => self.node_connection(*node).await?,
+            (Route::Leader { topic, partition }, _) => {
+                self.leader_connection(topic, *partition).await?
+            }
+        };
+        match expect {
+            Expect::Reply(None) => conn.send(request).await.map(Some),
+            Expect::Reply(Some(timeout)) => conn.send_timeout(request, *timeout).await.map(Some),
+            Expect::NoReply => conn.send_no_reply(request).await.map(|()| None),
+        }
+    }
+
+    /// Updates the routing cache from a failure, so the retry goes somewhere better.
+    fn learn_from(&self, route: &Route, err: &ClientError) {
+        let Route::Leader { topic, partition } = route else {
+            return;
+        };
+        let mut state = lock(&self.inner.state);
+        match (err.code(), err.leader_hint()) {
+            (Some(ErrorCode::NOT_LEADER), Some(leader)) => {
+                if let Some(p) = state
+                    .topics
+                    .get_mut(topic)
+                    .and_then(|parts| parts.get_mut(partition.0 as usize))
+                {
+                    p.leader = Some(leader);
+                }
+            }
+            (
+                Some(
+                    ErrorCode::NOT_LEADER
+                    | ErrorCode::UNKNOWN_PARTITION
+                    | ErrorCode::UNKNOWN_TOPIC
+                    | ErrorCode::UNAVAILABLE,
+                ),
+                _,
+            )
+            | (None, _) => {
+                // Unreachable leaders may have moved too.
+                state.topics.remove(topic);
+            }
+            _ => {}
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let config = &self.inner.config;
+        let exp = config.retry_backoff.saturating_mul(1u32 << attempt.min(16));
+        let capped = exp.min(config.retry_backoff_max);
+        // ±20 % jitter keeps many clients from retrying in lockstep.
+        let factor = lock(&self.inner.jitter).gen_range(0.8..1.2);
+        capped.mul_f64(factor)
+    }
+
+    async fn bootstrap(&self) -> Result<Connection, ClientError> {
+        let config = &self.inner.config;
+        let mut last_error = None;
+        for addr in &config.bootstrap {
+            match Connection::connect(addr, &config.connection).await {
+                Ok(conn) => {
+                    let node = conn.node_id();
+                    let mut state = lock(&self.inner.state);
+                    state.home = Some(node);
+                    state.brokers.entry(node).or_insert_with(|| addr.clone());
+                    state.connections.insert(node, conn.clone());
+                    return Ok(conn);
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            ClientError::Usage(
+                "no bootstrap broker given; set --bootstrap host:port or GREGOR_BOOTSTRAP".into(),
+            )
+        }))
+    }
+
+    /// The bootstrap broker's connection, or any live one, or a fresh bootstrap.
+    async fn home_connection(&self) -> Result<Connection, ClientError> {
+        let live = {
+            let state = lock(&self.inner.state);
+            let home = state
+                .home
+                .and_then(|id| state.connections.get(&id))
+                .filter(|c| !c.is_closed());
+            home.or_else(|| state.connections.values().find(|c| !c.is_closed()))
+                .cloned()
+        };
+        match live {
+            Some(conn) => Ok(conn),
+            None => self.bootstrap().await,
+        }
+    }
+
+    /// A live connection to `node`, dialling it if needed.
+    ///
+    /// # Errors
+    /// [`ClientError::UnknownNode`] if metadata has no address for it, or the connect error.
+    pub async fn node_connection(&self, node: NodeId) -> Result<Connection, ClientError> {
+        let (live, addr) = {
+            let state = lock(&self.inner.state);
+            let live = state
+                .connections
+                .get(&node)
+                .filter(|c| !c.is_closed())
+                .cloned();
+            (live, state.brokers.get(&node).cloned())
+        };
+        if let Some(conn) = live {
+            return Ok(conn);
+        }
+        let addr = match addr {
+            Some(addr) => addr,
+            None => {
+                self.fetch_metadata(Some(Vec::new())).await?;
+                lock(&self.inner.state)
+                    .brokers
+                    .get(&node)
+                    .cloned()
+                    .ok_or(ClientError::UnknownNode(node))?
+            }
+        };
+        let conn = Connection::connect(&addr, &self.inner.config.connection).await?;
+        if conn.node_id() != node {
+            tracing::warn!(%addr, expected = %node, found = %conn.node_id(), "address belongs to another node");
+        }
+        let mut state = lock(&self.inner.state);
+        // Another task may have connected meanwhile: keep one connection per node.
+        let kept = state
+            .connections
+            .entry(conn.node_id())
+            .or_insert_with(|| conn.clone());
+        if kept.is_closed() {
+            *kept = conn.clone();
+        }
+        Ok(kept.clone())
+    }
+
+    async fn leader_connection(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> Result<Connection, ClientError> {
+        let partitions = self.partitions(topic).await?;
+        let meta = partitions.get(partition.0 as usize).ok_or_else(|| {
+            ClientError::Api(ApiError::unknown_partition(
+                topic,
+                partition,
+                partitions.len() as u32,
+            ))
+        })?;
+        let leader = meta.leader.ok_or_else(|| {
+            ClientError::Api(ApiError::new(
+                ErrorCode::UNAVAILABLE,
+                format!("partition {partition} of '{topic}' has no leader right now; retry once an election completes"),
+            ))
+        })?;
+        self.node_connection(leader).await
+    }
+
+    /// The partitions of `topic`, from cache or from a metadata request.
+    ///
+    /// # Errors
+    /// `UNKNOWN_TOPIC` when the topic does not exist.
+    pub async fn partitions(&self, topic: &str) -> Result<Vec<PartitionMetadata>, ClientError> {
+        if let Some(parts) = lock(&self.inner.state).topics.get(topic) {
+            return Ok(parts.clone());
+        }
+        self.refresh_topic(topic).await
+    }
+
+    /// How many partitions `topic` has (cached).
+    ///
+    /// # Errors
+    /// As [`Cluster::partitions`].
+    pub async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
+        Ok(self.partitions(topic).await?.len() as u32)
+    }
+
+    /// Reloads `topic`'s metadata.
+    ///
+    /// # Errors
+    /// `UNKNOWN_TOPIC` when the topic does not exist, or the request's failure.
+    pub async fn refresh_topic(&self, topic: &str) -> Result<Vec<PartitionMetadata>, ClientError> {
+        let metadata = self.fetch_metadata(Some(vec![topic.to_owned()])).await?;
+        metadata
+            .topics
+            .into_iter()
+            .find(|t| t.name == topic)
+            .map(|t| sorted_partitions(t.partitions))
+            .ok_or_else(|| ClientError::Api(ApiError::unknown_topic(topic)))
+    }
+
+    /// Forgets `topic`'s cached metadata; the next use reloads it.
+    pub fn invalidate(&self, topic: &str) {
+        lock(&self.inner.state).topics.remove(topic);
+    }
+
+    /// Sends a `Metadata` request and caches what it says.
+    ///
+    /// # Errors
+    /// The request's failure.
+    pub async fn fetch_metadata(
+        &self,
+        topics: Option<Vec<String>>,
+    ) -> Result<ClusterMetadata, ClientError> {
+        // Every node keeps a read copy of the metadata, so the home connection can always
+        // answer; going through `call` would recurse into routing.
+        let request = Request::Metadata(Metadata { topics });
+        let mut attempt = 0;
+        let reply = loop {
+            let result = match self.home_connection().await {
+                Ok(conn) => conn.send(request.clone()).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(reply) => break reply,
+                Err(e) if attempt < self.inner.config.retries && e.may_retry(&request) => {
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let Response::Metadata(metadata) = reply else {
+            return Err(unexpected_reply("Metadata", &reply));
+        };
+        let mut state = lock(&self.inner.state);
+        for broker in &metadata.brokers {
+            state.brokers.insert(broker.node_id, broker.address.clone());
+        }
+        for topic in &metadata.topics {
+            state.topics.insert(
+                topic.name.clone(),
+                sorted_partitions(topic.partitions.clone()),
+            );
+        }
+        Ok(metadata)
+    }
+}
+
+fn sorted_partitions(mut partitions: Vec<PartitionMetadata>) -> Vec<PartitionMetadata> {
+    partitions.sort_by_key(|p| p.partition);
+    partitions
+}
+
+/// The error for a reply of the wrong kind: the broker broke the protocol.
+pub(crate) fn unexpected_reply(expected: &str, got: &Response) -> ClientError {
+    ClientError::Protocol {
+        addr: "the broker".into(),
+        reason: format!("expected a {expected} reply, got {}", response_kind(got)),
+    }
+}
+
+fn response_kind(reply: &Response) -> &'static str {
+    match reply {
+        Response::Hello(_) => "Hello",
+        Response::CreateTopic(_) => "CreateTopic",
+        Response::DeleteTopic(_) => "DeleteTopic",
+        Response::ListTopics(_) => "ListTopics",
+        Response::DescribeTopic(_) => "DescribeTopic",
+        Response::Metadata(_) => "Metadata",
+        Response::Produce(_) => "Produce",
+        Response::Fetch(_) => "Fetch",
+        Response::ListOffsets(_) => "ListOffsets",
+        Response::CommitOffsets(_) => "CommitOffsets",
+        Response::FetchOffsets(_) => "FetchOffsets",
+        Response::ListGroups(_) => "ListGroups",
+        Response::DescribeGroup(_) => "DescribeGroup",
+        Response::ResetOffsets(_) => "ResetOffsets",
+    }
+}
+
+/// Takes the expected variant out of a [`Response`], or fails with a protocol error.
+macro_rules! expect_reply {
+    ($reply:expr, $variant:ident) => {
+        match $reply {
+            gregor_actors::api::Response::$variant(body) => Ok(body),
+            other => Err($crate::client::cluster::unexpected_reply(
+                stringify!($variant),
+                &other,
+            )),
+        }
+    };
+}
+pub(crate) use expect_reply;

@@ -1,0 +1,618 @@
+//! The producer: records in, batches out.
+//!
+//! [`Producer::send`] picks the partition, appends the record to that partition's open batch
+//! (copying its bytes once, into the batch) and returns a [`DeliveryHandle`] at once; a
+//! background sender task turns full or lingered batches into `Produce` requests to each
+//! partition's leader. Buffer memory is bounded: `send` waits when `buffer_memory` bytes of
+//! batches are open or unacknowledged.
+//!
+//! Ordering: with retries on (the default), each partition has one request in flight, so a
+//! retried request can never be overtaken and per-partition send order holds. Requests still
+//! grow to `max_request_bytes` while one is in flight, which keeps throughput up. With
+//! `retries == 0`, `max_in_flight_per_partition` requests may be in flight.
+//!
+//! Delivery is at-least-once: a request whose reply is lost (timeout, dropped connection) is
+//! sent again and may be stored twice.
+
+mod accumulator;
+mod delivery;
+
+pub use delivery::{DeliveryHandle, RecordMetadata};
+
+use super::cluster::{expect_reply, ClientConfig, Cluster, Route};
+use super::error::ClientError;
+use crate::partitioner::{partition_for_key, StickyPartitioner};
+use accumulator::{Accumulator, Append, Limits, ProduceJob};
+use gregor_actors::api::{Acks, ApiError, ErrorCode, Produce, Request};
+use gregor_storage::batch::NewRecord;
+use gregor_storage::{Clock, Offset, PartitionId, SystemClock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::time::Instant;
+
+/// Salt for the sticky partitioner's random stream.
+const STICKY_SALT: u64 = 0x7374_6963_6b79_0000;
+
+/// A record header: name and optional value, as stored in the batch.
+pub type Header<'a> = (&'a [u8], Option<&'a [u8]>);
+
+/// A record to send. It borrows its bytes: `send` copies them straight into the batch.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducerRecord<'a> {
+    pub topic: &'a str,
+    /// `None`: chosen by the partitioner.
+    pub partition: Option<PartitionId>,
+    pub key: Option<&'a [u8]>,
+    /// `None` is a tombstone (null value).
+    pub value: Option<&'a [u8]>,
+    pub headers: &'a [Header<'a>],
+    /// Milliseconds since the epoch; `None`: the producer's clock at `send`.
+    pub timestamp: Option<i64>,
+}
+
+impl<'a> ProducerRecord<'a> {
+    pub fn new(topic: &'a str, value: &'a [u8]) -> Self {
+        ProducerRecord {
+            topic,
+            partition: None,
+            key: None,
+            value: Some(value),
+            headers: &[],
+            timestamp: None,
+        }
+    }
+
+    pub fn key(mut self, key: &'a [u8]) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    pub fn partition(mut self, partition: PartitionId) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    pub fn headers(mut self, headers: &'a [Header<'a>]) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    pub fn timestamp(mut self, timestamp_ms: i64) -> Self {
+        self.timestamp = Some(timestamp_ms);
+        self
+    }
+}
+
+/// A custom partition choice: `(topic, key, partition count)` → partition, or `None` to fall
+/// back to the sticky partition.
+pub type PartitionFn = Arc<dyn Fn(&str, Option<&[u8]>, u32) -> Option<u32> + Send + Sync>;
+
+/// How records without an explicit partition are placed.
+#[derive(Clone, Default)]
+pub enum Partitioner {
+    /// Kafka's default: murmur2 of the key; keyless records stick to one partition per batch.
+    #[default]
+    Default,
+    /// Ignore keys; every record goes to the sticky partition (Kafka's `UniformStickyPartitioner`).
+    Sticky,
+    Custom(PartitionFn),
+}
+
+impl std::fmt::Debug for Partitioner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Partitioner::Default => "Default",
+            Partitioner::Sticky => "Sticky",
+            Partitioner::Custom(_) => "Custom",
+        })
+    }
+}
+
+/// What the producer reports about each batch once it completes (for metrics and `perf`).
+#[derive(Debug)]
+pub struct BatchOutcome<'a> {
+    pub topic: &'a str,
+    pub partition: PartitionId,
+    pub records: u32,
+    pub bytes: usize,
+    /// When the batch's first record was sent: `ack time - opened_at` is the batch's latency.
+    pub opened_at: Instant,
+    /// The base offset (none with `acks=0`), or the error.
+    pub result: Result<Option<Offset>, &'a ClientError>,
+}
+
+/// Called once per completed batch, on the task that completed it; keep it quick.
+pub type BatchObserver = Arc<dyn Fn(&BatchOutcome<'_>) + Send + Sync>;
+
+/// Producer settings. `ProducerConfig::new("host:9092").acks(Acks::Leader).linger_ms(10)`.
+#[derive(Clone)]
+pub struct ProducerConfig {
+    pub client: ClientConfig,
+    pub acks: Acks,
+    /// How long a batch waits for more records before it is sent anyway.
+    pub linger: Duration,
+    /// Target batch size in bytes. The default, 128 KiB, is about 1,000 records of 100 bytes:
+    /// the broker stores a batch as one blob, and batches of that size are where its storage
+    /// engine is fastest (Kafka's 16 KiB default leaves most of that on the table). A low-rate
+    /// producer does not wait for a full batch: `linger` sends it sooner.
+    pub batch_size: usize,
+    /// Largest `Produce` request (Kafka's `max.request.size`); also the largest record.
+    pub max_request_bytes: usize,
+    /// Bytes of batches that may be open or awaiting acknowledgement; `send` waits beyond.
+    pub buffer_memory: usize,
+    /// Requests in flight per partition when `client.retries == 0`; with retries it is 1.
+    pub max_in_flight_per_partition: usize,
+    pub partitioner: Partitioner,
+    /// Stamps records sent without a timestamp.
+    pub clock: Arc<dyn Clock>,
+    pub on_batch_complete: Option<BatchObserver>,
+}
+
+impl std::fmt::Debug for ProducerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProducerConfig")
+            .field("client", &self.client)
+            .field("acks", &self.acks)
+            .field("linger", &self.linger)
+            .field("batch_size", &self.batch_size)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("buffer_memory", &self.buffer_memory)
+            .field(
+                "max_in_flight_per_partition",
+                &self.max_in_flight_per_partition,
+            )
+            .field("partitioner", &self.partitioner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProducerConfig {
+    pub fn new(bootstrap: &str) -> Self {
+        ProducerConfig::from_client(ClientConfig::new(bootstrap))
+    }
+
+    pub fn from_client(client: ClientConfig) -> Self {
+        ProducerConfig {
+            client,
+            acks: Acks::All,
+            linger: Duration::from_millis(5),
+            batch_size: 128 * 1024,
+            max_request_bytes: 1024 * 1024,
+            buffer_memory: 32 * 1024 * 1024,
+            max_in_flight_per_partition: 5,
+            partitioner: Partitioner::Default,
+            clock: Arc::new(SystemClock),
+            on_batch_complete: None,
+        }
+    }
+
+    pub fn acks(mut self, acks: Acks) -> Self {
+        self.acks = acks;
+        self
+    }
+
+    pub fn linger_ms(mut self, ms: u64) -> Self {
+        self.linger = Duration::from_millis(ms);
+        self
+    }
+
+    pub fn batch_size(mut self, bytes: usize) -> Self {
+        self.batch_size = bytes;
+        self
+    }
+
+    pub fn partitioner(mut self, partitioner: Partitioner) -> Self {
+        self.partitioner = partitioner;
+        self
+    }
+
+    pub fn on_batch_complete(mut self, observer: BatchObserver) -> Self {
+        self.on_batch_complete = Some(observer);
+        self
+    }
+
+    fn limits(&self) -> Limits {
+        let max_request_bytes = self.max_request_bytes.max(self.batch_size);
+        Limits {
+            batch_size: self.batch_size,
+            linger: self.linger,
+            max_request_bytes,
+            max_in_flight: if self.client.retries > 0 {
+                1
+            } else {
+                self.max_in_flight_per_partition.max(1)
+            },
+        }
+    }
+}
+
+/// Sends records. Clones share one producer; it shuts down (sending what it holds) when the
+/// last clone is dropped. Call [`Producer::flush`] to wait for delivery.
+#[derive(Clone)]
+pub struct Producer {
+    handle: Arc<LastHandle>,
+}
+
+/// Dropping the last [`Producer`] tells the sender to drain and stop.
+struct LastHandle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for LastHandle {
+    fn drop(&mut self) {
+        self.shared.lock().closing = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+struct Shared {
+    cluster: Cluster,
+    config: ProducerConfig,
+    state: Mutex<State>,
+    memory: Semaphore,
+    /// Wakes the sender task: a batch sealed, a request completed, a flush or close.
+    wake: Notify,
+    /// Every batch numbered below this value has completed.
+    completed_below: watch::Sender<u64>,
+}
+
+/// What `send` must do next.
+enum Step {
+    Done(Result<DeliveryHandle, ClientError>),
+    NeedPartitionCount,
+    /// Wait for this much buffer memory, then try again.
+    NeedMemory(u32),
+}
+
+struct State {
+    batches: Accumulator,
+    sticky: StickyPartitioner,
+    partition_counts: BTreeMap<String, u32>,
+    flush_below: u64,
+    closing: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Only the sender's bookkeeping runs under this lock, and it asserts rather than
+        // leaving half-done work: a poisoned state is still consistent enough to drain.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The synchronous part of `send`: everything under the lock, no waiting.
+    fn try_append(
+        &self,
+        record: &ProducerRecord<'_>,
+        new: &NewRecord<'_>,
+        reservation: &mut usize,
+    ) -> Step {
+        let mut state = self.lock();
+        loop {
+            if state.closing {
+                return Step::Done(Err(ClientError::Closed));
+            }
+            let Some(&partitions) = state.partition_counts.get(record.topic) else {
+                return Step::NeedPartitionCount;
+            };
+            let partition =
+                match choose_partition(&mut state, &self.config.partitioner, record, partitions) {
+                    Ok(p) => p,
+                    Err(e) => return Step::Done(Err(e)),
+                };
+            let open = (*reservation > 0).then(|| (*reservation, Instant::now()));
+            match state
+                .batches
+                .append(record.topic, partitions, partition, new, open)
+            {
+                Append::Added {
+                    batch,
+                    index,
+                    sealed,
+                    reserved,
+                } => {
+                    *reservation -= reserved;
+                    if sealed {
+                        state
+                            .sticky
+                            .batch_closed(record.topic, partition, partitions);
+                    }
+                    // A new batch needs its linger timer, a full one needs sending: either
+                    // way the sender has work.
+                    if sealed || index == 0 {
+                        self.wake.notify_one();
+                    }
+                    return Step::Done(Ok(DeliveryHandle::new(batch, index)));
+                }
+                Append::Sealed => {
+                    // A keyless record moves to the next sticky partition on the next round.
+                    state
+                        .sticky
+                        .batch_closed(record.topic, partition, partitions);
+                    self.wake.notify_one();
+                }
+                Append::NeedsBatch { bytes } => {
+                    let max = self.config.limits().max_request_bytes;
+                    let size = state.batches.single_record_batch_len(new);
+                    if size > max {
+                        return Step::Done(Err(ClientError::RecordTooLarge { size, max }));
+                    }
+                    let wanted = bytes.saturating_sub(*reservation);
+                    match self.memory.try_acquire_many(wanted as u32) {
+                        Ok(permit) => {
+                            permit.forget();
+                            *reservation += wanted;
+                        }
+                        Err(_) => return Step::NeedMemory(wanted as u32),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Producer {
+    /// Connects to the cluster and starts the sender task.
+    ///
+    /// # Errors
+    /// As [`Cluster::connect`].
+    pub async fn connect(config: ProducerConfig) -> Result<Producer, ClientError> {
+        let cluster = Cluster::connect(config.client.clone()).await?;
+        Ok(Producer::with_cluster(cluster, config))
+    }
+
+    /// A producer over an existing cluster handle (sharing its connections).
+    ///
+    /// # Panics
+    /// If `batch_size` is not larger than a batch header (61 bytes).
+    pub fn with_cluster(cluster: Cluster, config: ProducerConfig) -> Producer {
+        let state = State {
+            batches: Accumulator::new(config.limits()),
+            sticky: StickyPartitioner::new(config.client.seed ^ STICKY_SALT),
+            partition_counts: BTreeMap::new(),
+            flush_below: 0,
+            closing: false,
+        };
+        let shared = Arc::new(Shared {
+            cluster,
+            // Never less than one request, or a record of max_request_bytes could wait forever.
+            memory: Semaphore::new(
+                config
+                    .buffer_memory
+                    .max(config.limits().max_request_bytes)
+                    .min(u32::MAX as usize),
+            ),
+            config,
+            state: Mutex::new(state),
+            wake: Notify::new(),
+            completed_below: watch::Sender::new(0),
+        });
+        tokio::spawn(run_sender(shared.clone()));
+        Producer {
+            handle: Arc::new(LastHandle { shared }),
+        }
+    }
+
+    pub fn config(&self) -> &ProducerConfig {
+        &self.handle.shared.config
+    }
+
+    /// Queues `record` for its partition and returns a handle on its delivery. Returns at once
+    /// unless the topic's metadata must be fetched or the buffer memory is exhausted.
+    ///
+    /// # Errors
+    /// `UNKNOWN_TOPIC`/`UNKNOWN_PARTITION` for a missing topic or partition,
+    /// [`ClientError::RecordTooLarge`], [`ClientError::Closed`] after [`Producer::close`].
+    pub async fn send(&self, record: ProducerRecord<'_>) -> Result<DeliveryHandle, ClientError> {
+        let shared = &self.handle.shared;
+        let new = NewRecord {
+            key: record.key,
+            value: record.value,
+            headers: record.headers,
+            timestamp: record
+                .timestamp
+                .unwrap_or_else(|| shared.config.clock.now_ms()),
+        };
+        // Buffer memory this call holds for a batch it has not opened yet.
+        let mut reservation = 0usize;
+        let outcome = loop {
+            match shared.try_append(&record, &new, &mut reservation) {
+                Step::Done(outcome) => break outcome,
+                Step::NeedPartitionCount => {
+                    match shared.cluster.partition_count(record.topic).await {
+                        Ok(count) => {
+                            shared
+                                .lock()
+                                .partition_counts
+                                .insert(record.topic.to_owned(), count);
+                        }
+                        Err(e) => break Err(e),
+                    }
+                }
+                Step::NeedMemory(wanted) => {
+                    // Memory comes back as batches complete, so waiting here is the
+                    // producer's backpressure.
+                    match shared.memory.acquire_many(wanted).await {
+                        Ok(permit) => permit.forget(),
+                        Err(_) => break Err(ClientError::Closed),
+                    }
+                    reservation += wanted as usize;
+                }
+            }
+        };
+        if reservation > 0 {
+            shared.memory.add_permits(reservation);
+        }
+        outcome
+    }
+
+    /// Waits until every record sent before this call has completed (acknowledged, or failed
+    /// after retries). Lingering batches go out at once. Outcomes are on the handles.
+    pub async fn flush(&self) {
+        let shared = &self.handle.shared;
+        let target = {
+            let mut state = shared.lock();
+            state.flush_below = state.flush_below.max(state.batches.next_seq());
+            state.flush_below
+        };
+        shared.wake.notify_one();
+        let mut completed = shared.completed_below.subscribe();
+        // The sender is the only writer and lives until every batch completes, so the
+        // channel cannot close before the target is reached.
+        let _ = completed.wait_for(|&below| below >= target).await;
+    }
+
+    /// Flushes, then refuses further sends.
+    pub async fn close(&self) {
+        self.flush().await;
+        self.handle.shared.lock().closing = true;
+        self.handle.shared.wake.notify_one();
+    }
+
+    /// The cluster handle (connections and metadata) this producer uses.
+    pub fn cluster(&self) -> &Cluster {
+        &self.handle.shared.cluster
+    }
+}
+
+fn choose_partition(
+    state: &mut State,
+    partitioner: &Partitioner,
+    record: &ProducerRecord<'_>,
+    partitions: u32,
+) -> Result<u32, ClientError> {
+    if let Some(PartitionId(p)) = record.partition {
+        if p >= partitions {
+            return Err(ClientError::Api(ApiError::unknown_partition(
+                record.topic,
+                PartitionId(p),
+                partitions,
+            )));
+        }
+        return Ok(p);
+    }
+    let chosen = match (partitioner, record.key) {
+        (Partitioner::Default, Some(key)) => Some(partition_for_key(key, partitions)),
+        (Partitioner::Custom(f), key) => f(record.topic, key, partitions).map(|p| p % partitions),
+        _ => None,
+    };
+    Ok(chosen.unwrap_or_else(|| state.sticky.partition(record.topic, partitions)))
+}
+
+/// The background sender: seals lingered batches and starts requests, then sleeps until the
+/// next linger deadline or a wake-up.
+async fn run_sender(shared: Arc<Shared>) {
+    loop {
+        let (jobs, deadline, finished) = {
+            let mut guard = shared.lock();
+            let state = &mut *guard;
+            let drained = state
+                .batches
+                .drain(Instant::now(), state.flush_below, state.closing);
+            for (topic, partition) in &drained.lingered {
+                let partitions = state.partition_counts.get(&**topic).copied().unwrap_or(1);
+                state.sticky.batch_closed(topic, *partition, partitions);
+            }
+            let finished = state.closing && state.batches.is_idle();
+            (drained.jobs, drained.next_deadline, finished)
+        };
+        for job in jobs {
+            tokio::spawn(run_job(shared.clone(), job));
+        }
+        if finished {
+            return;
+        }
+        match deadline {
+            Some(deadline) => {
+                tokio::select! {
+                    biased;
+                    () = shared.wake.notified() => {}
+                    () = tokio::time::sleep_until(deadline) => {}
+                }
+            }
+            None => shared.wake.notified().await,
+        }
+    }
+}
+
+/// Sends one request (retried by the cluster handle) and completes its batches.
+async fn run_job(shared: Arc<Shared>, job: ProduceJob) {
+    let config = &shared.config;
+    let partition = PartitionId(job.partition);
+    let request = Request::Produce(Produce {
+        topic: job.topic.to_string(),
+        partition,
+        acks: config.acks,
+        timeout_ms: config
+            .client
+            .connection
+            .request_timeout
+            .as_millis()
+            .try_into()
+            .unwrap_or(u32::MAX),
+        batches: job.batches.iter().map(|b| b.bytes.clone()).collect(),
+    });
+    let route = Route::Leader {
+        topic: job.topic.to_string(),
+        partition,
+    };
+    let result = if config.acks == Acks::None {
+        shared
+            .cluster
+            .send_no_reply(route, request)
+            .await
+            .map(|()| None)
+    } else {
+        match shared.cluster.request(route, request).await {
+            Ok(reply) => expect_reply!(reply, Produce).map(|r| Some(r.base_offset)),
+            Err(e) => Err(e),
+        }
+    };
+    if let Err(e) = &result {
+        tracing::debug!(topic = %job.topic, %partition, error = %e, "produce failed");
+    }
+
+    // The batches got contiguous offsets, in request order.
+    let mut next_base = result.as_ref().ok().copied().flatten();
+    for batch in &job.batches {
+        let outcome = match &result {
+            Ok(_) => Ok(next_base),
+            Err(e) => Err(e.clone()),
+        };
+        if let Some(observer) = &config.on_batch_complete {
+            observer(&BatchOutcome {
+                topic: &job.topic,
+                partition,
+                records: batch.records,
+                bytes: batch.bytes.len(),
+                opened_at: batch.opened_at,
+                result: outcome.as_ref().map(|o| *o),
+            });
+        }
+        batch.shared.complete(outcome);
+        next_base = next_base.map(|b| Offset(b.0 + u64::from(batch.records)));
+    }
+
+    let released = {
+        let mut state = shared.lock();
+        if matches!(
+            result.as_ref().err().and_then(ClientError::code),
+            Some(ErrorCode::UNKNOWN_PARTITION | ErrorCode::UNKNOWN_TOPIC)
+        ) {
+            // The topic changed shape (deleted, re-created): recount before the next send.
+            state.partition_counts.remove(&*job.topic);
+            state.sticky.forget(&job.topic);
+        }
+        let released = state.batches.complete(&job);
+        // Under the lock, so the published value only grows.
+        shared
+            .completed_below
+            .send_replace(state.batches.completed_below());
+        released
+    };
+    shared.memory.add_permits(released);
+    shared.wake.notify_one();
+}

@@ -1,0 +1,988 @@
+//! The client library against fake brokers that speak the real wire protocol over loopback:
+//! a scripted one (the test answers each frame by hand) for the connection, and a small
+//! in-memory one for the producer and consumer.
+
+use bytes::Bytes;
+use gregor::client::{
+    AutoOffsetReset, ClientConfig, ClientError, Connection, ConnectionConfig, Consumer,
+    ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo, TopicPartition,
+};
+use gregor::partitioner::partition_for_key;
+use gregor::protocol::{decode_request, encode_frame, read_frame, DEFAULT_MAX_FRAME_BYTES};
+use gregor_actors::api::{
+    Acks, ApiError, BrokerInfo, ClusterMetadata, CommittedOffset, ErrorCode, FetchReply,
+    HelloReply, ListGroups, ListOffsetsReply, OffsetSpec, PartitionMetadata, Produce, ProduceReply,
+    Request, RequestFrame, Response, ResponseFrame, TopicMetadata, PROTOCOL_VERSION,
+};
+use gregor_storage::batch::{stamp, BatchBuilder, BatchView, NewRecord};
+use gregor_storage::{NodeId, Offset, PartitionId};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+const NODE: NodeId = NodeId(1);
+
+fn hello_reply(protocol_version: u16) -> Response {
+    Response::Hello(HelloReply {
+        protocol_version,
+        node_id: NODE,
+        server_version: "fake".into(),
+        max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+    })
+}
+
+/// Answers the handshake; returns `None` if the peer went away first.
+async fn accept_hello(
+    reader: &mut tokio::net::tcp::OwnedReadHalf,
+    writer: &mut OwnedWriteHalf,
+    protocol_version: u16,
+) -> Option<()> {
+    let body = read_frame(reader, DEFAULT_MAX_FRAME_BYTES).await.ok()??;
+    let frame = decode_request(&body).ok()?;
+    assert!(
+        matches!(frame.request, Request::Hello(_)),
+        "the first frame must be Hello"
+    );
+    let reply = ResponseFrame {
+        id: frame.id,
+        result: Ok(hello_reply(protocol_version)),
+    };
+    writer.write_all(&encode_frame(&reply)).await.ok()
+}
+
+// ------------------------------------------------------------------ the scripted broker
+
+/// Replies to one connection of the scripted broker; `close` hangs up.
+#[derive(Clone)]
+struct Replies(mpsc::UnboundedSender<Option<ResponseFrame>>);
+
+impl Replies {
+    fn reply(&self, id: u64, result: Result<Response, ApiError>) {
+        self.0
+            .send(Some(ResponseFrame { id, result }))
+            .expect("connection task alive");
+    }
+    fn close(&self) {
+        let _ = self.0.send(None);
+    }
+}
+
+/// Hands every request after the handshake to the test, which answers by hand.
+struct Scripted {
+    addr: String,
+    incoming: mpsc::UnboundedReceiver<(RequestFrame, Replies)>,
+}
+
+impl Scripted {
+    async fn start(protocol_version: u16) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let (to_test, incoming) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let to_test = to_test.clone();
+                tokio::spawn(async move {
+                    let (mut reader, mut writer) = stream.into_split();
+                    if accept_hello(&mut reader, &mut writer, protocol_version)
+                        .await
+                        .is_none()
+                    {
+                        return;
+                    }
+                    let (replies, mut queue) = mpsc::unbounded_channel::<Option<ResponseFrame>>();
+                    let writing = tokio::spawn(async move {
+                        while let Some(Some(frame)) = queue.recv().await {
+                            if writer.write_all(&encode_frame(&frame)).await.is_err() {
+                                return;
+                            }
+                        }
+                        // Dropping the write half sends FIN: the client sees the broker hang up.
+                    });
+                    while let Ok(Some(body)) =
+                        read_frame(&mut reader, DEFAULT_MAX_FRAME_BYTES).await
+                    {
+                        let frame = decode_request(&body).expect("the client sends valid frames");
+                        if to_test.send((frame, Replies(replies.clone()))).is_err() {
+                            break;
+                        }
+                    }
+                    drop(replies);
+                    let _ = writing.await;
+                });
+            }
+        });
+        Scripted { addr, incoming }
+    }
+
+    async fn next(&mut self) -> (RequestFrame, Replies) {
+        self.incoming
+            .recv()
+            .await
+            .expect("the fake broker is running")
+    }
+}
+
+fn config(max_in_flight: usize) -> ConnectionConfig {
+    ConnectionConfig {
+        max_in_flight,
+        ..ConnectionConfig::default()
+    }
+}
+
+fn list_groups() -> Request {
+    Request::ListGroups(ListGroups {})
+}
+
+fn groups_of(reply: Result<Response, ClientError>) -> Vec<String> {
+    match reply {
+        Ok(Response::ListGroups(groups)) => groups,
+        other => panic!("expected a ListGroups reply, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn replies_in_any_order_reach_the_request_they_answer() {
+    let mut broker = Scripted::start(PROTOCOL_VERSION).await;
+    let conn = Connection::connect(&broker.addr, &config(16))
+        .await
+        .expect("connect");
+    assert_eq!(conn.node_id(), NODE);
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let conn = conn.clone();
+            tokio::spawn(async move { groups_of(conn.send(list_groups()).await) })
+        })
+        .collect();
+    let mut received = Vec::new();
+    for _ in 0..3 {
+        received.push(broker.next().await);
+    }
+    // Answer last to first; each reply names the id it answers.
+    for (frame, replies) in received.iter().rev() {
+        replies.reply(
+            frame.id,
+            Ok(Response::ListGroups(vec![frame.id.to_string()])),
+        );
+    }
+    let mut answered = Vec::new();
+    for call in calls {
+        answered.extend(call.await.expect("task"));
+    }
+    answered.sort();
+    let mut ids: Vec<String> = received.iter().map(|(f, _)| f.id.to_string()).collect();
+    ids.sort();
+    assert_eq!(answered, ids, "every caller got the reply with its own id");
+    assert_eq!(conn.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_broker_error_keeps_its_code_and_message() {
+    let mut broker = Scripted::start(PROTOCOL_VERSION).await;
+    let conn = Connection::connect(&broker.addr, &config(4))
+        .await
+        .expect("connect");
+    let call = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.send(list_groups()).await }
+    });
+    let (frame, replies) = broker.next().await;
+    replies.reply(frame.id, Err(ApiError::unknown_topic("orders")));
+    let err = call.await.expect("task").expect_err("an error reply");
+    assert_eq!(err.code(), Some(ErrorCode::UNKNOWN_TOPIC));
+    let api = err.api_error().expect("an API error");
+    assert_eq!(
+        api.message,
+        "topic 'orders' does not exist; create it with: gregor topic create orders"
+    );
+    assert!(err.to_string().contains("gregor topic create orders"));
+}
+
+#[tokio::test]
+async fn a_dropped_connection_fails_every_pending_request_and_later_ones() {
+    let mut broker = Scripted::start(PROTOCOL_VERSION).await;
+    let conn = Connection::connect(&broker.addr, &config(4))
+        .await
+        .expect("connect");
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            let conn = conn.clone();
+            tokio::spawn(async move { conn.send(list_groups()).await })
+        })
+        .collect();
+    let (_, replies) = broker.next().await;
+    broker.next().await;
+    replies.close();
+    for call in calls {
+        let err = call.await.expect("task").expect_err("the broker hung up");
+        assert!(matches!(err, ClientError::Disconnected { .. }), "{err:?}");
+        assert!(err.to_string().contains("closed"), "{err}");
+    }
+    assert!(conn.is_closed());
+    assert!(matches!(
+        conn.send(list_groups()).await,
+        Err(ClientError::Disconnected { .. })
+    ));
+}
+
+#[tokio::test]
+async fn requests_beyond_max_in_flight_wait_for_a_slot() {
+    let mut broker = Scripted::start(PROTOCOL_VERSION).await;
+    let conn = Connection::connect(&broker.addr, &config(2))
+        .await
+        .expect("connect");
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            let conn = conn.clone();
+            tokio::spawn(async move { groups_of(conn.send(list_groups()).await) })
+        })
+        .collect();
+    let (first, replies) = broker.next().await;
+    let (second, _) = broker.next().await;
+    assert_eq!(conn.in_flight(), 2);
+
+    let mut third = Box::pin(conn.send(list_groups()));
+    // Polled once: it waits for a slot instead of going out.
+    assert!(tokio::time::timeout(Duration::ZERO, &mut third)
+        .await
+        .is_err());
+    assert_eq!(conn.in_flight(), 2);
+
+    replies.reply(first.id, Ok(Response::ListGroups(vec!["a".into()])));
+    let answer = tokio::spawn(async move {
+        let (frame, replies) = broker.next().await;
+        replies.reply(frame.id, Ok(Response::ListGroups(vec!["c".into()])));
+        replies.reply(second.id, Ok(Response::ListGroups(vec!["b".into()])));
+        broker
+    });
+    assert_eq!(groups_of(third.await), vec!["c".to_owned()]);
+    let _broker = answer.await.expect("task");
+    for call in calls {
+        call.await.expect("task");
+    }
+}
+
+#[tokio::test]
+async fn an_unanswered_request_times_out_and_frees_its_slot() {
+    let mut broker = Scripted::start(PROTOCOL_VERSION).await;
+    let conn = Connection::connect(&broker.addr, &config(1))
+        .await
+        .expect("connect");
+    let call = tokio::spawn({
+        let conn = conn.clone();
+        async move {
+            conn.send_timeout(list_groups(), Duration::from_millis(50))
+                .await
+        }
+    });
+    broker.next().await;
+    let err = call.await.expect("task").expect_err("no reply");
+    assert!(matches!(err, ClientError::Timeout { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("raise the request timeout"),
+        "{err}"
+    );
+    assert_eq!(conn.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn fire_and_forget_returns_once_written_and_gets_no_reply() {
+    let mut broker = Scripted::start(PROTOCOL_VERSION).await;
+    let conn = Connection::connect(&broker.addr, &config(1))
+        .await
+        .expect("connect");
+    let request = Request::Produce(Produce {
+        topic: "t".into(),
+        partition: PartitionId(0),
+        acks: Acks::None,
+        timeout_ms: 1_000,
+        batches: vec![batch(&[b"x"])],
+    });
+    conn.send_no_reply(request.clone()).await.expect("written");
+    let (frame, _) = broker.next().await;
+    assert_eq!(frame.request, request);
+    assert_eq!(
+        conn.in_flight(),
+        0,
+        "no slot is held for a request without reply"
+    );
+}
+
+#[tokio::test]
+async fn a_broker_of_another_protocol_version_is_refused_with_advice() {
+    let broker = Scripted::start(PROTOCOL_VERSION + 1).await;
+    let err = Connection::connect(&broker.addr, &config(1))
+        .await
+        .expect_err("version mismatch");
+    assert!(matches!(err, ClientError::Protocol { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("use matching gregor versions"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_says_how_to_fix_it() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    drop(listener);
+    let err = Connection::connect(&addr, &config(1))
+        .await
+        .expect_err("nothing listens");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot reach {addr}: connection refused; is `gregor serve` running there? set --bootstrap or GREGOR_BOOTSTRAP"
+        )
+    );
+}
+
+// ------------------------------------------------------------------ the in-memory broker
+
+fn batch(values: &[&[u8]]) -> Bytes {
+    let mut b = BatchBuilder::with_capacity(256);
+    for (i, v) in values.iter().enumerate() {
+        b.push(&NewRecord {
+            key: None,
+            value: Some(v),
+            headers: &[],
+            timestamp: 1_000 + i as i64,
+        });
+    }
+    b.finish()
+}
+
+#[derive(Default)]
+struct PartitionLog {
+    log_start: u64,
+    next: u64,
+    /// Stamped batches, in offset order.
+    batches: Vec<Bytes>,
+}
+
+impl PartitionLog {
+    fn append(&mut self, batch: &Bytes) -> u64 {
+        let view = BatchView::validate(batch).expect("the producer builds valid batches");
+        let mut stamped = batch.to_vec();
+        let base = self.next;
+        stamp(&mut stamped, base, 0);
+        self.next += u64::from(view.record_count());
+        self.batches.push(Bytes::from(stamped));
+        base
+    }
+
+    fn values(&self) -> Vec<(u64, Vec<u8>)> {
+        self.batches
+            .iter()
+            .flat_map(|b| {
+                let view = BatchView::validate(b).expect("valid");
+                view.records()
+                    .map(|r| {
+                        let r = r.expect("record");
+                        (r.offset, r.value.unwrap_or_default().to_vec())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct BrokerState {
+    topics: BTreeMap<String, Vec<PartitionLog>>,
+    committed: BTreeMap<(String, String, u32), u64>,
+    metadata_requests: usize,
+    produce_requests: usize,
+    /// Errors for the next produce requests, in order.
+    produce_failures: VecDeque<ApiError>,
+}
+
+type Shared = Arc<Mutex<BrokerState>>;
+
+/// Serves Metadata, Produce, Fetch, ListOffsets and group offsets from memory.
+struct MemoryBroker {
+    addr: String,
+    state: Shared,
+}
+
+impl MemoryBroker {
+    async fn start(topics: &[(&str, u32)]) -> MemoryBroker {
+        let mut state = BrokerState::default();
+        for (name, partitions) in topics {
+            state.topics.insert(
+                (*name).into(),
+                (0..*partitions).map(|_| PartitionLog::default()).collect(),
+            );
+        }
+        let state = Arc::new(Mutex::new(state));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let (serving, advertised) = (state.clone(), addr.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (state, advertised) = (serving.clone(), advertised.clone());
+                tokio::spawn(async move {
+                    let (mut reader, mut writer) = stream.into_split();
+                    if accept_hello(&mut reader, &mut writer, PROTOCOL_VERSION)
+                        .await
+                        .is_none()
+                    {
+                        return;
+                    }
+                    let (replies, mut queue) = mpsc::unbounded_channel::<ResponseFrame>();
+                    tokio::spawn(async move {
+                        while let Some(frame) = queue.recv().await {
+                            if writer.write_all(&encode_frame(&frame)).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    while let Ok(Some(body)) =
+                        read_frame(&mut reader, DEFAULT_MAX_FRAME_BYTES).await
+                    {
+                        let frame = decode_request(&body).expect("the client sends valid frames");
+                        serve(&state, &advertised, frame, &replies);
+                    }
+                });
+            }
+        });
+        MemoryBroker { addr, state }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, BrokerState> {
+        self.state.lock().expect("broker state")
+    }
+
+    fn values(&self, topic: &str, partition: usize) -> Vec<(u64, Vec<u8>)> {
+        self.state().topics[topic][partition].values()
+    }
+
+    fn client(&self) -> ClientConfig {
+        ClientConfig::new(&self.addr).seed(7)
+    }
+}
+
+fn serve(
+    state: &Shared,
+    advertised: &str,
+    frame: RequestFrame,
+    replies: &mpsc::UnboundedSender<ResponseFrame>,
+) {
+    let mut s = state.lock().expect("broker state");
+    let result = match frame.request {
+        Request::Metadata(m) => {
+            s.metadata_requests += 1;
+            let topics = s
+                .topics
+                .iter()
+                .filter(|(name, _)| m.topics.as_ref().is_none_or(|wanted| wanted.contains(name)))
+                .map(|(name, parts)| TopicMetadata {
+                    name: name.clone(),
+                    partitions: (0..parts.len() as u32)
+                        .map(|p| PartitionMetadata {
+                            partition: PartitionId(p),
+                            leader: Some(NODE),
+                            replicas: vec![NODE],
+                        })
+                        .collect(),
+                })
+                .collect();
+            let brokers = vec![BrokerInfo {
+                node_id: NODE,
+                address: advertised.into(),
+            }];
+            Ok(Response::Metadata(ClusterMetadata { brokers, topics }))
+        }
+        Request::Produce(p) => {
+            s.produce_requests += 1;
+            match s.produce_failures.pop_front() {
+                Some(e) => Err(e),
+                None => {
+                    let log = &mut s.topics.get_mut(&p.topic).expect("known topic")
+                        [p.partition.0 as usize];
+                    let bases: Vec<u64> = p.batches.iter().map(|b| log.append(b)).collect();
+                    if p.acks == Acks::None {
+                        return;
+                    }
+                    Ok(Response::Produce(ProduceReply {
+                        base_offset: Offset(bases[0]),
+                        log_start_offset: Offset(log.log_start),
+                    }))
+                }
+            }
+        }
+        Request::Fetch(f) => {
+            let log = &s.topics[&f.topic][f.partition.0 as usize];
+            if f.offset.0 < log.log_start || f.offset.0 > log.next {
+                Err(ApiError::offset_out_of_range(
+                    f.offset,
+                    Offset(log.log_start),
+                    Offset(log.next),
+                ))
+            } else {
+                let batches: Vec<Bytes> = log
+                    .batches
+                    .iter()
+                    .filter(|b| BatchView::validate(b).expect("valid").last_offset() >= f.offset.0)
+                    .cloned()
+                    .collect();
+                let reply = FetchReply {
+                    high_watermark: Offset(log.next),
+                    log_start_offset: Offset(log.log_start),
+                    batches,
+                };
+                if reply.batches.is_empty() {
+                    // Long poll: nothing new arrives here, so answer empty when the wait ends.
+                    let replies = replies.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(u64::from(f.max_wait_ms))).await;
+                        let _ = replies.send(ResponseFrame {
+                            id: frame.id,
+                            result: Ok(Response::Fetch(reply)),
+                        });
+                    });
+                    return;
+                }
+                Ok(Response::Fetch(reply))
+            }
+        }
+        Request::ListOffsets(l) => {
+            let log = &s.topics[&l.topic][l.partition.0 as usize];
+            let offset = match l.spec {
+                OffsetSpec::Earliest => log.log_start,
+                OffsetSpec::Latest => log.next,
+                OffsetSpec::Timestamp(_) => log.log_start,
+            };
+            Ok(Response::ListOffsets(ListOffsetsReply {
+                offset: Offset(offset),
+                timestamp: None,
+            }))
+        }
+        Request::CommitOffsets(c) => {
+            for o in c.offsets {
+                s.committed
+                    .insert((c.group.clone(), o.topic, o.partition.0), o.offset.0);
+            }
+            Ok(Response::CommitOffsets(()))
+        }
+        Request::FetchOffsets(f) => {
+            let offsets = s
+                .committed
+                .iter()
+                .filter(|((g, t, _), _)| {
+                    *g == f.group && f.topic.as_ref().is_none_or(|topic| topic == t)
+                })
+                .map(|((_, topic, partition), offset)| CommittedOffset {
+                    topic: topic.clone(),
+                    partition: PartitionId(*partition),
+                    offset: Offset(*offset),
+                    metadata: None,
+                    commit_timestamp: 0,
+                })
+                .collect();
+            Ok(Response::FetchOffsets(offsets))
+        }
+        other => Err(ApiError::new(
+            ErrorCode::UNKNOWN_REQUEST,
+            format!("the fake does not serve {other:?}"),
+        )),
+    };
+    let _ = replies.send(ResponseFrame {
+        id: frame.id,
+        result,
+    });
+}
+
+fn producer_config(broker: &MemoryBroker) -> ProducerConfig {
+    ProducerConfig::from_client(broker.client().retries(3))
+}
+
+#[tokio::test]
+async fn records_get_base_offset_plus_index_and_flush_waits_for_them() {
+    let broker = MemoryBroker::start(&[("t", 1)]).await;
+    let producer = Producer::connect(producer_config(&broker))
+        .await
+        .expect("connect");
+    let mut handles = Vec::new();
+    for i in 0..10u8 {
+        handles.push(
+            producer
+                .send(ProducerRecord::new("t", &[b'a' + i]))
+                .await
+                .expect("queued"),
+        );
+    }
+    producer.flush().await;
+    for (i, handle) in handles.into_iter().enumerate() {
+        assert!(
+            handle.try_result().is_some(),
+            "flush returned before record {i} completed"
+        );
+        let md = handle.await.expect("delivered");
+        assert_eq!(md.offset, Some(Offset(i as u64)));
+        assert_eq!(md.partition, PartitionId(0));
+    }
+    let stored: Vec<Vec<u8>> = broker.values("t", 0).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(
+        stored,
+        (0..10u8).map(|i| vec![b'a' + i]).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_lone_record_goes_out_when_its_linger_ends_without_a_flush() {
+    let broker = MemoryBroker::start(&[("t", 1)]).await;
+    let producer = Producer::connect(producer_config(&broker).linger_ms(20))
+        .await
+        .expect("connect");
+    let handle = producer
+        .send(ProducerRecord::new("t", b"alone"))
+        .await
+        .expect("queued");
+    // Only the linger timer can send it; the bound turns a hang into a failure.
+    let delivered = tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("sent by the linger timer");
+    assert_eq!(delivered.expect("delivered").offset, Some(Offset(0)));
+}
+
+#[tokio::test]
+async fn keyed_records_land_where_kafkas_partitioner_puts_them() {
+    let broker = MemoryBroker::start(&[("t", 4)]).await;
+    let producer = Producer::connect(producer_config(&broker))
+        .await
+        .expect("connect");
+    let keys: Vec<String> = (0..20).map(|i| format!("user-{i}")).collect();
+    let mut handles = Vec::new();
+    for key in &keys {
+        handles.push(
+            producer
+                .send(ProducerRecord::new("t", key.as_bytes()).key(key.as_bytes()))
+                .await
+                .expect("queued"),
+        );
+    }
+    producer.flush().await;
+    for (key, handle) in keys.iter().zip(handles) {
+        let md = handle.await.expect("delivered");
+        assert_eq!(md.partition.0, partition_for_key(key.as_bytes(), 4));
+        let stored = broker.values("t", md.partition.0 as usize);
+        let offset = md.offset.expect("acks=all has offsets").0;
+        assert!(
+            stored.contains(&(offset, key.as_bytes().to_vec())),
+            "{key} not at {md:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn keyless_records_fill_a_batch_on_one_partition_then_move_to_another() {
+    let broker = MemoryBroker::start(&[("t", 3)]).await;
+    // Batches of 1 KiB hold 8 records of 100 bytes; the linger is long enough never to fire.
+    let config = producer_config(&broker).batch_size(1024).linger_ms(60_000);
+    let producer = Producer::connect(config).await.expect("connect");
+    let value = [b'v'; 100];
+    let mut partitions = Vec::new();
+    for _ in 0..40 {
+        partitions.push(
+            producer
+                .send(ProducerRecord::new("t", &value))
+                .await
+                .expect("queued")
+                .partition(),
+        );
+    }
+    producer.flush().await;
+    let mut runs: Vec<(PartitionId, usize)> = Vec::new();
+    for p in partitions {
+        match runs.last_mut() {
+            Some((last, n)) if *last == p => *n += 1,
+            _ => runs.push((p, 1)),
+        }
+    }
+    let (_, full) = runs.split_last().expect("records were sent");
+    assert!(full.len() >= 4, "several batches were filled: {runs:?}");
+    assert!(
+        full.iter().all(|(_, n)| *n == 8),
+        "each run is one full batch: {runs:?}"
+    );
+    assert!(
+        runs.windows(2).all(|w| w[0].0 != w[1].0),
+        "the partition changes after every batch: {runs:?}"
+    );
+}
+
+#[tokio::test]
+async fn not_leader_is_retried_after_a_metadata_refresh_and_order_is_kept() {
+    let broker = MemoryBroker::start(&[("t", 1)]).await;
+    broker
+        .state()
+        .produce_failures
+        .extend([ApiError::not_leader(None), ApiError::not_leader(None)]);
+    let producer = Producer::connect(producer_config(&broker).linger_ms(0))
+        .await
+        .expect("connect");
+    let metadata_before = broker.state().metadata_requests;
+    let mut handles = Vec::new();
+    for i in 0..20u8 {
+        handles.push(
+            producer
+                .send(ProducerRecord::new("t", &[i]))
+                .await
+                .expect("queued"),
+        );
+    }
+    producer.flush().await;
+    for (i, handle) in handles.into_iter().enumerate() {
+        assert_eq!(
+            handle.await.expect("delivered after retries").offset,
+            Some(Offset(i as u64))
+        );
+    }
+    let values: Vec<Vec<u8>> = broker.values("t", 0).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(
+        values,
+        (0..20u8).map(|i| vec![i]).collect::<Vec<_>>(),
+        "send order survives retries"
+    );
+    assert!(
+        broker.state().metadata_requests >= metadata_before + 2,
+        "each NOT_LEADER refreshed metadata"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_batch_fails_every_record_in_it_with_the_brokers_error() {
+    let broker = MemoryBroker::start(&[("t", 1)]).await;
+    broker.state().produce_failures.push_back(ApiError::new(
+        ErrorCode::RECORD_TOO_LARGE,
+        "batch over max.message.bytes",
+    ));
+    let producer = Producer::connect(producer_config(&broker).linger_ms(60_000))
+        .await
+        .expect("connect");
+    let a = producer
+        .send(ProducerRecord::new("t", b"a"))
+        .await
+        .expect("queued");
+    let b = producer
+        .send(ProducerRecord::new("t", b"b"))
+        .await
+        .expect("queued");
+    producer.flush().await;
+    for handle in [a, b] {
+        let err = handle.await.expect_err("refused");
+        assert_eq!(err.code(), Some(ErrorCode::RECORD_TOO_LARGE));
+    }
+    assert_eq!(
+        broker.state().produce_requests,
+        1,
+        "a non-retriable error is not retried"
+    );
+}
+
+#[tokio::test]
+async fn fire_and_forget_records_have_no_offset_but_arrive() {
+    let broker = MemoryBroker::start(&[("t", 1)]).await;
+    let producer = Producer::connect(producer_config(&broker).acks(Acks::None))
+        .await
+        .expect("connect");
+    let handle = producer
+        .send(ProducerRecord::new("t", b"x"))
+        .await
+        .expect("queued");
+    producer.flush().await;
+    assert_eq!(handle.await.expect("written").offset, None);
+    // The broker gets the frame after the client wrote it; a synchronous round trip on the
+    // same connection orders after it.
+    let admin = gregor::client::Admin::from_cluster(producer.cluster().clone());
+    admin
+        .list_offsets("t", PartitionId(0), OffsetSpec::Latest)
+        .await
+        .expect("list offsets");
+    assert_eq!(broker.values("t", 0), vec![(0, b"x".to_vec())]);
+}
+
+#[tokio::test]
+async fn sending_to_a_missing_topic_says_how_to_create_it() {
+    let broker = MemoryBroker::start(&[]).await;
+    let producer = Producer::connect(producer_config(&broker))
+        .await
+        .expect("connect");
+    let err = producer
+        .send(ProducerRecord::new("nope", b"x"))
+        .await
+        .expect_err("no topic");
+    assert_eq!(err.code(), Some(ErrorCode::UNKNOWN_TOPIC));
+    assert!(
+        err.to_string().contains("gregor topic create nope"),
+        "{err}"
+    );
+    let err = producer
+        .send(ProducerRecord::new("nope", b"x").partition(PartitionId(0)))
+        .await
+        .expect_err("still no topic");
+    assert_eq!(err.code(), Some(ErrorCode::UNKNOWN_TOPIC));
+}
+
+fn fill(broker: &MemoryBroker, topic: &str, partition: usize, batches: &[&[&[u8]]]) {
+    let mut state = broker.state();
+    let log = &mut state.topics.get_mut(topic).expect("topic")[partition];
+    for values in batches {
+        log.append(&batch(values));
+    }
+}
+
+fn offsets(records: &[gregor::client::ConsumerRecord]) -> Vec<u64> {
+    records.iter().map(|r| r.offset.0).collect()
+}
+
+#[tokio::test]
+async fn a_fetch_that_starts_mid_batch_skips_the_records_before_the_position() {
+    let broker = MemoryBroker::start(&[("t", 1)]).await;
+    fill(
+        &broker,
+        "t",
+        0,
+        &[&[b"0", b"1", b"2", b"3", b"4"], &[b"5", b"6"]],
+    );
+    let mut consumer = Consumer::connect(ConsumerConfig::from_client(broker.client()))
+        .await
+        .expect("connect");
+    consumer.assign("t", None).await.expect("assign");
+    let tp = TopicPartition::new("t", PartitionId(0));
+    consumer
+        .seek(&tp, SeekTo::Offset(Offset(3)))
+        .await
+        .expect("seek");
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        got.extend(consumer.poll(Duration::from_secs(5)).await.expect("poll"));
+    }
+    assert_eq!(offsets(&got), vec![3, 4, 5, 6]);
+    assert_eq!(got[0].value.as_deref(), Some(&b"3"[..]));
+    assert_eq!(consumer.position(&tp), Some(Offset(7)));
+}
+
+#[tokio::test]
+async fn an_out_of_range_position_resets_to_the_earliest_offset() {
+    let broker = MemoryBroker::start(&[("t", 1)]).await;
+    fill(&broker, "t", 0, &[&[b"0", b"1"], &[b"2", b"3"]]);
+    // Retention removed the first batch.
+    {
+        let mut state = broker.state();
+        let log = &mut state.topics.get_mut("t").expect("topic")[0];
+        log.batches.remove(0);
+        log.log_start = 2;
+    }
+    let mut consumer = Consumer::connect(ConsumerConfig::from_client(broker.client()))
+        .await
+        .expect("connect");
+    consumer.assign("t", None).await.expect("assign");
+    let tp = TopicPartition::new("t", PartitionId(0));
+    consumer
+        .seek(&tp, SeekTo::Offset(Offset(0)))
+        .await
+        .expect("seek");
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.extend(consumer.poll(Duration::from_secs(5)).await.expect("poll"));
+    }
+    assert_eq!(offsets(&got), vec![2, 3]);
+}
+
+#[tokio::test]
+async fn an_out_of_range_position_fails_the_poll_under_the_error_policy() {
+    let broker = MemoryBroker::start(&[("t", 1)]).await;
+    fill(&broker, "t", 0, &[&[b"0"]]);
+    let config =
+        ConsumerConfig::from_client(broker.client()).auto_offset_reset(AutoOffsetReset::Error);
+    let mut consumer = Consumer::connect(config).await.expect("connect");
+    consumer.assign("t", None).await.expect("assign");
+    consumer
+        .seek(
+            &TopicPartition::new("t", PartitionId(0)),
+            SeekTo::Offset(Offset(9)),
+        )
+        .await
+        .expect("seek");
+    let err = consumer
+        .poll(Duration::from_secs(5))
+        .await
+        .expect_err("out of range");
+    assert_eq!(err.code(), Some(ErrorCode::OFFSET_OUT_OF_RANGE));
+}
+
+#[tokio::test]
+async fn a_group_resumes_from_its_committed_offsets_and_commits_what_was_handed_out() {
+    let broker = MemoryBroker::start(&[("t", 2)]).await;
+    fill(&broker, "t", 0, &[&[b"a", b"b", b"c", b"d"]]);
+    fill(&broker, "t", 1, &[&[b"e"]]);
+    broker
+        .state()
+        .committed
+        .insert(("g".into(), "t".into(), 0), 2);
+    let config = ConsumerConfig::from_client(broker.client()).group("g");
+    let mut consumer = Consumer::connect(config).await.expect("connect");
+    consumer.assign("t", None).await.expect("assign");
+    let p0 = TopicPartition::new("t", PartitionId(0));
+    let p1 = TopicPartition::new("t", PartitionId(1));
+    assert_eq!(consumer.position(&p0), Some(Offset(2)));
+    assert_eq!(
+        consumer.position(&p1),
+        None,
+        "nothing committed: the reset policy decides"
+    );
+
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.extend(
+            consumer
+                .poll_records(Duration::from_secs(5), 3 - got.len())
+                .await
+                .expect("poll"),
+        );
+    }
+    let mut seen: Vec<(u32, u64)> = got.iter().map(|r| (r.partition.0, r.offset.0)).collect();
+    seen.sort();
+    assert_eq!(seen, vec![(0, 2), (0, 3), (1, 0)]);
+    consumer.commit().await.expect("commit");
+    let committed = broker.state().committed.clone();
+    assert_eq!(committed[&("g".to_owned(), "t".to_owned(), 0)], 4);
+    assert_eq!(committed[&("g".to_owned(), "t".to_owned(), 1)], 1);
+    assert!(consumer.at_end());
+}
+
+#[tokio::test]
+async fn a_poll_with_nothing_new_returns_empty_after_its_timeout() {
+    let broker = MemoryBroker::start(&[("t", 1)]).await;
+    let mut config = ConsumerConfig::from_client(broker.client());
+    config.fetch_max_wait = Duration::from_millis(20);
+    let mut consumer = Consumer::connect(config).await.expect("connect");
+    consumer.assign("t", None).await.expect("assign");
+    let got = consumer
+        .poll(Duration::from_millis(100))
+        .await
+        .expect("poll");
+    assert!(got.is_empty());
+    assert!(
+        consumer.at_end(),
+        "an empty partition is at its end once fetched"
+    );
+}
+
+#[tokio::test]
+async fn committing_without_a_group_is_a_usage_error() {
+    let broker = MemoryBroker::start(&[("t", 1)]).await;
+    let mut consumer = Consumer::connect(ConsumerConfig::from_client(broker.client()))
+        .await
+        .expect("connect");
+    consumer.assign("t", None).await.expect("assign");
+    assert!(matches!(
+        consumer.commit().await,
+        Err(ClientError::Usage(_))
+    ));
+}
