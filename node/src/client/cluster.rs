@@ -327,6 +327,13 @@ impl Cluster {
         if let Some(conn) = live {
             return Ok(conn);
         }
+        // The bootstrap address is known to work for the home node, whatever it advertises.
+        if lock(&self.inner.state).home == Some(node) {
+            let conn = self.bootstrap().await?;
+            if conn.node_id() == node {
+                return Ok(conn);
+            }
+        }
         let addr = match addr {
             Some(addr) => addr,
             None => {

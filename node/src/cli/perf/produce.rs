@@ -47,6 +47,10 @@ pub struct ProducePerfArgs {
     /// Producer batch size in bytes
     #[arg(long, default_value_t = 128 * 1024, value_name = "B")]
     pub batch_size: usize,
+    /// Largest produce request; with one request in flight per partition, this bounds the
+    /// bytes per round trip
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "B")]
+    pub max_request_bytes: usize,
     /// Producer linger
     #[arg(long, default_value_t = 5, value_name = "MS")]
     pub linger_ms: u64,
@@ -102,6 +106,10 @@ pub async fn run(connect: &ConnectArgs, args: ProducePerfArgs) -> anyhow::Result
             .linger_ms(args.linger_ms)
             .batch_size(args.batch_size)
             .on_batch_complete(observer.clone());
+        let config = ProducerConfig {
+            max_request_bytes: args.max_request_bytes,
+            ..config
+        };
         producers.push(Producer::connect(config).await?);
     }
 
