@@ -487,7 +487,10 @@ impl fmt::Display for ErrorCode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorDetail {
     /// With `OFFSET_OUT_OF_RANGE`: the offsets that can be fetched are `[log_start, log_end)`.
-    OffsetRange { log_start_offset: Offset, log_end_offset: Offset },
+    OffsetRange {
+        log_start_offset: Offset,
+        log_end_offset: Offset,
+    },
     /// With `NOT_LEADER`: where to go instead, if known.
     Leader { leader: Option<NodeId> },
 }
@@ -503,7 +506,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), detail: None }
+        ApiError {
+            code,
+            message: message.into(),
+            detail: None,
+        }
     }
 
     pub fn with_detail(mut self, detail: ErrorDetail) -> Self {
@@ -536,12 +543,18 @@ impl ApiError {
                  (fetch from {log_start} for the oldest record or {log_end} for new ones)"
             ),
         )
-        .with_detail(ErrorDetail::OffsetRange { log_start_offset: log_start, log_end_offset: log_end })
+        .with_detail(ErrorDetail::OffsetRange {
+            log_start_offset: log_start,
+            log_end_offset: log_end,
+        })
     }
 
     pub fn not_leader(leader: Option<NodeId>) -> Self {
-        ApiError::new(ErrorCode::NOT_LEADER, "this node does not lead the partition; refresh metadata")
-            .with_detail(ErrorDetail::Leader { leader })
+        ApiError::new(
+            ErrorCode::NOT_LEADER,
+            "this node does not lead the partition; refresh metadata",
+        )
+        .with_detail(ErrorDetail::Leader { leader })
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -565,7 +578,10 @@ mod tests {
 
     #[test]
     fn request_kinds_list_matches_the_enum() {
-        let frame = RequestFrame { id: 1, request: Request::ListGroups(ListGroups {}) };
+        let frame = RequestFrame {
+            id: 1,
+            request: Request::ListGroups(ListGroups {}),
+        };
         let bytes = rmp_serde::to_vec_named(&frame).expect("encode");
         let back: RequestFrame = rmp_serde::from_slice(&bytes).expect("decode");
         assert_eq!(back, frame);

@@ -31,30 +31,47 @@ pub struct Directory {
 
 impl Directory {
     pub fn insert(&self, entry: TopicEntry) {
-        self.topics.write().expect("directory poisoned").insert(entry.record.name.clone(), entry);
+        self.topics
+            .write()
+            .expect("directory poisoned")
+            .insert(entry.record.name.clone(), entry);
     }
 
     pub fn remove(&self, topic: &str) -> Option<TopicEntry> {
-        self.topics.write().expect("directory poisoned").remove(topic)
+        self.topics
+            .write()
+            .expect("directory poisoned")
+            .remove(topic)
     }
 
     pub fn drain(&self) -> Vec<TopicEntry> {
-        std::mem::take(&mut *self.topics.write().expect("directory poisoned")).into_values().collect()
+        std::mem::take(&mut *self.topics.write().expect("directory poisoned"))
+            .into_values()
+            .collect()
     }
 
     pub fn topic(&self, topic: &str) -> Option<TopicEntry> {
-        self.topics.read().expect("directory poisoned").get(topic).cloned()
+        self.topics
+            .read()
+            .expect("directory poisoned")
+            .get(topic)
+            .cloned()
     }
 
     /// # Errors
     /// `UNKNOWN_TOPIC` / `UNKNOWN_PARTITION` with what to do.
-    pub fn replica(&self, topic: &str, partition: PartitionId) -> Result<(TopicRecord, ReplicaHandle), ApiError> {
+    pub fn replica(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> Result<(TopicRecord, ReplicaHandle), ApiError> {
         let topics = self.topics.read().expect("directory poisoned");
-        let entry = topics.get(topic).ok_or_else(|| ApiError::unknown_topic(topic))?;
-        let replica = entry
-            .replicas
-            .get(partition.0 as usize)
-            .ok_or_else(|| ApiError::unknown_partition(topic, partition, entry.record.partitions))?;
+        let entry = topics
+            .get(topic)
+            .ok_or_else(|| ApiError::unknown_topic(topic))?;
+        let replica = entry.replicas.get(partition.0 as usize).ok_or_else(|| {
+            ApiError::unknown_partition(topic, partition, entry.record.partitions)
+        })?;
         Ok((entry.record.clone(), replica.clone()))
     }
 }

@@ -33,7 +33,9 @@ use crate::topics::manager_factory;
 use crate::topics::{Shutdown, TopicManager};
 use actix::prelude::*;
 use gregor_cluster::{NoPeers, RaftTuning, Transport};
-use gregor_storage::{Clock, FlushPolicy, NodeId, PartitionId, Store, StoreOptions, SyncMode, SystemClock};
+use gregor_storage::{
+    Clock, FlushPolicy, NodeId, PartitionId, Store, StoreOptions, SyncMode, SystemClock,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,7 +102,10 @@ impl NodeEnv {
 #[non_exhaustive]
 pub enum StartError {
     #[error("cannot open the data directory {path}: {source}")]
-    Storage { path: PathBuf, source: gregor_storage::StorageError },
+    Storage {
+        path: PathBuf,
+        source: gregor_storage::StorageError,
+    },
     #[error("the node could not start: {0}")]
     Actors(String),
 }
@@ -116,7 +121,10 @@ pub struct Broker {
 }
 
 fn stopped() -> ApiError {
-    ApiError::new(ErrorCode::UNAVAILABLE, "the node is shutting down; retry against another node")
+    ApiError::new(
+        ErrorCode::UNAVAILABLE,
+        "the node is shutting down; retry against another node",
+    )
 }
 
 impl Broker {
@@ -140,8 +148,14 @@ impl Broker {
     ///
     /// # Errors
     /// `UNKNOWN_TOPIC` or `UNKNOWN_PARTITION`.
-    pub fn replica(&self, topic: &str, partition: PartitionId) -> Result<Addr<PartitionReplica>, ApiError> {
-        self.directory.replica(topic, partition).map(|(_, r)| r.addr)
+    pub fn replica(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> Result<Addr<PartitionReplica>, ApiError> {
+        self.directory
+            .replica(topic, partition)
+            .map(|(_, r)| r.addr)
     }
 
     /// Serves one request (not `Hello`, which the connection layer answers). For a produce with
@@ -157,16 +171,25 @@ impl Broker {
         }
         Ok(match request {
             Request::Hello(_) => {
-                return Err(ApiError::new(ErrorCode::MALFORMED_REQUEST, "Hello is only valid as the first frame"))
+                return Err(ApiError::new(
+                    ErrorCode::MALFORMED_REQUEST,
+                    "Hello is only valid as the first frame",
+                ))
             }
             Request::CreateTopic(r) => Response::CreateTopic(ask(self.topics(), r).await??),
             Request::DeleteTopic(r) => Response::DeleteTopic(ask(self.topics(), r).await??),
             Request::ListTopics(r) => Response::ListTopics(ask(self.topics(), r).await??),
             Request::DescribeTopic(r) => Response::DescribeTopic(ask(self.topics(), r).await??),
             Request::Metadata(r) => Response::Metadata(ask(self.topics(), r).await??),
-            Request::Produce(r) => Response::Produce(ask(self.replica(&r.topic, r.partition)?, r).await??),
-            Request::Fetch(r) => Response::Fetch(ask(self.replica(&r.topic, r.partition)?, r).await??),
-            Request::ListOffsets(r) => Response::ListOffsets(ask(self.replica(&r.topic, r.partition)?, r).await??),
+            Request::Produce(r) => {
+                Response::Produce(ask(self.replica(&r.topic, r.partition)?, r).await??)
+            }
+            Request::Fetch(r) => {
+                Response::Fetch(ask(self.replica(&r.topic, r.partition)?, r).await??)
+            }
+            Request::ListOffsets(r) => {
+                Response::ListOffsets(ask(self.replica(&r.topic, r.partition)?, r).await??)
+            }
             Request::CommitOffsets(r) => Response::CommitOffsets(ask(self.groups(), r).await??),
             Request::FetchOffsets(r) => Response::FetchOffsets(ask(self.groups(), r).await??),
             Request::ListGroups(r) => Response::ListGroups(ask(self.groups(), r).await??),
@@ -214,9 +237,15 @@ pub async fn start_node(config: NodeConfig) -> Result<Broker, StartError> {
 /// # Errors
 /// As [`start_node`].
 pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker, StartError> {
-    let options = StoreOptions { flush: config.flush, sync_mode: env.sync_mode, cache_bytes: config.cache_bytes };
-    let store = Store::open(&config.data_dir, options)
-        .map_err(|source| StartError::Storage { path: config.data_dir.clone(), source })?;
+    let options = StoreOptions {
+        flush: config.flush,
+        sync_mode: env.sync_mode,
+        cache_bytes: config.cache_bytes,
+    };
+    let store = Store::open(&config.data_dir, options).map_err(|source| StartError::Storage {
+        path: config.data_dir.clone(),
+        source,
+    })?;
     let settings = ReplicaSettings {
         linger: Duration::from_millis(config.produce_linger_ms),
         retention_check_interval: Duration::from_millis(config.retention_check_interval_ms.max(1)),
@@ -225,12 +254,31 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
         max_entry_bytes: 8 * 1024 * 1024,
         propose_timeout: Duration::from_secs(30),
     };
-    let factory = manager_factory(store.clone(), config.node_id, env.transport.clone(), env.raft_tuning, settings);
+    let factory = manager_factory(
+        store.clone(),
+        config.node_id,
+        env.transport.clone(),
+        env.raft_tuning,
+        settings,
+    );
     let directory = Arc::new(Directory::default());
-    let topics = TopicManager::start(factory, directory.clone(), config.advertised_address.clone(), config.offsets_partitions)
-        .await
-        .map_err(StartError::Actors)?;
-    let groups = GroupRouter::new(directory.clone(), env.clock.clone()).map_err(StartError::Actors)?.start();
+    let topics = TopicManager::start(
+        factory,
+        directory.clone(),
+        config.advertised_address.clone(),
+        config.offsets_partitions,
+    )
+    .await
+    .map_err(StartError::Actors)?;
+    let groups = GroupRouter::new(directory.clone(), env.clock.clone())
+        .map_err(StartError::Actors)?
+        .start();
     tracing::info!(node = %config.node_id, data_dir = %config.data_dir.display(), "node started");
-    Ok(Broker { node_id: config.node_id, topics, groups, directory, store })
+    Ok(Broker {
+        node_id: config.node_id,
+        topics,
+        groups,
+        directory,
+        store,
+    })
 }

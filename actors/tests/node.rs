@@ -21,11 +21,17 @@ impl Clock for ManualClock {
 const HOUR_MS: i64 = 3_600_000;
 const T0: i64 = 1_767_225_600_000;
 
-fn run<F: std::future::Future<Output = ()>>(test: impl FnOnce(tempfile::TempDir, Arc<ManualClock>) -> F) {
+fn run<F: std::future::Future<Output = ()>>(
+    test: impl FnOnce(tempfile::TempDir, Arc<ManualClock>) -> F,
+) {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock(AtomicI64::new(T0)));
     let system = actix::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
     });
     system.block_on(test(dir, clock));
 }
@@ -35,25 +41,50 @@ async fn start(dir: &Path, clock: &Arc<ManualClock>) -> Broker {
     config.offsets_partitions = 3;
     config.retention_check_interval_ms = 1_000;
     config.flush = FlushPolicy::Always;
-    let env = NodeEnv { clock: clock.clone(), sync_mode: SyncMode::Inline, ..NodeEnv::production() };
+    let env = NodeEnv {
+        clock: clock.clone(),
+        sync_mode: SyncMode::Inline,
+        ..NodeEnv::production()
+    };
     start_node_with(config, env).await.unwrap()
 }
 
 fn batch(values: &[&str], timestamp: i64) -> bytes::Bytes {
     let mut b = BatchBuilder::with_capacity(128);
     for v in values {
-        b.push(&NewRecord { key: None, value: Some(v.as_bytes()), headers: &[], timestamp });
+        b.push(&NewRecord {
+            key: None,
+            value: Some(v.as_bytes()),
+            headers: &[],
+            timestamp,
+        });
     }
     b.finish()
 }
 
 async fn create(node: &Broker, name: &str, partitions: u32, config: TopicConfigOverrides) {
-    let request = CreateTopic { name: name.into(), partitions, replication_factor: 1, config };
+    let request = CreateTopic {
+        name: name.into(),
+        partitions,
+        replication_factor: 1,
+        config,
+    };
     node.handle(Request::CreateTopic(request)).await.unwrap();
 }
 
-async fn produce(node: &Broker, topic: &str, partition: u32, batches: Vec<bytes::Bytes>) -> Result<Offset, ApiError> {
-    let request = Produce { topic: topic.into(), partition: PartitionId(partition), acks: Acks::All, timeout_ms: 5_000, batches };
+async fn produce(
+    node: &Broker,
+    topic: &str,
+    partition: u32,
+    batches: Vec<bytes::Bytes>,
+) -> Result<Offset, ApiError> {
+    let request = Produce {
+        topic: topic.into(),
+        partition: PartitionId(partition),
+        acks: Acks::All,
+        timeout_ms: 5_000,
+        batches,
+    };
     match node.handle(Request::Produce(request)).await? {
         Response::Produce(reply) => Ok(reply.base_offset),
         other => panic!("unexpected {other:?}"),
@@ -61,11 +92,26 @@ async fn produce(node: &Broker, topic: &str, partition: u32, batches: Vec<bytes:
 }
 
 fn fetch_request(topic: &str, partition: u32, offset: u64, max_wait_ms: u32) -> Fetch {
-    Fetch { topic: topic.into(), partition: PartitionId(partition), offset: Offset(offset), max_bytes: 1 << 20, max_wait_ms, min_bytes: 1 }
+    Fetch {
+        topic: topic.into(),
+        partition: PartitionId(partition),
+        offset: Offset(offset),
+        max_bytes: 1 << 20,
+        max_wait_ms,
+        min_bytes: 1,
+    }
 }
 
-async fn fetch_values(node: &Broker, topic: &str, partition: u32, offset: u64) -> Result<Vec<(u64, String)>, ApiError> {
-    let Response::Fetch(reply) = node.handle(Request::Fetch(fetch_request(topic, partition, offset, 0))).await? else {
+async fn fetch_values(
+    node: &Broker,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+) -> Result<Vec<(u64, String)>, ApiError> {
+    let Response::Fetch(reply) = node
+        .handle(Request::Fetch(fetch_request(topic, partition, offset, 0)))
+        .await?
+    else {
         panic!("not a fetch reply")
     };
     let mut out = Vec::new();
@@ -73,7 +119,10 @@ async fn fetch_values(node: &Broker, topic: &str, partition: u32, offset: u64) -
         for r in BatchView::validate(b).unwrap().records() {
             let r = r.unwrap();
             if r.offset >= offset {
-                out.push((r.offset, String::from_utf8(r.value.unwrap().to_vec()).unwrap()));
+                out.push((
+                    r.offset,
+                    String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                ));
             }
         }
     }
@@ -81,7 +130,11 @@ async fn fetch_values(node: &Broker, topic: &str, partition: u32, offset: u64) -
 }
 
 async fn high_watermark(node: &Broker, topic: &str, partition: u32) -> Offset {
-    let request = ListOffsets { topic: topic.into(), partition: PartitionId(partition), spec: OffsetSpec::Latest };
+    let request = ListOffsets {
+        topic: topic.into(),
+        partition: PartitionId(partition),
+        spec: OffsetSpec::Latest,
+    };
     match node.handle(Request::ListOffsets(request)).await.unwrap() {
         Response::ListOffsets(reply) => reply.offset,
         other => panic!("unexpected {other:?}"),
@@ -93,11 +146,35 @@ fn produced_batches_get_contiguous_offsets_and_read_back() {
     run(|dir, clock| async move {
         let node = start(dir.path(), &clock).await;
         create(&node, "orders", 2, Default::default()).await;
-        assert_eq!(produce(&node, "orders", 0, vec![batch(&["a", "b"], T0)]).await.unwrap(), Offset(0));
-        assert_eq!(produce(&node, "orders", 0, vec![batch(&["c"], T0), batch(&["d", "e"], T0)]).await.unwrap(), Offset(2));
-        assert_eq!(produce(&node, "orders", 1, vec![batch(&["x"], T0)]).await.unwrap(), Offset(0));
+        assert_eq!(
+            produce(&node, "orders", 0, vec![batch(&["a", "b"], T0)])
+                .await
+                .unwrap(),
+            Offset(0)
+        );
+        assert_eq!(
+            produce(
+                &node,
+                "orders",
+                0,
+                vec![batch(&["c"], T0), batch(&["d", "e"], T0)]
+            )
+            .await
+            .unwrap(),
+            Offset(2)
+        );
+        assert_eq!(
+            produce(&node, "orders", 1, vec![batch(&["x"], T0)])
+                .await
+                .unwrap(),
+            Offset(0)
+        );
         let values = fetch_values(&node, "orders", 0, 1).await.unwrap();
-        let expected: Vec<(u64, String)> = ["b", "c", "d", "e"].iter().enumerate().map(|(i, v)| (i as u64 + 1, v.to_string())).collect();
+        let expected: Vec<(u64, String)> = ["b", "c", "d", "e"]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as u64 + 1, v.to_string()))
+            .collect();
         assert_eq!(values, expected);
         node.shutdown().await;
     });
@@ -111,17 +188,31 @@ fn long_poll_fetch_is_woken_by_a_produce_before_its_wait_ends() {
         let started = tokio::time::Instant::now();
         let waiter = {
             let node = node.clone();
-            actix_rt::spawn(async move { node.handle(Request::Fetch(fetch_request("events", 0, 0, 60_000))).await })
+            actix_rt::spawn(async move {
+                node.handle(Request::Fetch(fetch_request("events", 0, 0, 60_000)))
+                    .await
+            })
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
-        produce(&node, "events", 0, vec![batch(&["hello"], T0)]).await.unwrap();
-        let Response::Fetch(reply) = waiter.await.unwrap().unwrap() else { panic!("not a fetch") };
+        produce(&node, "events", 0, vec![batch(&["hello"], T0)])
+            .await
+            .unwrap();
+        let Response::Fetch(reply) = waiter.await.unwrap().unwrap() else {
+            panic!("not a fetch")
+        };
         assert_eq!(reply.batches.len(), 1);
-        assert!(started.elapsed() < Duration::from_secs(1), "woken on apply, not at the deadline");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "woken on apply, not at the deadline"
+        );
 
         // With nothing arriving, the poll ends at its deadline with no batches.
         let started = tokio::time::Instant::now();
-        let Response::Fetch(reply) = node.handle(Request::Fetch(fetch_request("events", 0, 1, 500))).await.unwrap() else {
+        let Response::Fetch(reply) = node
+            .handle(Request::Fetch(fetch_request("events", 0, 1, 500)))
+            .await
+            .unwrap()
+        else {
             panic!("not a fetch")
         };
         assert!(reply.batches.is_empty());
@@ -134,41 +225,102 @@ fn long_poll_fetch_is_woken_by_a_produce_before_its_wait_ends() {
 fn bad_requests_get_typed_errors_and_change_nothing() {
     run(|dir, clock| async move {
         let node = start(dir.path(), &clock).await;
-        let small = TopicConfigOverrides { max_message_bytes: Some(200), ..Default::default() };
+        let small = TopicConfigOverrides {
+            max_message_bytes: Some(200),
+            ..Default::default()
+        };
         create(&node, "t", 1, small).await;
-        produce(&node, "t", 0, vec![batch(&["ok"], T0)]).await.unwrap();
+        produce(&node, "t", 0, vec![batch(&["ok"], T0)])
+            .await
+            .unwrap();
 
         let code = |r: Result<Offset, ApiError>| r.unwrap_err().code;
-        assert_eq!(code(produce(&node, "missing", 0, vec![batch(&["x"], T0)]).await), ErrorCode::UNKNOWN_TOPIC);
-        assert_eq!(code(produce(&node, "t", 5, vec![batch(&["x"], T0)]).await), ErrorCode::UNKNOWN_PARTITION);
+        assert_eq!(
+            code(produce(&node, "missing", 0, vec![batch(&["x"], T0)]).await),
+            ErrorCode::UNKNOWN_TOPIC
+        );
+        assert_eq!(
+            code(produce(&node, "t", 5, vec![batch(&["x"], T0)]).await),
+            ErrorCode::UNKNOWN_PARTITION
+        );
         let mut corrupt = batch(&["x"], T0).to_vec();
         *corrupt.last_mut().unwrap() ^= 0xff;
-        assert_eq!(code(produce(&node, "t", 0, vec![corrupt.into()]).await), ErrorCode::CORRUPT_BATCH);
+        assert_eq!(
+            code(produce(&node, "t", 0, vec![corrupt.into()]).await),
+            ErrorCode::CORRUPT_BATCH
+        );
         let big = "x".repeat(300);
-        assert_eq!(code(produce(&node, "t", 0, vec![batch(&[&big], T0)]).await), ErrorCode::RECORD_TOO_LARGE);
-        assert_eq!(code(produce(&node, "t", 0, vec![bytes::Bytes::from_static(b"short")]).await), ErrorCode::INVALID_BATCH);
-        assert_eq!(code(produce(&node, "t", 0, vec![]).await), ErrorCode::INVALID_BATCH);
+        assert_eq!(
+            code(produce(&node, "t", 0, vec![batch(&[&big], T0)]).await),
+            ErrorCode::RECORD_TOO_LARGE
+        );
+        assert_eq!(
+            code(produce(&node, "t", 0, vec![bytes::Bytes::from_static(b"short")]).await),
+            ErrorCode::INVALID_BATCH
+        );
+        assert_eq!(
+            code(produce(&node, "t", 0, vec![]).await),
+            ErrorCode::INVALID_BATCH
+        );
         assert_eq!(
             code(produce(&node, "__consumer_offsets", 0, vec![batch(&["x"], T0)]).await),
             ErrorCode::INTERNAL_TOPIC
         );
-        assert_eq!(high_watermark(&node, "t", 0).await, Offset(1), "refused batches were not written");
+        assert_eq!(
+            high_watermark(&node, "t", 0).await,
+            Offset(1),
+            "refused batches were not written"
+        );
 
         let past_end = fetch_values(&node, "t", 0, 2).await.unwrap_err();
         assert_eq!(past_end.code, ErrorCode::OFFSET_OUT_OF_RANGE);
         assert_eq!(
             past_end.detail,
-            Some(ErrorDetail::OffsetRange { log_start_offset: Offset(0), log_end_offset: Offset(1) })
+            Some(ErrorDetail::OffsetRange {
+                log_start_offset: Offset(0),
+                log_end_offset: Offset(1)
+            })
         );
 
-        let bad_name = CreateTopic { name: "bad name".into(), partitions: 1, replication_factor: 1, config: Default::default() };
-        assert_eq!(node.handle(Request::CreateTopic(bad_name)).await.unwrap_err().code, ErrorCode::INVALID_TOPIC_NAME);
-        let rf = CreateTopic { name: "rf".into(), partitions: 1, replication_factor: 3, config: Default::default() };
-        assert_eq!(node.handle(Request::CreateTopic(rf)).await.unwrap_err().code, ErrorCode::INVALID_REPLICATION_FACTOR);
-        let Response::ListTopics(topics) = node.handle(Request::ListTopics(ListTopics { include_internal: false })).await.unwrap() else {
+        let bad_name = CreateTopic {
+            name: "bad name".into(),
+            partitions: 1,
+            replication_factor: 1,
+            config: Default::default(),
+        };
+        assert_eq!(
+            node.handle(Request::CreateTopic(bad_name))
+                .await
+                .unwrap_err()
+                .code,
+            ErrorCode::INVALID_TOPIC_NAME
+        );
+        let rf = CreateTopic {
+            name: "rf".into(),
+            partitions: 1,
+            replication_factor: 3,
+            config: Default::default(),
+        };
+        assert_eq!(
+            node.handle(Request::CreateTopic(rf))
+                .await
+                .unwrap_err()
+                .code,
+            ErrorCode::INVALID_REPLICATION_FACTOR
+        );
+        let Response::ListTopics(topics) = node
+            .handle(Request::ListTopics(ListTopics {
+                include_internal: false,
+            }))
+            .await
+            .unwrap()
+        else {
             panic!()
         };
-        assert_eq!(topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), vec!["t"]);
+        assert_eq!(
+            topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            vec!["t"]
+        );
         node.shutdown().await;
     });
 }
@@ -178,19 +330,35 @@ fn records_topics_and_committed_offsets_survive_a_restart() {
     run(|dir, clock| async move {
         let node = start(dir.path(), &clock).await;
         create(&node, "orders", 1, Default::default()).await;
-        produce(&node, "orders", 0, vec![batch(&["a", "b", "c"], T0)]).await.unwrap();
+        produce(&node, "orders", 0, vec![batch(&["a", "b", "c"], T0)])
+            .await
+            .unwrap();
         let commit = CommitOffsets {
             group: "billing".into(),
-            offsets: vec![OffsetCommit { topic: "orders".into(), partition: PartitionId(0), offset: Offset(2), metadata: Some("m".into()) }],
+            offsets: vec![OffsetCommit {
+                topic: "orders".into(),
+                partition: PartitionId(0),
+                offset: Offset(2),
+                metadata: Some("m".into()),
+            }],
         };
         node.handle(Request::CommitOffsets(commit)).await.unwrap();
         node.shutdown().await;
 
         let node = start(dir.path(), &clock).await;
         assert_eq!(fetch_values(&node, "orders", 0, 0).await.unwrap().len(), 3);
-        assert_eq!(produce(&node, "orders", 0, vec![batch(&["d"], T0)]).await.unwrap(), Offset(3), "offsets continue");
+        assert_eq!(
+            produce(&node, "orders", 0, vec![batch(&["d"], T0)])
+                .await
+                .unwrap(),
+            Offset(3),
+            "offsets continue"
+        );
         let Response::FetchOffsets(committed) = node
-            .handle(Request::FetchOffsets(FetchOffsets { group: "billing".into(), topic: None }))
+            .handle(Request::FetchOffsets(FetchOffsets {
+                group: "billing".into(),
+                topic: None,
+            }))
             .await
             .unwrap()
         else {
@@ -199,10 +367,20 @@ fn records_topics_and_committed_offsets_survive_a_restart() {
         assert_eq!(committed.len(), 1);
         assert_eq!(committed[0].offset, Offset(2));
         assert_eq!(committed[0].metadata.as_deref(), Some("m"));
-        let Response::ListGroups(groups) = node.handle(Request::ListGroups(ListGroups {})).await.unwrap() else { panic!() };
+        let Response::ListGroups(groups) = node
+            .handle(Request::ListGroups(ListGroups {}))
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(groups, vec!["billing".to_string()]);
-        let Response::DescribeGroup(description) =
-            node.handle(Request::DescribeGroup(DescribeGroup { group: "billing".into() })).await.unwrap()
+        let Response::DescribeGroup(description) = node
+            .handle(Request::DescribeGroup(DescribeGroup {
+                group: "billing".into(),
+            }))
+            .await
+            .unwrap()
         else {
             panic!()
         };
@@ -219,26 +397,76 @@ fn a_group_rewinds_by_five_hours() {
         // Records from 8, 6, 4 and 1 hours before "now".
         let now = T0 + 10 * HOUR_MS;
         for (i, hours_ago) in [8, 6, 4, 1].iter().enumerate() {
-            let offset = produce(&node, "orders", 0, vec![batch(&[&format!("r{i}")], now - hours_ago * HOUR_MS)]).await.unwrap();
+            let offset = produce(
+                &node,
+                "orders",
+                0,
+                vec![batch(&[&format!("r{i}")], now - hours_ago * HOUR_MS)],
+            )
+            .await
+            .unwrap();
             assert_eq!(offset, Offset(i as u64));
         }
         clock.0.store(now, Ordering::SeqCst);
-        let reset = |to, dry_run| ResetOffsets { group: "g".into(), topic: "orders".into(), to, dry_run };
+        let reset = |to, dry_run| ResetOffsets {
+            group: "g".into(),
+            topic: "orders".into(),
+            to,
+            dry_run,
+        };
         let resets = |r: Response| match r {
             Response::ResetOffsets(r) => r,
             other => panic!("{other:?}"),
         };
-        let five_hours = node.handle(Request::ResetOffsets(reset(ResetTarget::DurationAgo(5 * HOUR_MS as u64), false))).await;
+        let five_hours = node
+            .handle(Request::ResetOffsets(reset(
+                ResetTarget::DurationAgo(5 * HOUR_MS as u64),
+                false,
+            )))
+            .await;
         let five_hours = resets(five_hours.unwrap());
-        assert_eq!(five_hours, vec![OffsetReset { partition: PartitionId(0), previous: None, offset: Offset(2) }]);
-        let latest = resets(node.handle(Request::ResetOffsets(reset(ResetTarget::Latest, true))).await.unwrap());
+        assert_eq!(
+            five_hours,
+            vec![OffsetReset {
+                partition: PartitionId(0),
+                previous: None,
+                offset: Offset(2)
+            }]
+        );
+        let latest = resets(
+            node.handle(Request::ResetOffsets(reset(ResetTarget::Latest, true)))
+                .await
+                .unwrap(),
+        );
         assert_eq!(latest[0].offset, Offset(4));
-        assert_eq!(latest[0].previous, Some(Offset(2)), "the dry run saw the committed reset");
-        let clamped = resets(node.handle(Request::ResetOffsets(reset(ResetTarget::Offset(Offset(99)), false))).await.unwrap());
+        assert_eq!(
+            latest[0].previous,
+            Some(Offset(2)),
+            "the dry run saw the committed reset"
+        );
+        let clamped = resets(
+            node.handle(Request::ResetOffsets(reset(
+                ResetTarget::Offset(Offset(99)),
+                false,
+            )))
+            .await
+            .unwrap(),
+        );
         assert_eq!(clamped[0].offset, Offset(4));
-        let earliest = resets(node.handle(Request::ResetOffsets(reset(ResetTarget::Earliest, false))).await.unwrap());
+        let earliest = resets(
+            node.handle(Request::ResetOffsets(reset(ResetTarget::Earliest, false)))
+                .await
+                .unwrap(),
+        );
         assert_eq!(earliest[0].offset, Offset(0));
-        let at = resets(node.handle(Request::ResetOffsets(reset(ResetTarget::Timestamp(now - 7 * HOUR_MS), false))).await.unwrap());
+        let at = resets(
+            node.handle(Request::ResetOffsets(reset(
+                ResetTarget::Timestamp(now - 7 * HOUR_MS),
+                false,
+            )))
+            .await
+            .unwrap(),
+        );
         assert_eq!(at[0].offset, Offset(1));
         node.shutdown().await;
     });
@@ -248,25 +476,50 @@ fn a_group_rewinds_by_five_hours() {
 fn retention_removes_old_batches_only_and_fetch_below_start_is_out_of_range() {
     run(|dir, clock| async move {
         let node = start(dir.path(), &clock).await;
-        let one_hour = TopicConfigOverrides { retention_ms: Some(HOUR_MS), ..Default::default() };
+        let one_hour = TopicConfigOverrides {
+            retention_ms: Some(HOUR_MS),
+            ..Default::default()
+        };
         create(&node, "logs", 1, one_hour).await;
-        produce(&node, "logs", 0, vec![batch(&["old1", "old2"], T0)]).await.unwrap();
-        produce(&node, "logs", 0, vec![batch(&["new"], T0 + 2 * HOUR_MS)]).await.unwrap();
+        produce(&node, "logs", 0, vec![batch(&["old1", "old2"], T0)])
+            .await
+            .unwrap();
+        produce(&node, "logs", 0, vec![batch(&["new"], T0 + 2 * HOUR_MS)])
+            .await
+            .unwrap();
         clock.0.store(T0 + 2 * HOUR_MS, Ordering::SeqCst);
         // The retention task runs every second of (paused) time.
         let mut log_start = Offset(0);
         for _ in 0..10 {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let request = ListOffsets { topic: "logs".into(), partition: PartitionId(0), spec: OffsetSpec::Earliest };
-            let Response::ListOffsets(reply) = node.handle(Request::ListOffsets(request)).await.unwrap() else { panic!() };
+            let request = ListOffsets {
+                topic: "logs".into(),
+                partition: PartitionId(0),
+                spec: OffsetSpec::Earliest,
+            };
+            let Response::ListOffsets(reply) =
+                node.handle(Request::ListOffsets(request)).await.unwrap()
+            else {
+                panic!()
+            };
             log_start = reply.offset;
             if log_start > Offset(0) {
                 break;
             }
         }
-        assert_eq!(log_start, Offset(2), "the old batch went, the new one stayed");
-        assert_eq!(fetch_values(&node, "logs", 0, 2).await.unwrap(), vec![(2, "new".to_string())]);
-        assert_eq!(fetch_values(&node, "logs", 0, 0).await.unwrap_err().code, ErrorCode::OFFSET_OUT_OF_RANGE);
+        assert_eq!(
+            log_start,
+            Offset(2),
+            "the old batch went, the new one stayed"
+        );
+        assert_eq!(
+            fetch_values(&node, "logs", 0, 2).await.unwrap(),
+            vec![(2, "new".to_string())]
+        );
+        assert_eq!(
+            fetch_values(&node, "logs", 0, 0).await.unwrap_err().code,
+            ErrorCode::OFFSET_OUT_OF_RANGE
+        );
         node.shutdown().await;
     });
 }
@@ -276,18 +529,33 @@ fn a_deleted_topic_is_gone_and_a_recreated_one_starts_empty() {
     run(|dir, clock| async move {
         let node = start(dir.path(), &clock).await;
         create(&node, "tmp", 1, Default::default()).await;
-        produce(&node, "tmp", 0, vec![batch(&["a"], T0)]).await.unwrap();
-        node.handle(Request::DeleteTopic(DeleteTopic { name: "tmp".into() })).await.unwrap();
+        produce(&node, "tmp", 0, vec![batch(&["a"], T0)])
+            .await
+            .unwrap();
+        node.handle(Request::DeleteTopic(DeleteTopic { name: "tmp".into() }))
+            .await
+            .unwrap();
         assert_eq!(
-            node.handle(Request::DescribeTopic(DescribeTopic { name: "tmp".into() })).await.unwrap_err().code,
+            node.handle(Request::DescribeTopic(DescribeTopic { name: "tmp".into() }))
+                .await
+                .unwrap_err()
+                .code,
             ErrorCode::UNKNOWN_TOPIC
         );
         create(&node, "tmp", 1, Default::default()).await;
         assert_eq!(high_watermark(&node, "tmp", 0).await, Offset(0));
-        assert_eq!(produce(&node, "tmp", 0, vec![batch(&["b"], T0)]).await.unwrap(), Offset(0));
+        assert_eq!(
+            produce(&node, "tmp", 0, vec![batch(&["b"], T0)])
+                .await
+                .unwrap(),
+            Offset(0)
+        );
         node.shutdown().await;
         let node = start(dir.path(), &clock).await;
-        assert_eq!(fetch_values(&node, "tmp", 0, 0).await.unwrap(), vec![(0, "b".to_string())]);
+        assert_eq!(
+            fetch_values(&node, "tmp", 0, 0).await.unwrap(),
+            vec![(0, "b".to_string())]
+        );
         node.shutdown().await;
     });
 }

@@ -12,39 +12,54 @@ use gregor_storage::{EntryPayload as Stored, KvOps, LogEntry};
 pub(crate) fn to_stored(entry: &Entry<Command>) -> Result<LogEntry> {
     let payload = match &entry.payload {
         EntryPayload::Blank => Stored::Blank,
-        EntryPayload::Normal(EntryNormal { data: Command::Append { batches } }) => {
-            Stored::Records(batches.clone())
-        }
-        EntryPayload::Normal(EntryNormal { data: Command::Kv(write) }) => Stored::Kv(KvOps {
+        EntryPayload::Normal(EntryNormal {
+            data: Command::Append { batches },
+        }) => Stored::Records(batches.clone()),
+        EntryPayload::Normal(EntryNormal {
+            data: Command::Kv(write),
+        }) => Stored::Kv(KvOps {
             puts: write.puts.clone(),
             deletes: write.deletes.clone(),
         }),
-        EntryPayload::ConfigChange(change) => Stored::Membership(encode_membership(&change.membership)?),
+        EntryPayload::ConfigChange(change) => {
+            Stored::Membership(encode_membership(&change.membership)?)
+        }
         EntryPayload::SnapshotPointer(pointer) => {
             Stored::SnapshotPointer(Bytes::from(rmp_serde::to_vec(pointer)?))
         }
     };
-    Ok(LogEntry { index: entry.index, term: entry.term, payload })
+    Ok(LogEntry {
+        index: entry.index,
+        term: entry.term,
+        payload,
+    })
 }
 
 pub(crate) fn from_stored(entry: LogEntry) -> Result<Entry<Command>> {
     let payload = match entry.payload {
         Stored::Blank => EntryPayload::Blank,
-        Stored::Records(batches) => {
-            EntryPayload::Normal(EntryNormal { data: Command::Append { batches } })
-        }
-        Stored::Kv(ops) => EntryPayload::Normal(EntryNormal {
-            data: Command::Kv(KvWrite { puts: ops.puts, deletes: ops.deletes }),
+        Stored::Records(batches) => EntryPayload::Normal(EntryNormal {
+            data: Command::Append { batches },
         }),
-        Stored::Membership(bytes) => {
-            EntryPayload::ConfigChange(EntryConfigChange { membership: decode_membership(&bytes)? })
-        }
+        Stored::Kv(ops) => EntryPayload::Normal(EntryNormal {
+            data: Command::Kv(KvWrite {
+                puts: ops.puts,
+                deletes: ops.deletes,
+            }),
+        }),
+        Stored::Membership(bytes) => EntryPayload::ConfigChange(EntryConfigChange {
+            membership: decode_membership(&bytes)?,
+        }),
         Stored::SnapshotPointer(bytes) => EntryPayload::SnapshotPointer(
             rmp_serde::from_slice::<EntrySnapshotPointer>(&bytes)
                 .context("decoding a stored snapshot pointer")?,
         ),
     };
-    Ok(Entry { index: entry.index, term: entry.term, payload })
+    Ok(Entry {
+        index: entry.index,
+        term: entry.term,
+        payload,
+    })
 }
 
 pub(crate) fn encode_membership(membership: &MembershipConfig) -> Result<Bytes> {
@@ -69,7 +84,9 @@ mod tests {
         let payloads = vec![
             EntryPayload::Blank,
             EntryPayload::Normal(EntryNormal {
-                data: Command::Append { batches: vec![Bytes::from_static(b"batch")] },
+                data: Command::Append {
+                    batches: vec![Bytes::from_static(b"batch")],
+                },
             }),
             EntryPayload::Normal(EntryNormal {
                 data: Command::Kv(KvWrite {
@@ -77,11 +94,20 @@ mod tests {
                     deletes: vec![Bytes::from_static(b"gone")],
                 }),
             }),
-            EntryPayload::ConfigChange(EntryConfigChange { membership: membership.clone() }),
-            EntryPayload::SnapshotPointer(EntrySnapshotPointer { id: "s1".into(), membership }),
+            EntryPayload::ConfigChange(EntryConfigChange {
+                membership: membership.clone(),
+            }),
+            EntryPayload::SnapshotPointer(EntrySnapshotPointer {
+                id: "s1".into(),
+                membership,
+            }),
         ];
         for (i, payload) in payloads.into_iter().enumerate() {
-            let entry = Entry { index: i as u64 + 1, term: 3, payload };
+            let entry = Entry {
+                index: i as u64 + 1,
+                term: 3,
+                payload,
+            };
             let back = from_stored(to_stored(&entry).unwrap()).unwrap();
             assert_eq!(back, entry);
         }

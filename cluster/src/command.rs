@@ -22,7 +22,10 @@ pub struct KvWrite {
 /// The state machine's answer for one applied entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ApplyOutcome {
-    Appended { base_offset: u64, record_count: u64 },
+    Appended {
+        base_offset: u64,
+        record_count: u64,
+    },
     KvApplied,
     /// The entry carried no application data (blank or membership entry).
     Nothing,

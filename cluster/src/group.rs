@@ -90,7 +90,14 @@ impl RaftGroup {
         }
         let metrics = raft.metrics();
         let watcher = tokio::spawn(apply_watcher(metrics.clone(), storage.clone()));
-        Ok(RaftGroup { id: group, node, raft, storage, metrics, watcher })
+        Ok(RaftGroup {
+            id: group,
+            node,
+            raft,
+            storage,
+            metrics,
+            watcher,
+        })
     }
 
     pub fn id(&self) -> GroupId {
@@ -161,15 +168,19 @@ impl RaftGroup {
     ) -> Result<(u64, ApplyOutcome), ProposeError> {
         let write = self.raft.client_write(ClientWriteRequest::new(command));
         match tokio::time::timeout(timeout, write).await {
-            Err(_) => Err(ProposeError::Timeout { timeout_ms: timeout.as_millis() as u64 }),
+            Err(_) => Err(ProposeError::Timeout {
+                timeout_ms: timeout.as_millis() as u64,
+            }),
             Ok(Ok(response)) => Ok((response.index, response.data)),
-            Ok(Err(ClientWriteError::ForwardToLeader(_, leader))) => {
-                Err(ProposeError::NotLeader { leader: leader.map(NodeId) })
-            }
+            Ok(Err(ClientWriteError::ForwardToLeader(_, leader))) => Err(ProposeError::NotLeader {
+                leader: leader.map(NodeId),
+            }),
             Ok(Err(ClientWriteError::RaftError(RaftError::ShuttingDown))) => {
                 Err(ProposeError::ShuttingDown)
             }
-            Ok(Err(ClientWriteError::RaftError(other))) => Err(ProposeError::Fatal(other.to_string())),
+            Ok(Err(ClientWriteError::RaftError(other))) => {
+                Err(ProposeError::Fatal(other.to_string()))
+            }
         }
     }
 

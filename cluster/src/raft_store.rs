@@ -99,8 +99,15 @@ impl GroupStorage {
     }
 
     fn write_entries(&self, entries: &[&Entry<Command>]) -> Result<()> {
-        let stored = entries.iter().map(|e| to_stored(e)).collect::<Result<Vec<_>>>()?;
-        let pending = self.pending_truncation.lock().expect("truncation lock poisoned").take();
+        let stored = entries
+            .iter()
+            .map(|e| to_stored(e))
+            .collect::<Result<Vec<_>>>()?;
+        let pending = self
+            .pending_truncation
+            .lock()
+            .expect("truncation lock poisoned")
+            .take();
         match (pending, stored.first()) {
             // The truncation point is below the new entries: void the gap first, in the same
             // logical step (entries between are stale and must not survive).
@@ -119,9 +126,16 @@ impl GroupStorage {
 
 fn outcome_of(applied: &Applied) -> (u64, ApplyOutcome) {
     match applied {
-        Applied::Records { index, base_offset, record_count } => (
+        Applied::Records {
+            index,
+            base_offset,
+            record_count,
+        } => (
             *index,
-            ApplyOutcome::Appended { base_offset: base_offset.0, record_count: *record_count },
+            ApplyOutcome::Appended {
+                base_offset: base_offset.0,
+                record_count: *record_count,
+            },
         ),
         Applied::Kv { index } => (*index, ApplyOutcome::KvApplied),
         Applied::Other { index } => (*index, ApplyOutcome::Nothing),
@@ -142,7 +156,9 @@ impl RaftStorage<Command, ApplyOutcome> for GroupStorage {
 
     async fn get_initial_state(&self) -> Result<InitialState> {
         let hard_state = match self.store.hard_state(self.group)? {
-            Some(bytes) => rmp_serde::from_slice::<HardState>(&bytes).context("decoding hard state")?,
+            Some(bytes) => {
+                rmp_serde::from_slice::<HardState>(&bytes).context("decoding hard state")?
+            }
             None => return Ok(InitialState::new_initial(self.node.0)),
         };
         let (last_log_index, last_log_term) = self.last_log()?;
@@ -157,7 +173,8 @@ impl RaftStorage<Command, ApplyOutcome> for GroupStorage {
     }
 
     async fn save_hard_state(&self, hs: &HardState) -> Result<()> {
-        self.store.save_hard_state(self.group, &rmp_serde::to_vec(hs)?)?;
+        self.store
+            .save_hard_state(self.group, &rmp_serde::to_vec(hs)?)?;
         self.sync().await
     }
 
@@ -178,7 +195,10 @@ impl RaftStorage<Command, ApplyOutcome> for GroupStorage {
         if stop.is_some() {
             return Err(anyhow!("bounded log deletion is not used by this storage"));
         }
-        let mut pending = self.pending_truncation.lock().expect("truncation lock poisoned");
+        let mut pending = self
+            .pending_truncation
+            .lock()
+            .expect("truncation lock poisoned");
         *pending = Some(pending.map_or(start, |p| p.min(start)));
         Ok(())
     }
@@ -194,13 +214,19 @@ impl RaftStorage<Command, ApplyOutcome> for GroupStorage {
         self.sync().await
     }
 
-    async fn apply_entry_to_state_machine(&self, index: &u64, _data: &Command) -> Result<ApplyOutcome> {
+    async fn apply_entry_to_state_machine(
+        &self,
+        index: &u64,
+        _data: &Command,
+    ) -> Result<ApplyOutcome> {
         self.apply_up_to(*index).await?;
         let recent = self.recent_outcomes.lock().expect("outcome cache poisoned");
-        recent
-            .get(index)
-            .copied()
-            .ok_or_else(|| anyhow!("entry {index} of group {} was applied but its outcome is gone", self.group))
+        recent.get(index).copied().ok_or_else(|| {
+            anyhow!(
+                "entry {index} of group {} was applied but its outcome is gone",
+                self.group
+            )
+        })
     }
 
     async fn replicate_to_state_machine(&self, entries: &[(&u64, &Command)]) -> Result<()> {
@@ -213,11 +239,15 @@ impl RaftStorage<Command, ApplyOutcome> for GroupStorage {
     async fn do_log_compaction(&self) -> Result<CurrentSnapshotData<Self::Snapshot>> {
         // Retention trims the log; Raft snapshots (and InstallSnapshot) arrive with multi-node
         // replication. The group's snapshot policy never triggers this.
-        Err(anyhow!("raft log compaction is done by retention, not by async-raft"))
+        Err(anyhow!(
+            "raft log compaction is done by retention, not by async-raft"
+        ))
     }
 
     async fn create_snapshot(&self) -> Result<(String, Box<Self::Snapshot>)> {
-        Err(anyhow!("installing snapshots is not supported before multi-node replication"))
+        Err(anyhow!(
+            "installing snapshots is not supported before multi-node replication"
+        ))
     }
 
     async fn finalize_snapshot_installation(
@@ -228,7 +258,9 @@ impl RaftStorage<Command, ApplyOutcome> for GroupStorage {
         _id: String,
         _snapshot: Box<Self::Snapshot>,
     ) -> Result<()> {
-        Err(anyhow!("installing snapshots is not supported before multi-node replication"))
+        Err(anyhow!(
+            "installing snapshots is not supported before multi-node replication"
+        ))
     }
 
     async fn get_current_snapshot(&self) -> Result<Option<CurrentSnapshotData<Self::Snapshot>>> {

@@ -37,7 +37,9 @@ const NO_PEER_FAILURE_DELAY: Duration = Duration::from_millis(100);
 
 async fn no_peer<T>(target: NodeId) -> Result<T> {
     tokio::time::sleep(NO_PEER_FAILURE_DELAY).await;
-    Err(anyhow!("node {target} is unreachable: this node runs without peers"))
+    Err(anyhow!(
+        "node {target} is unreachable: this node runs without peers"
+    ))
 }
 
 #[async_trait::async_trait]
@@ -58,7 +60,12 @@ impl Transport for NoPeers {
     ) -> Result<InstallSnapshotResponse> {
         no_peer(target).await
     }
-    async fn vote(&self, target: NodeId, _group: GroupId, _rpc: VoteRequest) -> Result<VoteResponse> {
+    async fn vote(
+        &self,
+        target: NodeId,
+        _group: GroupId,
+        _rpc: VoteRequest,
+    ) -> Result<VoteResponse> {
         no_peer(target).await
     }
 }
@@ -76,14 +83,18 @@ impl RaftNetwork<Command> for GroupNetwork {
         target: u64,
         rpc: AppendEntriesRequest<Command>,
     ) -> Result<AppendEntriesResponse> {
-        self.transport.append_entries(NodeId(target), self.group, rpc).await
+        self.transport
+            .append_entries(NodeId(target), self.group, rpc)
+            .await
     }
     async fn install_snapshot(
         &self,
         target: u64,
         rpc: InstallSnapshotRequest,
     ) -> Result<InstallSnapshotResponse> {
-        self.transport.install_snapshot(NodeId(target), self.group, rpc).await
+        self.transport
+            .install_snapshot(NodeId(target), self.group, rpc)
+            .await
     }
     async fn vote(&self, target: u64, rpc: VoteRequest) -> Result<VoteResponse> {
         self.transport.vote(NodeId(target), self.group, rpc).await

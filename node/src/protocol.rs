@@ -47,19 +47,29 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     while filled < LENGTH_PREFIX_BYTES {
         let n = reader.read(&mut prefix[filled..]).await?;
         if n == 0 {
-            return if filled == 0 { Ok(None) } else { Err(FrameError::Truncated) };
+            return if filled == 0 {
+                Ok(None)
+            } else {
+                Err(FrameError::Truncated)
+            };
         }
         filled += n;
     }
     let len = u32::from_be_bytes(prefix);
     if len > max_frame_bytes {
-        return Err(FrameError::TooLarge { len, max: max_frame_bytes });
+        return Err(FrameError::TooLarge {
+            len,
+            max: max_frame_bytes,
+        });
     }
     let mut body = BytesMut::zeroed(len as usize);
-    reader.read_exact(&mut body).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-        _ => FrameError::Io(e),
-    })?;
+    reader
+        .read_exact(&mut body)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+            _ => FrameError::Io(e),
+        })?;
     Ok(Some(body.freeze()))
 }
 
@@ -93,11 +103,15 @@ pub fn decode_request(body: &[u8]) -> Result<RequestFrame, RequestDecodeError> {
         Err(full_error) => match rmp_serde::from_slice::<FrameHead>(body) {
             Err(_) => Err(RequestDecodeError::Malformed(full_error.to_string())),
             Ok(head) if !Request::KINDS.contains(&head.request.kind.as_str()) => {
-                Err(RequestDecodeError::UnknownKind { id: head.id, kind: head.request.kind })
+                Err(RequestDecodeError::UnknownKind {
+                    id: head.id,
+                    kind: head.request.kind,
+                })
             }
-            Ok(head) => {
-                Err(RequestDecodeError::BadBody { id: head.id, reason: full_error.to_string() })
-            }
+            Ok(head) => Err(RequestDecodeError::BadBody {
+                id: head.id,
+                reason: full_error.to_string(),
+            }),
         },
     }
 }
@@ -117,17 +131,32 @@ mod tests {
 
     #[tokio::test]
     async fn frame_round_trips_and_limit_is_checked_before_allocating() {
-        let frame = RequestFrame { id: 9, request: Request::ListTopics(ListTopics { include_internal: false }) };
+        let frame = RequestFrame {
+            id: 9,
+            request: Request::ListTopics(ListTopics {
+                include_internal: false,
+            }),
+        };
         let bytes = encode_frame(&frame);
         let mut reader = &bytes[..];
-        let body = read_frame(&mut reader, DEFAULT_MAX_FRAME_BYTES).await.unwrap().unwrap();
+        let body = read_frame(&mut reader, DEFAULT_MAX_FRAME_BYTES)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(decode_request(&body).unwrap(), frame);
-        assert!(read_frame(&mut reader, DEFAULT_MAX_FRAME_BYTES).await.unwrap().is_none());
+        assert!(read_frame(&mut reader, DEFAULT_MAX_FRAME_BYTES)
+            .await
+            .unwrap()
+            .is_none());
 
         let huge = [0xff, 0xff, 0xff, 0xff];
-        let err = read_frame(&mut &huge[..], DEFAULT_MAX_FRAME_BYTES).await.unwrap_err();
+        let err = read_frame(&mut &huge[..], DEFAULT_MAX_FRAME_BYTES)
+            .await
+            .unwrap_err();
         assert!(matches!(err, FrameError::TooLarge { .. }));
-        let err = read_frame(&mut &bytes[..bytes.len() - 1], DEFAULT_MAX_FRAME_BYTES).await.unwrap_err();
+        let err = read_frame(&mut &bytes[..bytes.len() - 1], DEFAULT_MAX_FRAME_BYTES)
+            .await
+            .unwrap_err();
         assert!(matches!(err, FrameError::Truncated));
     }
 
@@ -143,15 +172,42 @@ mod tests {
             kind: &'a str,
             body: u8,
         }
-        let unknown = rmp_serde::to_vec_named(&Fake { id: 3, request: FakeReq { kind: "Teleport", body: 1 } }).unwrap();
+        let unknown = rmp_serde::to_vec_named(&Fake {
+            id: 3,
+            request: FakeReq {
+                kind: "Teleport",
+                body: 1,
+            },
+        })
+        .unwrap();
         assert_eq!(
             decode_request(&unknown),
-            Err(RequestDecodeError::UnknownKind { id: 3, kind: "Teleport".into() })
+            Err(RequestDecodeError::UnknownKind {
+                id: 3,
+                kind: "Teleport".into()
+            })
         );
-        let bad = rmp_serde::to_vec_named(&Fake { id: 4, request: FakeReq { kind: "Produce", body: 1 } }).unwrap();
-        assert!(matches!(decode_request(&bad), Err(RequestDecodeError::BadBody { id: 4, .. })));
-        assert!(matches!(decode_request(&[0xc1]), Err(RequestDecodeError::Malformed(_))));
-        let ok = rmp_serde::to_vec_named(&RequestFrame { id: 5, request: Request::ListGroups(ListGroups {}) }).unwrap();
+        let bad = rmp_serde::to_vec_named(&Fake {
+            id: 4,
+            request: FakeReq {
+                kind: "Produce",
+                body: 1,
+            },
+        })
+        .unwrap();
+        assert!(matches!(
+            decode_request(&bad),
+            Err(RequestDecodeError::BadBody { id: 4, .. })
+        ));
+        assert!(matches!(
+            decode_request(&[0xc1]),
+            Err(RequestDecodeError::Malformed(_))
+        ));
+        let ok = rmp_serde::to_vec_named(&RequestFrame {
+            id: 5,
+            request: Request::ListGroups(ListGroups {}),
+        })
+        .unwrap();
         assert!(decode_request(&ok).is_ok());
     }
 }

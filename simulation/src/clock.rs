@@ -13,7 +13,9 @@ pub struct VirtualClock {
 impl VirtualClock {
     /// Must be created inside the simulation's runtime.
     pub fn new() -> Self {
-        VirtualClock { start: Instant::now() }
+        VirtualClock {
+            start: Instant::now(),
+        }
     }
 }
 

@@ -9,8 +9,8 @@
 use crate::clock::VirtualClock;
 use crate::trace::Trace;
 use gregor_actors::api::{
-    Acks, ApiError, CommitOffsets, CreateTopic, ErrorCode, Fetch, FetchOffsets, OffsetCommit, Produce, Request,
-    Response, TopicConfigOverrides,
+    Acks, ApiError, CommitOffsets, CreateTopic, ErrorCode, Fetch, FetchOffsets, OffsetCommit,
+    Produce, Request, Response, TopicConfigOverrides,
 };
 use gregor_actors::{start_node_with, Broker, NodeConfig, NodeEnv};
 use gregor_cluster::{NoPeers, RaftTuning};
@@ -190,7 +190,9 @@ impl Sim {
     }
 
     async fn start_node(&self) -> Broker {
-        start_node_with(self.node_config(), self.env()).await.expect("the simulated node starts")
+        start_node_with(self.node_config(), self.env())
+            .await
+            .expect("the simulated node starts")
     }
 
     async fn run(self) -> SimReport {
@@ -201,16 +203,26 @@ impl Sim {
                 name: TOPIC.into(),
                 partitions: self.config.partitions,
                 replication_factor: 1,
-                config: TopicConfigOverrides { retention_ms: Some(self.config.retention_ms), ..Default::default() },
+                config: TopicConfigOverrides {
+                    retention_ms: Some(self.config.retention_ms),
+                    ..Default::default()
+                },
             }))
             .await;
-        assert!(created.is_ok(), "creating the simulation topic: {created:?}");
+        assert!(
+            created.is_ok(),
+            "creating the simulation topic: {created:?}"
+        );
         *self.broker.borrow_mut() = Some(broker);
-        self.model.borrow_mut().event(format!("start seed={} partitions={}", self.config.seed, self.config.partitions));
+        self.model.borrow_mut().event(format!(
+            "start seed={} partitions={}",
+            self.config.seed, self.config.partitions
+        ));
 
         let mut tasks = Vec::new();
         for producer in 0..self.config.producers {
-            let rng = SmallRng::seed_from_u64(self.config.seed ^ (0x9e37_79b9 * u64::from(producer + 1)));
+            let rng =
+                SmallRng::seed_from_u64(self.config.seed ^ (0x9e37_79b9 * u64::from(producer + 1)));
             tasks.push(actix_rt::spawn(producer_loop(
                 producer,
                 rng,
@@ -229,8 +241,9 @@ impl Sim {
             self.done.clone(),
         )));
 
-        let mut crash_times: Vec<u64> =
-            (0..self.config.crashes).map(|_| rng.gen_range(1_000..self.config.duration_ms)).collect();
+        let mut crash_times: Vec<u64> = (0..self.config.crashes)
+            .map(|_| rng.gen_range(1_000..self.config.duration_ms))
+            .collect();
         crash_times.sort_unstable();
         let mut restarts = 0;
         let started = tokio::time::Instant::now();
@@ -243,7 +256,9 @@ impl Sim {
             tokio::time::sleep(Duration::from_millis(down_ms)).await;
             let broker = self.start_node().await;
             restarts += 1;
-            self.model.borrow_mut().event(format!("restart after {down_ms} ms down"));
+            self.model
+                .borrow_mut()
+                .event(format!("restart after {down_ms} ms down"));
             self.verify_after_restart(&broker).await;
             *self.broker.borrow_mut() = Some(broker);
         }
@@ -255,8 +270,15 @@ impl Sim {
         let broker = self.broker.borrow_mut().take().expect("node is up");
         if self.config.inject_phantom_ack {
             let mut model = self.model.borrow_mut();
-            let (&(partition, offset), _) = model.acked.iter().next_back().expect("the workload acked something");
-            let phantom = AckedRecord { value: b"never-acked".to_vec(), timestamp: self.clock.now_ms() };
+            let (&(partition, offset), _) = model
+                .acked
+                .iter()
+                .next_back()
+                .expect("the workload acked something");
+            let phantom = AckedRecord {
+                value: b"never-acked".to_vec(),
+                timestamp: self.clock.now_ms(),
+            };
             model.acked.insert((partition, offset + 1_000_000), phantom);
         }
         self.verify_logs(&broker).await;
@@ -276,12 +298,21 @@ impl Sim {
 
     async fn verify_after_restart(&self, broker: &Broker) {
         let committed = broker
-            .handle(Request::FetchOffsets(FetchOffsets { group: GROUP.into(), topic: Some(TOPIC.into()) }))
+            .handle(Request::FetchOffsets(FetchOffsets {
+                group: GROUP.into(),
+                topic: Some(TOPIC.into()),
+            }))
             .await;
+        self.check_committed_offsets(committed);
+        self.verify_logs(broker).await;
+    }
+
+    fn check_committed_offsets(&self, committed: Result<Response, ApiError>) {
         let mut model = self.model.borrow_mut();
         match committed {
             Ok(Response::FetchOffsets(offsets)) => {
-                let found: BTreeMap<u32, Offset> = offsets.iter().map(|c| (c.partition.0, c.offset)).collect();
+                let found: BTreeMap<u32, Offset> =
+                    offsets.iter().map(|c| (c.partition.0, c.offset)).collect();
                 let expected = model.committed.clone();
                 for (partition, offset) in expected {
                     match found.get(&partition) {
@@ -293,10 +324,10 @@ impl Sim {
                 }
                 model.event(format!("offsets survive restart: {found:?}"));
             }
-            other => model.violation(format!("fetching committed offsets after restart failed: {other:?}")),
+            other => model.violation(format!(
+                "fetching committed offsets after restart failed: {other:?}"
+            )),
         }
-        drop(model);
-        self.verify_logs(broker).await;
     }
 
     /// Reads every partition from its log start to its end and checks it against the model.
@@ -305,17 +336,28 @@ impl Sim {
             let (records, log_start, high_watermark) = match read_all(broker, partition).await {
                 Ok(read) => read,
                 Err(error) => {
-                    self.model.borrow_mut().violation(format!("reading partition {partition} failed: {error}"));
+                    self.model
+                        .borrow_mut()
+                        .violation(format!("reading partition {partition} failed: {error}"));
                     continue;
                 }
             };
             let now = self.clock.now_ms();
             let mut model = self.model.borrow_mut();
-            check_log_start(&mut model, partition, log_start, now, self.config.retention_ms);
+            check_log_start(
+                &mut model,
+                partition,
+                log_start,
+                now,
+                self.config.retention_ms,
+            );
             let mut expected = log_start.0;
             for (offset, value) in &records {
                 if *offset != expected {
-                    model.violation(format!("partition {partition}: offset {offset} follows {}", expected.wrapping_sub(1)));
+                    model.violation(format!(
+                        "partition {partition}: offset {offset} follows {}",
+                        expected.wrapping_sub(1)
+                    ));
                 }
                 expected = offset + 1;
                 if let Some(acked) = model.acked.get(&(partition, *offset)) {
@@ -335,7 +377,9 @@ impl Sim {
                 .map(|((_, offset), _)| *offset)
                 .collect();
             if !lost.is_empty() {
-                model.violation(format!("partition {partition}: acknowledged offsets lost: {lost:?}"));
+                model.violation(format!(
+                    "partition {partition}: acknowledged offsets lost: {lost:?}"
+                ));
             }
             model.event(format!(
                 "verified partition {partition}: log [{log_start}, {high_watermark}) {} records",
@@ -347,10 +391,18 @@ impl Sim {
 
 /// Retention may only have removed records older than its bound, and the log start never
 /// moves back.
-fn check_log_start(model: &mut Model, partition: u32, log_start: Offset, now_ms: i64, retention_ms: i64) {
+fn check_log_start(
+    model: &mut Model,
+    partition: u32,
+    log_start: Offset,
+    now_ms: i64,
+    retention_ms: i64,
+) {
     let previous = model.log_start.get(&partition).copied().unwrap_or_default();
     if log_start < previous {
-        model.violation(format!("partition {partition}: log start moved back from {previous} to {log_start}"));
+        model.violation(format!(
+            "partition {partition}: log start moved back from {previous} to {log_start}"
+        ));
         return;
     }
     if log_start > previous {
@@ -371,7 +423,10 @@ fn check_log_start(model: &mut Model, partition: u32, log_start: Offset, now_ms:
     }
 }
 
-async fn read_all(broker: &Broker, partition: u32) -> Result<(BTreeMap<u64, Vec<u8>>, Offset, Offset), ApiError> {
+async fn read_all(
+    broker: &Broker,
+    partition: u32,
+) -> Result<(BTreeMap<u64, Vec<u8>>, Offset, Offset), ApiError> {
     let mut records = BTreeMap::new();
     let mut position = None;
     loop {
@@ -391,7 +446,9 @@ async fn read_all(broker: &Broker, partition: u32) -> Result<(BTreeMap<u64, Vec<
             Err(e) if e.code == ErrorCode::OFFSET_OUT_OF_RANGE && position.is_none() => {
                 // The log no longer starts at 0: begin at its start.
                 let start = match e.detail {
-                    Some(gregor_actors::api::ErrorDetail::OffsetRange { log_start_offset, .. }) => log_start_offset,
+                    Some(gregor_actors::api::ErrorDetail::OffsetRange {
+                        log_start_offset, ..
+                    }) => log_start_offset,
                     _ => return Err(e),
                 };
                 position = Some(start);
@@ -400,7 +457,9 @@ async fn read_all(broker: &Broker, partition: u32) -> Result<(BTreeMap<u64, Vec<
             Err(e) => return Err(e),
             Ok(other) => return Err(ApiError::internal(format!("unexpected reply {other:?}"))),
         };
-        let start = position.unwrap_or(reply.log_start_offset).max(reply.log_start_offset);
+        let start = position
+            .unwrap_or(reply.log_start_offset)
+            .max(reply.log_start_offset);
         let mut next = start.0;
         for batch in &reply.batches {
             let view = BatchView::validate(batch).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -413,7 +472,11 @@ async fn read_all(broker: &Broker, partition: u32) -> Result<(BTreeMap<u64, Vec<
             }
         }
         if next >= reply.high_watermark.0 || reply.batches.is_empty() {
-            let first = records.keys().next().copied().map_or(reply.high_watermark, Offset);
+            let first = records
+                .keys()
+                .next()
+                .copied()
+                .map_or(reply.high_watermark, Offset);
             return Ok((records, first.min(start), reply.high_watermark));
         }
         position = Some(Offset(next));
@@ -432,15 +495,24 @@ async fn producer_loop(
     let mut seq = 0u64;
     while !*done.borrow() {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(5..80))).await;
-        let Some(node) = broker.borrow().clone() else { continue };
+        let Some(node) = broker.borrow().clone() else {
+            continue;
+        };
         let partition = rng.gen_range(0..partitions);
         let count = rng.gen_range(1..=20);
         let timestamp = clock.now_ms();
-        let values: Vec<Vec<u8>> = (0..count).map(|i| format!("p{producer}-s{}", seq + i).into_bytes()).collect();
+        let values: Vec<Vec<u8>> = (0..count)
+            .map(|i| format!("p{producer}-s{}", seq + i).into_bytes())
+            .collect();
         seq += count;
         let mut batch = BatchBuilder::with_capacity(64 * values.len());
         for value in &values {
-            batch.push(&NewRecord { key: Some(&producer.to_be_bytes()), value: Some(value), headers: &[], timestamp });
+            batch.push(&NewRecord {
+                key: Some(&producer.to_be_bytes()),
+                value: Some(value),
+                headers: &[],
+                timestamp,
+            });
         }
         let request = Request::Produce(Produce {
             topic: TOPIC.into(),
@@ -453,19 +525,28 @@ async fn producer_loop(
         let mut model = model.borrow_mut();
         match result {
             Ok(Response::Produce(reply)) => {
-                model.event(format!("produce p{producer} part={partition} n={count} -> offset {}", reply.base_offset));
+                model.event(format!(
+                    "produce p{producer} part={partition} n={count} -> offset {}",
+                    reply.base_offset
+                ));
                 for (i, value) in values.into_iter().enumerate() {
                     let offset = reply.base_offset.0 + i as u64;
                     let record = AckedRecord { value, timestamp };
-                    if let Some(previous) = model.acked.insert((partition, offset), record.clone()) {
+                    if let Some(previous) = model.acked.insert((partition, offset), record.clone())
+                    {
                         if previous != record {
-                            model.violation(format!("partition {partition} offset {offset} acknowledged twice"));
+                            model.violation(format!(
+                                "partition {partition} offset {offset} acknowledged twice"
+                            ));
                         }
                     }
                 }
             }
             Ok(other) => model.violation(format!("produce got {other:?}")),
-            Err(error) => model.event(format!("produce p{producer} part={partition} n={count} -> {}", error.code.name())),
+            Err(error) => model.event(format!(
+                "produce p{producer} part={partition} n={count} -> {}",
+                error.code.name()
+            )),
         }
     }
 }
@@ -481,11 +562,16 @@ async fn consumer_loop(
     let mut fetches_since_commit = 0;
     while !*done.borrow() {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(1..50))).await;
-        let Some(node) = broker.borrow().clone() else { continue };
+        let Some(node) = broker.borrow().clone() else {
+            continue;
+        };
         if positions.is_empty() {
             // (Re)start from the group's committed offsets, like a consumer joining its group.
             let committed = node
-                .handle(Request::FetchOffsets(FetchOffsets { group: GROUP.into(), topic: Some(TOPIC.into()) }))
+                .handle(Request::FetchOffsets(FetchOffsets {
+                    group: GROUP.into(),
+                    topic: Some(TOPIC.into()),
+                }))
                 .await;
             if let Ok(Response::FetchOffsets(offsets)) = committed {
                 positions = (0..partitions).map(|p| (p, Offset(0))).collect();
@@ -514,7 +600,9 @@ async fn consumer_loop(
                 let mut m = model.borrow_mut();
                 for batch in &reply.batches {
                     let Ok(view) = BatchView::validate(batch) else {
-                        m.violation(format!("partition {partition}: fetched a batch that does not validate"));
+                        m.violation(format!(
+                            "partition {partition}: fetched a batch that does not validate"
+                        ));
                         continue;
                     };
                     for record in view.records().flatten() {
@@ -522,27 +610,41 @@ async fn consumer_loop(
                             continue;
                         }
                         if record.offset != next {
-                            m.violation(format!("partition {partition}: consumer saw offset {} after {}", record.offset, next));
+                            m.violation(format!(
+                                "partition {partition}: consumer saw offset {} after {}",
+                                record.offset, next
+                            ));
                         }
                         if let Some(acked) = m.acked.get(&(partition, record.offset)) {
                             if Some(acked.value.as_slice()) != record.value {
-                                m.violation(format!("partition {partition} offset {} differs from its ack", record.offset));
+                                m.violation(format!(
+                                    "partition {partition} offset {} differs from its ack",
+                                    record.offset
+                                ));
                             }
                         }
                         next = record.offset + 1;
                     }
                 }
-                m.event(format!("fetch part={partition} from {position} -> to {next} hw={}", reply.high_watermark));
+                m.event(format!(
+                    "fetch part={partition} from {position} -> to {next} hw={}",
+                    reply.high_watermark
+                ));
                 positions.insert(partition, Offset(next));
             }
             Err(error) if error.code == ErrorCode::OFFSET_OUT_OF_RANGE => {
-                if let Some(gregor_actors::api::ErrorDetail::OffsetRange { log_start_offset, .. }) = error.detail {
+                if let Some(gregor_actors::api::ErrorDetail::OffsetRange {
+                    log_start_offset, ..
+                }) = error.detail
+                {
                     model.borrow_mut().event(format!("fetch part={partition} from {position} -> out of range, to {log_start_offset}"));
                     positions.insert(partition, log_start_offset);
                 }
             }
             Err(error) => {
-                model.borrow_mut().event(format!("fetch part={partition} -> {}", error.code.name()));
+                model
+                    .borrow_mut()
+                    .event(format!("fetch part={partition} -> {}", error.code.name()));
                 positions.clear();
                 continue;
             }
@@ -553,9 +655,19 @@ async fn consumer_loop(
             fetches_since_commit = 0;
             let offsets: Vec<OffsetCommit> = positions
                 .iter()
-                .map(|(p, o)| OffsetCommit { topic: TOPIC.into(), partition: PartitionId(*p), offset: *o, metadata: None })
+                .map(|(p, o)| OffsetCommit {
+                    topic: TOPIC.into(),
+                    partition: PartitionId(*p),
+                    offset: *o,
+                    metadata: None,
+                })
                 .collect();
-            let result = node.handle(Request::CommitOffsets(CommitOffsets { group: GROUP.into(), offsets })).await;
+            let result = node
+                .handle(Request::CommitOffsets(CommitOffsets {
+                    group: GROUP.into(),
+                    offsets,
+                }))
+                .await;
             let mut m = model.borrow_mut();
             match result {
                 Ok(_) => {
@@ -573,4 +685,3 @@ async fn consumer_loop(
         }
     }
 }
-

@@ -12,7 +12,10 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 impl Trace {
     pub fn new() -> Self {
-        Trace { events: Vec::new(), digest: FNV_OFFSET }
+        Trace {
+            events: Vec::new(),
+            digest: FNV_OFFSET,
+        }
     }
 
     pub fn record(&mut self, at_ms: u64, event: String) {

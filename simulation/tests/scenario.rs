@@ -18,7 +18,10 @@ fn one_seed_gives_one_digest() {
     assert_eq!(first.digest, second.digest, "seed 42 replayed differently");
     assert_eq!(first.acked_records, second.acked_records);
     let other = run(short(43));
-    assert_ne!(first.digest, other.digest, "different seeds should give different runs");
+    assert_ne!(
+        first.digest, other.digest,
+        "different seeds should give different runs"
+    );
 }
 
 #[test]
@@ -26,7 +29,10 @@ fn crash_restart_sweep_keeps_every_invariant() {
     for seed in 1..=4 {
         let report = run(short(seed));
         assert_eq!(report.restarts, 3);
-        assert!(report.acked_records > 1_000, "seed {seed} acked too little: {report:?}");
+        assert!(
+            report.acked_records > 1_000,
+            "seed {seed} acked too little: {report:?}"
+        );
         assert!(
             report.violations.is_empty(),
             "seed {seed} broke an invariant: {:?}\nreplay with: {}",
@@ -42,7 +48,10 @@ fn checker_reports_an_acknowledged_record_that_is_missing() {
     config.inject_phantom_ack = true;
     let report = run(config);
     assert!(
-        report.violations.iter().any(|v| v.contains("acknowledged offsets lost")),
+        report
+            .violations
+            .iter()
+            .any(|v| v.contains("acknowledged offsets lost")),
         "the phantom acknowledgement went unnoticed: {:?}",
         report.violations
     );

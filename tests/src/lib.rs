@@ -22,12 +22,20 @@ pub fn gregor_binary() -> &'static Path {
     BINARY.get_or_init(|| {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "--quiet", "-p", "gregor", "--bin", "gregor"]).current_dir(manifest);
-        let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+        build
+            .args(["build", "--quiet", "-p", "gregor", "--bin", "gregor"])
+            .current_dir(manifest);
+        let profile = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        };
         if profile == "release" {
             build.arg("--release");
         }
-        let status = build.status().expect("running cargo build for the gregor binary");
+        let status = build
+            .status()
+            .expect("running cargo build for the gregor binary");
         assert!(status.success(), "building the gregor binary failed");
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
@@ -40,7 +48,11 @@ pub fn gregor_binary() -> &'static Path {
 
 /// A free loopback port (the OS picks it; the listener is closed before the node binds it).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port").local_addr().expect("local addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("binding an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 /// One running `gregor serve` process.
@@ -83,11 +95,19 @@ impl Node {
                 Ok(line) => seen.push(line),
                 Err(_) => {
                     let _ = child.kill();
-                    panic!("gregor did not start serving on {address}; it said:\n{}", seen.join("\n"));
+                    panic!(
+                        "gregor did not start serving on {address}; it said:\n{}",
+                        seen.join("\n")
+                    );
                 }
             }
         }
-        Node { child, address: address.to_string(), data_dir: data_dir.to_path_buf(), stderr_lines: rx }
+        Node {
+            child,
+            address: address.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            stderr_lines: rx,
+        }
     }
 
     /// Starts a node on a free port.
@@ -110,8 +130,15 @@ impl Node {
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting a gregor client command");
-        child.stdin.take().expect("piped stdin").write_all(stdin).expect("writing stdin");
-        child.wait_with_output().expect("waiting for the client command")
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(stdin)
+            .expect("writing stdin");
+        child
+            .wait_with_output()
+            .expect("waiting for the client command")
     }
 
     /// `kill -9`: no shutdown path runs.
@@ -159,6 +186,10 @@ pub fn success(output: &Output) -> String {
 /// # Panics
 /// If the command succeeded.
 pub fn failure(output: &Output) -> String {
-    assert!(!output.status.success(), "command unexpectedly succeeded: {}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        !output.status.success(),
+        "command unexpectedly succeeded: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     String::from_utf8(output.stderr.clone()).expect("utf-8 output")
 }

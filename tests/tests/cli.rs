@@ -8,18 +8,32 @@ fn quickstart_topic_produce_consume_group_and_rewind() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start_fresh(dir.path());
 
-    success(&node.cli(&["topic", "create", "orders", "--partitions", "3", "--retention", "7d"]));
+    success(&node.cli(&[
+        "topic",
+        "create",
+        "orders",
+        "--partitions",
+        "3",
+        "--retention",
+        "7d",
+    ]));
     let list = success(&node.cli(&["topic", "list"]));
     assert_eq!(list.trim(), "orders");
     let describe = success(&node.cli(&["topic", "describe", "orders"]));
     assert!(describe.contains("Partitions: 3"), "{describe}");
 
-    let input: String = (0..30).map(|i| format!("seller-{}:order-{i}\n", i % 4)).collect();
-    let produced = node.cli_with_stdin(&["produce", "orders", "--key-separator", ":", "--acks", "all"], input.as_bytes());
+    let input: String = (0..30)
+        .map(|i| format!("seller-{}:order-{i}\n", i % 4))
+        .collect();
+    let produced = node.cli_with_stdin(
+        &["produce", "orders", "--key-separator", ":", "--acks", "all"],
+        input.as_bytes(),
+    );
     success(&produced);
 
     let consumed = success(&node.cli(&[
-        "consume", "orders", "--group", "billing", "--from", "earliest", "--max", "30", "--format", "%k %s\n",
+        "consume", "orders", "--group", "billing", "--from", "earliest", "--max", "30", "--format",
+        "%k %s\n",
     ]));
     let mut lines: Vec<&str> = consumed.lines().collect();
     assert_eq!(lines.len(), 30, "{consumed}");
@@ -40,16 +54,38 @@ fn quickstart_topic_produce_consume_group_and_rewind() {
     let lag = success(&node.cli(&["group", "describe", "billing"]));
     assert!(lag.contains("orders"), "{lag}");
     for line in lag.lines().skip(2) {
-        assert!(line.trim_end().ends_with(" 0"), "lag should be 0 after consuming everything: {line}");
+        assert!(
+            line.trim_end().ends_with(" 0"),
+            "lag should be 0 after consuming everything: {line}"
+        );
     }
 
     // Nothing new: the group resumes where it stopped.
-    let again = node.cli(&["consume", "orders", "--group", "billing", "--max", "1", "--timeout-ms", "500"]);
+    let again = node.cli(&[
+        "consume",
+        "orders",
+        "--group",
+        "billing",
+        "--max",
+        "1",
+        "--timeout-ms",
+        "500",
+    ]);
     assert!(String::from_utf8_lossy(&again.stdout).trim().is_empty());
 
     // Rewind by five hours (all records are newer), and re-read everything.
-    success(&node.cli(&["group", "reset", "billing", "--topic", "orders", "--by-duration", "5h"]));
-    let replay = success(&node.cli(&["consume", "orders", "--group", "billing", "--max", "30", "--format", "%s\n"]));
+    success(&node.cli(&[
+        "group",
+        "reset",
+        "billing",
+        "--topic",
+        "orders",
+        "--by-duration",
+        "5h",
+    ]));
+    let replay = success(&node.cli(&[
+        "consume", "orders", "--group", "billing", "--max", "30", "--format", "%s\n",
+    ]));
     assert_eq!(replay.lines().count(), 30);
 
     success(&node.cli(&["topic", "delete", "orders"]));
@@ -72,7 +108,10 @@ fn errors_say_what_to_do_next() {
 
     let unreachable = node.cli(&["topic", "list", "--bootstrap", "127.0.0.1:1"]);
     let message = failure(&unreachable);
-    assert!(message.contains("gregor serve") || message.contains("--bootstrap"), "{message}");
+    assert!(
+        message.contains("gregor serve") || message.contains("--bootstrap"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //! offset it was acknowledged with, and offsets stay contiguous.
 
 use gregor::client::{
-    Admin, ClientConfig, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig, ProducerRecord, SeekTo,
-    TopicPartition,
+    Admin, ClientConfig, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig,
+    ProducerRecord, SeekTo, TopicPartition,
 };
 use gregor_actors::api::Acks;
 use gregor_storage::{Offset, PartitionId};
@@ -22,7 +22,11 @@ fn kill_9_under_load_loses_no_acknowledged_record() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start_fresh(dir.path());
     let address = node.address.clone();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
 
     let acked: Acked = Arc::default();
     let (enough_tx, enough_rx) = std::sync::mpsc::channel::<()>();
@@ -33,7 +37,10 @@ fn kill_9_under_load_loses_no_acknowledged_record() {
         let stop = stop.clone();
         runtime.spawn(async move {
             let admin = Admin::connect(ClientConfig::new(&address)).await.unwrap();
-            admin.create_topic(NewTopic::new("load").partitions(PARTITIONS)).await.unwrap();
+            admin
+                .create_topic(NewTopic::new("load").partitions(PARTITIONS))
+                .await
+                .unwrap();
             let mut config = ProducerConfig::new(&address);
             // No retries: once the node is gone, every outstanding send resolves at once.
             config.client = ClientConfig::new(&address).retries(0);
@@ -48,7 +55,9 @@ fn kill_9_under_load_loses_no_acknowledged_record() {
                 }
                 let value = format!("record-{i}");
                 let key = format!("key-{}", i % 16);
-                let Ok(delivery) = producer.send(ProducerRecord::new("load", value.as_bytes()).key(key.as_bytes())).await
+                let Ok(delivery) = producer
+                    .send(ProducerRecord::new("load", value.as_bytes()).key(key.as_bytes()))
+                    .await
                 else {
                     break;
                 };
@@ -56,7 +65,10 @@ fn kill_9_under_load_loses_no_acknowledged_record() {
                 deliveries.spawn(async move {
                     if let Ok(meta) = delivery.await {
                         let offset = meta.offset.expect("acks=all reports offsets");
-                        acked_by_task.lock().unwrap().insert((meta.partition.0, offset.0), value);
+                        acked_by_task
+                            .lock()
+                            .unwrap()
+                            .insert((meta.partition.0, offset.0), value);
                     }
                 });
                 while deliveries.try_join_next().is_some() {}
@@ -68,7 +80,9 @@ fn kill_9_under_load_loses_no_acknowledged_record() {
             while deliveries.join_next().await.is_some() {}
         })
     };
-    enough_rx.recv_timeout(Duration::from_secs(120)).expect("20,000 records acknowledged before the kill");
+    enough_rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("20,000 records acknowledged before the kill");
     node.kill9();
     stop.store(true, Ordering::SeqCst);
     // Every outstanding send fails once the node is gone; what was acknowledged is final.
@@ -82,14 +96,23 @@ fn kill_9_under_load_loses_no_acknowledged_record() {
     for ((partition, offset), value) in &acked {
         match found.get(&(*partition, *offset)) {
             Some(v) if v == value => {}
-            other => lost.push(format!("{partition}/{offset}: acknowledged {value}, found {other:?}")),
+            other => lost.push(format!(
+                "{partition}/{offset}: acknowledged {value}, found {other:?}"
+            )),
         }
     }
-    assert!(lost.is_empty(), "{} acknowledged records lost or changed, first: {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged records lost or changed, first: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
 }
 
 async fn read_everything(address: &str) -> BTreeMap<(u32, u64), String> {
-    let mut consumer = Consumer::connect(ConsumerConfig::new(address)).await.unwrap();
+    let mut consumer = Consumer::connect(ConsumerConfig::new(address))
+        .await
+        .unwrap();
     consumer.assign("load", None).await.unwrap();
     let mut found = BTreeMap::new();
     let mut next: BTreeMap<u32, u64> = BTreeMap::new();
@@ -102,7 +125,10 @@ async fn read_everything(address: &str) -> BTreeMap<(u32, u64), String> {
         for record in consumer.poll(Duration::from_secs(5)).await.unwrap() {
             let p = record.partition.0;
             let expected = next.entry(p).or_insert(0);
-            assert_eq!(record.offset.0, *expected, "offsets of partition {p} are contiguous");
+            assert_eq!(
+                record.offset.0, *expected,
+                "offsets of partition {p} are contiguous"
+            );
             *expected += 1;
             let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
             found.insert((p, record.offset.0), value);

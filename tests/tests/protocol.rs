@@ -28,7 +28,10 @@ fn read_reply(stream: &mut TcpStream) -> ResponseFrame {
 
 fn connect(node: &Node) -> TcpStream {
     let mut stream = TcpStream::connect(&node.address).unwrap();
-    let hello = Request::Hello(Hello { protocol_version: PROTOCOL_VERSION, client_id: "e2e".into() });
+    let hello = Request::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        client_id: "e2e".into(),
+    });
     stream.write_all(&request(1, hello)).unwrap();
     let reply = read_reply(&mut stream);
     assert!(matches!(reply.result, Ok(Response::Hello(_))), "{reply:?}");
@@ -46,7 +49,10 @@ fn malformed_and_unknown_requests_get_typed_errors_and_the_connection_survives()
     let mut stream = connect(&node);
 
     stream.write_all(&frame(&[0xc1, 0x00, 0x13])).unwrap();
-    assert_eq!(error_code(&read_reply(&mut stream)), ErrorCode::MALFORMED_FRAME);
+    assert_eq!(
+        error_code(&read_reply(&mut stream)),
+        ErrorCode::MALFORMED_FRAME
+    );
 
     #[derive(serde::Serialize)]
     struct Unknown {
@@ -58,18 +64,45 @@ fn malformed_and_unknown_requests_get_typed_errors_and_the_connection_survives()
         kind: &'static str,
         body: u8,
     }
-    let unknown = rmp_serde::to_vec_named(&Unknown { id: 7, request: Kind { kind: "Teleport", body: 0 } }).unwrap();
+    let unknown = rmp_serde::to_vec_named(&Unknown {
+        id: 7,
+        request: Kind {
+            kind: "Teleport",
+            body: 0,
+        },
+    })
+    .unwrap();
     stream.write_all(&frame(&unknown)).unwrap();
     let reply = read_reply(&mut stream);
-    assert_eq!((reply.id, error_code(&reply)), (7, ErrorCode::UNKNOWN_REQUEST));
+    assert_eq!(
+        (reply.id, error_code(&reply)),
+        (7, ErrorCode::UNKNOWN_REQUEST)
+    );
 
-    let bad_body = rmp_serde::to_vec_named(&Unknown { id: 8, request: Kind { kind: "Produce", body: 0 } }).unwrap();
+    let bad_body = rmp_serde::to_vec_named(&Unknown {
+        id: 8,
+        request: Kind {
+            kind: "Produce",
+            body: 0,
+        },
+    })
+    .unwrap();
     stream.write_all(&frame(&bad_body)).unwrap();
     let reply = read_reply(&mut stream);
-    assert_eq!((reply.id, error_code(&reply)), (8, ErrorCode::MALFORMED_REQUEST));
+    assert_eq!(
+        (reply.id, error_code(&reply)),
+        (8, ErrorCode::MALFORMED_REQUEST)
+    );
 
     // The same connection still serves.
-    stream.write_all(&request(9, Request::ListTopics(ListTopics { include_internal: false }))).unwrap();
+    stream
+        .write_all(&request(
+            9,
+            Request::ListTopics(ListTopics {
+                include_internal: false,
+            }),
+        ))
+        .unwrap();
     let reply = read_reply(&mut stream);
     assert_eq!(reply.id, 9);
     assert!(matches!(reply.result, Ok(Response::ListTopics(_))));
@@ -83,7 +116,10 @@ fn oversized_truncated_and_versionless_connections_do_not_hurt_the_node() {
     // A frame over the limit is refused from its length alone.
     let mut stream = connect(&node);
     stream.write_all(&u32::MAX.to_be_bytes()).unwrap();
-    assert_eq!(error_code(&read_reply(&mut stream)), ErrorCode::FRAME_TOO_LARGE);
+    assert_eq!(
+        error_code(&read_reply(&mut stream)),
+        ErrorCode::FRAME_TOO_LARGE
+    );
 
     // A client that disconnects mid-frame.
     let mut stream = connect(&node);
@@ -93,14 +129,30 @@ fn oversized_truncated_and_versionless_connections_do_not_hurt_the_node() {
 
     // A wrong protocol version.
     let mut stream = TcpStream::connect(&node.address).unwrap();
-    let hello = Request::Hello(Hello { protocol_version: PROTOCOL_VERSION + 1, client_id: "future".into() });
+    let hello = Request::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION + 1,
+        client_id: "future".into(),
+    });
     stream.write_all(&request(1, hello)).unwrap();
-    assert_eq!(error_code(&read_reply(&mut stream)), ErrorCode::UNSUPPORTED_VERSION);
+    assert_eq!(
+        error_code(&read_reply(&mut stream)),
+        ErrorCode::UNSUPPORTED_VERSION
+    );
 
     // No handshake.
     let mut stream = TcpStream::connect(&node.address).unwrap();
-    stream.write_all(&request(1, Request::ListTopics(ListTopics { include_internal: false }))).unwrap();
-    assert_eq!(error_code(&read_reply(&mut stream)), ErrorCode::HANDSHAKE_REQUIRED);
+    stream
+        .write_all(&request(
+            1,
+            Request::ListTopics(ListTopics {
+                include_internal: false,
+            }),
+        ))
+        .unwrap();
+    assert_eq!(
+        error_code(&read_reply(&mut stream)),
+        ErrorCode::HANDSHAKE_REQUIRED
+    );
 
     // The node is fine.
     success(&node.cli(&["topic", "create", "after"]));

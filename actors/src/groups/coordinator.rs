@@ -4,8 +4,9 @@
 
 use super::core::GroupCore;
 use crate::api::{
-    ApiError, CommitOffsets, CommittedOffset, DescribeGroup, ErrorCode, FetchOffsets, GroupDescription,
-    GroupPartitionLag, ListOffsets, OffsetCommit, OffsetReset, OffsetSpec, ResetOffsets, ResetTarget,
+    ApiError, CommitOffsets, CommittedOffset, DescribeGroup, ErrorCode, FetchOffsets,
+    GroupDescription, GroupPartitionLag, ListOffsets, OffsetCommit, OffsetReset, OffsetSpec,
+    ResetOffsets, ResetTarget,
 };
 use crate::directory::{Directory, ReplicaHandle};
 use crate::partition::{PartitionReplica, ProposeKv};
@@ -27,7 +28,12 @@ impl GroupCoordinator {
         directory: Arc<Directory>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        GroupCoordinator { core, offsets_replica, directory, clock }
+        GroupCoordinator {
+            core,
+            offsets_replica,
+            directory,
+            clock,
+        }
     }
 
     fn replica(&self, topic: &str, partition: PartitionId) -> Result<ReplicaHandle, ApiError> {
@@ -49,10 +55,12 @@ impl GroupCoordinator {
         AtomicResponse::new(Box::pin(
             async move {
                 let (write, committed) = planned?;
-                replica
-                    .send(ProposeKv(write))
-                    .await
-                    .map_err(|_| ApiError::new(ErrorCode::UNAVAILABLE, "the offsets partition stopped; retry"))??;
+                replica.send(ProposeKv(write)).await.map_err(|_| {
+                    ApiError::new(
+                        ErrorCode::UNAVAILABLE,
+                        "the offsets partition stopped; retry",
+                    )
+                })??;
                 Ok(committed)
             }
             .into_actor(self)
@@ -112,7 +120,10 @@ impl Handler<DescribeGroup> for GroupCoordinator {
                 }
             })
             .collect();
-        Ok(GroupDescription { group: self.core.name().to_string(), partitions })
+        Ok(GroupDescription {
+            group: self.core.name().to_string(),
+            partitions,
+        })
     }
 }
 
@@ -123,19 +134,34 @@ impl Handler<ResetOffsets> for GroupCoordinator {
         let entry = match self.directory.topic(&request.topic) {
             Some(entry) if !entry.record.internal => entry,
             Some(_) => {
-                let error = ApiError::new(ErrorCode::INTERNAL_TOPIC, format!("topic '{}' is internal", request.topic));
+                let error = ApiError::new(
+                    ErrorCode::INTERNAL_TOPIC,
+                    format!("topic '{}' is internal", request.topic),
+                );
                 return AtomicResponse::new(Box::pin(fut::ready(Err(error))));
             }
-            None => return AtomicResponse::new(Box::pin(fut::ready(Err(ApiError::unknown_topic(&request.topic))))),
+            None => {
+                return AtomicResponse::new(Box::pin(fut::ready(Err(ApiError::unknown_topic(
+                    &request.topic,
+                )))))
+            }
         };
         let timestamp = match request.to {
             ResetTarget::Timestamp(ts) => Some(ts),
-            ResetTarget::DurationAgo(ms) => Some(self.clock.now_ms().saturating_sub(ms.min(i64::MAX as u64) as i64)),
+            ResetTarget::DurationAgo(ms) => Some(
+                self.clock
+                    .now_ms()
+                    .saturating_sub(ms.min(i64::MAX as u64) as i64),
+            ),
             _ => None,
         };
         let topic = request.topic.clone();
         let previous: Vec<Option<Offset>> = (0..entry.record.partitions)
-            .map(|p| self.core.committed(&topic, PartitionId(p)).map(|c| c.offset))
+            .map(|p| {
+                self.core
+                    .committed(&topic, PartitionId(p))
+                    .map(|c| c.offset)
+            })
             .collect();
         let targets = async move {
             let mut resets = Vec::with_capacity(entry.replicas.len());
@@ -145,58 +171,86 @@ impl Handler<ResetOffsets> for GroupCoordinator {
                 let offset = match (request.to, timestamp) {
                     (ResetTarget::Earliest, _) => state.log_start_offset,
                     (ResetTarget::Latest, _) => state.next_offset,
-                    (ResetTarget::Offset(o), _) => o.clamp(state.log_start_offset, state.next_offset),
+                    (ResetTarget::Offset(o), _) => {
+                        o.clamp(state.log_start_offset, state.next_offset)
+                    }
                     (_, Some(ts)) => {
-                        let lookup = ListOffsets { topic: request.topic.clone(), partition, spec: OffsetSpec::Timestamp(ts) };
+                        let lookup = ListOffsets {
+                            topic: request.topic.clone(),
+                            partition,
+                            spec: OffsetSpec::Timestamp(ts),
+                        };
                         replica
                             .addr
                             .send(lookup)
                             .await
-                            .map_err(|_| ApiError::new(ErrorCode::UNAVAILABLE, "the partition stopped; retry"))??
+                            .map_err(|_| {
+                                ApiError::new(
+                                    ErrorCode::UNAVAILABLE,
+                                    "the partition stopped; retry",
+                                )
+                            })??
                             .offset
                     }
                     (_, None) => unreachable!("timestamp targets carry a timestamp"),
                 };
-                resets.push(OffsetReset { partition, previous: previous[p], offset });
+                resets.push(OffsetReset {
+                    partition,
+                    previous: previous[p],
+                    offset,
+                });
             }
             Ok::<_, ApiError>(resets)
         };
         let dry_run = request.dry_run;
-        AtomicResponse::new(Box::pin(targets.into_actor(self).then(move |resets, act, _| {
-            let commit = match (&resets, dry_run) {
-                (Ok(resets), false) => Some(
-                    resets
-                        .iter()
-                        .map(|r| OffsetCommit { topic: topic.clone(), partition: r.partition, offset: r.offset, metadata: None })
-                        .collect::<Vec<_>>(),
-                ),
-                _ => None,
-            };
-            let planned = commit.map(|c| act.core.plan_commit(&c, act.clock.now_ms()));
-            let replica = act.offsets_replica.clone();
-            async move {
-                let resets = resets?;
-                let committed = match planned {
-                    None => None,
-                    Some(planned) => {
-                        let (write, committed) = planned?;
-                        replica
-                            .send(ProposeKv(write))
-                            .await
-                            .map_err(|_| ApiError::new(ErrorCode::UNAVAILABLE, "the offsets partition stopped; retry"))??;
-                        Some(committed)
-                    }
+        AtomicResponse::new(Box::pin(targets.into_actor(self).then(
+            move |resets, act, _| {
+                let commit = match (&resets, dry_run) {
+                    (Ok(resets), false) => Some(
+                        resets
+                            .iter()
+                            .map(|r| OffsetCommit {
+                                topic: topic.clone(),
+                                partition: r.partition,
+                                offset: r.offset,
+                                metadata: None,
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
+                    _ => None,
                 };
-                Ok((resets, committed))
-            }
-            .into_actor(act)
-            .map(|result: Result<(Vec<OffsetReset>, Option<Vec<CommittedOffset>>), ApiError>, act, _| {
-                let (resets, committed) = result?;
-                if let Some(committed) = committed {
-                    act.core.apply(committed);
+                let planned = commit.map(|c| act.core.plan_commit(&c, act.clock.now_ms()));
+                let replica = act.offsets_replica.clone();
+                async move {
+                    let resets = resets?;
+                    let committed = match planned {
+                        None => None,
+                        Some(planned) => {
+                            let (write, committed) = planned?;
+                            replica.send(ProposeKv(write)).await.map_err(|_| {
+                                ApiError::new(
+                                    ErrorCode::UNAVAILABLE,
+                                    "the offsets partition stopped; retry",
+                                )
+                            })??;
+                            Some(committed)
+                        }
+                    };
+                    Ok((resets, committed))
                 }
-                Ok(resets)
-            })
-        })))
+                .into_actor(act)
+                .map(
+                    |result: Result<(Vec<OffsetReset>, Option<Vec<CommittedOffset>>), ApiError>,
+                     act,
+                     _| {
+                        let (resets, committed) = result?;
+                        if let Some(committed) = committed {
+                            act.core.apply(committed);
+                        }
+                        Ok(resets)
+                    },
+                )
+            },
+        )))
     }
 }

@@ -16,7 +16,9 @@ pub const MAX_METADATA_LEN: usize = 4096;
 /// The `__consumer_offsets` partition a group lives in: Kafka's
 /// `abs(groupId.hashCode()) % partitions`, with Java's `String.hashCode` over UTF-16.
 pub fn offsets_partition_for(group: &str, partitions: u32) -> PartitionId {
-    let hash = group.encode_utf16().fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(i32::from(unit)));
+    let hash = group.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_mul(31).wrapping_add(i32::from(unit))
+    });
     let positive = if hash == i32::MIN { 0 } else { hash.abs() };
     PartitionId(positive as u32 % partitions)
 }
@@ -27,7 +29,9 @@ pub fn validate_group_name(group: &str) -> Result<(), ApiError> {
     if group.is_empty() || group.len() > MAX_GROUP_NAME_LEN || group.chars().any(char::is_control) {
         return Err(ApiError::new(
             ErrorCode::INVALID_GROUP,
-            format!("invalid group name {group:?}: use 1 to {MAX_GROUP_NAME_LEN} printable characters"),
+            format!(
+                "invalid group name {group:?}: use 1 to {MAX_GROUP_NAME_LEN} printable characters"
+            ),
         ));
     }
     Ok(())
@@ -118,18 +122,27 @@ impl GroupCore {
     /// # Errors
     /// A row that does not decode: the offsets state is corrupt.
     pub fn load(name: &str, rows: &[(Bytes, Bytes)]) -> Result<GroupCore, String> {
-        let mut core = GroupCore { name: name.to_string(), offsets: BTreeMap::new() };
+        let mut core = GroupCore {
+            name: name.to_string(),
+            offsets: BTreeMap::new(),
+        };
         for (key, value) in rows {
-            let (group, topic, partition) =
-                decode_offset_key(key).ok_or_else(|| format!("offset key {key:?} does not decode"))?;
+            let (group, topic, partition) = decode_offset_key(key)
+                .ok_or_else(|| format!("offset key {key:?} does not decode"))?;
             if group != name {
                 continue;
             }
-            let (offset, metadata, commit_timestamp) =
-                decode_value(value).ok_or_else(|| format!("offset value for {topic}/{partition} does not decode"))?;
+            let (offset, metadata, commit_timestamp) = decode_value(value)
+                .ok_or_else(|| format!("offset value for {topic}/{partition} does not decode"))?;
             core.offsets.insert(
                 (topic.clone(), partition),
-                CommittedOffset { topic, partition, offset, metadata, commit_timestamp },
+                CommittedOffset {
+                    topic,
+                    partition,
+                    offset,
+                    metadata,
+                    commit_timestamp,
+                },
             );
         }
         Ok(core)
@@ -144,7 +157,11 @@ impl GroupCore {
     }
 
     pub fn all(&self, topic: Option<&str>) -> Vec<CommittedOffset> {
-        self.offsets.values().filter(|c| topic.is_none_or(|t| c.topic == t)).cloned().collect()
+        self.offsets
+            .values()
+            .filter(|c| topic.is_none_or(|t| c.topic == t))
+            .cloned()
+            .collect()
     }
 
     /// The write that commits `offsets` at `now_ms`; apply it with [`GroupCore::apply`] once
@@ -152,11 +169,18 @@ impl GroupCore {
     ///
     /// # Errors
     /// `INVALID_CONFIG` for metadata over [`MAX_METADATA_LEN`].
-    pub fn plan_commit(&self, offsets: &[OffsetCommit], now_ms: i64) -> Result<(KvWrite, Vec<CommittedOffset>), ApiError> {
+    pub fn plan_commit(
+        &self,
+        offsets: &[OffsetCommit],
+        now_ms: i64,
+    ) -> Result<(KvWrite, Vec<CommittedOffset>), ApiError> {
         let mut write = KvWrite::default();
         let mut committed = Vec::with_capacity(offsets.len());
         for c in offsets {
-            if c.metadata.as_ref().is_some_and(|m| m.len() > MAX_METADATA_LEN) {
+            if c.metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > MAX_METADATA_LEN)
+            {
                 return Err(ApiError::new(
                     ErrorCode::INVALID_CONFIG,
                     format!("offset metadata is limited to {MAX_METADATA_LEN} bytes"),
@@ -209,8 +233,13 @@ mod tests {
     fn partition_choice_matches_kafka() {
         // Java: "my-group".hashCode() == 1_507_001_862 (computed with Java's algorithm);
         // Kafka places it in 1507001862 % 50 == 12.
-        let hash = "my-group".encode_utf16().fold(0i32, |h, u| h.wrapping_mul(31).wrapping_add(i32::from(u)));
-        assert_eq!(offsets_partition_for("my-group", 50), PartitionId(hash.unsigned_abs() % 50));
+        let hash = "my-group"
+            .encode_utf16()
+            .fold(0i32, |h, u| h.wrapping_mul(31).wrapping_add(i32::from(u)));
+        assert_eq!(
+            offsets_partition_for("my-group", 50),
+            PartitionId(hash.unsigned_abs() % 50)
+        );
         assert_eq!(offsets_partition_for("", 50), PartitionId(0));
         for g in ["a", "orders-service", "ünïcødé", "x".repeat(255).as_str()] {
             assert!(offsets_partition_for(g, 7).0 < 7);
@@ -220,12 +249,18 @@ mod tests {
     #[test]
     fn keys_and_values_round_trip_and_group_prefix_is_exact() {
         let key = offset_key("g", "orders", PartitionId(3));
-        assert_eq!(decode_offset_key(&key), Some(("g".into(), "orders".into(), PartitionId(3))));
+        assert_eq!(
+            decode_offset_key(&key),
+            Some(("g".into(), "orders".into(), PartitionId(3)))
+        );
         assert!(key.starts_with(&group_key_prefix("g")));
         // "g" must not match the rows of group "gg".
         assert!(!offset_key("gg", "orders", PartitionId(3)).starts_with(&group_key_prefix("g")));
         let value = encode_value(Offset(42), Some("meta"), 1000);
-        assert_eq!(decode_value(&value), Some((Offset(42), Some("meta".into()), 1000)));
+        assert_eq!(
+            decode_value(&value),
+            Some((Offset(42), Some("meta".into()), 1000))
+        );
         let value = encode_value(Offset(7), None, 5);
         assert_eq!(decode_value(&value), Some((Offset(7), None, 5)));
         assert_eq!(decode_value(&value[..5]), None);
@@ -236,7 +271,12 @@ mod tests {
         let core = GroupCore::load("g", &[]).unwrap();
         let (write, committed) = core
             .plan_commit(
-                &[OffsetCommit { topic: "t".into(), partition: PartitionId(1), offset: Offset(10), metadata: None }],
+                &[OffsetCommit {
+                    topic: "t".into(),
+                    partition: PartitionId(1),
+                    offset: Offset(10),
+                    metadata: None,
+                }],
                 99,
             )
             .unwrap();
@@ -244,13 +284,22 @@ mod tests {
         applied.apply(committed);
         let reloaded = GroupCore::load("g", &write.puts).unwrap();
         assert_eq!(reloaded, applied);
-        assert_eq!(reloaded.committed("t", PartitionId(1)).unwrap().offset, Offset(10));
+        assert_eq!(
+            reloaded.committed("t", PartitionId(1)).unwrap().offset,
+            Offset(10)
+        );
     }
 
     #[test]
     fn group_names_are_checked() {
         assert!(validate_group_name("billing").is_ok());
-        assert_eq!(validate_group_name("").unwrap_err().code, ErrorCode::INVALID_GROUP);
-        assert_eq!(validate_group_name("a\nb").unwrap_err().code, ErrorCode::INVALID_GROUP);
+        assert_eq!(
+            validate_group_name("").unwrap_err().code,
+            ErrorCode::INVALID_GROUP
+        );
+        assert_eq!(
+            validate_group_name("a\nb").unwrap_err().code,
+            ErrorCode::INVALID_GROUP
+        );
     }
 }

@@ -2,10 +2,12 @@
 //! `__consumer_offsets` partition the group hashes to.
 
 use super::coordinator::GroupCoordinator;
-use super::core::{decode_offset_key, group_key_prefix, offsets_partition_for, validate_group_name, GroupCore};
+use super::core::{
+    decode_offset_key, group_key_prefix, offsets_partition_for, validate_group_name, GroupCore,
+};
 use crate::api::{
-    ApiError, CommitOffsets, CommittedOffset, DescribeGroup, ErrorCode, FetchOffsets, GroupDescription, ListGroups,
-    OffsetReset, ResetOffsets,
+    ApiError, CommitOffsets, CommittedOffset, DescribeGroup, ErrorCode, FetchOffsets,
+    GroupDescription, ListGroups, OffsetReset, ResetOffsets,
 };
 use crate::directory::Directory;
 use crate::topics::OFFSETS_TOPIC;
@@ -33,10 +35,19 @@ impl GroupRouter {
                     .store()
                     .kv_scan_prefix(replica.group.id(), b"")
                     .map_err(|e| format!("reading committed offsets: {e}"))?;
-                known.extend(rows.iter().filter_map(|(k, _)| decode_offset_key(k)).map(|(g, _, _)| g));
+                known.extend(
+                    rows.iter()
+                        .filter_map(|(k, _)| decode_offset_key(k))
+                        .map(|(g, _, _)| g),
+                );
             }
         }
-        Ok(GroupRouter { directory, clock, coordinators: BTreeMap::new(), known })
+        Ok(GroupRouter {
+            directory,
+            clock,
+            coordinators: BTreeMap::new(),
+            known,
+        })
     }
 
     fn coordinator(&mut self, group: &str) -> Result<Addr<GroupCoordinator>, ApiError> {
@@ -46,19 +57,32 @@ impl GroupRouter {
                 return Ok(addr.clone());
             }
         }
-        let entry = self
-            .directory
-            .topic(OFFSETS_TOPIC)
-            .ok_or_else(|| ApiError::new(ErrorCode::UNAVAILABLE, "the offsets topic is not loaded yet; retry"))?;
+        let entry = self.directory.topic(OFFSETS_TOPIC).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::UNAVAILABLE,
+                "the offsets topic is not loaded yet; retry",
+            )
+        })?;
         let partition = offsets_partition_for(group, entry.record.partitions);
         let replica = &entry.replicas[partition.0 as usize];
         let rows = replica
             .group
             .store()
             .kv_scan_prefix(replica.group.id(), &group_key_prefix(group))
-            .map_err(|e| ApiError::new(ErrorCode::STORAGE, format!("reading committed offsets: {e}")))?;
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::STORAGE,
+                    format!("reading committed offsets: {e}"),
+                )
+            })?;
         let core = GroupCore::load(group, &rows).map_err(ApiError::internal)?;
-        let addr = GroupCoordinator::new(core, replica.addr.clone(), self.directory.clone(), self.clock.clone()).start();
+        let addr = GroupCoordinator::new(
+            core,
+            replica.addr.clone(),
+            self.directory.clone(),
+            self.clock.clone(),
+        )
+        .start();
         self.coordinators.insert(group.to_string(), addr.clone());
         Ok(addr)
     }
@@ -72,9 +96,12 @@ impl GroupRouter {
         match self.coordinator(group) {
             Err(error) => Box::pin(async move { Err(error) }),
             Ok(addr) => Box::pin(async move {
-                addr.send(message)
-                    .await
-                    .map_err(|_| ApiError::new(ErrorCode::UNAVAILABLE, "the group coordinator stopped; retry"))?
+                addr.send(message).await.map_err(|_| {
+                    ApiError::new(
+                        ErrorCode::UNAVAILABLE,
+                        "the group coordinator stopped; retry",
+                    )
+                })?
             }),
         }
     }
@@ -116,7 +143,10 @@ impl Handler<ResetOffsets> for GroupRouter {
     type Result = ResponseFuture<Result<Vec<OffsetReset>, ApiError>>;
     fn handle(&mut self, request: ResetOffsets, _: &mut Self::Context) -> Self::Result {
         let group = request.group.clone();
-        if !request.dry_run && validate_group_name(&group).is_ok() && self.directory.topic(&request.topic).is_some() {
+        if !request.dry_run
+            && validate_group_name(&group).is_ok()
+            && self.directory.topic(&request.topic).is_some()
+        {
             self.known.insert(group.clone());
         }
         self.forward(&group, request)
@@ -138,7 +168,9 @@ impl Handler<DescribeGroup> for GroupRouter {
         if !self.known.contains(&group) {
             let error = ApiError::new(
                 ErrorCode::UNKNOWN_GROUP,
-                format!("group '{group}' has no committed offsets; list groups with: gregor group list"),
+                format!(
+                    "group '{group}' has no committed offsets; list groups with: gregor group list"
+                ),
             );
             return Box::pin(async move { Err(error) });
         }
@@ -152,4 +184,3 @@ impl Handler<ListGroups> for GroupRouter {
         Ok(self.known.iter().cloned().collect())
     }
 }
-

@@ -57,15 +57,26 @@ impl<R> ProduceBuffer<R> {
         if self.pending_bytes + bytes > self.max_pending_bytes && !self.pending.is_empty() {
             return Err(reply);
         }
-        let record_count = batches.iter().map(|b| u64::from(BatchView::trusted(b).record_count())).sum();
+        let record_count = batches
+            .iter()
+            .map(|b| u64::from(BatchView::trusted(b).record_count()))
+            .sum();
         self.pending_bytes += bytes;
-        self.pending.push_back(PendingWrite { batches, record_count, bytes, reply });
+        self.pending.push_back(PendingWrite {
+            batches,
+            record_count,
+            bytes,
+            reply,
+        });
         Ok(())
     }
 
     /// Takes whole requests, oldest first, up to the entry size (at least one request).
     pub fn take_entry(&mut self) -> Option<EntryPlan<R>> {
-        let mut plan = EntryPlan { batches: Vec::new(), writes: Vec::new() };
+        let mut plan = EntryPlan {
+            batches: Vec::new(),
+            writes: Vec::new(),
+        };
         let mut bytes = 0;
         while let Some(next) = self.pending.front() {
             if !plan.writes.is_empty() && bytes + next.bytes > self.max_entry_bytes {
@@ -110,7 +121,12 @@ mod tests {
         let mut b = BatchBuilder::with_capacity(64);
         let value = vec![1u8; value_len];
         for _ in 0..records {
-            b.push(&NewRecord { key: None, value: Some(&value), headers: &[], timestamp: 1 });
+            b.push(&NewRecord {
+                key: None,
+                value: Some(&value),
+                headers: &[],
+                timestamp: 1,
+            });
         }
         b.finish()
     }
@@ -124,7 +140,10 @@ mod tests {
         let plan = buffer.take_entry().unwrap();
         assert_eq!(plan.batches.len(), 4);
         let offsets = distribute(Offset(100), plan.writes);
-        assert_eq!(offsets, vec![("a", Offset(100)), ("b", Offset(103)), ("c", Offset(106))]);
+        assert_eq!(
+            offsets,
+            vec![("a", Offset(100)), ("b", Offset(103)), ("c", Offset(106))]
+        );
         assert!(buffer.is_empty());
         assert!(buffer.take_entry().is_none());
     }

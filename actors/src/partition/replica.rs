@@ -11,7 +11,9 @@ use crate::topics::TopicRecord;
 use actix::prelude::*;
 use gregor_cluster::{ApplyOutcome, Command, GroupRole, KvWrite, ProposeError, RaftGroup};
 use gregor_storage::batch::{BatchError, BatchView};
-use gregor_storage::{Clock, GroupId, Offset, PartitionId, PartitionState, RetentionPolicy, StorageError, Store};
+use gregor_storage::{
+    Clock, GroupId, Offset, PartitionId, PartitionState, RetentionPolicy, StorageError, Store,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
@@ -53,7 +55,12 @@ pub struct PartitionReplica {
 }
 
 impl PartitionReplica {
-    pub fn new(topic: TopicRecord, partition: PartitionId, group: Arc<RaftGroup>, settings: ReplicaSettings) -> Self {
+    pub fn new(
+        topic: TopicRecord,
+        partition: PartitionId,
+        group: Arc<RaftGroup>,
+        settings: ReplicaSettings,
+    ) -> Self {
         let applied = group.applied();
         let state = *applied.borrow();
         let store = group.store().clone();
@@ -90,7 +97,10 @@ impl PartitionReplica {
             return Err(internal_topic(&self.topic.name));
         }
         if request.batches.is_empty() {
-            return Err(ApiError::new(ErrorCode::INVALID_BATCH, "a produce request needs at least one batch"));
+            return Err(ApiError::new(
+                ErrorCode::INVALID_BATCH,
+                "a produce request needs at least one batch",
+            ));
         }
         for batch in &request.batches {
             if batch.len() > self.topic.config.max_message_bytes as usize {
@@ -105,7 +115,9 @@ impl PartitionReplica {
                 ));
             }
             BatchView::validate(batch).map_err(|e| match e {
-                BatchError::ChecksumMismatch { .. } => ApiError::new(ErrorCode::CORRUPT_BATCH, e.to_string()),
+                BatchError::ChecksumMismatch { .. } => {
+                    ApiError::new(ErrorCode::CORRUPT_BATCH, e.to_string())
+                }
                 other => ApiError::new(ErrorCode::INVALID_BATCH, other.to_string()),
             })?;
         }
@@ -131,7 +143,9 @@ impl PartitionReplica {
         if self.write_in_flight {
             return;
         }
-        let Some(EntryPlan { batches, writes }) = self.buffer.take_entry() else { return };
+        let Some(EntryPlan { batches, writes }) = self.buffer.take_entry() else {
+            return;
+        };
         self.write_in_flight = true;
         let group = self.group.clone();
         let timeout = self.settings.propose_timeout;
@@ -142,11 +156,16 @@ impl PartitionReplica {
             match result {
                 Ok((_, ApplyOutcome::Appended { base_offset, .. })) => {
                     for (reply, offset) in distribute(Offset(base_offset), writes) {
-                        let _ = reply.send(Ok(ProduceReply { base_offset: offset, log_start_offset: log_start }));
+                        let _ = reply.send(Ok(ProduceReply {
+                            base_offset: offset,
+                            log_start_offset: log_start,
+                        }));
                     }
                 }
                 Ok((index, other)) => {
-                    let error = ApiError::internal(format!("entry {index} applied as {other:?}, not as records"));
+                    let error = ApiError::internal(format!(
+                        "entry {index} applied as {other:?}, not as records"
+                    ));
                     for (reply, _) in writes {
                         let _ = reply.send(Err(error.clone()));
                     }
@@ -167,7 +186,11 @@ impl PartitionReplica {
     }
 
     /// Reads committed batches; `None` when fewer than `min_bytes` are there yet.
-    fn try_fetch(&self, request: &Fetch, must_answer: bool) -> Option<Result<FetchReply, ApiError>> {
+    fn try_fetch(
+        &self,
+        request: &Fetch,
+        must_answer: bool,
+    ) -> Option<Result<FetchReply, ApiError>> {
         if request.offset < self.state.log_start_offset || request.offset > self.state.next_offset {
             return Some(Err(self.offset_range_error(request.offset)));
         }
@@ -179,13 +202,22 @@ impl PartitionReplica {
         if request.offset == self.state.next_offset {
             return (must_answer || request.min_bytes == 0).then(|| Ok(reply(Vec::new())));
         }
-        match self.store.read_records(self.group_id(), request.offset, request.max_bytes as usize) {
+        match self
+            .store
+            .read_records(self.group_id(), request.offset, request.max_bytes as usize)
+        {
             Ok(fetched) => {
                 let bytes: usize = fetched.batches.iter().map(|b| b.len()).sum();
-                (must_answer || bytes >= request.min_bytes as usize).then(|| Ok(reply(fetched.batches)))
+                (must_answer || bytes >= request.min_bytes as usize)
+                    .then(|| Ok(reply(fetched.batches)))
             }
-            Err(StorageError::OffsetOutOfRange { .. }) => Some(Err(self.offset_range_error(request.offset))),
-            Err(error) => Some(Err(ApiError::new(ErrorCode::STORAGE, format!("reading the log failed: {error}")))),
+            Err(StorageError::OffsetOutOfRange { .. }) => {
+                Some(Err(self.offset_range_error(request.offset)))
+            }
+            Err(error) => Some(Err(ApiError::new(
+                ErrorCode::STORAGE,
+                format!("reading the log failed: {error}"),
+            ))),
         }
     }
 
@@ -211,7 +243,11 @@ impl PartitionReplica {
         };
         // Bounded: a backlog is worked off over several ticks rather than blocking the actor.
         for _ in 0..16 {
-            match self.store.enforce_retention(self.group_id(), policy, self.settings.clock.now_ms()) {
+            match self.store.enforce_retention(
+                self.group_id(),
+                policy,
+                self.settings.clock.now_ms(),
+            ) {
                 Ok(outcome) => {
                     if outcome.removed_entries > 0 {
                         tracing::debug!(topic = %self.topic.name, partition = %self.partition,
@@ -234,17 +270,27 @@ impl PartitionReplica {
 }
 
 fn internal_topic(name: &str) -> ApiError {
-    ApiError::new(ErrorCode::INTERNAL_TOPIC, format!("topic '{name}' is internal to Gregor; clients cannot read or write it"))
+    ApiError::new(
+        ErrorCode::INTERNAL_TOPIC,
+        format!("topic '{name}' is internal to Gregor; clients cannot read or write it"),
+    )
 }
 
 pub(crate) fn propose_error(error: ProposeError) -> ApiError {
     match error {
         ProposeError::NotLeader { leader } => ApiError::not_leader(leader),
-        ProposeError::Timeout { timeout_ms } => {
-            ApiError::new(ErrorCode::TIMEOUT, format!("the write did not commit within {timeout_ms} ms; retry"))
-        }
-        ProposeError::ShuttingDown => ApiError::new(ErrorCode::UNAVAILABLE, "the partition is shutting down; retry"),
-        other => ApiError::new(ErrorCode::STORAGE, format!("the partition cannot write: {other}")),
+        ProposeError::Timeout { timeout_ms } => ApiError::new(
+            ErrorCode::TIMEOUT,
+            format!("the write did not commit within {timeout_ms} ms; retry"),
+        ),
+        ProposeError::ShuttingDown => ApiError::new(
+            ErrorCode::UNAVAILABLE,
+            "the partition is shutting down; retry",
+        ),
+        other => ApiError::new(
+            ErrorCode::STORAGE,
+            format!("the partition cannot write: {other}"),
+        ),
     }
 }
 
@@ -260,11 +306,16 @@ impl Actor for PartitionReplica {
             Some((state, rx))
         });
         ctx.add_stream(changes);
-        ctx.run_interval(self.settings.retention_check_interval, |act, _| act.enforce_retention());
+        ctx.run_interval(self.settings.retention_check_interval, |act, _| {
+            act.enforce_retention()
+        });
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
-        let stopping = ApiError::new(ErrorCode::UNAVAILABLE, "the partition is shutting down; retry");
+        let stopping = ApiError::new(
+            ErrorCode::UNAVAILABLE,
+            "the partition is shutting down; retry",
+        );
         for reply in self.buffer.drain() {
             let _ = reply.send(Err(stopping.clone()));
         }
@@ -279,7 +330,10 @@ impl StreamHandler<PartitionState> for PartitionReplica {
     fn handle(&mut self, state: PartitionState, _: &mut Self::Context) {
         // Retention may have moved the log start further than this (older) snapshot says.
         let log_start = self.state.log_start_offset.max(state.log_start_offset);
-        self.state = PartitionState { log_start_offset: log_start, ..state };
+        self.state = PartitionState {
+            log_start_offset: log_start,
+            ..state
+        };
         self.wake_parked();
     }
 
@@ -302,7 +356,12 @@ impl Handler<Produce> for PartitionReplica {
         }
         self.schedule_flush(ctx);
         Box::pin(async move {
-            rx.await.unwrap_or_else(|_| Err(ApiError::new(ErrorCode::UNAVAILABLE, "the partition stopped; retry")))
+            rx.await.unwrap_or_else(|_| {
+                Err(ApiError::new(
+                    ErrorCode::UNAVAILABLE,
+                    "the partition stopped; retry",
+                ))
+            })
         })
     }
 }
@@ -322,16 +381,27 @@ impl Handler<Fetch> for PartitionReplica {
         let (tx, rx) = oneshot::channel();
         let id = self.next_park_id;
         self.next_park_id += 1;
-        self.parked.push(ParkedFetch { id, request, reply: tx });
+        self.parked.push(ParkedFetch {
+            id,
+            request,
+            reply: tx,
+        });
         ctx.run_later(wait, move |act, _| {
             if let Some(at) = act.parked.iter().position(|p| p.id == id) {
                 let fetch = act.parked.swap_remove(at);
-                let result = act.try_fetch(&fetch.request, true).expect("a must-answer fetch answers");
+                let result = act
+                    .try_fetch(&fetch.request, true)
+                    .expect("a must-answer fetch answers");
                 let _ = fetch.reply.send(result);
             }
         });
         Box::pin(async move {
-            rx.await.unwrap_or_else(|_| Err(ApiError::new(ErrorCode::UNAVAILABLE, "the partition stopped; retry")))
+            rx.await.unwrap_or_else(|_| {
+                Err(ApiError::new(
+                    ErrorCode::UNAVAILABLE,
+                    "the partition stopped; retry",
+                ))
+            })
         })
     }
 }
@@ -341,15 +411,30 @@ impl Handler<ListOffsets> for PartitionReplica {
 
     fn handle(&mut self, request: ListOffsets, _: &mut Self::Context) -> Self::Result {
         match request.spec {
-            OffsetSpec::Earliest => Ok(ListOffsetsReply { offset: self.state.log_start_offset, timestamp: None }),
-            OffsetSpec::Latest => Ok(ListOffsetsReply { offset: self.state.next_offset, timestamp: None }),
-            OffsetSpec::Timestamp(ts) => match self.store.offset_for_timestamp(self.group_id(), ts) {
+            OffsetSpec::Earliest => Ok(ListOffsetsReply {
+                offset: self.state.log_start_offset,
+                timestamp: None,
+            }),
+            OffsetSpec::Latest => Ok(ListOffsetsReply {
+                offset: self.state.next_offset,
+                timestamp: None,
+            }),
+            OffsetSpec::Timestamp(ts) => match self.store.offset_for_timestamp(self.group_id(), ts)
+            {
                 Ok(Some((offset, timestamp))) => Ok(ListOffsetsReply {
-                    offset: offset.max(self.state.log_start_offset).min(self.state.next_offset),
+                    offset: offset
+                        .max(self.state.log_start_offset)
+                        .min(self.state.next_offset),
                     timestamp: Some(timestamp),
                 }),
-                Ok(None) => Ok(ListOffsetsReply { offset: self.state.next_offset, timestamp: None }),
-                Err(error) => Err(ApiError::new(ErrorCode::STORAGE, format!("time index lookup failed: {error}"))),
+                Ok(None) => Ok(ListOffsetsReply {
+                    offset: self.state.next_offset,
+                    timestamp: None,
+                }),
+                Err(error) => Err(ApiError::new(
+                    ErrorCode::STORAGE,
+                    format!("time index lookup failed: {error}"),
+                )),
             },
         }
     }
@@ -367,7 +452,11 @@ impl Handler<ProposeKv> for PartitionReplica {
         let group = self.group.clone();
         let timeout = self.settings.propose_timeout;
         Box::pin(async move {
-            group.propose(Command::Kv(write), timeout).await.map(|_| ()).map_err(propose_error)
+            group
+                .propose(Command::Kv(write), timeout)
+                .await
+                .map(|_| ())
+                .map_err(propose_error)
         })
     }
 }

@@ -59,11 +59,16 @@ impl TopicCore {
     /// # Errors
     /// A stored record that does not decode: metadata is corrupt and the node must not serve.
     pub fn load(kv: &[(Bytes, Bytes)]) -> Result<TopicCore, String> {
-        let mut core = TopicCore { topics: BTreeMap::new(), next_topic_id: 1 };
+        let mut core = TopicCore {
+            topics: BTreeMap::new(),
+            next_topic_id: 1,
+        };
         for (key, value) in kv {
             if key.as_ref() == NEXT_TOPIC_ID_KEY {
-                let bytes: [u8; 8] =
-                    value.as_ref().try_into().map_err(|_| "next topic id is not 8 bytes".to_string())?;
+                let bytes: [u8; 8] = value
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| "next topic id is not 8 bytes".to_string())?;
                 core.next_topic_id = u64::from_be_bytes(bytes);
             } else if key.starts_with(TOPIC_KEY_PREFIX) {
                 let record: TopicRecord = rmp_serde::from_slice(value)
@@ -97,13 +102,19 @@ impl TopicCore {
         if self.topics.contains_key(&request.name) {
             return Err(ApiError::new(
                 ErrorCode::TOPIC_ALREADY_EXISTS,
-                format!("topic '{}' already exists; see it with: gregor topic describe {}", request.name, request.name),
+                format!(
+                    "topic '{}' already exists; see it with: gregor topic describe {}",
+                    request.name, request.name
+                ),
             ));
         }
         if request.partitions == 0 || request.partitions > MAX_PARTITIONS {
             return Err(ApiError::new(
                 ErrorCode::INVALID_PARTITIONS,
-                format!("a topic has 1 to {MAX_PARTITIONS} partitions, not {}", request.partitions),
+                format!(
+                    "a topic has 1 to {MAX_PARTITIONS} partitions, not {}",
+                    request.partitions
+                ),
             ));
         }
         if request.replication_factor == 0 || usize::from(request.replication_factor) > live_nodes {
@@ -127,8 +138,14 @@ impl TopicCore {
         };
         let write = KvWrite {
             puts: vec![
-                (topic_key(&record.name), Bytes::from(rmp_serde::to_vec(&record).expect("records encode"))),
-                (Bytes::from_static(NEXT_TOPIC_ID_KEY), Bytes::copy_from_slice(&(record.id.0 + 1).to_be_bytes())),
+                (
+                    topic_key(&record.name),
+                    Bytes::from(rmp_serde::to_vec(&record).expect("records encode")),
+                ),
+                (
+                    Bytes::from_static(NEXT_TOPIC_ID_KEY),
+                    Bytes::copy_from_slice(&(record.id.0 + 1).to_be_bytes()),
+                ),
             ],
             deletes: vec![],
         };
@@ -138,14 +155,20 @@ impl TopicCore {
     /// # Errors
     /// `UNKNOWN_TOPIC`, or `INTERNAL_TOPIC` for internal topics.
     pub fn plan_delete(&self, name: &str) -> Result<(TopicRecord, KvWrite), ApiError> {
-        let record = self.topics.get(name).ok_or_else(|| ApiError::unknown_topic(name))?;
+        let record = self
+            .topics
+            .get(name)
+            .ok_or_else(|| ApiError::unknown_topic(name))?;
         if record.internal {
             return Err(ApiError::new(
                 ErrorCode::INTERNAL_TOPIC,
                 format!("topic '{name}' is internal to Gregor and cannot be deleted"),
             ));
         }
-        let write = KvWrite { puts: vec![], deletes: vec![topic_key(name)] };
+        let write = KvWrite {
+            puts: vec![],
+            deletes: vec![topic_key(name)],
+        };
         Ok((record.clone(), write))
     }
 
@@ -165,23 +188,33 @@ fn topic_key(name: &str) -> Bytes {
     Bytes::from(key)
 }
 
-
 /// Kafka's rules: `[A-Za-z0-9._-]`, 1..=249 characters, not `.` or `..`; `__` is reserved.
 ///
 /// # Errors
 /// `INVALID_TOPIC_NAME` saying which rule failed.
 pub fn validate_topic_name(name: &str, allow_internal: bool) -> Result<(), ApiError> {
     let invalid = |why: String| {
-        Err(ApiError::new(ErrorCode::INVALID_TOPIC_NAME, format!("invalid topic name '{name}': {why}")))
+        Err(ApiError::new(
+            ErrorCode::INVALID_TOPIC_NAME,
+            format!("invalid topic name '{name}': {why}"),
+        ))
     };
     if name.is_empty() || name.len() > MAX_TOPIC_NAME_LEN {
-        return invalid(format!("a name has 1 to {MAX_TOPIC_NAME_LEN} characters, not {}", name.len()));
+        return invalid(format!(
+            "a name has 1 to {MAX_TOPIC_NAME_LEN} characters, not {}",
+            name.len()
+        ));
     }
     if name == "." || name == ".." {
         return invalid("'.' and '..' are not allowed".into());
     }
-    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return invalid(format!("character {bad:?} is not allowed; use letters, digits, '.', '_' and '-'"));
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return invalid(format!(
+            "character {bad:?} is not allowed; use letters, digits, '.', '_' and '-'"
+        ));
     }
     if name.starts_with("__") && !allow_internal {
         return invalid("names starting with '__' are reserved for internal topics".into());
@@ -197,12 +230,19 @@ pub fn resolve_config(overrides: &TopicConfigOverrides) -> Result<TopicConfig, A
     let defaults = TopicConfig::default();
     let config = TopicConfig {
         retention_ms: overrides.retention_ms.unwrap_or(defaults.retention_ms),
-        retention_bytes: overrides.retention_bytes.unwrap_or(defaults.retention_bytes),
-        max_message_bytes: overrides.max_message_bytes.unwrap_or(defaults.max_message_bytes),
+        retention_bytes: overrides
+            .retention_bytes
+            .unwrap_or(defaults.retention_bytes),
+        max_message_bytes: overrides
+            .max_message_bytes
+            .unwrap_or(defaults.max_message_bytes),
     };
     let invalid = |message: String| Err(ApiError::new(ErrorCode::INVALID_CONFIG, message));
     if config.retention_ms < -1 {
-        return invalid(format!("retention.ms must be -1 (forever) or >= 0, not {}", config.retention_ms));
+        return invalid(format!(
+            "retention.ms must be -1 (forever) or >= 0, not {}",
+            config.retention_ms
+        ));
     }
     if config.retention_bytes < -1 {
         return invalid(format!(
@@ -224,15 +264,32 @@ mod tests {
     use super::*;
 
     fn create(name: &str, partitions: u32, rf: u16) -> CreateTopic {
-        CreateTopic { name: name.into(), partitions, replication_factor: rf, config: Default::default() }
+        CreateTopic {
+            name: name.into(),
+            partitions,
+            replication_factor: rf,
+            config: Default::default(),
+        }
     }
 
     #[test]
     fn names_follow_kafka_rules() {
         for ok in ["orders", "a", "a.b_c-D9", &"x".repeat(249)] {
-            assert!(validate_topic_name(ok, false).is_ok(), "{ok} should be valid");
+            assert!(
+                validate_topic_name(ok, false).is_ok(),
+                "{ok} should be valid"
+            );
         }
-        for bad in ["", ".", "..", "has space", "slash/", "é", &"x".repeat(250), "__private"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "has space",
+            "slash/",
+            "é",
+            &"x".repeat(250),
+            "__private",
+        ] {
             let err = validate_topic_name(bad, false).unwrap_err();
             assert_eq!(err.code, ErrorCode::INVALID_TOPIC_NAME, "{bad}");
         }
@@ -242,17 +299,38 @@ mod tests {
     #[test]
     fn create_rejects_bad_counts_and_configs() {
         let core = TopicCore::load(&[]).unwrap();
-        assert_eq!(core.plan_create(&create("t", 0, 1), 1, false).unwrap_err().code, ErrorCode::INVALID_PARTITIONS);
-        assert_eq!(core.plan_create(&create("t", 10_001, 1), 1, false).unwrap_err().code, ErrorCode::INVALID_PARTITIONS);
         assert_eq!(
-            core.plan_create(&create("t", 1, 3), 1, false).unwrap_err().code,
+            core.plan_create(&create("t", 0, 1), 1, false)
+                .unwrap_err()
+                .code,
+            ErrorCode::INVALID_PARTITIONS
+        );
+        assert_eq!(
+            core.plan_create(&create("t", 10_001, 1), 1, false)
+                .unwrap_err()
+                .code,
+            ErrorCode::INVALID_PARTITIONS
+        );
+        assert_eq!(
+            core.plan_create(&create("t", 1, 3), 1, false)
+                .unwrap_err()
+                .code,
             ErrorCode::INVALID_REPLICATION_FACTOR
         );
         let mut bad = create("t", 1, 1);
         bad.config.retention_ms = Some(-2);
-        assert_eq!(core.plan_create(&bad, 1, false).unwrap_err().code, ErrorCode::INVALID_CONFIG);
-        bad.config = TopicConfigOverrides { max_message_bytes: Some(0), ..Default::default() };
-        assert_eq!(core.plan_create(&bad, 1, false).unwrap_err().code, ErrorCode::INVALID_CONFIG);
+        assert_eq!(
+            core.plan_create(&bad, 1, false).unwrap_err().code,
+            ErrorCode::INVALID_CONFIG
+        );
+        bad.config = TopicConfigOverrides {
+            max_message_bytes: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(
+            core.plan_create(&bad, 1, false).unwrap_err().code,
+            ErrorCode::INVALID_CONFIG
+        );
         assert!(core.plan_create(&create("t", 10_000, 1), 1, false).is_ok());
     }
 
@@ -272,7 +350,12 @@ mod tests {
         let (a, write) = core.plan_create(&create("a", 3, 1), 1, false).unwrap();
         apply(&mut core, write);
         core.apply_create(a.clone());
-        assert_eq!(core.plan_create(&create("a", 1, 1), 1, false).unwrap_err().code, ErrorCode::TOPIC_ALREADY_EXISTS);
+        assert_eq!(
+            core.plan_create(&create("a", 1, 1), 1, false)
+                .unwrap_err()
+                .code,
+            ErrorCode::TOPIC_ALREADY_EXISTS
+        );
         let (_, write) = core.plan_delete("a").unwrap();
         apply(&mut core, write);
         core.apply_delete("a");
@@ -290,10 +373,18 @@ mod tests {
     #[test]
     fn internal_topics_cannot_be_deleted() {
         let mut core = TopicCore::load(&[]).unwrap();
-        let (rec, _) = core.plan_create(&create(OFFSETS_TOPIC, 4, 1), 1, true).unwrap();
+        let (rec, _) = core
+            .plan_create(&create(OFFSETS_TOPIC, 4, 1), 1, true)
+            .unwrap();
         assert!(rec.internal);
         core.apply_create(rec);
-        assert_eq!(core.plan_delete(OFFSETS_TOPIC).unwrap_err().code, ErrorCode::INTERNAL_TOPIC);
-        assert_eq!(core.plan_delete("nope").unwrap_err().code, ErrorCode::UNKNOWN_TOPIC);
+        assert_eq!(
+            core.plan_delete(OFFSETS_TOPIC).unwrap_err().code,
+            ErrorCode::INTERNAL_TOPIC
+        );
+        assert_eq!(
+            core.plan_delete("nope").unwrap_err().code,
+            ErrorCode::UNKNOWN_TOPIC
+        );
     }
 }

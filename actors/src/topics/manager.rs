@@ -5,8 +5,9 @@
 
 use super::core::{TopicCore, TopicRecord, OFFSETS_TOPIC};
 use crate::api::{
-    ApiError, BrokerInfo, ClusterMetadata, CreateTopic, DeleteTopic, DescribeTopic, ErrorCode, ListTopics, Metadata,
-    PartitionDescription, PartitionMetadata, TopicConfigOverrides, TopicDescription, TopicMetadata, TopicSummary,
+    ApiError, BrokerInfo, ClusterMetadata, CreateTopic, DeleteTopic, DescribeTopic, ErrorCode,
+    ListTopics, Metadata, PartitionDescription, PartitionMetadata, TopicConfigOverrides,
+    TopicDescription, TopicMetadata, TopicSummary,
 };
 use crate::directory::{Directory, ReplicaHandle, TopicEntry};
 use crate::partition::{propose_error_pub, PartitionReplica, ReplicaSettings, StopReplica};
@@ -30,7 +31,11 @@ pub(crate) struct ReplicaFactory {
 }
 
 impl ReplicaFactory {
-    async fn start_replica(&self, topic: &TopicRecord, partition: PartitionId) -> Result<ReplicaHandle, String> {
+    async fn start_replica(
+        &self,
+        topic: &TopicRecord,
+        partition: PartitionId,
+    ) -> Result<ReplicaHandle, String> {
         let group = topic.group_of(partition);
         let raft = RaftGroup::start(
             self.store.clone(),
@@ -43,12 +48,25 @@ impl ReplicaFactory {
         .await
         .map_err(|e| format!("starting raft group {group}: {e}"))?;
         if !raft.wait_for_leadership(LEADERSHIP_TIMEOUT).await {
-            return Err(format!("group {group} of {}/{partition} did not elect this node", topic.name));
+            return Err(format!(
+                "group {group} of {}/{partition} did not elect this node",
+                topic.name
+            ));
         }
         let raft = Arc::new(raft);
         let state = raft.applied();
-        let addr = PartitionReplica::new(topic.clone(), partition, raft.clone(), self.settings.clone()).start();
-        Ok(ReplicaHandle { addr, group: raft, state })
+        let addr = PartitionReplica::new(
+            topic.clone(),
+            partition,
+            raft.clone(),
+            self.settings.clone(),
+        )
+        .start();
+        Ok(ReplicaHandle {
+            addr,
+            group: raft,
+            state,
+        })
     }
 
     pub(crate) async fn start_topic(&self, topic: &TopicRecord) -> Result<TopicEntry, String> {
@@ -56,7 +74,10 @@ impl ReplicaFactory {
         for partition in 0..topic.partitions {
             replicas.push(self.start_replica(topic, PartitionId(partition)).await?);
         }
-        Ok(TopicEntry { record: topic.clone(), replicas })
+        Ok(TopicEntry {
+            record: topic.clone(),
+            replicas,
+        })
     }
 }
 
@@ -114,7 +135,11 @@ impl TopicManager {
                 name: OFFSETS_TOPIC.into(),
                 partitions: offsets_partitions,
                 replication_factor: 1,
-                config: TopicConfigOverrides { retention_ms: Some(-1), retention_bytes: Some(-1), max_message_bytes: None },
+                config: TopicConfigOverrides {
+                    retention_ms: Some(-1),
+                    retention_bytes: Some(-1),
+                    max_message_bytes: None,
+                },
             };
             let (record, write) = core.plan_create(&request, 1, true).map_err(|e| e.message)?;
             metadata
@@ -167,7 +192,12 @@ impl TopicManager {
 
 async fn wait_until_applied(group: &RaftGroup) {
     let mut applied = group.applied();
-    let target = group.store().last_entry(group.id()).ok().flatten().map_or(0, |e| e.index);
+    let target = group
+        .store()
+        .last_entry(group.id())
+        .ok()
+        .flatten()
+        .map_or(0, |e| e.index);
     let _ = tokio::time::timeout(LEADERSHIP_TIMEOUT, async {
         while applied.borrow_and_update().last_applied < target {
             if applied.changed().await.is_err() {
@@ -229,7 +259,10 @@ impl Handler<DeleteTopic> for TopicManager {
         AtomicResponse::new(Box::pin(
             async move {
                 let (record, write) = plan?;
-                metadata.propose(Command::Kv(write), timeout).await.map_err(propose_error_pub)?;
+                metadata
+                    .propose(Command::Kv(write), timeout)
+                    .await
+                    .map_err(propose_error_pub)?;
                 if let Some(entry) = directory.remove(&record.name) {
                     stop_topic(entry).await;
                 }
@@ -239,7 +272,9 @@ impl Handler<DeleteTopic> for TopicManager {
             .map(move |result: Result<TopicRecord, ApiError>, act, ctx| {
                 let record = result?;
                 act.core.apply_delete(&record.name);
-                let groups: Vec<GroupId> = (0..record.partitions).map(|p| record.group_of(PartitionId(p))).collect();
+                let groups: Vec<GroupId> = (0..record.partitions)
+                    .map(|p| record.group_of(PartitionId(p)))
+                    .collect();
                 ctx.spawn(delete_groups(store, groups).into_actor(act));
                 Ok(())
             }),
@@ -267,7 +302,12 @@ impl Handler<ListTopics> for TopicManager {
     type Result = Result<Vec<TopicSummary>, ApiError>;
 
     fn handle(&mut self, request: ListTopics, _: &mut Self::Context) -> Self::Result {
-        Ok(self.core.topics().filter(|t| request.include_internal || !t.internal).map(TopicRecord::summary).collect())
+        Ok(self
+            .core
+            .topics()
+            .filter(|t| request.include_internal || !t.internal)
+            .map(TopicRecord::summary)
+            .collect())
     }
 }
 
@@ -275,7 +315,10 @@ impl Handler<DescribeTopic> for TopicManager {
     type Result = Result<TopicDescription, ApiError>;
 
     fn handle(&mut self, request: DescribeTopic, _: &mut Self::Context) -> Self::Result {
-        let record = self.core.get(&request.name).ok_or_else(|| ApiError::unknown_topic(&request.name))?;
+        let record = self
+            .core
+            .get(&request.name)
+            .ok_or_else(|| ApiError::unknown_topic(&request.name))?;
         Ok(self.describe(record))
     }
 }
@@ -300,13 +343,20 @@ impl Handler<Metadata> for TopicManager {
                     partitions: description
                         .partitions
                         .into_iter()
-                        .map(|p| PartitionMetadata { partition: p.partition, leader: p.leader, replicas: p.replicas })
+                        .map(|p| PartitionMetadata {
+                            partition: p.partition,
+                            leader: p.leader,
+                            replicas: p.replicas,
+                        })
                         .collect(),
                 }
             })
             .collect();
         Ok(ClusterMetadata {
-            brokers: vec![BrokerInfo { node_id: self.node, address: self.advertised_address.clone() }],
+            brokers: vec![BrokerInfo {
+                node_id: self.node,
+                address: self.advertised_address.clone(),
+            }],
             topics,
         })
     }
@@ -343,5 +393,11 @@ pub(crate) fn manager_factory(
     tuning: RaftTuning,
     settings: ReplicaSettings,
 ) -> ReplicaFactory {
-    ReplicaFactory { store, node, transport, tuning, settings }
+    ReplicaFactory {
+        store,
+        node,
+        transport,
+        tuning,
+        settings,
+    }
 }

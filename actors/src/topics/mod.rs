@@ -5,5 +5,5 @@ pub mod core;
 mod manager;
 
 pub use self::core::{TopicCore, TopicRecord, OFFSETS_TOPIC};
-pub use manager::{Shutdown, TopicManager};
 pub(crate) use manager::manager_factory;
+pub use manager::{Shutdown, TopicManager};
