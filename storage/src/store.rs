@@ -10,8 +10,8 @@ use crate::state::{decode_floor, GroupState, LogFloor};
 use crate::sync::{self, Poison, SyncCallback, SyncThread};
 use crate::{FlushPolicy, GroupId, StorageError, StoreOptions, SyncMode};
 use fjall::{
-    Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, OwnedWriteBatch, PersistMode,
-    Readable, Snapshot,
+    config::CompressionPolicy, CompressionType, Database, Keyspace, KeyspaceCreateOptions,
+    KvSeparationOptions, OwnedWriteBatch, PersistMode, Readable, Snapshot,
 };
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -77,15 +77,22 @@ impl Store {
     /// handle has it open); `Corrupt` if it holds a store format this build does not know; `Io`
     /// if the sync thread cannot start.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StorageError> {
+        // Record batches are opaque producer data: compressing them is the producer's choice,
+        // and LZ4 on the write path cost half the broker's CPU in `gregor perf produce` (see
+        // BENCHMARKS.md). Only the log's large values are affected; small rows stay as fjall sets.
         let db = Database::builder(path)
             .cache_size(options.cache_bytes)
             .max_journaling_size(MAX_JOURNAL_BYTES)
+            .journal_compression(CompressionType::None)
             .open()?;
         let log = db.keyspace("log", || {
             KeyspaceCreateOptions::default()
                 .max_memtable_size(LOG_MEMTABLE_BYTES)
+                .data_block_compression_policy(CompressionPolicy::disabled())
                 .with_kv_separation(Some(
-                    KvSeparationOptions::default().separation_threshold(BLOB_THRESHOLD_BYTES),
+                    KvSeparationOptions::default()
+                        .separation_threshold(BLOB_THRESHOLD_BYTES)
+                        .compression(CompressionType::None),
                 ))
         })?;
         let meta = db.keyspace("meta", small_keyspace)?;

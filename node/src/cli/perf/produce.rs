@@ -1,8 +1,9 @@
 //! `gregor perf produce`: the producer benchmark.
 //!
-//! The payload is generated once and every record borrows it, so the per-record work is the
-//! producer's own: choose a partition, copy the bytes into the open batch, bump a reference
-//! count. Latency is measured per batch, from its first record's `send` to its
+//! The payloads are slices of one pool of random letters generated up front, so the per-record
+//! work is the producer's own (choose a partition, copy the bytes into the open batch), and no
+//! two records in a window share content: storage compression cannot flatter the figures the
+//! way one payload repeated a million times would. Latency is measured per batch, from its first record's `send` to its
 //! acknowledgement, and counted once for every record of the batch.
 
 use super::stats::{progress_line, Recorder, Throttle};
@@ -128,6 +129,7 @@ pub async fn run(connect: &ConnectArgs, args: ProducePerfArgs) -> anyhow::Result
             producer,
             args.topic.clone(),
             payload.clone(),
+            args.record_size,
             records,
             rate,
         ));
@@ -165,13 +167,17 @@ async fn send_all(
     producer: Producer,
     topic: String,
     payload: Vec<u8>,
+    size: usize,
     records: u64,
     rate: Option<f64>,
 ) -> Result<(), ClientError> {
     let mut throttle = Throttle::new(rate, Instant::now());
-    let record = ProducerRecord::new(&topic, &payload);
-    for _ in 0..records {
+    let slots = payload.len() - size + 1;
+    for i in 0..records {
         throttle.acquire().await;
+        // Consecutive records take consecutive, non-overlapping slices of the pool.
+        let start = (i as usize).wrapping_mul(size) % slots;
+        let record = ProducerRecord::new(&topic, &payload[start..start + size]);
         // The handle is dropped: outcomes arrive through the batch observer.
         producer.send(record).await?;
     }
@@ -179,10 +185,22 @@ async fn send_all(
     Ok(())
 }
 
-/// Kafka's perf payload: random upper-case letters, generated once.
+/// Bytes of distinct payload: far more than one request carries, little enough to generate in
+/// a moment.
+const POOL_BYTES: usize = 8 * 1024 * 1024;
+
+/// How many distinct values of `size` bytes the pool holds (at least one).
+fn values_in_pool(size: usize) -> usize {
+    (POOL_BYTES / size.max(1)).max(1)
+}
+
+/// Kafka's perf payload is random upper-case letters; this is a pool of them holding
+/// [`values_in_pool`] distinct values of `size` bytes.
 fn payload(size: usize, seed: u64) -> Vec<u8> {
     let mut rng = SmallRng::seed_from_u64(seed);
-    (0..size).map(|_| rng.gen_range(b'A'..=b'Z')).collect()
+    (0..size * values_in_pool(size))
+        .map(|_| rng.gen_range(b'A'..=b'Z'))
+        .collect()
 }
 
 /// Creates the topic if it does not exist, so a benchmark needs no setup step.
@@ -232,7 +250,13 @@ mod tests {
     #[test]
     fn payload_is_upper_case_letters_and_reproducible() {
         let p = payload(100, 7);
-        assert_eq!(p.len(), 100);
+        assert_eq!(p.len(), 100 * values_in_pool(100));
+        assert_eq!(payload(0, 7).len(), 0);
+        assert_eq!(
+            payload(POOL_BYTES * 2, 7).len(),
+            POOL_BYTES * 2,
+            "one value even when larger than the pool"
+        );
         assert!(p.iter().all(u8::is_ascii_uppercase));
         assert_eq!(p, payload(100, 7));
     }
