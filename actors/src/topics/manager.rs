@@ -19,6 +19,8 @@ use std::time::Duration;
 
 /// How long a new partition's single-member group may take to become leader.
 const LEADERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Partitions between two progress lines while a large topic starts.
+const STARTUP_PROGRESS_EVERY: u32 = 1_000;
 
 /// What starting a replica needs; shared by every replica of the node.
 #[derive(Clone)]
@@ -73,6 +75,11 @@ impl ReplicaFactory {
         let mut replicas = Vec::with_capacity(topic.partitions as usize);
         for partition in 0..topic.partitions {
             replicas.push(self.start_replica(topic, PartitionId(partition)).await?);
+            // Thousands of partitions take seconds to start: say how far along it is.
+            let started = partition + 1;
+            if started % STARTUP_PROGRESS_EVERY == 0 && started < topic.partitions {
+                tracing::info!(topic = %topic.name, started, of = topic.partitions, "starting partitions");
+            }
         }
         Ok(TopicEntry {
             record: topic.clone(),
