@@ -559,3 +559,74 @@ fn a_deleted_topic_is_gone_and_a_recreated_one_starts_empty() {
         node.shutdown().await;
     });
 }
+
+#[test]
+fn committed_offsets_survive_log_compaction_and_restart() {
+    use gregor_actors::groups::core::offsets_partition_for;
+    use gregor_storage::{GroupId, Store, StoreOptions, TopicId};
+    run(|dir, clock| async move {
+        let node = start(dir.path(), &clock).await;
+        create(&node, "orders", 1, Default::default()).await;
+        for offset in 1..=5 {
+            let commit = CommitOffsets {
+                group: "billing".into(),
+                offsets: vec![OffsetCommit {
+                    topic: "orders".into(),
+                    partition: PartitionId(0),
+                    offset: Offset(offset),
+                    metadata: None,
+                }],
+            };
+            node.handle(Request::CommitOffsets(commit)).await.unwrap();
+        }
+        // The compaction task runs every second of (paused) time.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        node.shutdown().await;
+
+        // __consumer_offsets was the first topic the node created: topic id 1.
+        let group = GroupId::for_partition(TopicId(1), offsets_partition_for("billing", 3));
+        {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            let floor = store.log_floor(group).unwrap();
+            assert!(
+                floor.index >= 5,
+                "the applied commit entries were compacted away: floor {floor:?}"
+            );
+            assert!(
+                store.log_floor(GroupId::METADATA).unwrap().index > 0,
+                "metadata log compacted too"
+            );
+        }
+
+        let node = start(dir.path(), &clock).await;
+        let Response::FetchOffsets(committed) = node
+            .handle(Request::FetchOffsets(FetchOffsets {
+                group: "billing".into(),
+                topic: None,
+            }))
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(committed[0].offset, Offset(5));
+        // And the group keeps committing after the restart.
+        let commit = CommitOffsets {
+            group: "billing".into(),
+            offsets: vec![OffsetCommit {
+                topic: "orders".into(),
+                partition: PartitionId(0),
+                offset: Offset(6),
+                metadata: None,
+            }],
+        };
+        node.handle(Request::CommitOffsets(commit)).await.unwrap();
+        assert_eq!(
+            produce(&node, "orders", 0, vec![batch(&["x"], T0)])
+                .await
+                .unwrap(),
+            Offset(0)
+        );
+        node.shutdown().await;
+    });
+}

@@ -3,5 +3,5 @@
 pub mod core;
 mod replica;
 
-pub(crate) use replica::propose_error as propose_error_pub;
+pub(crate) use replica::{compact_applied_log, propose_error as propose_error_pub};
 pub use replica::{PartitionReplica, ProposeKv, ReplicaSettings, StopReplica};

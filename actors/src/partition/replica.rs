@@ -234,6 +234,12 @@ impl PartitionReplica {
     }
 
     fn enforce_retention(&mut self) {
+        if self.topic.internal {
+            // Internal partitions keep their state in the key-value state machine, so applied
+            // entries are history that only the log still holds: drop it.
+            compact_applied_log(&self.store, self.group_id(), self.state.last_applied);
+            return;
+        }
         if self.topic.config.retention_ms < 0 && self.topic.config.retention_bytes < 0 {
             return;
         }
@@ -265,6 +271,20 @@ impl PartitionReplica {
         }
         if let Ok(state) = self.store.partition_state(self.group_id()) {
             self.state = state;
+        }
+    }
+}
+
+/// Removes applied entries of a key-value group through `last_applied`, in bounded steps.
+pub(crate) fn compact_applied_log(store: &Store, group: GroupId, last_applied: u64) {
+    for _ in 0..16 {
+        match store.compact_log(group, last_applied) {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(%group, %error, "compacting a key-value group's log failed");
+                return;
+            }
         }
     }
 }

@@ -10,7 +10,9 @@ use crate::api::{
     TopicDescription, TopicMetadata, TopicSummary,
 };
 use crate::directory::{Directory, ReplicaHandle, TopicEntry};
-use crate::partition::{propose_error_pub, PartitionReplica, ReplicaSettings, StopReplica};
+use crate::partition::{
+    compact_applied_log, propose_error_pub, PartitionReplica, ReplicaSettings, StopReplica,
+};
 use actix::prelude::*;
 use gregor_cluster::{Command, RaftGroup, RaftTuning, Transport};
 use gregor_storage::{GroupId, NodeId, PartitionId, Store};
@@ -217,6 +219,14 @@ async fn wait_until_applied(group: &RaftGroup) {
 
 impl Actor for TopicManager {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // The topic table lives in the key-value state; applied metadata entries are history.
+        ctx.run_interval(self.factory.settings.retention_check_interval, |act, _| {
+            let last_applied = act.metadata.applied().borrow().last_applied;
+            compact_applied_log(&act.factory.store, GroupId::METADATA, last_applied);
+        });
+    }
 }
 
 impl Handler<CreateTopic> for TopicManager {
