@@ -3,7 +3,7 @@
 //! the full description.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use gregor_actors::api::{Request, RequestFrame, ResponseFrame};
+use gregor_actors::api::{Request, RequestFrame, Response, ResponseFrame};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -25,15 +25,52 @@ pub enum FrameError {
 /// Encodes `value` as one frame (length prefix included).
 ///
 /// # Panics
-/// If the value cannot be encoded as msgpack: our frame types always can.
-pub fn encode_frame<T: Serialize>(value: &T) -> Bytes {
-    let mut buf = BytesMut::with_capacity(256);
+/// If the value cannot be encoded as msgpack (our frame types always can) or its body is over
+/// 4 GiB (request and reply sizes are bounded far below that).
+pub fn encode_frame<T: Serialize + FrameSize>(value: &T) -> Bytes {
+    // Record batches dominate big frames: reserve for them up front instead of regrowing the
+    // buffer a dozen times while a 1 MiB fetch reply is written.
+    let mut buf = BytesMut::with_capacity(ENVELOPE_BYTES + value.payload_bytes());
     buf.put_u32(0);
     let mut writer = (&mut buf).writer();
     rmp_serde::encode::write_named(&mut writer, value).expect("frame types encode to msgpack");
-    let body_len = (buf.len() - LENGTH_PREFIX_BYTES) as u32;
+    let body_len = u32::try_from(buf.len() - LENGTH_PREFIX_BYTES)
+        .expect("frame bodies are bounded far below 4 GiB by max_frame_bytes and fetch limits");
     buf[..LENGTH_PREFIX_BYTES].copy_from_slice(&body_len.to_be_bytes());
     buf.freeze()
+}
+
+/// Room for everything in a frame but its record batches.
+const ENVELOPE_BYTES: usize = 256;
+
+/// How many bytes of record batches a frame carries, to size its buffer.
+pub trait FrameSize {
+    fn payload_bytes(&self) -> usize {
+        0
+    }
+}
+
+fn batch_bytes(batches: &[Bytes]) -> usize {
+    // Each batch also costs a msgpack bin header of at most 5 bytes.
+    batches.iter().map(|b| b.len() + 5).sum()
+}
+
+impl FrameSize for RequestFrame {
+    fn payload_bytes(&self) -> usize {
+        match &self.request {
+            Request::Produce(produce) => batch_bytes(&produce.batches),
+            _ => 0,
+        }
+    }
+}
+
+impl FrameSize for ResponseFrame {
+    fn payload_bytes(&self) -> usize {
+        match &self.result {
+            Ok(Response::Fetch(fetch)) => batch_bytes(&fetch.batches),
+            _ => 0,
+        }
+    }
 }
 
 /// Reads one frame body. `Ok(None)` on a clean end of stream between frames. The length is
