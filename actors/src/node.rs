@@ -29,7 +29,7 @@ use crate::api::{ApiError, ErrorCode, Request, Response};
 use crate::directory::Directory;
 use crate::groups::GroupRouter;
 use crate::partition::{PartitionReplica, ReplicaSettings};
-use crate::topics::manager_factory;
+use crate::topics::{manager_factory, AttachGroups};
 use crate::topics::{Shutdown, TopicManager};
 use actix::prelude::*;
 use gregor_cluster::{NoPeers, RaftTuning, Transport};
@@ -273,6 +273,10 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
     let groups = GroupRouter::new(directory.clone(), env.clock.clone())
         .map_err(StartError::Actors)?
         .start();
+    topics
+        .send(AttachGroups(groups.clone()))
+        .await
+        .map_err(|_| StartError::Actors("the topic manager stopped while starting".into()))?;
     tracing::info!(node = %config.node_id, data_dir = %config.data_dir.display(), "node started");
     Ok(Broker {
         node_id: config.node_id,

@@ -630,3 +630,58 @@ fn committed_offsets_survive_log_compaction_and_restart() {
         node.shutdown().await;
     });
 }
+
+#[test]
+fn deleting_a_topic_forgets_its_committed_offsets_in_every_group() {
+    run(|dir, clock| async move {
+        let commit = |group: &str, topic: &str| CommitOffsets {
+            group: group.into(),
+            offsets: vec![OffsetCommit {
+                topic: topic.into(),
+                partition: PartitionId(0),
+                offset: Offset(0),
+                metadata: None,
+            }],
+        };
+        let committed = |node: Broker, group: &'static str| async move {
+            match node
+                .handle(Request::FetchOffsets(FetchOffsets {
+                    group: group.into(),
+                    topic: None,
+                }))
+                .await
+                .unwrap()
+            {
+                Response::FetchOffsets(offsets) => {
+                    offsets.into_iter().map(|c| c.topic).collect::<Vec<_>>()
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        let node = start(dir.path(), &clock).await;
+        create(&node, "tmp", 1, Default::default()).await;
+        create(&node, "kept", 1, Default::default()).await;
+        node.handle(Request::CommitOffsets(commit("idle", "tmp")))
+            .await
+            .unwrap();
+        node.handle(Request::CommitOffsets(commit("idle", "kept")))
+            .await
+            .unwrap();
+        node.shutdown().await;
+        // After a restart group "idle" has no running coordinator; "busy" has one.
+        let node = start(dir.path(), &clock).await;
+        node.handle(Request::CommitOffsets(commit("busy", "tmp")))
+            .await
+            .unwrap();
+        node.handle(Request::DeleteTopic(DeleteTopic { name: "tmp".into() }))
+            .await
+            .unwrap();
+        create(&node, "tmp", 1, Default::default()).await;
+        assert_eq!(committed(node.clone(), "busy").await, Vec::<String>::new());
+        assert_eq!(
+            committed(node.clone(), "idle").await,
+            vec!["kept".to_string()]
+        );
+        node.shutdown().await;
+    });
+}

@@ -254,3 +254,37 @@ impl Handler<ResetOffsets> for GroupCoordinator {
         )))
     }
 }
+
+/// Drop every committed offset of a deleted topic, so a topic re-created under the same name
+/// starts without the old positions (as in Kafka).
+#[derive(Message)]
+#[rtype(result = "Result<(), ApiError>")]
+pub(crate) struct ForgetTopic(pub String);
+
+impl Handler<ForgetTopic> for GroupCoordinator {
+    type Result = AtomicResponse<Self, Result<(), ApiError>>;
+
+    fn handle(&mut self, ForgetTopic(topic): ForgetTopic, _: &mut Self::Context) -> Self::Result {
+        let write = self.core.plan_forget_topic(&topic);
+        let replica = self.offsets_replica.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                if !write.deletes.is_empty() {
+                    replica.send(ProposeKv(write)).await.map_err(|_| {
+                        ApiError::new(
+                            ErrorCode::UNAVAILABLE,
+                            "the offsets partition stopped; retry",
+                        )
+                    })??;
+                }
+                Ok(())
+            }
+            .into_actor(self)
+            .map(move |result: Result<(), ApiError>, act, _| {
+                result?;
+                act.core.forget_topic(&topic);
+                Ok(())
+            }),
+        ))
+    }
+}

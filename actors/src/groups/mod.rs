@@ -7,3 +7,4 @@ mod router;
 
 pub use coordinator::GroupCoordinator;
 pub use router::GroupRouter;
+pub(crate) use router::TopicDeleted;

@@ -1,7 +1,7 @@
 //! Finds a group's coordinator, starting it on first use from the committed rows of the
 //! `__consumer_offsets` partition the group hashes to.
 
-use super::coordinator::GroupCoordinator;
+use super::coordinator::{ForgetTopic, GroupCoordinator};
 use super::core::{
     decode_offset_key, group_key_prefix, offsets_partition_for, validate_group_name, GroupCore,
 };
@@ -10,8 +10,10 @@ use crate::api::{
     GroupDescription, ListGroups, OffsetReset, ResetOffsets,
 };
 use crate::directory::Directory;
+use crate::partition::ProposeKv;
 use crate::topics::OFFSETS_TOPIC;
 use actix::prelude::*;
+use gregor_cluster::KvWrite;
 use gregor_storage::Clock;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -182,5 +184,68 @@ impl Handler<ListGroups> for GroupRouter {
     type Result = Result<Vec<String>, ApiError>;
     fn handle(&mut self, _: ListGroups, _: &mut Self::Context) -> Self::Result {
         Ok(self.known.iter().cloned().collect())
+    }
+}
+
+/// A topic was deleted: remove its committed offsets from every group.
+#[derive(Message)]
+#[rtype(result = "Result<(), ApiError>")]
+pub(crate) struct TopicDeleted(pub String);
+
+impl Handler<TopicDeleted> for GroupRouter {
+    type Result = ResponseFuture<Result<(), ApiError>>;
+
+    fn handle(&mut self, TopicDeleted(topic): TopicDeleted, _: &mut Self::Context) -> Self::Result {
+        let coordinators: Vec<Addr<GroupCoordinator>> =
+            self.coordinators.values().cloned().collect();
+        let partitions = self
+            .directory
+            .topic(OFFSETS_TOPIC)
+            .map(|entry| entry.replicas)
+            .unwrap_or_default();
+        Box::pin(async move {
+            let stopped =
+                || ApiError::new(ErrorCode::UNAVAILABLE, "a group coordinator stopped; retry");
+            // Running coordinators forget through their own mailbox, so their cached offsets
+            // and the stored rows stay in step.
+            for coordinator in coordinators {
+                if coordinator.connected() {
+                    coordinator
+                        .send(ForgetTopic(topic.clone()))
+                        .await
+                        .map_err(|_| stopped())??;
+                }
+            }
+            // Then the rows of groups with no running coordinator.
+            for replica in partitions {
+                let rows = replica
+                    .group
+                    .store()
+                    .kv_scan_prefix(replica.group.id(), b"")
+                    .map_err(|e| {
+                        ApiError::new(
+                            ErrorCode::STORAGE,
+                            format!("reading committed offsets: {e}"),
+                        )
+                    })?;
+                let deletes: Vec<_> = rows
+                    .into_iter()
+                    .filter(|(key, _)| decode_offset_key(key).is_some_and(|(_, t, _)| t == topic))
+                    .map(|(key, _)| key)
+                    .collect();
+                if !deletes.is_empty() {
+                    let write = KvWrite {
+                        puts: vec![],
+                        deletes,
+                    };
+                    replica
+                        .addr
+                        .send(ProposeKv(write))
+                        .await
+                        .map_err(|_| stopped())??;
+                }
+            }
+            Ok(())
+        })
     }
 }

@@ -10,6 +10,7 @@ use crate::api::{
     TopicDescription, TopicMetadata, TopicSummary,
 };
 use crate::directory::{Directory, ReplicaHandle, TopicEntry};
+use crate::groups::{GroupRouter, TopicDeleted};
 use crate::partition::{
     compact_applied_log, propose_error_pub, PartitionReplica, ReplicaSettings, StopReplica,
 };
@@ -99,6 +100,8 @@ pub(crate) async fn stop_topic(entry: TopicEntry) {
 
 pub struct TopicManager {
     node: NodeId,
+    /// Told about deleted topics, so groups forget their offsets. Set once the router exists.
+    groups: Option<Addr<GroupRouter>>,
     advertised_address: String,
     metadata: Arc<RaftGroup>,
     core: TopicCore,
@@ -164,6 +167,7 @@ impl TopicManager {
         tracing::info!(topics = core.topics().count(), "topic metadata loaded");
         Ok(TopicManager {
             node,
+            groups: None,
             advertised_address,
             metadata,
             core,
@@ -273,6 +277,7 @@ impl Handler<DeleteTopic> for TopicManager {
         let timeout = self.propose_timeout;
         let directory = self.directory.clone();
         let store = self.factory.store.clone();
+        let groups = self.groups.clone();
         AtomicResponse::new(Box::pin(
             async move {
                 let (record, write) = plan?;
@@ -282,6 +287,14 @@ impl Handler<DeleteTopic> for TopicManager {
                     .map_err(propose_error_pub)?;
                 if let Some(entry) = directory.remove(&record.name) {
                     stop_topic(entry).await;
+                }
+                if let Some(groups) = groups {
+                    let forgotten = groups.send(TopicDeleted(record.name.clone())).await;
+                    if !matches!(forgotten, Ok(Ok(()))) {
+                        // The topic is gone either way; stale offsets only matter if it is
+                        // re-created, and the next delete of that name retries this.
+                        tracing::warn!(topic = %record.name, "groups could not forget the deleted topic's offsets");
+                    }
                 }
                 Ok(record)
             }
@@ -416,5 +429,18 @@ pub(crate) fn manager_factory(
         transport,
         tuning,
         settings,
+    }
+}
+
+/// Connects the group router, which exists only once the offsets topic is loaded.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AttachGroups(pub Addr<GroupRouter>);
+
+impl Handler<AttachGroups> for TopicManager {
+    type Result = ();
+
+    fn handle(&mut self, AttachGroups(groups): AttachGroups, _: &mut Self::Context) {
+        self.groups = Some(groups);
     }
 }
