@@ -11,6 +11,7 @@ use crate::api::{
 use crate::directory::{Directory, ReplicaHandle};
 use crate::partition::{PartitionReplica, ProposeKv};
 use actix::prelude::*;
+use gregor_cluster::KvWrite;
 use gregor_storage::{Clock, Offset, PartitionId};
 use std::sync::Arc;
 
@@ -55,12 +56,7 @@ impl GroupCoordinator {
         AtomicResponse::new(Box::pin(
             async move {
                 let (write, committed) = planned?;
-                replica.send(ProposeKv(write)).await.map_err(|_| {
-                    ApiError::new(
-                        ErrorCode::UNAVAILABLE,
-                        "the offsets partition stopped; retry",
-                    )
-                })??;
+                replicate(&replica, write).await?;
                 Ok(committed)
             }
             .into_actor(self)
@@ -70,6 +66,16 @@ impl GroupCoordinator {
             }),
         ))
     }
+}
+
+/// Writes offset rows through the group's `__consumer_offsets` partition.
+async fn replicate(replica: &Addr<PartitionReplica>, write: KvWrite) -> Result<(), ApiError> {
+    replica.send(ProposeKv(write)).await.map_err(|_| {
+        ApiError::new(
+            ErrorCode::UNAVAILABLE,
+            "the offsets partition stopped; retry",
+        )
+    })?
 }
 
 impl Actor for GroupCoordinator {
@@ -227,12 +233,7 @@ impl Handler<ResetOffsets> for GroupCoordinator {
                         None => None,
                         Some(planned) => {
                             let (write, committed) = planned?;
-                            replica.send(ProposeKv(write)).await.map_err(|_| {
-                                ApiError::new(
-                                    ErrorCode::UNAVAILABLE,
-                                    "the offsets partition stopped; retry",
-                                )
-                            })??;
+                            replicate(&replica, write).await?;
                             Some(committed)
                         }
                     };
@@ -270,12 +271,7 @@ impl Handler<ForgetTopic> for GroupCoordinator {
         AtomicResponse::new(Box::pin(
             async move {
                 if !write.deletes.is_empty() {
-                    replica.send(ProposeKv(write)).await.map_err(|_| {
-                        ApiError::new(
-                            ErrorCode::UNAVAILABLE,
-                            "the offsets partition stopped; retry",
-                        )
-                    })??;
+                    replicate(&replica, write).await?;
                 }
                 Ok(())
             }
