@@ -685,3 +685,34 @@ fn deleting_a_topic_forgets_its_committed_offsets_in_every_group() {
         node.shutdown().await;
     });
 }
+
+#[test]
+fn a_fetch_asking_for_4_gib_gets_at_most_the_broker_cap() {
+    use gregor_actors::partition::MAX_FETCH_BYTES;
+    run(|dir, clock| async move {
+        let node = start(dir.path(), &clock).await;
+        create(&node, "big", 1, Default::default()).await;
+        let value = "x".repeat(1_000_000);
+        let batches = (MAX_FETCH_BYTES as usize / value.len()) + 2;
+        for _ in 0..batches {
+            produce(&node, "big", 0, vec![batch(&[&value], T0)])
+                .await
+                .unwrap();
+        }
+        let request = Fetch {
+            max_bytes: u32::MAX,
+            ..fetch_request("big", 0, 0, 0)
+        };
+        let Response::Fetch(reply) = node.handle(Request::Fetch(request)).await.unwrap() else {
+            panic!("not a fetch")
+        };
+        let bytes: usize = reply.batches.iter().map(|b| b.len()).sum();
+        assert!(!reply.batches.is_empty());
+        assert!(
+            bytes <= MAX_FETCH_BYTES as usize,
+            "{bytes} bytes in one reply"
+        );
+        assert!(reply.batches.len() < batches);
+        node.shutdown().await;
+    });
+}

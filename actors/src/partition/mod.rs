@@ -4,4 +4,4 @@ pub mod core;
 mod replica;
 
 pub(crate) use replica::{compact_applied_log, propose_error as propose_error_pub};
-pub use replica::{PartitionReplica, ProposeKv, ReplicaSettings, StopReplica};
+pub use replica::{PartitionReplica, ProposeKv, ReplicaSettings, StopReplica, MAX_FETCH_BYTES};

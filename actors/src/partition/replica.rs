@@ -30,6 +30,10 @@ pub struct ReplicaSettings {
     pub propose_timeout: Duration,
 }
 
+/// Most batch bytes one fetch reply carries, whatever the client asks for: replies are built in
+/// memory, so a client asking for 4 GiB must not get it (Kafka's broker has `fetch.max.bytes`).
+pub const MAX_FETCH_BYTES: u32 = 32 * 1024 * 1024;
+
 type ProduceReplyTx = oneshot::Sender<Result<ProduceReply, ApiError>>;
 type FetchReplyTx = oneshot::Sender<Result<FetchReply, ApiError>>;
 
@@ -202,10 +206,11 @@ impl PartitionReplica {
         if request.offset == self.state.next_offset {
             return (must_answer || request.min_bytes == 0).then(|| Ok(reply(Vec::new())));
         }
-        match self
-            .store
-            .read_records(self.group_id(), request.offset, request.max_bytes as usize)
-        {
+        match self.store.read_records(
+            self.group_id(),
+            request.offset,
+            request.max_bytes.min(MAX_FETCH_BYTES) as usize,
+        ) {
             Ok(fetched) => {
                 let bytes: usize = fetched.batches.iter().map(|b| b.len()).sum();
                 (must_answer || bytes >= request.min_bytes as usize)
