@@ -380,13 +380,17 @@ impl Handler<Produce> for PartitionReplica {
             )));
         }
         self.schedule_flush(ctx);
+        let timeout_ms = request.timeout_ms.max(1);
         Box::pin(async move {
-            rx.await.unwrap_or_else(|_| {
-                Err(ApiError::new(
-                    ErrorCode::UNAVAILABLE,
-                    "the partition stopped; retry",
-                ))
-            })
+            match tokio::time::timeout(Duration::from_millis(u64::from(timeout_ms)), rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(ApiError::new(ErrorCode::UNAVAILABLE, "the partition stopped; retry")),
+                // The write stays queued and may still commit, as in Kafka: a retry can duplicate.
+                Err(_) => Err(ApiError::new(
+                    ErrorCode::TIMEOUT,
+                    format!("the batch was not acknowledged within {timeout_ms} ms; it may still be written"),
+                )),
+            }
         })
     }
 }
