@@ -493,6 +493,9 @@ async fn producer_loop(
     done: Shared<bool>,
 ) {
     let mut seq = 0u64;
+    // Invariant 2: one producer's acknowledged batches to a partition get increasing offsets in
+    // the order it sent them.
+    let mut last_acked: BTreeMap<u32, u64> = BTreeMap::new();
     while !*done.borrow() {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(5..80))).await;
         let Some(node) = broker.borrow().clone() else {
@@ -525,6 +528,13 @@ async fn producer_loop(
         let mut model = model.borrow_mut();
         match result {
             Ok(Response::Produce(reply)) => {
+                let last = last_acked.insert(partition, reply.base_offset.0 + count - 1);
+                if last.is_some_and(|last| reply.base_offset.0 <= last) {
+                    model.violation(format!(
+                        "producer {producer}: batch at {} on partition {partition} is not after its previous one at {last:?}",
+                        reply.base_offset
+                    ));
+                }
                 model.event(format!(
                     "produce p{producer} part={partition} n={count} -> offset {}",
                     reply.base_offset
