@@ -22,6 +22,8 @@ use std::time::Duration;
 
 /// How long a new partition's single-member group may take to become leader.
 const LEADERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between two bounded steps of removing a deleted topic's data.
+const DELETION_PAUSE: Duration = Duration::from_millis(1);
 /// Partitions between two progress lines while a large topic starts.
 const STARTUP_PROGRESS_EVERY: u32 = 1_000;
 
@@ -316,9 +318,13 @@ impl Handler<DeleteTopic> for TopicManager {
 async fn delete_groups(store: Store, groups: Vec<GroupId>) {
     for group in groups {
         loop {
-            match store.delete_group(group) {
+            let done = store.delete_group(group);
+            // Background work shares the thread that serves every partition: a pause between
+            // steps (not just a yield) keeps a large deletion from crowding out live traffic.
+            tokio::time::sleep(DELETION_PAUSE).await;
+            match done {
                 Ok(true) => break,
-                Ok(false) => tokio::task::yield_now().await,
+                Ok(false) => {}
                 Err(error) => {
                     tracing::error!(%group, %error, "removing a deleted topic's data failed");
                     break;
