@@ -682,6 +682,18 @@ fn deleting_a_topic_forgets_its_committed_offsets_in_every_group() {
             committed(node.clone(), "idle").await,
             vec!["kept".to_string()]
         );
+        let Response::ListGroups(groups) = node
+            .handle(Request::ListGroups(ListGroups {}))
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            groups,
+            vec!["idle".to_string()],
+            "a group with no offsets left is not listed"
+        );
         node.shutdown().await;
     });
 }

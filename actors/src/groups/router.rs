@@ -29,21 +29,7 @@ pub struct GroupRouter {
 impl GroupRouter {
     /// Scans the offsets state once to learn which groups exist.
     pub(crate) fn new(directory: Arc<Directory>, clock: Arc<dyn Clock>) -> Result<Self, String> {
-        let mut known = BTreeSet::new();
-        if let Some(entry) = directory.topic(OFFSETS_TOPIC) {
-            for replica in &entry.replicas {
-                let rows = replica
-                    .group
-                    .store()
-                    .kv_scan_prefix(replica.group.id(), b"")
-                    .map_err(|e| format!("reading committed offsets: {e}"))?;
-                known.extend(
-                    rows.iter()
-                        .filter_map(|(k, _)| decode_offset_key(k))
-                        .map(|(g, _, _)| g),
-                );
-            }
-        }
+        let known = groups_with_offsets(&directory)?;
         Ok(GroupRouter {
             directory,
             clock,
@@ -107,6 +93,26 @@ impl GroupRouter {
             }),
         }
     }
+}
+
+/// Every group that has at least one committed offset row.
+fn groups_with_offsets(directory: &Directory) -> Result<BTreeSet<String>, String> {
+    let mut known = BTreeSet::new();
+    if let Some(entry) = directory.topic(OFFSETS_TOPIC) {
+        for replica in &entry.replicas {
+            let rows = replica
+                .group
+                .store()
+                .kv_scan_prefix(replica.group.id(), b"")
+                .map_err(|e| format!("reading committed offsets: {e}"))?;
+            known.extend(
+                rows.iter()
+                    .filter_map(|(k, _)| decode_offset_key(k))
+                    .map(|(g, _, _)| g),
+            );
+        }
+    }
+    Ok(known)
 }
 
 /// Messages the router forwards, with their success type.
@@ -193,7 +199,7 @@ impl Handler<ListGroups> for GroupRouter {
 pub(crate) struct TopicDeleted(pub String);
 
 impl Handler<TopicDeleted> for GroupRouter {
-    type Result = ResponseFuture<Result<(), ApiError>>;
+    type Result = AtomicResponse<Self, Result<(), ApiError>>;
 
     fn handle(&mut self, TopicDeleted(topic): TopicDeleted, _: &mut Self::Context) -> Self::Result {
         let coordinators: Vec<Addr<GroupCoordinator>> =
@@ -203,7 +209,7 @@ impl Handler<TopicDeleted> for GroupRouter {
             .topic(OFFSETS_TOPIC)
             .map(|entry| entry.replicas)
             .unwrap_or_default();
-        Box::pin(async move {
+        let forget = async move {
             let stopped =
                 || ApiError::new(ErrorCode::UNAVAILABLE, "a group coordinator stopped; retry");
             // Running coordinators forget through their own mailbox, so their cached offsets
@@ -246,6 +252,12 @@ impl Handler<TopicDeleted> for GroupRouter {
                 }
             }
             Ok(())
-        })
+        };
+        // Groups whose only offsets were for this topic are no longer listed.
+        AtomicResponse::new(Box::pin(forget.into_actor(self).map(|result, act, _| {
+            result?;
+            act.known = groups_with_offsets(&act.directory).map_err(ApiError::internal)?;
+            Ok(())
+        })))
     }
 }
