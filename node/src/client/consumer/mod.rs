@@ -14,11 +14,11 @@ mod records;
 
 pub use records::ConsumerRecord;
 
+use super::admin::Admin;
 use super::cluster::{expect_reply, ClientConfig, Cluster, Route};
 use super::error::ClientError;
 use gregor_actors::api::{
-    ApiError, CommitOffsets, CommittedOffset, ErrorCode, Fetch, FetchOffsets, FetchReply,
-    ListOffsets, OffsetCommit, OffsetSpec, Request,
+    ApiError, CommittedOffset, ErrorCode, Fetch, FetchReply, OffsetCommit, OffsetSpec, Request,
 };
 use gregor_storage::{Offset, PartitionId};
 use records::decode_fetched;
@@ -197,6 +197,23 @@ impl Consumer {
         &self.cluster
     }
 
+    /// Group and offset requests are the admin client's; the consumer shares its connections.
+    fn admin(&self) -> Admin {
+        Admin::from_cluster(self.cluster.clone())
+    }
+
+    async fn offset_of(
+        &self,
+        tp: &TopicPartition,
+        spec: OffsetSpec,
+    ) -> Result<Offset, ClientError> {
+        let reply = self
+            .admin()
+            .list_offsets(&tp.topic, tp.partition, spec)
+            .await?;
+        Ok(reply.offset)
+    }
+
     /// Adds partitions of `topic` (all of them for `None`) to the assignment. With a group,
     /// each starts at the group's committed offset; without one (or with none committed) at
     /// the reset policy, unless [`Consumer::seek`] says otherwise before the next poll.
@@ -219,7 +236,9 @@ impl Consumer {
             )));
         }
         let committed: BTreeMap<PartitionId, Offset> = match &self.config.group {
-            Some(group) => fetch_committed(&self.cluster, group, Some(topic))
+            Some(group) => self
+                .admin()
+                .fetch_offsets(group, Some(topic))
                 .await?
                 .into_iter()
                 .filter(|c| c.topic == topic)
@@ -283,11 +302,9 @@ impl Consumer {
         }
         let offset = match to {
             SeekTo::Offset(offset) => offset,
-            SeekTo::Earliest => list_offset(&self.cluster, tp, OffsetSpec::Earliest).await?,
-            SeekTo::Latest => list_offset(&self.cluster, tp, OffsetSpec::Latest).await?,
-            SeekTo::Timestamp(ms) => {
-                list_offset(&self.cluster, tp, OffsetSpec::Timestamp(ms)).await?
-            }
+            SeekTo::Earliest => self.offset_of(tp, OffsetSpec::Earliest).await?,
+            SeekTo::Latest => self.offset_of(tp, OffsetSpec::Latest).await?,
+            SeekTo::Timestamp(ms) => self.offset_of(tp, OffsetSpec::Timestamp(ms)).await?,
         };
         if let Some(state) = self.partitions.get_mut(tp) {
             state.reposition(Some(offset));
@@ -368,11 +385,7 @@ impl Consumer {
                 metadata: None,
             })
             .collect();
-        let request = Request::CommitOffsets(CommitOffsets { group, offsets });
-        expect_reply!(
-            self.cluster.request(Route::Any, request).await?,
-            CommitOffsets
-        )?;
+        self.admin().commit_offsets(&group, offsets).await?;
         self.committed.extend(moved);
         Ok(())
     }
@@ -390,7 +403,7 @@ impl Consumer {
                 "committed offsets belong to a group; set one (--group)".into(),
             ));
         };
-        fetch_committed(&self.cluster, group, topic).await
+        self.admin().fetch_offsets(group, topic).await
     }
 
     /// Gives every partition without a position one, from the reset policy.
@@ -411,7 +424,7 @@ impl Consumer {
                     )))
                 }
             };
-            let offset = list_offset(&self.cluster, &tp, spec).await?;
+            let offset = self.offset_of(&tp, spec).await?;
             if let Some(state) = self.partitions.get_mut(&tp) {
                 state.reposition(Some(offset));
             }
@@ -536,33 +549,4 @@ fn joined(result: Result<FetchDone, tokio::task::JoinError>) -> FetchDone {
         // A fetch task only panics on a bug; carry the panic over to the caller.
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
-}
-
-async fn list_offset(
-    cluster: &Cluster,
-    tp: &TopicPartition,
-    spec: OffsetSpec,
-) -> Result<Offset, ClientError> {
-    let request = Request::ListOffsets(ListOffsets {
-        topic: tp.topic.to_string(),
-        partition: tp.partition,
-        spec,
-    });
-    let route = Route::Leader {
-        topic: tp.topic.to_string(),
-        partition: tp.partition,
-    };
-    Ok(expect_reply!(cluster.request(route, request).await?, ListOffsets)?.offset)
-}
-
-async fn fetch_committed(
-    cluster: &Cluster,
-    group: &str,
-    topic: Option<&str>,
-) -> Result<Vec<CommittedOffset>, ClientError> {
-    let request = Request::FetchOffsets(FetchOffsets {
-        group: group.to_owned(),
-        topic: topic.map(str::to_owned),
-    });
-    expect_reply!(cluster.request(Route::Any, request).await?, FetchOffsets)
 }
