@@ -381,17 +381,7 @@ mod tests {
         builder.finish()
     }
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    fn unhex(text: &str) -> Vec<u8> {
-        let text: String = text.split_whitespace().collect();
-        (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
-            .collect()
-    }
+    use crate::fixture_hex::{hex, unhex};
 
     /// Format version 1 as committed. If this test fails, the on-disk format changed: add a new
     /// version (and a reader for the old one) instead of editing the fixture.

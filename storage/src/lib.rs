@@ -40,3 +40,19 @@ pub use retention::{RetentionOutcome, RetentionPolicy};
 pub use state::{LogFloor, PartitionState};
 pub use state_machine::Applied;
 pub use store::Store;
+
+/// Hex helpers for the committed on-disk fixtures in the unit tests.
+#[cfg(test)]
+pub(crate) mod fixture_hex {
+    pub(crate) fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub(crate) fn unhex(text: &str) -> Vec<u8> {
+        let text: String = text.split_whitespace().collect();
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+}

@@ -233,17 +233,7 @@ pub(crate) fn decode_time_row(value: &[u8]) -> Result<Offset, StorageError> {
 mod tests {
     use super::*;
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    fn unhex(text: &str) -> Vec<u8> {
-        let text: String = text.split_whitespace().collect();
-        (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
-            .collect()
-    }
+    use crate::fixture_hex::{hex, unhex};
 
     // Format version 1 as committed: a failure here means the on-disk format changed.
     const GROUP_STATE_V1: &str = "01 0000000000000009 0000000000000002 000000000000000c

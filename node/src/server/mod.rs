@@ -114,11 +114,7 @@ pub async fn serve<H: RequestHandler>(
         config.max_in_flight_per_connection > 0,
         "max_in_flight_per_connection must be at least 1"
     );
-    let identity = ServerIdentity {
-        node_id: handler.node_id(),
-        server_version: SERVER_VERSION.to_owned(),
-        max_frame_bytes: config.max_frame_bytes,
-    };
+    let identity = identity_of(&handler, &config);
     let (stopping, stop_rx) = watch::channel(false);
     let connection_slots = Arc::new(Semaphore::new(config.max_connections));
     let mut connections = JoinSet::new();
@@ -228,11 +224,7 @@ pub async fn serve_connection<S, H>(
         config.max_in_flight_per_connection > 0,
         "max_in_flight_per_connection must be at least 1"
     );
-    let identity = ServerIdentity {
-        node_id: handler.node_id(),
-        server_version: SERVER_VERSION.to_owned(),
-        max_frame_bytes: config.max_frame_bytes,
-    };
+    let identity = identity_of(&handler, &config);
     connection::serve(stream, handler, config, identity, shutdown).await;
 }
 
@@ -241,5 +233,14 @@ fn report_connection_end(finished: Result<(), tokio::task::JoinError>) {
         if e.is_panic() {
             error!(error = %e, "a connection task panicked; other connections are unaffected");
         }
+    }
+}
+
+/// What the handshake tells clients about this server.
+fn identity_of<H: RequestHandler>(handler: &H, config: &ServerConfig) -> ServerIdentity {
+    ServerIdentity {
+        node_id: handler.node_id(),
+        server_version: SERVER_VERSION.to_owned(),
+        max_frame_bytes: config.max_frame_bytes,
     }
 }
