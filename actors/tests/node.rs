@@ -512,6 +512,29 @@ fn retention_removes_old_batches_only_and_fetch_below_start_is_out_of_range() {
             Offset(2),
             "the old batch went, the new one stayed"
         );
+        // Everything that reads the published state sees the new start, not only the replica.
+        let Response::DescribeTopic(description) = node
+            .handle(Request::DescribeTopic(DescribeTopic {
+                name: "logs".into(),
+            }))
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(description.partitions[0].log_start_offset, Offset(2));
+        let reset = ResetOffsets {
+            group: "g".into(),
+            topic: "logs".into(),
+            to: ResetTarget::Earliest,
+            dry_run: true,
+        };
+        let Response::ResetOffsets(resets) =
+            node.handle(Request::ResetOffsets(reset)).await.unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(resets[0].offset, Offset(2));
         assert_eq!(
             fetch_values(&node, "logs", 0, 2).await.unwrap(),
             vec![(2, "new".to_string())]

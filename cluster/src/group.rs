@@ -110,6 +110,15 @@ impl RaftGroup {
         self.storage.subscribe()
     }
 
+    /// Publishes the group's stored state to [`RaftGroup::applied`] subscribers; call it after
+    /// changing the state outside Raft (retention moving the log start).
+    ///
+    /// # Errors
+    /// Reading the state from storage failed.
+    pub fn publish_state(&self) -> anyhow::Result<()> {
+        self.storage.publish_state()
+    }
+
     pub fn store(&self) -> &Store {
         self.storage.store()
     }

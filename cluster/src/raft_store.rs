@@ -85,6 +85,12 @@ impl GroupStorage {
                 recent.pop_first();
             }
         }
+        self.publish_state()
+    }
+
+    /// Re-reads the group's state and tells every subscriber: after an apply, and after
+    /// retention moved the log start.
+    pub(crate) fn publish_state(&self) -> Result<()> {
         let state = self.store.partition_state(self.group)?;
         self.applied_tx.send_replace(state);
         Ok(())

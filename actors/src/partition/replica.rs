@@ -274,8 +274,9 @@ impl PartitionReplica {
                 }
             }
         }
-        if let Ok(state) = self.store.partition_state(self.group_id()) {
-            self.state = state;
+        // Subscribers (this actor, describe, group resets) learn the new log start.
+        if let Err(error) = self.group.publish_state() {
+            tracing::error!(topic = %self.topic.name, partition = %self.partition, %error, "reading partition state failed");
         }
     }
 }
@@ -353,12 +354,7 @@ impl Actor for PartitionReplica {
 
 impl StreamHandler<PartitionState> for PartitionReplica {
     fn handle(&mut self, state: PartitionState, _: &mut Self::Context) {
-        // Retention may have moved the log start further than this (older) snapshot says.
-        let log_start = self.state.log_start_offset.max(state.log_start_offset);
-        self.state = PartitionState {
-            log_start_offset: log_start,
-            ..state
-        };
+        self.state = state;
         self.wake_parked();
     }
 
