@@ -29,7 +29,7 @@ use crate::api::{ApiError, ErrorCode, Request, Response};
 use crate::directory::Directory;
 use crate::groups::GroupRouter;
 use crate::partition::{PartitionReplica, ReplicaSettings};
-use crate::topics::{manager_factory, AttachGroups};
+use crate::topics::{AttachGroups, ReplicaFactory};
 use crate::topics::{Shutdown, TopicManager};
 use actix::prelude::*;
 use gregor_cluster::{NoPeers, RaftTuning, Transport};
@@ -254,13 +254,13 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
         max_entry_bytes: 8 * 1024 * 1024,
         propose_timeout: Duration::from_secs(30),
     };
-    let factory = manager_factory(
-        store.clone(),
-        config.node_id,
-        env.transport.clone(),
-        env.raft_tuning,
+    let factory = ReplicaFactory {
+        store: store.clone(),
+        node: config.node_id,
+        transport: env.transport.clone(),
+        tuning: env.raft_tuning,
         settings,
-    );
+    };
     let directory = Arc::new(Directory::default());
     let topics = TopicManager::start(
         factory,

@@ -422,22 +422,6 @@ impl Handler<Shutdown> for TopicManager {
     }
 }
 
-pub(crate) fn manager_factory(
-    store: Store,
-    node: NodeId,
-    transport: Arc<dyn Transport>,
-    tuning: RaftTuning,
-    settings: ReplicaSettings,
-) -> ReplicaFactory {
-    ReplicaFactory {
-        store,
-        node,
-        transport,
-        tuning,
-        settings,
-    }
-}
-
 /// Connects the group router, which exists only once the offsets topic is loaded.
 #[derive(Message)]
 #[rtype(result = "()")]

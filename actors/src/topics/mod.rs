@@ -5,5 +5,5 @@ pub mod core;
 mod manager;
 
 pub use self::core::{TopicCore, TopicRecord, OFFSETS_TOPIC};
-pub(crate) use manager::{manager_factory, AttachGroups};
+pub(crate) use manager::{AttachGroups, ReplicaFactory};
 pub use manager::{Shutdown, TopicManager};
