@@ -1,5 +1,9 @@
 //! `gregor perf consume`: the consumer benchmark. It reads from the start (or `--from`) of
 //! every partition until `--records` have arrived.
+//!
+//! Its latency is end to end: the time a record is handed to the consumer minus the record's
+//! timestamp (set by the producer). Run it while `perf produce` writes and it measures how long
+//! records take from producer to consumer; run it over a backlog and it measures their age.
 
 use super::produce::print_progress;
 use super::stats::Recorder;
@@ -9,6 +13,7 @@ use crate::cli::consume::start_at;
 use crate::cli::UsageError;
 use crate::client::{Consumer, ConsumerConfig};
 use clap::Args;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -87,15 +92,37 @@ pub async fn run(connect: &ConnectArgs, args: ConsumePerfArgs) -> anyhow::Result
             continue;
         }
         last_record = Instant::now();
-        let bytes: usize = records.iter().map(|r| r.payload_len()).sum();
         consumed += records.len() as u64;
-        recorder.record(records.len() as u64, bytes as u64, None);
+        // One clock reading per poll; records are grouped by whole milliseconds of latency so
+        // the recorder is taken once per group, not once per record.
+        let now_ms = wall_clock_ms();
+        let mut by_latency: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+        for record in &records {
+            let slot = by_latency
+                .entry((now_ms - record.timestamp).max(0))
+                .or_default();
+            slot.0 += 1;
+            slot.1 += record.payload_len() as u64;
+        }
+        for (latency_ms, (count, bytes)) in by_latency {
+            let latency = Duration::from_millis(latency_ms as u64);
+            recorder.record(count, bytes, Some(latency));
+        }
     };
     let elapsed = start.elapsed();
     progress.abort();
     if args.group.is_some() {
         consumer.commit().await?;
     }
-    report("received", &recorder.summary(elapsed, false), args.json)?;
+    report("received", &recorder.summary(elapsed, true), args.json)?;
     outcome
+}
+
+/// Milliseconds since the epoch, to compare with record timestamps. The benchmark measures
+/// real time, so it reads the wall clock directly.
+#[allow(clippy::disallowed_methods)]
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
