@@ -205,6 +205,10 @@ fn long_poll_fetch_is_woken_by_a_produce_before_its_wait_ends() {
             started.elapsed() < Duration::from_secs(1),
             "woken on apply, not at the deadline"
         );
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "the fetch was parked until the produce, not answered before it"
+        );
 
         // With nothing arriving, the poll ends at its deadline with no batches.
         let started = tokio::time::Instant::now();
