@@ -20,11 +20,12 @@
 //!   on slow disks; survives a crash of the process but not of the machine, unless the other
 //!   replicas still hold the data. With one replica, a power cut can lose acknowledged records.
 
-use crate::protocol::DEFAULT_MAX_FRAME_BYTES;
 use crate::server::ServerConfig;
-use gregor_actors::api::MAX_PARTITIONS;
 use gregor_actors::NodeConfig;
-use gregor_storage::{FlushPolicy, NodeId};
+use gregor_protocol::api::MAX_PARTITIONS;
+use gregor_protocol::frame::DEFAULT_MAX_FRAME_BYTES;
+use gregor_protocol::NodeId;
+use gregor_storage::FlushPolicy;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;

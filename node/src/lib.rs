@@ -1,9 +1,10 @@
-//! The `gregor` binary's library: configuration, the client-facing msgpack TCP server, the Rust
-//! client library, the CLI and `perf`. It holds no broker logic: that lives in `gregor-actors`.
+//! The `gregor` binary's library: configuration, the client-facing msgpack TCP server, the CLI
+//! and `perf`. It holds no broker logic (that lives in `gregor-actors`), no wire types (those
+//! are `gregor-protocol`'s) and no client logic: the CLI and `perf` use `gregor-client`.
 
 pub mod cli;
-pub mod client;
 pub mod config;
-pub mod partitioner;
-pub mod protocol;
 pub mod server;
+
+/// The client library, for code that reached it here before it became its own crate.
+pub use gregor_client as client;

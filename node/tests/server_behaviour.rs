@@ -490,7 +490,7 @@ async fn connections_over_the_limit_wait_for_a_free_slot() {
     let server = TestServer::start(config).await;
     let first = server.client().await;
     let mut second = server.connect().await;
-    let hello = gregor::protocol::encode_frame(&RequestFrame {
+    let hello = gregor_protocol::frame::encode_frame(&RequestFrame {
         id: 1,
         request: Request::Hello(gregor_actors::api::Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -511,7 +511,7 @@ async fn connections_over_the_limit_wait_for_a_free_slot() {
 
 #[actix_rt::test]
 async fn a_connection_can_be_served_over_an_in_memory_stream() {
-    use gregor::protocol::{decode_response, encode_frame, read_frame};
+    use gregor_protocol::frame::{decode_response, encode_frame, read_frame};
     use tokio::io::AsyncWriteExt;
 
     let (mut client, server_side) = tokio::io::duplex(64 * 1024);

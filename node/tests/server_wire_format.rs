@@ -3,9 +3,9 @@
 //! server's codec produces and accepts. The worked examples in the document are generated here.
 
 use bytes::Bytes;
-use gregor::protocol::encode_frame;
 use gregor_actors::api::*;
-use gregor_storage::batch::{BatchBuilder, NewRecord};
+use gregor_protocol::batch::{BatchBuilder, NewRecord};
+use gregor_protocol::frame::encode_frame;
 use gregor_storage::{NodeId, Offset, PartitionId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -836,8 +836,8 @@ fn decoder_rejects_what_the_document_forbids() {
     for body in bad_bodies {
         assert!(
             matches!(
-                gregor::protocol::decode_request(&mp(&body)),
-                Err(gregor::protocol::RequestDecodeError::BadBody { id: 1, .. })
+                gregor_protocol::frame::decode_request(&mp(&body)),
+                Err(gregor_protocol::frame::RequestDecodeError::BadBody { id: 1, .. })
             ),
             "{body:?} should be refused"
         );
@@ -926,7 +926,7 @@ fn worked_examples_in_the_document_are_real() {
         }),
     });
     let mut stamped = batch.to_vec();
-    gregor_storage::batch::stamp(&mut stamped, 42, 3);
+    gregor_protocol::batch::stamp(&mut stamped, 42, 3);
     let mut missing = Vec::new();
     for (name, bytes) in [
         ("Hello frame", &hello[..]),
@@ -1074,7 +1074,7 @@ fn batches_built_from_the_document_match_the_server_format() {
     });
     assert_eq!(hex_dump(&two), hex_dump(&builder.finish()));
 
-    let view = gregor_storage::batch::BatchView::validate(&two).expect("the broker accepts it");
+    let view = gregor_protocol::batch::BatchView::validate(&two).expect("the broker accepts it");
     let records: Vec<_> = view
         .records()
         .collect::<Result<_, _>>()

@@ -14,7 +14,6 @@
 //! Durability: writes reach the OS when they return; `request_sync` makes them durable (one
 //! fsync for everything pending), and a failed write or fsync poisons the store for good.
 
-pub mod batch;
 mod clock;
 mod entry;
 mod error;
@@ -34,6 +33,8 @@ pub use clock::{Clock, SystemClock};
 pub use entry::{EntryPayload, KvOps, LogEntry};
 pub use error::StorageError;
 pub use fetch::FetchedBatches;
+/// The record batch format lives with the wire protocol; storage keeps the batches as they came.
+pub use gregor_protocol::batch;
 pub use ids::{GroupId, NodeId, Offset, PartitionId, TopicId};
 pub use options::{FlushPolicy, StoreOptions, SyncMode, DEFAULT_CACHE_BYTES};
 pub use retention::{RetentionOutcome, RetentionPolicy};

@@ -1,7 +1,7 @@
 //! Parsers for command-line values. Each returns a message that says what is accepted, so
 //! clap can print it as a usage error (exit code 2).
 
-use gregor_actors::api::Acks;
+use gregor_protocol::api::Acks;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// `--retention`: a duration such as `7d`, `12h`, `90min`, or `-1`/`forever`/`unlimited`.

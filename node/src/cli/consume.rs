@@ -6,9 +6,10 @@
 use super::args::{parse_from, FromSpec};
 use super::format::RecordFormat;
 use super::ConnectArgs;
-use crate::client::{ClientError, Consumer, ConsumerConfig, SeekTo, TopicPartition};
 use clap::Args;
-use gregor_storage::{Clock, Offset, PartitionId, SystemClock};
+use gregor_client::{ClientError, Consumer, ConsumerConfig, SeekTo, TopicPartition};
+use gregor_client::{Clock, SystemClock};
+use gregor_protocol::{Offset, PartitionId};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;

@@ -5,7 +5,7 @@
 //! `%%` a percent sign; escapes `\n`, `\t`, `\r`, `\\`. A null key or value prints as nothing.
 //! The format is parsed once, so printing a record is a walk over a few tokens.
 
-use crate::client::ConsumerRecord;
+use gregor_client::ConsumerRecord;
 use std::io::Write;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,7 +155,7 @@ impl RecordFormat {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use gregor_storage::{Offset, PartitionId};
+    use gregor_protocol::{Offset, PartitionId};
 
     fn record() -> ConsumerRecord {
         ConsumerRecord {

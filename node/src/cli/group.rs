@@ -2,10 +2,10 @@
 
 use super::args::{parse_datetime, parse_duration_ms};
 use super::{table, ConnectArgs};
-use crate::client::Admin;
 use clap::{ArgGroup, Args, Subcommand};
-use gregor_actors::api::{GroupDescription, OffsetReset, ResetTarget};
-use gregor_storage::Offset;
+use gregor_client::Admin;
+use gregor_protocol::api::{GroupDescription, OffsetReset, ResetTarget};
+use gregor_protocol::Offset;
 
 #[derive(Debug, Args)]
 pub struct GroupArgs {
@@ -155,8 +155,8 @@ pub fn reset_report(topic: &str, changes: &[OffsetReset]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gregor_actors::api::GroupPartitionLag;
-    use gregor_storage::PartitionId;
+    use gregor_protocol::api::GroupPartitionLag;
+    use gregor_protocol::PartitionId;
 
     #[test]
     fn describe_has_a_row_per_partition_with_lag() {

@@ -13,8 +13,8 @@ pub mod serve;
 pub mod table;
 pub mod topic;
 
-use crate::client::{ClientConfig, DEFAULT_BOOTSTRAP};
 use clap::{Args, Parser, Subcommand};
+use gregor_client::{ClientConfig, DEFAULT_BOOTSTRAP};
 use std::process::ExitCode;
 use std::time::Duration;
 

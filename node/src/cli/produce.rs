@@ -2,10 +2,10 @@
 
 use super::args::parse_acks;
 use super::ConnectArgs;
-use crate::client::{ClientError, DeliveryHandle, Producer, ProducerConfig, ProducerRecord};
 use clap::Args;
-use gregor_actors::api::Acks;
-use gregor_storage::PartitionId;
+use gregor_client::{ClientError, DeliveryHandle, Producer, ProducerConfig, ProducerRecord};
+use gregor_protocol::api::Acks;
+use gregor_protocol::PartitionId;
 use std::collections::VecDeque;
 use tokio::io::{AsyncBufReadExt, BufReader};
 

@@ -2,9 +2,9 @@
 
 use super::args::{parse_message_size, parse_retention, parse_size};
 use super::{table, ConnectArgs};
-use crate::client::{Admin, NewTopic};
 use clap::{Args, Subcommand};
-use gregor_actors::api::{TopicConfig, TopicConfigOverrides, TopicDescription};
+use gregor_client::{Admin, NewTopic};
+use gregor_protocol::api::{TopicConfig, TopicConfigOverrides, TopicDescription};
 use std::time::Duration;
 
 #[derive(Debug, Args)]
@@ -165,8 +165,8 @@ fn configs(config: &TopicConfig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gregor_actors::api::PartitionDescription;
-    use gregor_storage::{NodeId, Offset, PartitionId};
+    use gregor_protocol::api::PartitionDescription;
+    use gregor_protocol::{NodeId, Offset, PartitionId};
 
     #[test]
     fn describe_shows_config_and_a_row_per_partition() {

@@ -7,8 +7,8 @@
 use super::session::{Action, ServerIdentity, Session};
 use super::writer::{self, Outgoing};
 use super::{RequestHandler, ServerConfig};
-use crate::protocol::{encode_frame, read_frame, FrameError};
-use gregor_actors::api::{ApiError, ErrorCode, Request, Response, ResponseFrame};
+use gregor_protocol::api::{ApiError, ErrorCode, Request, Response, ResponseFrame};
+use gregor_protocol::frame::{encode_frame, read_frame, FrameError};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,10 +128,8 @@ impl<H: RequestHandler> RequestReader<H> {
                 Ok(Some(body)) => self.session.on_frame(&body),
                 Ok(None) => return Close::PeerClosed,
                 Err(FrameError::TooLarge { len, max }) => self.session.on_oversized_frame(len, max),
-                Err(FrameError::Truncated) => {
-                    return Close::PeerLost("closed in the middle of a frame".into())
-                }
-                Err(FrameError::Io(e)) => return Close::PeerLost(e.to_string()),
+                // Truncated or a socket error: either way the client is gone.
+                Err(e) => return Close::PeerLost(e.to_string()),
             };
             match action {
                 Action::Dispatch { id, request, reply } => {

@@ -16,9 +16,9 @@ mod writer;
 
 pub use session::{Action, ServerIdentity, Session, CONNECTION_ERROR_ID};
 
-use gregor_actors::api::{ApiError, Request, Response};
 use gregor_actors::Broker;
-use gregor_storage::NodeId;
+use gregor_protocol::api::{ApiError, Request, Response};
+use gregor_protocol::NodeId;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
@@ -83,7 +83,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            max_frame_bytes: crate::protocol::DEFAULT_MAX_FRAME_BYTES,
+            max_frame_bytes: gregor_protocol::frame::DEFAULT_MAX_FRAME_BYTES,
             max_in_flight_per_connection: 1024,
             max_connections: 10_000,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,

@@ -4,11 +4,11 @@
 //! (handshake, error codes, which requests get no reply, when to close) lives here so it can be
 //! tested without sockets.
 
-use crate::protocol::{decode_request, RequestDecodeError};
-use gregor_actors::api::{
+use gregor_protocol::api::{
     Acks, ApiError, ErrorCode, Hello, HelloReply, Request, ResponseFrame, PROTOCOL_VERSION,
 };
-use gregor_storage::NodeId;
+use gregor_protocol::frame::{decode_request, RequestDecodeError};
+use gregor_protocol::NodeId;
 use serde::Deserialize;
 
 /// The id of replies that cannot be tied to a request (the frame could not be decoded).
@@ -84,7 +84,7 @@ impl Session {
                 let reply = !matches!(&request, Request::Produce(p) if p.acks == Acks::None);
                 Action::Dispatch { id, request, reply }
             }
-            (request, false) => handshake_required(id, kind_of(&request)),
+            (request, false) => handshake_required(id, request.kind()),
         }
     }
 
@@ -95,7 +95,7 @@ impl Session {
         self.handshaken = true;
         Action::Reply(ResponseFrame {
             id,
-            result: Ok(gregor_actors::api::Response::Hello(HelloReply {
+            result: Ok(gregor_protocol::api::Response::Hello(HelloReply {
                 protocol_version: PROTOCOL_VERSION,
                 node_id: self.identity.node_id,
                 server_version: self.identity.server_version.clone(),
@@ -199,25 +199,6 @@ pub fn error_frame(id: u64, code: ErrorCode, message: String) -> ResponseFrame {
     }
 }
 
-fn kind_of(request: &Request) -> &'static str {
-    match request {
-        Request::Hello(_) => "Hello",
-        Request::CreateTopic(_) => "CreateTopic",
-        Request::DeleteTopic(_) => "DeleteTopic",
-        Request::ListTopics(_) => "ListTopics",
-        Request::DescribeTopic(_) => "DescribeTopic",
-        Request::Metadata(_) => "Metadata",
-        Request::Produce(_) => "Produce",
-        Request::Fetch(_) => "Fetch",
-        Request::ListOffsets(_) => "ListOffsets",
-        Request::CommitOffsets(_) => "CommitOffsets",
-        Request::FetchOffsets(_) => "FetchOffsets",
-        Request::ListGroups(_) => "ListGroups",
-        Request::DescribeGroup(_) => "DescribeGroup",
-        Request::ResetOffsets(_) => "ResetOffsets",
-    }
-}
-
 #[derive(Deserialize)]
 struct Head<R> {
     request: R,
@@ -254,8 +235,8 @@ fn hello_version(body: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use gregor_actors::api::{ListGroups, Produce, RequestFrame, Response};
-    use gregor_storage::PartitionId;
+    use gregor_protocol::api::{ListGroups, Produce, RequestFrame, Response};
+    use gregor_protocol::PartitionId;
     use serde::Serialize;
 
     fn session() -> Session {

@@ -2,12 +2,12 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use bytes::Bytes;
-use gregor::protocol::{decode_response, encode_frame, read_frame, DEFAULT_MAX_FRAME_BYTES};
 use gregor::server::{self, RequestHandler, ServerConfig};
 use gregor_actors::api::{
     ApiError, ClusterMetadata, Hello, ProduceReply, Request, RequestFrame, Response, ResponseFrame,
     TopicConfig, TopicDescription, PROTOCOL_VERSION,
 };
+use gregor_protocol::frame::{decode_response, encode_frame, read_frame, DEFAULT_MAX_FRAME_BYTES};
 use gregor_storage::{NodeId, Offset};
 use std::cell::Cell;
 use std::future::Future;

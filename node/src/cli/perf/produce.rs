@@ -10,11 +10,11 @@ use super::stats::{progress_line, Recorder, Throttle};
 use super::{report, ConnectArgs};
 use crate::cli::args::parse_acks;
 use crate::cli::UsageError;
-use crate::client::{
+use clap::Args;
+use gregor_client::{
     Admin, BatchOutcome, ClientError, NewTopic, Producer, ProducerConfig, ProducerRecord,
 };
-use clap::Args;
-use gregor_actors::api::{Acks, ErrorCode};
+use gregor_protocol::api::{Acks, ErrorCode};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;

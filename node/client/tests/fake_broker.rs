@@ -3,19 +3,19 @@
 //! in-memory one for the producer and consumer.
 
 use bytes::Bytes;
-use gregor::client::{
+use gregor_client::{
     AutoOffsetReset, ClientConfig, ClientError, Connection, ConnectionConfig, Consumer,
     ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo, TopicPartition,
 };
-use gregor::partitioner::partition_for_key;
-use gregor::protocol::{decode_request, encode_frame, read_frame, DEFAULT_MAX_FRAME_BYTES};
-use gregor_actors::api::{
+use gregor_protocol::api::{
     Acks, ApiError, BrokerInfo, ClusterMetadata, CommittedOffset, ErrorCode, FetchReply,
     HelloReply, ListGroups, ListOffsetsReply, OffsetSpec, PartitionMetadata, Produce, ProduceReply,
     Request, RequestFrame, Response, ResponseFrame, TopicMetadata, PROTOCOL_VERSION,
 };
-use gregor_storage::batch::{stamp, BatchBuilder, BatchView, NewRecord};
-use gregor_storage::{NodeId, Offset, PartitionId};
+use gregor_protocol::batch::{stamp, BatchBuilder, BatchView, NewRecord};
+use gregor_protocol::frame::{decode_request, encode_frame, read_frame, DEFAULT_MAX_FRAME_BYTES};
+use gregor_protocol::partitioner::partition_for_key;
+use gregor_protocol::{NodeId, Offset, PartitionId};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -798,7 +798,7 @@ async fn fire_and_forget_records_have_no_offset_but_arrive() {
     assert_eq!(handle.await.expect("written").offset, None);
     // The broker gets the frame after the client wrote it; a synchronous round trip on the
     // same connection orders after it.
-    let admin = gregor::client::Admin::from_cluster(producer.cluster().clone());
+    let admin = gregor_client::Admin::from_cluster(producer.cluster().clone());
     admin
         .list_offsets("t", PartitionId(0), OffsetSpec::Latest)
         .await
@@ -836,7 +836,7 @@ fn fill(broker: &MemoryBroker, topic: &str, partition: usize, batches: &[&[&[u8]
     }
 }
 
-fn offsets(records: &[gregor::client::ConsumerRecord]) -> Vec<u64> {
+fn offsets(records: &[gregor_client::ConsumerRecord]) -> Vec<u64> {
     records.iter().map(|r| r.offset.0).collect()
 }
 

@@ -3,10 +3,11 @@
 
 use super::connection::{Connection, ConnectionConfig};
 use super::error::ClientError;
-use gregor_actors::api::{
-    ApiError, ClusterMetadata, ErrorCode, Metadata, PartitionMetadata, Request, Response,
+use gregor_protocol::api::{
+    ApiError, ApiRequest, ClusterMetadata, ErrorCode, Metadata, PartitionMetadata, Request,
+    Response,
 };
-use gregor_storage::{NodeId, PartitionId};
+use gregor_protocol::{NodeId, PartitionId};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -447,9 +448,7 @@ impl Cluster {
                 Err(e) => return Err(e),
             }
         };
-        let Response::Metadata(metadata) = reply else {
-            return Err(unexpected_reply("Metadata", &reply));
-        };
+        let metadata = expect_reply::<Metadata>(reply)?;
         let mut state = lock(&self.inner.state);
         for broker in &metadata.brokers {
             state.brokers.insert(broker.node_id, broker.address.clone());
@@ -469,43 +468,16 @@ fn sorted_partitions(mut partitions: Vec<PartitionMetadata>) -> Vec<PartitionMet
     partitions
 }
 
+/// Takes the reply of request kind `R` out of `reply`, or fails with a protocol error (the
+/// broker answered with another kind).
+pub(crate) fn expect_reply<R: ApiRequest>(reply: Response) -> Result<R::Reply, ClientError> {
+    R::reply_from(reply).map_err(|other| unexpected_reply(R::KIND, &other))
+}
+
 /// The error for a reply of the wrong kind: the broker broke the protocol.
-pub(crate) fn unexpected_reply(expected: &str, got: &Response) -> ClientError {
+fn unexpected_reply(expected: &str, got: &Response) -> ClientError {
     ClientError::Protocol {
         addr: "the broker".into(),
-        reason: format!("expected a {expected} reply, got {}", response_kind(got)),
+        reason: format!("expected a {expected} reply, got {}", got.kind()),
     }
 }
-
-fn response_kind(reply: &Response) -> &'static str {
-    match reply {
-        Response::Hello(_) => "Hello",
-        Response::CreateTopic(_) => "CreateTopic",
-        Response::DeleteTopic(_) => "DeleteTopic",
-        Response::ListTopics(_) => "ListTopics",
-        Response::DescribeTopic(_) => "DescribeTopic",
-        Response::Metadata(_) => "Metadata",
-        Response::Produce(_) => "Produce",
-        Response::Fetch(_) => "Fetch",
-        Response::ListOffsets(_) => "ListOffsets",
-        Response::CommitOffsets(_) => "CommitOffsets",
-        Response::FetchOffsets(_) => "FetchOffsets",
-        Response::ListGroups(_) => "ListGroups",
-        Response::DescribeGroup(_) => "DescribeGroup",
-        Response::ResetOffsets(_) => "ResetOffsets",
-    }
-}
-
-/// Takes the expected variant out of a [`Response`], or fails with a protocol error.
-macro_rules! expect_reply {
-    ($reply:expr, $variant:ident) => {
-        match $reply {
-            gregor_actors::api::Response::$variant(body) => Ok(body),
-            other => Err($crate::client::cluster::unexpected_reply(
-                stringify!($variant),
-                &other,
-            )),
-        }
-    };
-}
-pub(crate) use expect_reply;

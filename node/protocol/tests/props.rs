@@ -2,9 +2,9 @@
 //! every request and reply survives a trip through a frame.
 
 use bytes::Bytes;
-use gregor::protocol::{decode_request, decode_response, encode_frame, read_frame};
-use gregor_actors::api::*;
-use gregor_storage::{Offset, PartitionId};
+use gregor_protocol::api::*;
+use gregor_protocol::frame::{decode_request, decode_response, encode_frame, read_frame};
+use gregor_protocol::{Offset, PartitionId};
 use proptest::prelude::*;
 
 fn name() -> impl Strategy<Value = String> {

@@ -1,8 +1,8 @@
 //! Delivery results. A batch's outcome is stored once and shared by all its records, so a
 //! record's handle costs one reference count, not a channel (Kafka's `ProduceRequestResult`).
 
-use crate::client::error::ClientError;
-use gregor_storage::{Offset, PartitionId};
+use crate::error::ClientError;
+use gregor_protocol::{Offset, PartitionId};
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};

@@ -1,7 +1,7 @@
 //! The client library's one error type.
 
-use gregor_actors::api::{ApiError, ErrorCode, ErrorDetail, Request};
-use gregor_storage::NodeId;
+use gregor_protocol::api::{ApiError, ErrorCode, ErrorDetail, Request};
+use gregor_protocol::NodeId;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -214,8 +214,8 @@ mod tests {
 
     #[test]
     fn unanswered_topic_creation_is_not_retried_but_a_fetch_is() {
-        use gregor_actors::api::{CreateTopic, Fetch, TopicConfigOverrides};
-        use gregor_storage::{Offset, PartitionId};
+        use gregor_protocol::api::{CreateTopic, Fetch, TopicConfigOverrides};
+        use gregor_protocol::{Offset, PartitionId};
         let e = ClientError::Timeout {
             addr: "a".into(),
             timeout: Duration::from_secs(1),

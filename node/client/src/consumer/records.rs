@@ -1,8 +1,8 @@
 //! Turning fetched batches into records: IO-free, so the skipping rules are unit-tested.
 
 use bytes::Bytes;
-use gregor_storage::batch::{BatchError, BatchView};
-use gregor_storage::{Offset, PartitionId};
+use gregor_protocol::batch::{BatchError, BatchView};
+use gregor_protocol::{Offset, PartitionId};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -104,7 +104,7 @@ fn decode_into(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gregor_storage::batch::{stamp, BatchBuilder, NewRecord};
+    use gregor_protocol::batch::{stamp, BatchBuilder, NewRecord};
 
     fn batch(base: u64, values: &[&[u8]]) -> Bytes {
         let mut b = BatchBuilder::with_capacity(256);

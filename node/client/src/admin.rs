@@ -3,13 +3,13 @@
 
 use super::cluster::{expect_reply, ClientConfig, Cluster, Route};
 use super::error::ClientError;
-use gregor_actors::api::{
+use gregor_protocol::api::{
     ClusterMetadata, CommitOffsets, CommittedOffset, CreateTopic, DeleteTopic, DescribeGroup,
     DescribeTopic, FetchOffsets, GroupDescription, ListGroups, ListOffsets, ListOffsetsReply,
     ListTopics, OffsetCommit, OffsetReset, OffsetSpec, Request, ResetOffsets, ResetTarget,
     TopicConfigOverrides, TopicDescription, TopicSummary,
 };
-use gregor_storage::PartitionId;
+use gregor_protocol::PartitionId;
 
 /// Administrative requests. Cheap to clone.
 #[derive(Clone)]
@@ -82,10 +82,7 @@ impl Admin {
             replication_factor: topic.replication_factor,
             config: topic.config,
         });
-        expect_reply!(
-            self.cluster.request(Route::Any, request).await?,
-            CreateTopic
-        )
+        expect_reply::<CreateTopic>(self.cluster.request(Route::Any, request).await?)
     }
 
     /// # Errors
@@ -96,7 +93,7 @@ impl Admin {
         });
         let reply = self.cluster.request(Route::Any, request).await;
         self.cluster.invalidate(name);
-        expect_reply!(reply?, DeleteTopic)
+        expect_reply::<DeleteTopic>(reply?)
     }
 
     /// # Errors
@@ -106,7 +103,7 @@ impl Admin {
         include_internal: bool,
     ) -> Result<Vec<TopicSummary>, ClientError> {
         let request = Request::ListTopics(ListTopics { include_internal });
-        expect_reply!(self.cluster.request(Route::Any, request).await?, ListTopics)
+        expect_reply::<ListTopics>(self.cluster.request(Route::Any, request).await?)
     }
 
     /// # Errors
@@ -115,10 +112,7 @@ impl Admin {
         let request = Request::DescribeTopic(DescribeTopic {
             name: name.to_owned(),
         });
-        expect_reply!(
-            self.cluster.request(Route::Any, request).await?,
-            DescribeTopic
-        )
+        expect_reply::<DescribeTopic>(self.cluster.request(Route::Any, request).await?)
     }
 
     /// Brokers and partition leaders; `None` for every non-internal topic.
@@ -151,7 +145,7 @@ impl Admin {
             topic: topic.to_owned(),
             partition,
         };
-        expect_reply!(self.cluster.request(route, request).await?, ListOffsets)
+        expect_reply::<ListOffsets>(self.cluster.request(route, request).await?)
     }
 
     /// Commits `offsets` for `group` (each the next offset the group will read).
@@ -167,10 +161,7 @@ impl Admin {
             group: group.to_owned(),
             offsets,
         });
-        expect_reply!(
-            self.cluster.request(Route::Any, request).await?,
-            CommitOffsets
-        )
+        expect_reply::<CommitOffsets>(self.cluster.request(Route::Any, request).await?)
     }
 
     /// The group's committed offsets, for one topic or all.
@@ -186,20 +177,16 @@ impl Admin {
             group: group.to_owned(),
             topic: topic.map(str::to_owned),
         });
-        expect_reply!(
-            self.cluster.request(Route::Any, request).await?,
-            FetchOffsets
-        )
+        expect_reply::<FetchOffsets>(self.cluster.request(Route::Any, request).await?)
     }
 
     /// # Errors
     /// The request's failure.
     pub async fn list_groups(&self) -> Result<Vec<String>, ClientError> {
-        expect_reply!(
+        expect_reply::<ListGroups>(
             self.cluster
                 .request(Route::Any, Request::ListGroups(ListGroups {}))
                 .await?,
-            ListGroups
         )
     }
 
@@ -211,10 +198,7 @@ impl Admin {
         let request = Request::DescribeGroup(DescribeGroup {
             group: group.to_owned(),
         });
-        expect_reply!(
-            self.cluster.request(Route::Any, request).await?,
-            DescribeGroup
-        )
+        expect_reply::<DescribeGroup>(self.cluster.request(Route::Any, request).await?)
     }
 
     /// Moves `group`'s committed offsets on every partition of `topic`; with `dry_run`, only
@@ -235,9 +219,6 @@ impl Admin {
             to,
             dry_run,
         });
-        expect_reply!(
-            self.cluster.request(Route::Any, request).await?,
-            ResetOffsets
-        )
+        expect_reply::<ResetOffsets>(self.cluster.request(Route::Any, request).await?)
     }
 }

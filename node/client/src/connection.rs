@@ -8,12 +8,12 @@
 //! slot rather than queueing without limit.
 
 use super::error::ClientError;
-use crate::protocol::{decode_response, encode_frame, read_frame, DEFAULT_MAX_FRAME_BYTES};
 use bytes::{Buf, Bytes};
-use gregor_actors::api::{
+use gregor_protocol::api::{
     Hello, HelloReply, Request, RequestFrame, Response, ResponseFrame, PROTOCOL_VERSION,
 };
-use gregor_storage::NodeId;
+use gregor_protocol::frame::{decode_response, encode_frame, read_frame, DEFAULT_MAX_FRAME_BYTES};
+use gregor_protocol::NodeId;
 use std::collections::BTreeMap;
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -354,7 +354,7 @@ impl Connection {
 
     fn encode(&self, id: u64, request: Request) -> Result<Bytes, ClientError> {
         let frame = encode_frame(&RequestFrame { id, request });
-        let body = frame.len() - crate::protocol::LENGTH_PREFIX_BYTES;
+        let body = frame.len() - gregor_protocol::frame::LENGTH_PREFIX_BYTES;
         let max = self.inner.hello.max_frame_bytes as usize;
         if body > max {
             return Err(ClientError::RequestTooLarge { size: body, max });

@@ -11,7 +11,7 @@
 
 use super::delivery::BatchShared;
 use bytes::Bytes;
-use gregor_storage::batch::{BatchBuilder, NewRecord, HEADER_LEN};
+use gregor_protocol::batch::{BatchBuilder, NewRecord, HEADER_LEN};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -331,7 +331,7 @@ impl std::fmt::Debug for SealedBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gregor_storage::batch::BatchView;
+    use gregor_protocol::batch::BatchView;
 
     const LINGER: Duration = Duration::from_millis(5);
 

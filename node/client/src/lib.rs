@@ -1,13 +1,14 @@
-//! The Rust client library: [`Admin`], [`Producer`] and [`Consumer`] over the msgpack TCP
-//! protocol, on tokio (no actix needed).
+//! The Rust client for Gregor: [`Admin`], [`Producer`] and [`Consumer`] over Gregor's msgpack
+//! TCP protocol, on tokio. It depends on the protocol crate (`gregor-protocol`) and nothing of
+//! the broker: no actix, no Raft, no storage engine.
 //!
 //! Layers, bottom up: a [`Connection`] pipelines requests to one broker; a [`Cluster`] keeps a
 //! connection per broker, routes each request (to a partition's leader when it must) and
 //! retries retriable failures; the three clients build on it.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), gregor::client::ClientError> {
-//! use gregor::client::{Producer, ProducerConfig, ProducerRecord};
+//! # async fn demo() -> Result<(), gregor_client::ClientError> {
+//! use gregor_client::{Producer, ProducerConfig, ProducerRecord};
 //! let producer = Producer::connect(ProducerConfig::new("127.0.0.1:9092")).await?;
 //! let delivery = producer.send(ProducerRecord::new("orders", b"hello").key(b"customer-7")).await?;
 //! let metadata = delivery.await?;
@@ -16,6 +17,7 @@
 //! ```
 
 mod admin;
+mod clock;
 mod cluster;
 mod connection;
 mod consumer;
@@ -23,12 +25,15 @@ mod error;
 mod producer;
 
 pub use admin::{Admin, NewTopic};
+pub use clock::{Clock, SystemClock};
 pub use cluster::{ClientConfig, Cluster, Route, DEFAULT_BOOTSTRAP};
 pub use connection::{Connection, ConnectionConfig};
 pub use consumer::{
     AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, SeekTo, TopicPartition,
 };
 pub use error::ClientError;
+/// The wire types the client's API speaks in (requests, replies, ids, record batches).
+pub use gregor_protocol as protocol;
 pub use producer::{
     BatchObserver, BatchOutcome, DeliveryHandle, Header, PartitionFn, Partitioner, Producer,
     ProducerConfig, ProducerRecord, RecordMetadata,

@@ -16,19 +16,22 @@
 
 mod accumulator;
 mod delivery;
+mod sticky;
 
 pub use delivery::{DeliveryHandle, RecordMetadata};
 
 use super::cluster::{expect_reply, ClientConfig, Cluster, Route};
 use super::error::ClientError;
-use crate::partitioner::{partition_for_key, StickyPartitioner};
+use crate::clock::{Clock, SystemClock};
 use accumulator::{Accumulator, Append, Limits, ProduceJob};
-use gregor_actors::api::{Acks, ApiError, ErrorCode, Produce, Request};
-use gregor_storage::batch::NewRecord;
-use gregor_storage::{Clock, Offset, PartitionId, SystemClock};
+use gregor_protocol::api::{Acks, ApiError, ErrorCode, Produce, Request};
+use gregor_protocol::batch::NewRecord;
+use gregor_protocol::partitioner::partition_for_key;
+use gregor_protocol::{Offset, PartitionId};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use sticky::StickyPartitioner;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::Instant;
 
@@ -567,7 +570,7 @@ async fn run_job(shared: Arc<Shared>, job: ProduceJob) {
             .map(|()| None)
     } else {
         match shared.cluster.request(route, request).await {
-            Ok(reply) => expect_reply!(reply, Produce).map(|r| Some(r.base_offset)),
+            Ok(reply) => expect_reply::<Produce>(reply).map(|r| Some(r.base_offset)),
             Err(e) => Err(e),
         }
     };

@@ -17,10 +17,10 @@ pub use records::ConsumerRecord;
 use super::admin::Admin;
 use super::cluster::{expect_reply, ClientConfig, Cluster, Route};
 use super::error::ClientError;
-use gregor_actors::api::{
+use gregor_protocol::api::{
     ApiError, CommittedOffset, ErrorCode, Fetch, FetchReply, OffsetCommit, OffsetSpec, Request,
 };
-use gregor_storage::{Offset, PartitionId};
+use gregor_protocol::{Offset, PartitionId};
 use records::decode_fetched;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -466,7 +466,7 @@ impl Consumer {
                     partition: tp.partition,
                 };
                 let result = match cluster.request_with_timeout(route, request, timeout).await {
-                    Ok(reply) => expect_reply!(reply, Fetch),
+                    Ok(reply) => expect_reply::<Fetch>(reply),
                     Err(e) => Err(e),
                 };
                 FetchDone {

@@ -2,8 +2,8 @@
 //! map (rmp-serde "named" encoding) of a [`RequestFrame`] or [`ResponseFrame`]. PROTOCOL.md is
 //! the full description.
 
+use crate::api::{Request, RequestFrame, Response, ResponseFrame};
 use bytes::{BufMut, Bytes, BytesMut};
-use gregor_actors::api::{Request, RequestFrame, Response, ResponseFrame};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -164,7 +164,7 @@ pub fn decode_response(body: &[u8]) -> Result<ResponseFrame, rmp_serde::decode::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gregor_actors::api::{ListGroups, ListTopics};
+    use crate::api::{ListGroups, ListTopics};
 
     #[tokio::test]
     async fn frame_round_trips_and_limit_is_checked_before_allocating() {
