@@ -12,10 +12,13 @@ mod codec;
 pub mod command;
 pub mod error;
 pub mod group;
+pub mod membership;
 mod raft_store;
+pub mod rpc;
 pub mod transport;
 
 pub use command::{ApplyOutcome, Command, KvWrite};
 pub use error::ProposeError;
 pub use group::{GroupRole, RaftGroup, RaftTuning};
-pub use transport::{NoPeers, Transport};
+pub use rpc::{RpcError, RpcKind, RpcRequest, RpcResponse};
+pub use transport::{NoPeers, PeerHandler, Transport};
