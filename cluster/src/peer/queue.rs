@@ -62,6 +62,11 @@ impl OutboundQueue {
         deadline: Instant,
     ) -> Option<OwnedSemaphorePermit> {
         let permits = u32::try_from(bytes).expect("message size checked against the frame limit");
+        if let Ok(permit) = self.room.clone().try_acquire_many_owned(permits) {
+            return Some(permit);
+        }
+        // Full: perhaps of requests nobody waits for (no connection has drained them).
+        self.lock().drop_expired(Instant::now());
         let acquire = self.room.clone().acquire_many_owned(permits);
         match tokio::time::timeout_at(deadline, acquire).await {
             Ok(Ok(permit)) => Some(permit),
@@ -131,6 +136,18 @@ impl OutboundQueue {
 }
 
 impl Items {
+    fn drop_expired(&mut self, now: Instant) {
+        let mut urgent_dropped = 0;
+        self.queue.retain(|message| {
+            let keep = message.expires.is_none_or(|at| at > now);
+            if !keep && message.linger_until.is_none() {
+                urgent_dropped += 1;
+            }
+            keep
+        });
+        self.urgent -= urgent_dropped;
+    }
+
     fn drop_stale(&mut self, connection: u64, now: Instant) {
         let before = self.queue.len();
         let mut urgent_dropped = 0;
@@ -210,6 +227,17 @@ mod tests {
         assert_eq!(frame.len(), 2);
         drop(frame);
         assert!(queue.reserve(200, deadline).await.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_makes_room_by_dropping_requests_past_their_deadline() {
+        let queue = OutboundQueue::new(100);
+        let mut expired = message(&queue, 100, None).await;
+        expired.expires = Some(Instant::now() + Duration::from_millis(5));
+        queue.push(expired);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let deadline = Instant::now() + Duration::from_millis(1);
+        assert!(queue.reserve(100, deadline).await.is_some());
     }
 
     #[tokio::test(start_paused = true)]
