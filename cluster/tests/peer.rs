@@ -37,16 +37,17 @@ impl PeerHandler for Echo {
         group: GroupId,
         rpc: AppendEntriesRequest<Command>,
     ) -> Result<AppendEntriesResponse, RpcError> {
+        // Work of uneven length before taking the request in: a later request overtakes an
+        // earlier one here unless the transport hands one group's requests over in order.
+        for _ in 0..(rpc.term * 7 % 5) {
+            tokio::task::yield_now().await;
+        }
         self.arrivals
             .lock()
             .unwrap()
             .entry(group)
             .or_default()
             .push(rpc.term);
-        // Give other requests every chance to overtake this one if the transport let them.
-        for _ in 0..(rpc.term % 3) {
-            tokio::task::yield_now().await;
-        }
         if self.blocked_group == Some(group) {
             self.release.notified().await;
         }
