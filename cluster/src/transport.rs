@@ -1,17 +1,24 @@
-//! The node-to-node seam. Every group's Raft RPCs go through one [`Transport`]; production plugs
-//! in a multiplexed TCP connection per peer, the simulation an in-memory network with faults.
+//! The node-to-node seams. Outbound, every group's Raft RPCs and the nodes' own messages go
+//! through one [`Transport`]; inbound, a transport hands what arrives to the node's
+//! [`PeerHandler`]. Production plugs in [`crate::peer::PeerTransport`] (one multiplexed TCP
+//! connection per peer), the simulation an in-memory network with faults.
+//!
+//! The one rule every [`Transport`] keeps: an error is returned only after awaiting something
+//! (a delay, a timeout, the peer). async-raft retries a failed RPC at once, so an immediate
+//! error would make its replication loop spin and wedge a single-threaded runtime.
 
 use crate::command::Command;
-use anyhow::{anyhow, Result};
-use async_raft::raft::{
+use crate::rpc::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    RpcError, VoteRequest, VoteResponse,
 };
 use async_raft::RaftNetwork;
+use bytes::Bytes;
 use gregor_storage::{GroupId, NodeId};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The outbound seam: sends a request to `target` and waits for its answer.
 #[async_trait::async_trait]
 pub trait Transport: Send + Sync + 'static {
     async fn append_entries(
@@ -19,14 +26,48 @@ pub trait Transport: Send + Sync + 'static {
         target: NodeId,
         group: GroupId,
         rpc: AppendEntriesRequest<Command>,
-    ) -> Result<AppendEntriesResponse>;
+    ) -> Result<AppendEntriesResponse, RpcError>;
     async fn install_snapshot(
         &self,
         target: NodeId,
         group: GroupId,
         rpc: InstallSnapshotRequest,
-    ) -> Result<InstallSnapshotResponse>;
-    async fn vote(&self, target: NodeId, group: GroupId, rpc: VoteRequest) -> Result<VoteResponse>;
+    ) -> Result<InstallSnapshotResponse, RpcError>;
+    async fn vote(
+        &self,
+        target: NodeId,
+        group: GroupId,
+        rpc: VoteRequest,
+    ) -> Result<VoteResponse, RpcError>;
+    /// A message that is not Raft (leadership hints, later more); the bytes are the caller's.
+    async fn node_message(&self, target: NodeId, message: Bytes) -> Result<Bytes, RpcError>;
+}
+
+/// The inbound seam: what a node does with the requests its peers send it. The node's
+/// dispatcher implements it (routing each group's RPC to its Raft, with async-raft's bugs
+/// contained); transports call it concurrently, but hand over the requests of one group in the
+/// order they arrived.
+#[async_trait::async_trait]
+pub trait PeerHandler: Send + Sync + 'static {
+    async fn append_entries(
+        &self,
+        from: NodeId,
+        group: GroupId,
+        rpc: AppendEntriesRequest<Command>,
+    ) -> Result<AppendEntriesResponse, RpcError>;
+    async fn vote(
+        &self,
+        from: NodeId,
+        group: GroupId,
+        rpc: VoteRequest,
+    ) -> Result<VoteResponse, RpcError>;
+    async fn install_snapshot(
+        &self,
+        from: NodeId,
+        group: GroupId,
+        rpc: InstallSnapshotRequest,
+    ) -> Result<InstallSnapshotResponse, RpcError>;
+    async fn node_message(&self, from: NodeId, message: Bytes) -> Result<Bytes, RpcError>;
 }
 
 /// A node with no peers: every group has one member, so Raft never sends an RPC. Should one be
@@ -35,11 +76,12 @@ pub struct NoPeers;
 
 const NO_PEER_FAILURE_DELAY: Duration = Duration::from_millis(100);
 
-async fn no_peer<T>(target: NodeId) -> Result<T> {
+async fn no_peer<T>(target: NodeId) -> Result<T, RpcError> {
     tokio::time::sleep(NO_PEER_FAILURE_DELAY).await;
-    Err(anyhow!(
-        "node {target} is unreachable: this node runs without peers"
-    ))
+    Err(RpcError::Unreachable {
+        node: target,
+        reason: "this node runs without peers".into(),
+    })
 }
 
 #[async_trait::async_trait]
@@ -49,7 +91,7 @@ impl Transport for NoPeers {
         target: NodeId,
         _group: GroupId,
         _rpc: AppendEntriesRequest<Command>,
-    ) -> Result<AppendEntriesResponse> {
+    ) -> Result<AppendEntriesResponse, RpcError> {
         no_peer(target).await
     }
     async fn install_snapshot(
@@ -57,7 +99,7 @@ impl Transport for NoPeers {
         target: NodeId,
         _group: GroupId,
         _rpc: InstallSnapshotRequest,
-    ) -> Result<InstallSnapshotResponse> {
+    ) -> Result<InstallSnapshotResponse, RpcError> {
         no_peer(target).await
     }
     async fn vote(
@@ -65,7 +107,10 @@ impl Transport for NoPeers {
         target: NodeId,
         _group: GroupId,
         _rpc: VoteRequest,
-    ) -> Result<VoteResponse> {
+    ) -> Result<VoteResponse, RpcError> {
+        no_peer(target).await
+    }
+    async fn node_message(&self, target: NodeId, _message: Bytes) -> Result<Bytes, RpcError> {
         no_peer(target).await
     }
 }
@@ -82,21 +127,39 @@ impl RaftNetwork<Command> for GroupNetwork {
         &self,
         target: u64,
         rpc: AppendEntriesRequest<Command>,
-    ) -> Result<AppendEntriesResponse> {
-        self.transport
+    ) -> anyhow::Result<AppendEntriesResponse> {
+        Ok(self
+            .transport
             .append_entries(NodeId(target), self.group, rpc)
-            .await
+            .await?)
     }
     async fn install_snapshot(
         &self,
         target: u64,
         rpc: InstallSnapshotRequest,
-    ) -> Result<InstallSnapshotResponse> {
-        self.transport
+    ) -> anyhow::Result<InstallSnapshotResponse> {
+        Ok(self
+            .transport
             .install_snapshot(NodeId(target), self.group, rpc)
-            .await
+            .await?)
     }
-    async fn vote(&self, target: u64, rpc: VoteRequest) -> Result<VoteResponse> {
-        self.transport.vote(NodeId(target), self.group, rpc).await
+    async fn vote(&self, target: u64, rpc: VoteRequest) -> anyhow::Result<VoteResponse> {
+        Ok(self.transport.vote(NodeId(target), self.group, rpc).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn no_peers_fails_only_after_a_delay() {
+        let started = tokio::time::Instant::now();
+        let error = NoPeers
+            .node_message(NodeId(2), Bytes::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, RpcError::Unreachable { .. }));
+        assert!(started.elapsed() >= NO_PEER_FAILURE_DELAY);
     }
 }
