@@ -8,8 +8,12 @@
 pub mod api;
 mod directory;
 pub mod groups;
+pub mod metadata;
 pub mod node;
 pub mod partition;
+pub mod placement;
+#[cfg(test)]
+mod testdata;
 pub mod topics;
 
 pub use node::{start_node, start_node_with, Broker, NodeConfig, NodeEnv, StartError};
