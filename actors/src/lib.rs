@@ -12,6 +12,7 @@ pub mod metadata;
 pub mod node;
 pub mod partition;
 pub mod placement;
+pub mod reconcile;
 #[cfg(test)]
 mod testdata;
 pub mod topics;

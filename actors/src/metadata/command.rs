@@ -48,8 +48,9 @@ pub enum MetadataCommand {
         id: TopicId,
     },
     /// Starts (or redirects) a move of a partition to `target`, planned against the
-    /// assignment's `expected_revision`. A target equal to the replica set in force cancels a
-    /// move.
+    /// assignment's `expected_revision`. A move is never dropped, only redirected (back to the
+    /// set in force, to undo it): a newcomer may already be a Raft member, and only the
+    /// partition leader's `CompleteMove` says it no longer is.
     MovePartition {
         topic: TopicId,
         partition: PartitionId,

@@ -237,6 +237,7 @@ impl MetadataCore {
                 .map(|replicas| PartitionAssignment {
                     replicas: replicas.clone(),
                     target: None,
+                    retiring: Vec::new(),
                     revision: index,
                 })
                 .collect(),
@@ -403,15 +404,27 @@ impl MetadataCore {
             Ok(assignment) => assignment,
             Err(rejection) => return rejected(rejection),
         };
-        let cancel = assignment.replicas == target;
-        assignment.target = (!cancel).then(|| target.to_vec());
+        match &assignment.target {
+            None if assignment.replicas == target => {
+                return rejected(Rejection::Invalid {
+                    reason: format!("partition {partition} already has replicas {target:?}"),
+                })
+            }
+            None => {}
+            Some(previous) => {
+                for node in previous {
+                    let dropped = !target.contains(node) && !assignment.replicas.contains(node);
+                    if dropped && !assignment.retiring.contains(node) {
+                        assignment.retiring.push(*node);
+                    }
+                }
+            }
+        }
+        assignment.retiring.retain(|node| !target.contains(node));
+        assignment.target = Some(target.to_vec());
         assignment.revision = index;
         rows::put_assignment(rows, topic, partition, assignment);
-        if cancel {
-            MetadataOutcome::MoveCancelled { revision: index }
-        } else {
-            MetadataOutcome::MoveStarted { revision: index }
-        }
+        MetadataOutcome::MoveStarted { revision: index }
     }
 
     fn complete_move(
@@ -430,6 +443,7 @@ impl MetadataCore {
             return rejected(Rejection::NoMoveInProgress);
         };
         assignment.replicas = target;
+        assignment.retiring.clear();
         assignment.revision = index;
         rows::put_assignment(rows, topic, partition, assignment);
         MetadataOutcome::MoveCompleted { revision: index }

@@ -11,6 +11,8 @@ pub mod view;
 
 #[cfg(test)]
 mod core_tests;
+#[cfg(test)]
+pub(crate) mod test_harness;
 
 pub use self::command::{MetadataCommand, MetadataOutcome, Rejection};
 pub use self::core::MetadataCore;

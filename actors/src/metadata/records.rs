@@ -72,15 +72,20 @@ pub struct PartitionAssignment {
     pub replicas: Vec<NodeId>,
     /// A move in progress: the set the partition's Raft membership is converging to.
     pub target: Option<Vec<NodeId>>,
+    /// Newcomers of a redirected move that the new target dropped. They may already be Raft
+    /// members, so they keep their replicas until the move completes (the partition leader
+    /// removes them from the membership first).
+    #[serde(default)]
+    pub retiring: Vec<NodeId>,
     pub revision: u64,
 }
 
 impl PartitionAssignment {
-    /// Every node that must host a replica now: the set in force plus a move's newcomers, in
-    /// that order.
+    /// Every node that must host a replica now: the set in force, then a move's newcomers,
+    /// then the retiring ones.
     pub fn members(&self) -> Vec<NodeId> {
         let mut members = self.replicas.clone();
-        for node in self.target.iter().flatten() {
+        for node in self.target.iter().flatten().chain(&self.retiring) {
             if !members.contains(node) {
                 members.push(*node);
             }
@@ -89,7 +94,9 @@ impl PartitionAssignment {
     }
 
     pub fn hosts(&self, node: NodeId) -> bool {
-        self.replicas.contains(&node) || self.target.as_ref().is_some_and(|t| t.contains(&node))
+        self.replicas.contains(&node)
+            || self.target.as_ref().is_some_and(|t| t.contains(&node))
+            || self.retiring.contains(&node)
     }
 
     pub fn preferred_leader(&self) -> NodeId {

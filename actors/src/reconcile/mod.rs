@@ -1,0 +1,9 @@
+//! Reconciliation: every node compares what the applied metadata assigns to it with the
+//! replicas it runs and stores, and starts, stops and deletes replicas until they agree.
+//! [`plan`] decides; the executor carries the plan out.
+
+pub mod plan;
+#[cfg(test)]
+mod tests;
+
+pub use plan::{plan, Action, Local, StartMode};
