@@ -10,6 +10,7 @@ mod directory;
 pub mod groups;
 pub mod metadata;
 pub mod node;
+pub mod operations;
 pub mod partition;
 pub mod placement;
 pub mod reconcile;
