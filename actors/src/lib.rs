@@ -8,6 +8,8 @@
 pub mod api;
 mod directory;
 pub mod groups;
+pub mod hints;
+pub mod messages;
 pub mod metadata;
 pub mod node;
 pub mod operations;

@@ -2,8 +2,10 @@
 //! replicas it runs and stores, and starts, stops and deletes replicas until they agree.
 //! [`plan`] decides; the executor carries the plan out.
 
+pub mod local;
 pub mod plan;
 #[cfg(test)]
 mod tests;
 
+pub use local::{LocalRegistry, Registered, LOCAL_GROUP};
 pub use plan::{plan, Action, Local, StartMode};

@@ -9,9 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartMode {
     /// The founding replica of a partition that has never moved and never ran here:
-    /// initialises the group with these members. Only this replica ever initialises it, so no
-    /// node can form a group of its own beside the real one.
-    Found { members: Vec<NodeId> },
+    /// initialises the group with itself as its only member; the partition's leader then
+    /// brings the other replicas in one membership change at a time, as for any move. Only
+    /// this replica ever initialises the group, so no node can form a group of its own beside
+    /// the real one.
+    Found,
     /// Placed here later: starts empty, as a learner, and waits for the leader to bring it in.
     Join,
     /// The group has state here: carries on from it.
@@ -77,9 +79,7 @@ pub fn plan(view: &MetadataView, node: NodeId, local: &Local) -> Vec<Action> {
         let mode = if local.with_state.contains(&group) {
             StartMode::Restart
         } else if replica.topic.founds(replica.partition, node) {
-            StartMode::Found {
-                members: replica.assignment().replicas.clone(),
-            }
+            StartMode::Found
         } else {
             StartMode::Join
         };

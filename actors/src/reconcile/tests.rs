@@ -5,7 +5,7 @@
 
 use super::plan::{plan, Action, Local, StartMode};
 use crate::metadata::test_harness::Harness;
-use crate::testdata::{list, run_file, Args};
+use crate::testdata::{run_file, Args};
 use gregor_storage::{GroupId, NodeId, PartitionId};
 use std::collections::BTreeSet;
 
@@ -71,9 +71,7 @@ impl Reconcile {
                         Action::Start { replica, mode } => {
                             let name = self.name(replica.group());
                             match mode {
-                                StartMode::Found { members } => {
-                                    format!("start {name} found members={}", list(members))
-                                }
+                                StartMode::Found => format!("start {name} found"),
                                 StartMode::Join => format!("start {name} join"),
                                 StartMode::Restart => format!("start {name} restart"),
                             }
