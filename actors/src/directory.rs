@@ -58,6 +58,16 @@ impl Directory {
             .cloned()
     }
 
+    /// The name of the topic with id `id`, if it exists.
+    pub fn name_of(&self, id: gregor_storage::TopicId) -> Option<String> {
+        self.topics
+            .read()
+            .expect("directory poisoned")
+            .values()
+            .find(|entry| entry.record.id == id)
+            .map(|entry| entry.record.name.clone())
+    }
+
     /// # Errors
     /// `UNKNOWN_TOPIC` / `UNKNOWN_PARTITION` with what to do.
     pub fn replica(

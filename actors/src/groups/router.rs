@@ -4,6 +4,7 @@
 use super::coordinator::{ForgetTopic, GroupCoordinator};
 use super::core::{
     decode_offset_key, group_key_prefix, offsets_partition_for, validate_group_name, GroupCore,
+    OffsetKey,
 };
 use crate::api::{
     ApiError, CommitOffsets, CommittedOffset, DescribeGroup, ErrorCode, FetchOffsets,
@@ -95,7 +96,7 @@ impl GroupRouter {
     }
 }
 
-/// Every group that has at least one committed offset row.
+/// Every group that has a committed offset for a topic that exists.
 fn groups_with_offsets(directory: &Directory) -> Result<BTreeSet<String>, String> {
     let mut known = BTreeSet::new();
     if let Some(entry) = directory.topic(OFFSETS_TOPIC) {
@@ -105,11 +106,12 @@ fn groups_with_offsets(directory: &Directory) -> Result<BTreeSet<String>, String
                 .store()
                 .kv_scan_prefix(replica.group.id(), b"")
                 .map_err(|e| format!("reading committed offsets: {e}"))?;
-            known.extend(
-                rows.iter()
-                    .filter_map(|(k, _)| decode_offset_key(k))
-                    .map(|(g, _, _)| g),
-            );
+            known.extend(rows.iter().filter_map(|(k, _)| match decode_offset_key(k) {
+                Some(OffsetKey::Offset { group, topic, .. }) => {
+                    directory.name_of(topic).map(|_| group)
+                }
+                _ => None,
+            }));
         }
     }
     Ok(known)
@@ -196,7 +198,7 @@ impl Handler<ListGroups> for GroupRouter {
 /// A topic was deleted: remove its committed offsets from every group.
 #[derive(Message)]
 #[rtype(result = "Result<(), ApiError>")]
-pub(crate) struct TopicDeleted(pub String);
+pub(crate) struct TopicDeleted(pub gregor_storage::TopicId);
 
 impl Handler<TopicDeleted> for GroupRouter {
     type Result = AtomicResponse<Self, Result<(), ApiError>>;
@@ -217,7 +219,7 @@ impl Handler<TopicDeleted> for GroupRouter {
             for coordinator in coordinators {
                 if coordinator.connected() {
                     coordinator
-                        .send(ForgetTopic(topic.clone()))
+                        .send(ForgetTopic(topic))
                         .await
                         .map_err(|_| stopped())??;
                 }
@@ -236,7 +238,12 @@ impl Handler<TopicDeleted> for GroupRouter {
                     })?;
                 let deletes: Vec<_> = rows
                     .into_iter()
-                    .filter(|(key, _)| decode_offset_key(key).is_some_and(|(_, t, _)| t == topic))
+                    .filter(|(key, _)| {
+                        matches!(
+                            decode_offset_key(key),
+                            Some(OffsetKey::Offset { topic: t, .. }) if t == topic
+                        )
+                    })
                     .map(|(key, _)| key)
                     .collect();
                 if !deletes.is_empty() {

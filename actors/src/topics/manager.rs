@@ -291,7 +291,7 @@ impl Handler<DeleteTopic> for TopicManager {
                     stop_topic(entry).await;
                 }
                 if let Some(groups) = groups {
-                    let forgotten = groups.send(TopicDeleted(record.name.clone())).await;
+                    let forgotten = groups.send(TopicDeleted(record.id)).await;
                     if !matches!(forgotten, Ok(Ok(()))) {
                         // The topic is gone either way; stale offsets only matter if it is
                         // re-created, and the next delete of that name retries this.
