@@ -5,6 +5,7 @@
 pub mod command;
 pub mod core;
 pub mod records;
+pub mod requests;
 pub mod rows;
 pub mod validate;
 pub mod view;
