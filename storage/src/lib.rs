@@ -1,4 +1,4 @@
-//! Gregor's storage: the node's one fjall database and the on-disk formats in it.
+//! Gregor's storage: the node's one database and the on-disk formats in it.
 //!
 //! It holds every Raft group's log, hard state and log floor, the offset and time indexes of
 //! partition logs, replicated key-value state (topic metadata, committed offsets), and
@@ -14,6 +14,7 @@
 //! Durability: writes reach the OS when they return; `request_sync` makes them durable (one
 //! fsync for everything pending), and a failed write or fsync poisons the store for good.
 
+mod backend;
 pub mod batch;
 mod clock;
 mod entry;
@@ -30,16 +31,18 @@ mod store;
 mod sync;
 mod verify;
 
+pub use backend::model::{Crash, ModelDisk};
 pub use clock::{Clock, SystemClock};
 pub use entry::{EntryPayload, KvOps, LogEntry};
 pub use error::StorageError;
 pub use fetch::FetchedBatches;
 pub use ids::{GroupId, NodeId, Offset, PartitionId, TopicId};
-pub use options::{FlushPolicy, StoreOptions, SyncMode, DEFAULT_CACHE_BYTES};
+pub use options::{FlushPolicy, StoreOptions, SyncMode, SyncRunner, DEFAULT_CACHE_BYTES};
 pub use retention::{RetentionOutcome, RetentionPolicy};
 pub use state::{LogFloor, PartitionState};
 pub use state_machine::Applied;
 pub use store::Store;
+pub use sync::SyncJob;
 
 /// Hex helpers for the committed on-disk fixtures in the unit tests.
 #[cfg(test)]

@@ -8,13 +8,13 @@
 //! The membership rows in `meta` mirror the log's `Membership` entries, so the newest one is a
 //! point lookup rather than a scan back through every record batch.
 
+use crate::backend::Space;
 use crate::entry::{self, decode_term, LogEntry};
 use crate::keys::{self, membership_key, trailing_u64, TAG_HARD_STATE};
 use crate::state::{decode_membership, encode_membership, LogFloor};
-use crate::store::Tail;
+use crate::store::{Batch, Tail};
 use crate::{EntryPayload, GroupId, StorageError, Store};
 use bytes::Bytes;
-use fjall::{OwnedWriteBatch, Readable};
 use std::collections::BTreeSet;
 
 impl Store {
@@ -46,14 +46,10 @@ impl Store {
         let view = self.view()?;
         let last_applied = view.group_state(group)?.public.last_applied;
         let floor = view.floor(group)?;
-        let inner = &*self.inner;
         let mut batch = self.batch();
 
         for entry in entries.iter().take_while(|e| e.index <= last_applied) {
-            match view
-                .snap
-                .get(&inner.log, keys::log_key(group, entry.index))?
-            {
+            match view.get(Space::Log, keys::log_key(group, entry.index))? {
                 Some(stored) if decode_term(entry.index, &stored)? == entry.term => {}
                 Some(_) => {
                     return Err(StorageError::AppliedEntryConflict {
@@ -87,13 +83,13 @@ impl Store {
         }
         for entry in entries.iter().filter(|e| e.index >= first_new) {
             batch.insert(
-                &inner.log,
+                Space::Log,
                 keys::log_key(group, entry.index),
                 entry::encode(entry)?,
             );
             if let EntryPayload::Membership(members) = &entry.payload {
                 batch.insert(
-                    &inner.meta,
+                    Space::Meta,
                     membership_key(group, entry.index),
                     encode_membership(members),
                 );
@@ -155,8 +151,8 @@ impl Store {
         let view = self.view()?;
         let range = keys::log_key(group, start)..keys::log_key(group, stop);
         let mut out = Vec::new();
-        for guard in view.snap.range(&self.inner.log, range) {
-            let (key, value) = guard.into_inner()?;
+        for item in view.range(Space::Log, range) {
+            let (key, value) = item?;
             out.push(entry::decode_owned(trailing_u64(&key, "log")?, &value)?);
         }
         Ok(out)
@@ -169,14 +165,13 @@ impl Store {
     /// `Corrupt` if the entry does not decode.
     pub fn last_entry(&self, group: GroupId) -> Result<Option<LogEntry>, StorageError> {
         let view = self.view()?;
-        let Some(guard) = view
-            .snap
-            .prefix(&self.inner.log, keys::group_prefix(group))
+        let Some(item) = view
+            .prefix(Space::Log, &keys::group_prefix(group))
             .next_back()
         else {
             return Ok(None);
         };
-        let (key, value) = guard.into_inner()?;
+        let (key, value) = item?;
         Ok(Some(entry::decode_owned(
             trailing_u64(&key, "log")?,
             &value,
@@ -191,8 +186,8 @@ impl Store {
     pub fn last_membership(&self, group: GroupId) -> Result<Option<(u64, Bytes)>, StorageError> {
         let view = self.view()?;
         let rows = membership_key(group, 0)..=membership_key(group, u64::MAX);
-        if let Some(guard) = view.snap.range(&self.inner.meta, rows).next_back() {
-            let (key, value) = guard.into_inner()?;
+        if let Some(item) = view.range(Space::Meta, rows).next_back() {
+            let (key, value) = item?;
             return Ok(Some((
                 trailing_u64(&key, "membership")?,
                 decode_membership(&value)?,
@@ -216,11 +211,7 @@ impl Store {
     pub fn save_hard_state(&self, group: GroupId, state: &[u8]) -> Result<(), StorageError> {
         self.inner.poison.check()?;
         let mut batch = self.batch();
-        batch.insert(
-            &self.inner.meta,
-            keys::meta_key(group, TAG_HARD_STATE),
-            state,
-        );
+        batch.insert(Space::Meta, keys::meta_key(group, TAG_HARD_STATE), state);
         self.commit(batch)
     }
 
@@ -228,9 +219,7 @@ impl Store {
     /// `Poisoned` if the store failed earlier.
     pub fn hard_state(&self, group: GroupId) -> Result<Option<Bytes>, StorageError> {
         let view = self.view()?;
-        let value = view
-            .snap
-            .get(&self.inner.meta, keys::meta_key(group, TAG_HARD_STATE))?;
+        let value = view.get(Space::Meta, keys::meta_key(group, TAG_HARD_STATE))?;
         Ok(value.map(|v| Bytes::copy_from_slice(&v)))
     }
 }
@@ -238,22 +227,21 @@ impl Store {
 /// Queues removal of every stored entry with index >= `start`, refusing applied ones.
 fn truncate_from(
     view: &crate::store::View<'_>,
-    batch: &mut OwnedWriteBatch,
+    batch: &mut Batch<'_>,
     group: GroupId,
     start: u64,
     last_applied: u64,
 ) -> Result<(), StorageError> {
-    let log = &view.inner.log;
     let suffix = keys::log_key(group, start)..=keys::log_key(group, u64::MAX);
-    for guard in view.snap.range(log, suffix) {
-        let index = trailing_u64(&guard.key()?, "log")?;
+    for key in view.keys(Space::Log, suffix) {
+        let index = trailing_u64(&key?, "log")?;
         if index <= last_applied {
             return Err(StorageError::AppliedEntryConflict {
                 index,
                 last_applied,
             });
         }
-        batch.remove(log, keys::log_key(group, index));
+        batch.remove(Space::Log, keys::log_key(group, index));
     }
     Ok(())
 }
@@ -261,17 +249,16 @@ fn truncate_from(
 /// Queues removal of the membership rows at or above `start` that `remove` selects.
 fn remove_membership_rows(
     view: &crate::store::View<'_>,
-    batch: &mut OwnedWriteBatch,
+    batch: &mut Batch<'_>,
     group: GroupId,
     start: u64,
     remove: impl Fn(u64) -> bool,
 ) -> Result<(), StorageError> {
-    let meta = &view.inner.meta;
     let rows = membership_key(group, start)..=membership_key(group, u64::MAX);
-    for guard in view.snap.range(meta, rows) {
-        let index = trailing_u64(&guard.key()?, "membership")?;
+    for key in view.keys(Space::Meta, rows) {
+        let index = trailing_u64(&key?, "membership")?;
         if remove(index) {
-            batch.remove(meta, membership_key(group, index));
+            batch.remove(Space::Meta, membership_key(group, index));
         }
     }
     Ok(())

@@ -6,12 +6,12 @@
 //! does bounded work and says whether another call would do more, so a caller can spread the
 //! work over ticks instead of holding a group's lock for long.
 
+use crate::backend::Space;
 use crate::entry::decode_term;
 use crate::keys::{self, membership_key, trailing_u64, TAG_FLOOR, TAG_GROUP_STATE};
 use crate::state::{decode_membership, encode_floor, LogFloor, OffsetRow};
-use crate::store::View;
+use crate::store::{Batch, View};
 use crate::{GroupId, Offset, StorageError, Store};
-use fjall::{OwnedWriteBatch, Readable};
 
 /// Offset rows (whole entries) one retention call removes at most.
 const RETENTION_ENTRIES_PER_CALL: usize = 256;
@@ -63,14 +63,13 @@ impl Store {
         let time_bound =
             (policy.retention_ms >= 0).then(|| now_ms.saturating_sub(policy.retention_ms));
         let size_bound = u64::try_from(policy.retention_bytes).ok();
-        let inner = &*self.inner;
 
         let mut size = state.public.size_bytes;
         let mut removed: Vec<(Offset, OffsetRow)> = Vec::new();
         let mut more = false;
         let rows = keys::offsets_key(group, start)..=keys::offsets_key(group, Offset(u64::MAX));
-        for guard in view.snap.range(&inner.offsets, rows) {
-            let (key, value) = guard.into_inner()?;
+        for item in view.range(Space::Offsets, rows) {
+            let (key, value) = item?;
             let first = Offset(trailing_u64(&key, "offsets")?);
             let row = OffsetRow::decode(&value)?;
             let expected = removed
@@ -106,14 +105,14 @@ impl Store {
         let mut batch = self.batch();
         let mut removed_max = state.removed_max_timestamp;
         for (first, row) in &removed {
-            batch.remove(&inner.offsets, keys::offsets_key(group, *first));
+            batch.remove(Space::Offsets, keys::offsets_key(group, *first));
             removed_max = removed_max.max(row.max_timestamp);
         }
         // Time rows at or below the newest removed timestamp all point into the removed prefix:
         // a row for a remaining entry is above every timestamp that came before it.
         let stale = keys::times_key(group, i64::MIN)..=keys::times_key(group, removed_max);
-        for guard in view.snap.range(&inner.times, stale) {
-            batch.remove(&inner.times, guard.key()?);
+        for key in view.keys(Space::Times, stale) {
+            batch.remove(Space::Times, key?);
         }
         let mut floor = view.floor(group)?;
         let through = last_row.raft_index;
@@ -141,7 +140,7 @@ impl Store {
         state.public.size_bytes = size;
         state.removed_max_timestamp = removed_max;
         batch.insert(
-            &inner.meta,
+            Space::Meta,
             keys::meta_key(group, TAG_GROUP_STATE),
             state.encode(),
         );
@@ -168,8 +167,8 @@ impl Store {
         if state.log_start_offset < state.next_offset {
             let rows = keys::offsets_key(group, state.log_start_offset)
                 ..=keys::offsets_key(group, Offset(u64::MAX));
-            if let Some(guard) = view.snap.range(&self.inner.offsets, rows).next() {
-                let row = OffsetRow::decode(&guard.value()?)?;
+            if let Some(item) = view.range(Space::Offsets, rows).next() {
+                let row = OffsetRow::decode(&item?.1)?;
                 through = through.min(row.raft_index.saturating_sub(1));
             }
         }
@@ -201,22 +200,21 @@ impl Store {
     pub fn delete_group(&self, group: GroupId) -> Result<bool, StorageError> {
         let _guard = self.lock_group(group)?;
         let view = self.view()?;
-        let inner = &*self.inner;
         let mut batch = self.batch();
         let mut budget = KEYS_PER_CALL;
-        for keyspace in [
-            &inner.meta,
-            &inner.log,
-            &inner.offsets,
-            &inner.times,
-            &inner.kv,
+        for space in [
+            Space::Meta,
+            Space::Log,
+            Space::Offsets,
+            Space::Times,
+            Space::Kv,
         ] {
-            for guard in view.snap.prefix(keyspace, keys::group_prefix(group)) {
+            for key in view.prefix_keys(space, &keys::group_prefix(group)) {
                 if budget == 0 {
                     self.commit(batch)?;
                     return Ok(false);
                 }
-                batch.remove(keyspace, guard.key()?);
+                batch.remove(space, key?);
                 budget -= 1;
             }
         }
@@ -232,31 +230,29 @@ impl Store {
 /// whether every entry up to `through` is now gone.
 fn remove_log_prefix(
     view: &View<'_>,
-    batch: &mut OwnedWriteBatch,
+    batch: &mut Batch<'_>,
     group: GroupId,
     through: u64,
     floor: &mut LogFloor,
     limit: Option<usize>,
 ) -> Result<(Option<u64>, bool), StorageError> {
-    let inner = view.inner;
     let mut last_removed = None;
     let mut done = true;
     let prefix = keys::log_key(group, 0)..=keys::log_key(group, through);
-    for (taken, guard) in view.snap.range(&inner.log, prefix).enumerate() {
+    for (taken, key) in view.keys(Space::Log, prefix).enumerate() {
         if limit.is_some_and(|limit| taken == limit) {
             done = false;
             break;
         }
-        let index = trailing_u64(&guard.key()?, "log")?;
-        batch.remove(&inner.log, keys::log_key(group, index));
+        let index = trailing_u64(&key?, "log")?;
+        batch.remove(Space::Log, keys::log_key(group, index));
         last_removed = Some(index);
     }
     let Some(last) = last_removed else {
         return Ok((None, done));
     };
     let value = view
-        .snap
-        .get(&inner.log, keys::log_key(group, last))?
+        .get(Space::Log, keys::log_key(group, last))?
         .ok_or_else(|| {
             StorageError::corrupt(format!(
                 "group {group}: log entry {last} vanished while read"
@@ -265,13 +261,13 @@ fn remove_log_prefix(
     floor.index = last;
     floor.term = decode_term(last, &value)?;
     let rows = membership_key(group, 0)..=membership_key(group, last);
-    for guard in view.snap.range(&inner.meta, rows) {
-        let (key, value) = guard.into_inner()?;
+    for item in view.range(Space::Meta, rows) {
+        let (key, value) = item?;
         floor.membership = Some(decode_membership(&value)?);
-        batch.remove(&inner.meta, key);
+        batch.remove(Space::Meta, key);
     }
     batch.insert(
-        &inner.meta,
+        Space::Meta,
         keys::meta_key(group, TAG_FLOOR),
         encode_floor(floor),
     );

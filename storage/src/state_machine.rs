@@ -6,13 +6,13 @@
 //! row when it raises the partition's newest timestamp) in the same atomic batch as the new
 //! state, so the state and the indexes never disagree, whatever crashes.
 
+use crate::backend::{Slice, Space};
 use crate::entry::{StoredBody, StoredEntry};
 use crate::keys::{self, trailing_u64, TAG_GROUP_STATE};
 use crate::state::{encode_time_row, GroupState, OffsetRow, PartitionState};
 use crate::store::View;
 use crate::{GroupId, Offset, StorageError, Store};
 use bytes::Bytes;
-use fjall::{Readable, UserValue};
 use std::collections::BTreeMap;
 
 /// Entries per atomic apply batch: bounds the memory a long catch-up holds. Each batch carries
@@ -57,11 +57,10 @@ fn entries<'a>(
     group: GroupId,
     start: u64,
     end: u64,
-) -> Box<dyn Iterator<Item = Result<(u64, UserValue), StorageError>> + 'a> {
-    let log = &view.inner.log;
+) -> Box<dyn Iterator<Item = Result<(u64, Slice), StorageError>> + 'a> {
     if end - start < POINT_READ_ENTRIES {
         Box::new((start..=end).map(move |index| {
-            match view.snap.get(log, keys::log_key(group, index))? {
+            match view.get(Space::Log, keys::log_key(group, index))? {
                 Some(value) => Ok((index, value)),
                 None => Err(StorageError::corrupt(format!(
                     "committed entry {index} of group {group} is missing"
@@ -70,8 +69,8 @@ fn entries<'a>(
         }))
     } else {
         let range = keys::log_key(group, start)..=keys::log_key(group, end);
-        Box::new(view.snap.range(log, range).map(|guard| {
-            let (key, value) = guard.into_inner()?;
+        Box::new(view.range(Space::Log, range).map(|item| {
+            let (key, value) = item?;
             Ok((trailing_u64(&key, "log")?, value))
         }))
     }
@@ -112,7 +111,6 @@ impl Store {
         end: u64,
         applied: &mut Vec<Applied>,
     ) -> Result<GroupState, StorageError> {
-        let inner = &*self.inner;
         let mut state = before;
         let mut batch = self.batch();
         // One write per key: fjall gives every item of a batch the same sequence number, so two
@@ -144,13 +142,13 @@ impl Store {
                             bytes: summary.bytes,
                         };
                         batch.insert(
-                            &inner.offsets,
+                            Space::Offsets,
                             keys::offsets_key(group, base_offset),
                             row.encode(),
                         );
                         if summary.max_timestamp > state.max_timestamp {
                             let key = keys::times_key(group, summary.max_timestamp);
-                            batch.insert(&inner.times, key, encode_time_row(base_offset));
+                            batch.insert(Space::Times, key, encode_time_row(base_offset));
                             state.max_timestamp = summary.max_timestamp;
                         }
                         let next = base_offset.0.checked_add(summary.record_count);
@@ -193,13 +191,13 @@ impl Store {
         }
         for (key, value) in kv_writes {
             match value {
-                Some(value) => batch.insert(&inner.kv, key, value.as_ref()),
-                None => batch.remove(&inner.kv, key),
+                Some(value) => batch.insert(Space::Kv, key, value.as_ref()),
+                None => batch.remove(Space::Kv, key),
             }
         }
         state.public.last_applied = end;
         batch.insert(
-            &inner.meta,
+            Space::Meta,
             keys::meta_key(group, TAG_GROUP_STATE),
             state.encode(),
         );
@@ -219,7 +217,7 @@ impl Store {
     /// `Poisoned` if the store failed earlier.
     pub fn kv_get(&self, group: GroupId, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
         let view = self.view()?;
-        let value = view.snap.get(&self.inner.kv, keys::kv_key(group, key))?;
+        let value = view.get(Space::Kv, keys::kv_key(group, key))?;
         Ok(value.map(|v| Bytes::copy_from_slice(&v)))
     }
 
@@ -234,11 +232,8 @@ impl Store {
     ) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
         let view = self.view()?;
         let mut out = Vec::new();
-        for guard in view
-            .snap
-            .prefix(&self.inner.kv, keys::kv_key(group, prefix))
-        {
-            let (key, value) = guard.into_inner()?;
+        for item in view.prefix(Space::Kv, &keys::kv_key(group, prefix)) {
+            let (key, value) = item?;
             out.push((
                 Bytes::copy_from_slice(&key[8..]),
                 Bytes::copy_from_slice(&value),

@@ -15,7 +15,6 @@ use gregor_storage::{
 };
 use proptest::prelude::*;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 #[derive(Debug, Clone)]
 enum Kind {
@@ -230,8 +229,8 @@ fn check_same(store: &Store, model: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn run(dir: &Path, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut store = open(dir);
+fn run(disk: &Disk, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut store = disk.open();
     let mut model = Model {
         term: 1,
         clock: 1_000,
@@ -338,7 +337,7 @@ fn run(dir: &Path, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Tick(ms) => model.clock += ms,
             Op::Restart => {
                 drop(store);
-                store = open(dir);
+                store = disk.open();
             }
         }
         check_same(&store, &model)?;
@@ -350,8 +349,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn store_matches_the_model(ops in prop::collection::vec(op(), 1..40)) {
-        let dir = tempdir();
-        run(dir.path(), ops)?;
+    fn fjall_store_matches_the_model(ops in prop::collection::vec(op(), 1..40)) {
+        run(&Disk::fjall(), ops)?;
+    }
+
+    #[test]
+    fn model_disk_store_matches_the_model(ops in prop::collection::vec(op(), 1..40)) {
+        run(&Disk::model(), ops)?;
     }
 }
