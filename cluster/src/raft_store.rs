@@ -4,7 +4,9 @@
 //! - apply calls apply *our* log up to the index given, so an apply async-raft skipped (bug 2)
 //!   is applied by the next call, or by the group's applied-index watcher;
 //! - `delete_logs_from` followed by `replicate_to_log` is made one atomic write (bug 3): the
-//!   truncation is remembered and carried out by the append that follows it.
+//!   truncation is remembered and carried out by the append that follows it, by Raft's rule
+//!   (only from the first conflicting entry), and the membership read in between ignores what
+//!   it voids.
 
 use crate::codec::{decode_membership, from_stored, to_stored};
 use crate::command::{ApplyOutcome, Command};
@@ -104,6 +106,8 @@ impl GroupStorage {
         Ok((floor.index, floor.term))
     }
 
+    /// Carries out a pending truncation and the append that follows it as one atomic write, by
+    /// Raft's rule (see `Store::write_log`).
     fn write_entries(&self, entries: &[&Entry<Command>]) -> Result<()> {
         let stored = entries
             .iter()
@@ -114,18 +118,7 @@ impl GroupStorage {
             .lock()
             .expect("truncation lock poisoned")
             .take();
-        match (pending, stored.first()) {
-            // The truncation point is below the new entries: void the gap first, in the same
-            // logical step (entries between are stale and must not survive).
-            (Some(from), Some(first)) if from < first.index => {
-                self.store.delete_entries_from(self.group, from)?;
-                self.store.append_entries(self.group, &stored)?;
-            }
-            // append_entries itself removes every stored entry at or above its first index.
-            (_, Some(_)) => self.store.append_entries(self.group, &stored)?,
-            (Some(from), None) => self.store.delete_entries_from(self.group, from)?,
-            (None, None) => {}
-        }
+        self.store.write_log(self.group, pending, &stored)?;
         Ok(())
     }
 }
@@ -154,7 +147,17 @@ impl RaftStorage<Command, ApplyOutcome> for GroupStorage {
     type ShutdownError = std::io::Error;
 
     async fn get_membership_config(&self) -> Result<MembershipConfig> {
-        match self.store.last_membership(self.group)? {
+        // async-raft asks right after `delete_logs_from`, before the append that carries the
+        // truncation out: rows it voids must not count.
+        let pending = *self
+            .pending_truncation
+            .lock()
+            .expect("truncation lock poisoned");
+        let last = match pending {
+            Some(end) => self.store.last_membership_before(self.group, end)?,
+            None => self.store.last_membership(self.group)?,
+        };
+        match last {
             Some((_, bytes)) => decode_membership(&bytes),
             None => Ok(MembershipConfig::new_initial(self.node.0)),
         }
@@ -271,5 +274,110 @@ impl RaftStorage<Command, ApplyOutcome> for GroupStorage {
 
     async fn get_current_snapshot(&self) -> Result<Option<CurrentSnapshotData<Self::Snapshot>>> {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_raft::raft::{EntryConfigChange, EntryPayload};
+    use gregor_storage::{FlushPolicy, ModelDisk, StoreOptions, SyncMode};
+    use std::collections::HashSet;
+
+    const GROUP: GroupId = GroupId(7);
+
+    fn storage(disk: &ModelDisk) -> GroupStorage {
+        let options = StoreOptions {
+            flush: FlushPolicy::Never,
+            sync_mode: SyncMode::Inline,
+            cache_bytes: 1 << 20,
+        };
+        let store = Store::open_model(disk, options).expect("open");
+        GroupStorage::new(store, GROUP, NodeId(1)).expect("storage")
+    }
+
+    fn blank(index: u64, term: u64) -> Entry<Command> {
+        Entry {
+            index,
+            term,
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn members(index: u64, term: u64, nodes: &[u64]) -> Entry<Command> {
+        Entry {
+            index,
+            term,
+            payload: EntryPayload::ConfigChange(EntryConfigChange {
+                membership: MembershipConfig {
+                    members: nodes.iter().copied().collect::<HashSet<_>>(),
+                    members_after_consensus: None,
+                },
+            }),
+        }
+    }
+
+    async fn log(storage: &GroupStorage) -> Vec<(u64, u64)> {
+        storage
+            .get_log_entries(0, 100)
+            .await
+            .expect("read")
+            .iter()
+            .map(|e| (e.index, e.term))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn membership_ignores_rows_a_pending_truncation_voids() {
+        let disk = ModelDisk::new();
+        let storage = storage(&disk);
+        storage
+            .replicate_to_log(&[
+                members(1, 1, &[1, 2]),
+                blank(2, 1),
+                members(3, 1, &[1, 2, 3]),
+            ])
+            .await
+            .expect("append");
+        // async-raft found the leader's log agrees up to 2 and asks for the membership before it
+        // hands over the entries that replace 3.
+        storage.delete_logs_from(3, None).await.expect("void");
+        let membership = storage.get_membership_config().await.expect("membership");
+        assert_eq!(membership.members, HashSet::from([1, 2]));
+    }
+
+    #[tokio::test]
+    async fn a_truncation_and_its_replacement_are_one_write() {
+        let disk = ModelDisk::new();
+        let storage = storage(&disk);
+        let old: Vec<_> = (1..=5).map(|i| blank(i, 1)).collect();
+        storage.replicate_to_log(&old).await.expect("append");
+        storage.store().sync().expect("sync");
+        drop(storage);
+        let storage = self::storage(&disk);
+        let before = disk.unsynced_batches();
+        storage.delete_logs_from(3, None).await.expect("void");
+        storage
+            .replicate_to_log(&[blank(3, 2), blank(4, 2)])
+            .await
+            .expect("replace");
+        assert_eq!(disk.unsynced_batches(), before + 1);
+        assert_eq!(log(&storage).await, vec![(1, 1), (2, 1), (3, 2), (4, 2)]);
+    }
+
+    #[tokio::test]
+    async fn a_truncation_below_the_new_entries_is_refused_and_changes_nothing() {
+        let disk = ModelDisk::new();
+        let storage = storage(&disk);
+        let old: Vec<_> = (1..=5).map(|i| blank(i, 1)).collect();
+        storage.replicate_to_log(&old).await.expect("append");
+        storage.delete_logs_from(3, None).await.expect("void");
+        // Entries that would leave entry 3 voided but nothing in its place: a gap.
+        let gap = storage.replicate_to_log(&[blank(4, 2), blank(5, 2)]).await;
+        assert!(gap.is_err());
+        assert_eq!(
+            log(&storage).await,
+            vec![(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)]
+        );
     }
 }

@@ -1,9 +1,12 @@
 //! The Raft log of every group, and the Raft hard state.
 //!
-//! Entries are keyed by group and index. Truncate-then-append is one atomic write, so a crash can
-//! never leave a truncated log without its replacement (async-raft 0.6.1 does the two as separate
-//! storage calls). Entries the state machine applied are never changed or removed here: a request
-//! to do so means consensus broke, and the store refuses it instead of diverging silently.
+//! Entries are keyed by group and index. Writes follow Raft's rule: a stored entry goes only from
+//! the first new entry whose term conflicts with it, so a stale or repeated append never removes
+//! an entry this node already acknowledged. Truncate-then-append is one atomic write, so a crash
+//! can never leave a truncated log without its replacement (async-raft 0.6.1 does the two as
+//! separate storage calls). Entries the state machine applied are never changed or removed here:
+//! a request to do so means consensus broke, and the store refuses it instead of diverging
+//! silently.
 //!
 //! The membership rows in `meta` mirror the log's `Membership` entries, so the newest one is a
 //! point lookup rather than a scan back through every record batch.
@@ -12,29 +15,61 @@ use crate::backend::Space;
 use crate::entry::{self, decode_term, LogEntry};
 use crate::keys::{self, membership_key, trailing_u64, TAG_HARD_STATE};
 use crate::state::{decode_membership, encode_membership, LogFloor};
-use crate::store::{Batch, Tail};
+use crate::store::{Batch, Tail, View};
 use crate::{EntryPayload, GroupId, StorageError, Store};
 use bytes::Bytes;
 use std::collections::BTreeSet;
 
 impl Store {
-    /// Writes `entries` (contiguous, ascending) and removes every stored entry of the group with
-    /// an index >= `entries[0].index` that is not rewritten: truncate-then-append in one atomic
-    /// batch. Not synced: call `request_sync`.
-    ///
-    /// Entries at or below the last applied index are not rewritten: they must match the stored
-    /// ones (same term), and entries retention already removed are taken as matching.
+    /// Writes `entries` (contiguous, ascending) by Raft's rule, in one atomic batch: see
+    /// [`Store::write_log`]. Not synced: call `request_sync`.
     ///
     /// # Errors
-    /// `AppliedEntryConflict` if the write would change or remove an applied entry;
-    /// `InvalidEntry` if an entry cannot be encoded (a batch without a proper frame).
+    /// As [`Store::write_log`].
     ///
     /// # Panics
     /// If the indexes are not contiguous and ascending.
     pub fn append_entries(&self, group: GroupId, entries: &[LogEntry]) -> Result<(), StorageError> {
-        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
-            return Ok(());
-        };
+        self.write_log(group, None, entries)
+    }
+
+    /// Removes entries with index >= start (atomic).
+    ///
+    /// # Errors
+    /// `AppliedEntryConflict` if that would remove an applied entry.
+    pub fn delete_entries_from(&self, group: GroupId, start: u64) -> Result<(), StorageError> {
+        self.write_log(group, Some(start), &[])
+    }
+
+    /// Writes `entries` (contiguous, ascending) by Raft's rule, in one atomic batch. Not synced:
+    /// call `request_sync`.
+    ///
+    /// A new entry whose stored counterpart has the same term is kept as stored, and so is one
+    /// at or below the log floor (retention or a snapshot removed it; it was committed). From
+    /// the first new entry that conflicts (another term, or nothing stored), every stored entry
+    /// at or above its index goes and the new entries are written. When every new entry
+    /// matches, the entries stored after them stay: a stale or repeated append never removes
+    /// what it does not replace.
+    ///
+    /// `void_from` is a truncation the consensus layer asked for and has not carried out
+    /// (async-raft's `delete_logs_from`, which it follows with the replacing append). Without
+    /// entries, every stored entry from it goes. With entries the rule above decides; a void
+    /// point below the first new entry with stored entries in between is refused, as it would
+    /// leave a gap.
+    ///
+    /// # Errors
+    /// `AppliedEntryConflict` if the write would change or remove an applied entry;
+    /// `InvalidEntry` if an entry cannot be encoded (a batch without a proper frame) or the
+    /// write would leave a gap; `Corrupt` if an applied entry is missing.
+    ///
+    /// # Panics
+    /// If the indexes are not contiguous and ascending.
+    pub fn write_log(
+        &self,
+        group: GroupId,
+        void_from: Option<u64>,
+        entries: &[LogEntry],
+    ) -> Result<(), StorageError> {
         for pair in entries.windows(2) {
             assert_eq!(
                 pair[1].index,
@@ -42,46 +77,53 @@ impl Store {
                 "appended entries must be contiguous"
             );
         }
+        if entries.is_empty() && void_from.is_none() {
+            return Ok(());
+        }
         let _guard = self.lock_group(group)?;
         let view = self.view()?;
         let last_applied = view.group_state(group)?.public.last_applied;
         let floor = view.floor(group)?;
-        let mut batch = self.batch();
-
-        for entry in entries.iter().take_while(|e| e.index <= last_applied) {
-            match view.get(Space::Log, keys::log_key(group, entry.index))? {
-                Some(stored) if decode_term(entry.index, &stored)? == entry.term => {}
-                Some(_) => {
-                    return Err(StorageError::AppliedEntryConflict {
-                        index: entry.index,
-                        last_applied,
-                    })
-                }
-                None if entry.index <= floor.index => {}
-                None => {
-                    return Err(StorageError::corrupt(format!(
-                        "applied log entry {} of group {group} is missing",
-                        entry.index
-                    )))
-                }
-            }
-        }
         let tail = self.tail(group);
-        if last.index < u64::MAX && tail.log.is_none_or(|top| top > last.index) {
-            truncate_from(&view, &mut batch, group, last.index + 1, last_applied)?;
+        let cut = match entries.first() {
+            None => void_from,
+            Some(first) => {
+                if let Some(void) = void_from.filter(|&void| void < first.index) {
+                    let between = keys::log_key(group, void)..keys::log_key(group, first.index);
+                    if view.keys(Space::Log, between).next().is_some() {
+                        return Err(StorageError::InvalidEntry {
+                            index: first.index,
+                            reason: "the entries before it are void: the log would have a gap",
+                        });
+                    }
+                }
+                first_conflict(&view, group, entries, floor.index, last_applied, tail)?
+            }
+        };
+        // Every new entry matches what is stored: nothing to write.
+        let Some(cut) = cut else {
+            return Ok(());
+        };
+        let mut batch = self.batch();
+        // The new entries overwrite [cut, last] in place (a key written twice in one batch
+        // races in fjall); only what lies beyond them is removed.
+        let remove_from = entries
+            .last()
+            .map_or(Some(cut), |last| last.index.checked_add(1));
+        if let Some(from) = remove_from.filter(|&from| tail.log.is_none_or(|top| top >= from)) {
+            truncate_from(&view, &mut batch, group, from, last_applied)?;
         }
-        let first_new = first.index.max(last_applied.saturating_add(1));
         let new_members: BTreeSet<u64> = entries
             .iter()
-            .filter(|e| e.index >= first_new && matches!(e.payload, EntryPayload::Membership(_)))
+            .filter(|e| e.index >= cut && matches!(e.payload, EntryPayload::Membership(_)))
             .map(|e| e.index)
             .collect();
-        if tail.membership.is_none_or(|top| top >= first_new) {
-            remove_membership_rows(&view, &mut batch, group, first_new, |index| {
+        if tail.membership.is_none_or(|top| top >= cut) {
+            remove_membership_rows(&view, &mut batch, group, cut, |index| {
                 !new_members.contains(&index)
             })?;
         }
-        for entry in entries.iter().filter(|e| e.index >= first_new) {
+        for entry in entries.iter().filter(|e| e.index >= cut) {
             batch.insert(
                 Space::Log,
                 keys::log_key(group, entry.index),
@@ -96,40 +138,20 @@ impl Store {
             }
         }
         self.commit(batch)?;
-        // Nothing above the last entry survived, and no membership row at or above the first
-        // new index but the new ones.
-        let below_new = tail.membership.unwrap_or(u64::MAX).min(first_new - 1);
+        // Nothing at or above the cut survived but the new entries and their membership rows.
+        let below_cut = cut.saturating_sub(1);
+        let log = entries
+            .last()
+            .map_or(tail.log.unwrap_or(u64::MAX).min(below_cut), |last| {
+                last.index
+            });
+        let below_new = tail.membership.unwrap_or(u64::MAX).min(below_cut);
         let membership = new_members.last().copied().unwrap_or(below_new);
-        let log = Some(last.index);
         self.set_tail(
             group,
             Some(Tail {
-                log,
+                log: Some(log),
                 membership: Some(membership),
-            }),
-        );
-        Ok(())
-    }
-
-    /// Removes entries with index >= start (atomic).
-    ///
-    /// # Errors
-    /// `AppliedEntryConflict` if that would remove an applied entry.
-    pub fn delete_entries_from(&self, group: GroupId, start: u64) -> Result<(), StorageError> {
-        let _guard = self.lock_group(group)?;
-        let view = self.view()?;
-        let last_applied = view.group_state(group)?.public.last_applied;
-        let mut batch = self.batch();
-        truncate_from(&view, &mut batch, group, start, last_applied)?;
-        remove_membership_rows(&view, &mut batch, group, start, |_| true)?;
-        self.commit(batch)?;
-        let below = start.saturating_sub(1);
-        let tail = self.tail(group);
-        self.set_tail(
-            group,
-            Some(Tail {
-                log: Some(tail.log.unwrap_or(u64::MAX).min(below)),
-                membership: Some(tail.membership.unwrap_or(u64::MAX).min(below)),
             }),
         );
         Ok(())
@@ -184,8 +206,21 @@ impl Store {
     /// # Errors
     /// `Corrupt` if a membership row does not decode.
     pub fn last_membership(&self, group: GroupId) -> Result<Option<(u64, Bytes)>, StorageError> {
+        self.last_membership_before(group, u64::MAX)
+    }
+
+    /// As [`Store::last_membership`], counting only entries below `end`: what the membership is
+    /// once a pending truncation from `end` is carried out.
+    ///
+    /// # Errors
+    /// `Corrupt` if a membership row does not decode.
+    pub fn last_membership_before(
+        &self,
+        group: GroupId,
+        end: u64,
+    ) -> Result<Option<(u64, Bytes)>, StorageError> {
         let view = self.view()?;
-        let rows = membership_key(group, 0)..=membership_key(group, u64::MAX);
+        let rows = membership_key(group, 0)..membership_key(group, end);
         if let Some(item) = view.range(Space::Meta, rows).next_back() {
             let (key, value) = item?;
             return Ok(Some((
@@ -224,9 +259,49 @@ impl Store {
     }
 }
 
+/// The index of the first new entry that does not match the stored log (`None`: all match).
+/// Entries at or below the floor were committed and removed: they match by definition.
+fn first_conflict(
+    view: &View<'_>,
+    group: GroupId,
+    entries: &[LogEntry],
+    floor: u64,
+    last_applied: u64,
+    tail: Tail,
+) -> Result<Option<u64>, StorageError> {
+    for entry in entries.iter().filter(|e| e.index > floor) {
+        // Nothing is stored this high: the common append at the end of the log reads nothing.
+        if tail.log.is_some_and(|top| top < entry.index) {
+            return Ok(Some(entry.index));
+        }
+        let stored = view.get(Space::Log, keys::log_key(group, entry.index))?;
+        let matches = match &stored {
+            Some(value) => decode_term(entry.index, value)? == entry.term,
+            None => false,
+        };
+        if matches {
+            continue;
+        }
+        if entry.index <= last_applied {
+            return Err(match stored {
+                Some(_) => StorageError::AppliedEntryConflict {
+                    index: entry.index,
+                    last_applied,
+                },
+                None => StorageError::corrupt(format!(
+                    "applied log entry {} of group {group} is missing",
+                    entry.index
+                )),
+            });
+        }
+        return Ok(Some(entry.index));
+    }
+    Ok(None)
+}
+
 /// Queues removal of every stored entry with index >= `start`, refusing applied ones.
 fn truncate_from(
-    view: &crate::store::View<'_>,
+    view: &View<'_>,
     batch: &mut Batch<'_>,
     group: GroupId,
     start: u64,
@@ -248,7 +323,7 @@ fn truncate_from(
 
 /// Queues removal of the membership rows at or above `start` that `remove` selects.
 fn remove_membership_rows(
-    view: &crate::store::View<'_>,
+    view: &View<'_>,
     batch: &mut Batch<'_>,
     group: GroupId,
     start: u64,

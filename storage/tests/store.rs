@@ -119,11 +119,10 @@ on_both_backends! {
             conflict,
             Err(StorageError::AppliedEntryConflict { index: 2, .. })
         ));
-        let truncation = store.append_entries(G, &[blank(1, 1)]);
-        assert!(matches!(
-            truncation,
-            Err(StorageError::AppliedEntryConflict { index: 2, .. })
-        ));
+        // A duplicate of applied entries matches them: nothing to truncate.
+        store
+            .append_entries(G, &[blank(1, 1)])
+            .expect("matching duplicate");
         let deletion = store.delete_entries_from(G, 2);
         assert!(matches!(
             deletion,
@@ -807,5 +806,47 @@ on_both_backends! {
         }));
         drop(store);
         assert!(rx.recv_timeout(Duration::from_secs(10)).expect("answered"));
+    }
+}
+
+on_both_backends! {
+    fn a_stale_append_of_matching_entries_keeps_the_entries_after_them(disk) {
+        let store = disk.open();
+        let log: Vec<_> = (1..=5).map(|i| blank(i, 1)).collect();
+        store.append_entries(G, &log).expect("append");
+        store
+            .append_entries(G, &[membership(6, 1, b"m")])
+            .expect("append");
+        // A duplicate of entries 2 and 3 arrives late: Raft keeps everything after them.
+        store.append_entries(G, &log[1..3]).expect("duplicate");
+        assert_eq!(
+            indexes(&store.read_entries(G, 0, 100).expect("read")),
+            vec![(1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1)]
+        );
+        assert_eq!(
+            store.last_membership(G).expect("m"),
+            Some((6, Bytes::from_static(b"m")))
+        );
+        store.verify_group(G).expect("consistent");
+    }
+}
+
+on_both_backends! {
+    fn an_append_truncates_from_its_first_conflicting_entry_only(disk) {
+        let store = disk.open();
+        let log: Vec<_> = (1..=5).map(|i| blank(i, 1)).collect();
+        store.append_entries(G, &log).expect("append");
+        store
+            .append_entries(G, &[blank(3, 1), membership(4, 2, b"n")])
+            .expect("conflict at 4");
+        assert_eq!(
+            indexes(&store.read_entries(G, 0, 100).expect("read")),
+            vec![(1, 1), (2, 1), (3, 1), (4, 2)]
+        );
+        assert_eq!(
+            store.last_membership(G).expect("m"),
+            Some((4, Bytes::from_static(b"n")))
+        );
+        store.verify_group(G).expect("consistent");
     }
 }
