@@ -20,6 +20,15 @@ use crate::{EntryPayload, GroupId, StorageError, Store};
 use bytes::Bytes;
 use std::collections::BTreeSet;
 
+/// What [`Store::read_log`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSlice {
+    /// The floor, when the range starts at or below it: the entries up to it are gone.
+    pub compacted: Option<LogFloor>,
+    /// The stored entries of the range, in order.
+    pub entries: Vec<LogEntry>,
+}
+
 impl Store {
     /// Writes `entries` (contiguous, ascending) by Raft's rule, in one atomic batch: see
     /// [`Store::write_log`]. Not synced: call `request_sync`.
@@ -178,6 +187,32 @@ impl Store {
             out.push(entry::decode_owned(trailing_u64(&key, "log")?, &value)?);
         }
         Ok(out)
+    }
+
+    /// Entries in [start, stop) and, when `start` lies at or below the log floor (entries
+    /// there were removed), that floor, read in one consistent view: a replication stream
+    /// asking for removed entries must switch to a snapshot, not send a log with a gap.
+    ///
+    /// # Errors
+    /// `Corrupt` if a stored entry or the floor does not decode.
+    pub fn read_log(
+        &self,
+        group: GroupId,
+        start: u64,
+        stop: u64,
+    ) -> Result<LogSlice, StorageError> {
+        let view = self.view()?;
+        let floor = view.floor(group)?;
+        let compacted = (floor.index > 0 && start <= floor.index).then_some(floor);
+        let mut entries = Vec::new();
+        if start < stop {
+            let range = keys::log_key(group, start)..keys::log_key(group, stop);
+            for item in view.range(Space::Log, range) {
+                let (key, value) = item?;
+                entries.push(entry::decode_owned(trailing_u64(&key, "log")?, &value)?);
+            }
+        }
+        Ok(LogSlice { compacted, entries })
     }
 
     /// The newest stored entry. `None` when the log is empty, which happens once retention or

@@ -23,7 +23,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 const LOCK_STRIPES: usize = 64;
 
 const FORMAT_KEY: &[u8] = b"format";
-const STORE_FORMAT: u8 = 1;
+/// Version 2 adds entry kinds, producer rows and a longer group state (see `entry.rs` and
+/// `state.rs`); every value version 1 wrote is still read as it is, so opening a version 1
+/// store only records the new version, which keeps older builds from misreading it.
+const STORE_FORMAT: u8 = 2;
+const STORE_FORMAT_V1: u8 = 1;
 
 /// The node's storage: a cheap, cloneable handle; every clone shares one database.
 #[derive(Clone)]
@@ -199,15 +203,16 @@ impl Store {
 
 fn check_format(backend: &dyn Backend) -> Result<(), StorageError> {
     let format = backend.view()?.get(Space::Info, FORMAT_KEY)?;
-    match format {
-        None => {
+    match format.as_deref() {
+        Some([STORE_FORMAT]) => Ok(()),
+        None | Some([STORE_FORMAT_V1]) => {
             let mut batch = backend.batch();
             batch.insert(Space::Info, FORMAT_KEY, Slice::from([STORE_FORMAT]));
             batch.commit()
         }
-        Some(format) if *format == [STORE_FORMAT] => Ok(()),
         Some(format) => Err(StorageError::corrupt(format!(
-            "store format {format:?} is not supported (this build reads {STORE_FORMAT})"
+            "store format {format:?} is not supported (this build reads {STORE_FORMAT_V1} and \
+             {STORE_FORMAT})"
         ))),
     }
 }
@@ -327,6 +332,20 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         store.request_sync(Box::new(move |r| tx.send(r).expect("send")));
         assert!(poisoned(rx.recv().expect("answered")));
+    }
+
+    #[test]
+    fn a_version_1_store_opens_and_is_marked_version_2() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path(), options()).expect("open");
+            let mut batch = store.batch();
+            batch.insert(Space::Info, FORMAT_KEY, Slice::from([STORE_FORMAT_V1]));
+            store.commit(batch).expect("write");
+        }
+        let store = Store::open(dir.path(), options()).expect("a version 1 store opens");
+        let format = store.view().expect("view").get(Space::Info, FORMAT_KEY);
+        assert_eq!(format.expect("read").as_deref(), Some(&[2u8][..]));
     }
 
     #[test]

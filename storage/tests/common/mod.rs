@@ -161,3 +161,35 @@ pub fn tempdir() -> tempfile::TempDir {
     }
     tempfile::tempdir().expect("tempdir")
 }
+
+/// A batch from an idempotent producer: `batch(timestamps)` with its producer fields set.
+pub fn idempotent_batch(
+    producer: i64,
+    epoch: i16,
+    first_sequence: i32,
+    timestamps: &[i64],
+) -> Bytes {
+    let mut bytes = batch(timestamps).to_vec();
+    bytes[43..51].copy_from_slice(&producer.to_be_bytes());
+    bytes[51..53].copy_from_slice(&epoch.to_be_bytes());
+    bytes[53..57].copy_from_slice(&first_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[21..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(bytes)
+}
+
+pub fn command(index: u64, term: u64, command: &'static [u8]) -> LogEntry {
+    LogEntry {
+        index,
+        term,
+        payload: EntryPayload::Command(Bytes::from_static(command)),
+    }
+}
+
+pub fn advance(index: u64, term: u64, offset: u64) -> LogEntry {
+    LogEntry {
+        index,
+        term,
+        payload: EntryPayload::AdvanceLogStart(gregor_storage::Offset(offset)),
+    }
+}
