@@ -3,7 +3,10 @@
 use crate::backend::Space;
 use crate::entry::{StoredBody, StoredEntry};
 use crate::keys::{self, membership_key, trailing_u64};
-use crate::state::{decode_time_row, OffsetRow};
+use crate::keys::{TAG_PRODUCER, TAG_PRODUCER_AGE};
+use crate::producer::ProducerState;
+use crate::state::{decode_time_row, GroupState, OffsetRow};
+use crate::store::View;
 use crate::{GroupId, Offset, StorageError, Store};
 use std::collections::BTreeSet;
 
@@ -148,6 +151,42 @@ impl Store {
         }
         if times != expected_times {
             return fail(format!("time rows {times:?}, expected {expected_times:?}"));
+        }
+        self.verify_producers(&view, group, &state)
+    }
+
+    /// Producer rows: each has one age row at its newest batch, and the state counts them.
+    fn verify_producers(
+        &self,
+        view: &View<'_>,
+        group: GroupId,
+        state: &GroupState,
+    ) -> Result<(), StorageError> {
+        let fail = |what: String| Err(StorageError::corrupt(format!("group {group}: {what}")));
+        let mut expected = BTreeSet::new();
+        for item in view.prefix(Space::Meta, &keys::meta_key(group, TAG_PRODUCER)) {
+            let (key, value) = item?;
+            let producer = trailing_u64(&key, "producer")?;
+            expected.insert((ProducerState::decode(&value)?.newest_offset().0, producer));
+        }
+        let mut ages = BTreeSet::new();
+        for key in view.prefix_keys(Space::Meta, &keys::meta_key(group, TAG_PRODUCER_AGE)) {
+            let key = key?;
+            let producer = trailing_u64(&key, "producer age")?;
+            ages.insert((
+                trailing_u64(&key[..key.len() - 8], "producer age")?,
+                producer,
+            ));
+        }
+        if ages != expected {
+            return fail(format!("producer age rows {ages:?}, expected {expected:?}"));
+        }
+        if expected.len() != state.producer_count as usize {
+            return fail(format!(
+                "{} producer rows, the state counts {}",
+                expected.len(),
+                state.producer_count
+            ));
         }
         Ok(())
     }

@@ -261,6 +261,7 @@ on_both_backends! {
             })
         );
         assert_eq!(store.producer_state(G, 5).expect("read"), None);
+        store.verify_group(G).expect("consistent");
     }
 }
 
@@ -289,5 +290,6 @@ on_both_backends! {
         assert_eq!(store.producer_state(G, 1).expect("read"), None);
         assert!(store.producer_state(G, 2).expect("read").is_some());
         assert!(store.producer_state(G, 5000).expect("read").is_some());
+        store.verify_group(G).expect("consistent");
     }
 }
