@@ -92,21 +92,13 @@ impl Store {
         let _guard = self.lock_group(group)?;
         let view = self.view()?;
         let last_applied = view.group_state(group)?.public.last_applied;
-        let floor = view.floor(group)?;
+        let floor = view.floor(group)?.index;
         let tail = self.tail(group);
         let cut = match entries.first() {
             None => void_from,
             Some(first) => {
-                if let Some(void) = void_from.filter(|&void| void < first.index) {
-                    let between = keys::log_key(group, void)..keys::log_key(group, first.index);
-                    if view.keys(Space::Log, between).next().is_some() {
-                        return Err(StorageError::InvalidEntry {
-                            index: first.index,
-                            reason: "the entries before it are void: the log would have a gap",
-                        });
-                    }
-                }
-                first_conflict(&view, group, entries, floor.index, last_applied, tail)?
+                refuse_gap(&view, group, void_from, first.index)?;
+                first_conflict(&view, group, entries, floor, last_applied, tail)?
             }
         };
         // Every new entry matches what is stored: nothing to write.
@@ -114,55 +106,15 @@ impl Store {
             return Ok(());
         };
         let mut batch = self.batch();
-        // The new entries overwrite [cut, last] in place (a key written twice in one batch
-        // races in fjall); only what lies beyond them is removed.
-        let remove_from = entries
-            .last()
-            .map_or(Some(cut), |last| last.index.checked_add(1));
-        if let Some(from) = remove_from.filter(|&from| tail.log.is_none_or(|top| top >= from)) {
-            truncate_from(&view, &mut batch, group, from, last_applied)?;
-        }
-        let new_members: BTreeSet<u64> = entries
-            .iter()
-            .filter(|e| e.index >= cut && matches!(e.payload, EntryPayload::Membership(_)))
-            .map(|e| e.index)
-            .collect();
-        if tail.membership.is_none_or(|top| top >= cut) {
-            remove_membership_rows(&view, &mut batch, group, cut, |index| {
-                !new_members.contains(&index)
-            })?;
-        }
-        for entry in entries.iter().filter(|e| e.index >= cut) {
-            batch.insert(
-                Space::Log,
-                keys::log_key(group, entry.index),
-                entry::encode(entry)?,
-            );
-            if let EntryPayload::Membership(members) = &entry.payload {
-                batch.insert(
-                    Space::Meta,
-                    membership_key(group, entry.index),
-                    encode_membership(members),
-                );
-            }
-        }
+        let write = Replacement {
+            cut,
+            entries,
+            last_applied,
+            tail,
+        };
+        let new_members = write.queue(&view, &mut batch, group)?;
         self.commit(batch)?;
-        // Nothing at or above the cut survived but the new entries and their membership rows.
-        let below_cut = cut.saturating_sub(1);
-        let log = entries
-            .last()
-            .map_or(tail.log.unwrap_or(u64::MAX).min(below_cut), |last| {
-                last.index
-            });
-        let below_new = tail.membership.unwrap_or(u64::MAX).min(below_cut);
-        let membership = new_members.last().copied().unwrap_or(below_new);
-        self.set_tail(
-            group,
-            Some(Tail {
-                log: Some(log),
-                membership: Some(membership),
-            }),
-        );
+        self.set_tail(group, Some(write.tail_after(&new_members)));
         Ok(())
     }
 
@@ -291,6 +243,92 @@ impl Store {
         let view = self.view()?;
         let value = view.get(Space::Meta, keys::meta_key(group, TAG_HARD_STATE))?;
         Ok(value.map(|v| Bytes::copy_from_slice(&v)))
+    }
+}
+
+/// Stored entries the consensus layer voided below the first new entry would leave a gap.
+fn refuse_gap(
+    view: &View<'_>,
+    group: GroupId,
+    void_from: Option<u64>,
+    first: u64,
+) -> Result<(), StorageError> {
+    let Some(void) = void_from.filter(|&void| void < first) else {
+        return Ok(());
+    };
+    let between = keys::log_key(group, void)..keys::log_key(group, first);
+    if view.keys(Space::Log, between).next().is_some() {
+        return Err(StorageError::InvalidEntry {
+            index: first,
+            reason: "the entries before it are void: the log would have a gap",
+        });
+    }
+    Ok(())
+}
+
+/// Replacing the log from `cut` (the first new entry that conflicts, or a void point) with the
+/// new entries from there on.
+struct Replacement<'e> {
+    cut: u64,
+    entries: &'e [LogEntry],
+    last_applied: u64,
+    tail: Tail,
+}
+
+impl Replacement<'_> {
+    /// Queues the writes; returns the indexes of the new membership entries.
+    fn queue(
+        &self,
+        view: &View<'_>,
+        batch: &mut Batch<'_>,
+        group: GroupId,
+    ) -> Result<BTreeSet<u64>, StorageError> {
+        let (cut, tail) = (self.cut, self.tail);
+        // The new entries overwrite [cut, last] in place (a key written twice in one batch
+        // races in fjall); only what lies beyond them is removed.
+        let remove_from = self
+            .entries
+            .last()
+            .map_or(Some(cut), |last| last.index.checked_add(1));
+        if let Some(from) = remove_from.filter(|&from| tail.log.is_none_or(|top| top >= from)) {
+            truncate_from(view, batch, group, from, self.last_applied)?;
+        }
+        let new = self.entries.iter().filter(|e| e.index >= cut);
+        let new_members: BTreeSet<u64> = new
+            .clone()
+            .filter(|e| matches!(e.payload, EntryPayload::Membership(_)))
+            .map(|e| e.index)
+            .collect();
+        if tail.membership.is_none_or(|top| top >= cut) {
+            remove_membership_rows(view, batch, group, cut, |index| {
+                !new_members.contains(&index)
+            })?;
+        }
+        for entry in new {
+            let key = keys::log_key(group, entry.index);
+            batch.insert(Space::Log, key, entry::encode(entry)?);
+            if let EntryPayload::Membership(members) = &entry.payload {
+                let key = membership_key(group, entry.index);
+                batch.insert(Space::Meta, key, encode_membership(members));
+            }
+        }
+        Ok(new_members)
+    }
+
+    /// Nothing at or above the cut survives but the new entries and their membership rows.
+    fn tail_after(&self, new_members: &BTreeSet<u64>) -> Tail {
+        let below_cut = self.cut.saturating_sub(1);
+        let log = self
+            .entries
+            .last()
+            .map_or(self.tail.log.unwrap_or(u64::MAX).min(below_cut), |last| {
+                last.index
+            });
+        let below_new = self.tail.membership.unwrap_or(u64::MAX).min(below_cut);
+        Tail {
+            log: Some(log),
+            membership: Some(new_members.last().copied().unwrap_or(below_new)),
+        }
     }
 }
 
