@@ -212,8 +212,11 @@ impl Store {
             let end = up_to.min(last_applied.saturating_add(APPLY_BATCH_ENTRIES));
             let mut applier = Applier::new(&view, group, state, self.batch());
             applier.run(end, &mut machine, &mut applied)?;
-            let batch = applier.finish()?;
+            let (batch, reached) = applier.finish()?;
             self.commit(batch)?;
+            if reached >= up_to {
+                return Ok(applied);
+            }
         }
     }
 
@@ -429,8 +432,9 @@ impl<'v> Applier<'v> {
         Ok(())
     }
 
-    /// The batch with every queued write, the producers' rows and the new state.
-    fn finish(mut self) -> Result<Batch<'v>, StorageError> {
+    /// The batch with every queued write, the producers' rows and the new state, and the last
+    /// applied index it commits.
+    fn finish(mut self) -> Result<(Batch<'v>, u64), StorageError> {
         for (key, value) in std::mem::take(&mut self.kv_writes) {
             match value {
                 Some(value) => self.batch.insert(Space::Kv, key, value.as_ref()),
@@ -444,6 +448,6 @@ impl<'v> Applier<'v> {
             keys::meta_key(self.group, TAG_GROUP_STATE),
             self.state.encode(),
         );
-        Ok(self.batch)
+        Ok((self.batch, self.state.public.last_applied))
     }
 }
