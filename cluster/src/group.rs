@@ -9,7 +9,7 @@ use async_raft::error::{ClientWriteError, RaftError};
 use async_raft::metrics::RaftMetrics;
 use async_raft::raft::ClientWriteRequest;
 use async_raft::{Config, Raft, SnapshotPolicy, State};
-use gregor_storage::{GroupId, NodeId, PartitionState, Store};
+use gregor_storage::{GroupId, NodeId, PartitionState, StateMachine, Store};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +71,22 @@ impl RaftGroup {
         transport: Arc<dyn Transport>,
         tuning: RaftTuning,
     ) -> anyhow::Result<RaftGroup> {
+        Self::start_with_machine(store, group, node, initial_members, transport, tuning, None).await
+    }
+
+    /// As [`RaftGroup::start`], with `machine` applying the group's `Command::Machine` entries.
+    ///
+    /// # Errors
+    /// As [`RaftGroup::start`].
+    pub async fn start_with_machine(
+        store: Store,
+        group: GroupId,
+        node: NodeId,
+        initial_members: &[NodeId],
+        transport: Arc<dyn Transport>,
+        tuning: RaftTuning,
+        machine: Option<Box<dyn StateMachine>>,
+    ) -> anyhow::Result<RaftGroup> {
         let config = Config::build(format!("group-{group}"))
             .election_timeout_min(tuning.election_timeout_min_ms)
             .election_timeout_max(tuning.election_timeout_max_ms)
@@ -80,7 +96,7 @@ impl RaftGroup {
             .snapshot_policy(SnapshotPolicy::LogsSinceLast(u64::MAX))
             .validate()?;
         let pristine = store.hard_state(group)?.is_none() && store.last_entry(group)?.is_none();
-        let storage = Arc::new(GroupStorage::new(store, group, node)?);
+        let storage = Arc::new(GroupStorage::new(store, group, node, machine)?);
         let network = Arc::new(GroupNetwork { group, transport });
         let raft = Raft::new(node.0, Arc::new(config), network, storage.clone());
         if pristine {
