@@ -107,8 +107,11 @@ impl MetadataCore {
         command: &MetadataCommand,
         rows: &mut dyn Rows,
     ) -> Result<MetadataOutcome, RowsError> {
-        // Rows newer than this copy were replaced under it (a snapshot was installed).
-        if rows::last_index(rows)? > self.view.last_index {
+        // The copy in memory always matches the rows as of the previous command, except when
+        // the rows were replaced under it (a snapshot installed: rows newer) or an apply batch
+        // failed to commit after this copy had applied part of it (rows older, and the entries
+        // come again). Either way the rows are the truth.
+        if rows::last_index(rows)? != self.view.last_index {
             *self = MetadataCore::load(rows)?;
         }
         assert!(

@@ -73,3 +73,23 @@ fn corrupt_rows_are_an_error_not_a_guess() {
     );
     assert!(MetadataCore::load(&rows).is_err());
 }
+
+/// An apply batch that failed to commit leaves the copy in memory ahead of the rows; the
+/// entries come again and are applied from the rows, not from the copy.
+#[test]
+fn a_batch_that_did_not_commit_is_applied_again_from_the_rows() {
+    let mut harness = Harness::new();
+    harness.try_run("register 1");
+    let committed = harness.rows.clone();
+    let index = harness.index;
+    harness.try_run("create a partitions=1 rf=1 assign=1");
+    // The batch holding the create is lost: rows as before it, the same entry again.
+    harness.rows = committed;
+    harness.index = index;
+    assert_eq!(
+        harness
+            .try_run("create a partitions=1 rf=1 assign=1")
+            .unwrap(),
+        "TopicCreated { id: TopicId(1), revision: 2 }"
+    );
+}

@@ -4,6 +4,7 @@
 
 pub mod command;
 pub mod core;
+pub mod machine;
 pub mod records;
 pub mod requests;
 pub mod rows;
@@ -17,6 +18,7 @@ pub(crate) mod test_harness;
 
 pub use self::command::{MetadataCommand, MetadataOutcome, Rejection};
 pub use self::core::MetadataCore;
+pub use self::machine::MetadataState;
 pub use self::records::{NodeRecord, NodeState, PartitionAssignment, TopicRecord, TopicView};
 pub use self::validate::OFFSETS_TOPIC;
 pub use self::view::{HostedPartition, MetadataView};
