@@ -10,7 +10,7 @@
 //!     let dir = tempfile::tempdir().unwrap();
 //!     let node = start_node(NodeConfig::single_node(dir.path())).await.unwrap();
 //!     // The typed messages are the API: send them to the actors the broker routes to.
-//!     node.topics()
+//!     node.metadata()
 //!         .send(CreateTopic { name: "orders".into(), partitions: 1, replication_factor: 1, config: Default::default() })
 //!         .await.unwrap().unwrap();
 //!     let mut batch = BatchBuilder::with_capacity(256);
@@ -28,17 +28,49 @@
 use crate::api::{ApiError, ErrorCode, Request, Response};
 use crate::directory::Directory;
 use crate::groups::GroupRouter;
-use crate::partition::{PartitionReplica, ReplicaSettings};
-use crate::topics::{AttachGroups, ReplicaFactory};
-use crate::topics::{Shutdown, TopicManager};
+use crate::liveness::Liveness;
+use crate::metadata::service::AttachGroups;
+use crate::metadata::{MetadataService, MetadataState, MetadataView, OFFSETS_TOPIC};
+use crate::operations::{Controller, LiveNode, OperationSettings, VoterTarget};
+use crate::partition::ReplicaSettings;
+use crate::reconcile::{Reconciler, ReplicaFactory, StopAll};
 use actix::prelude::*;
-use gregor_cluster::{NoPeers, RaftTuning, Transport};
+use gregor_cluster::{NoPeers, RaftGroup, RaftTuning, Transport};
 use gregor_storage::{
-    Clock, FlushPolicy, NodeId, PartitionId, Store, StoreOptions, SyncMode, SystemClock,
+    Clock, FlushPolicy, GroupId, NodeId, PartitionId, Store, StoreOptions, SyncMode, SystemClock,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
+
+/// How long the metadata group of a node alone may take to elect it.
+const LEADERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The cluster's knobs. The defaults suit a node alone and a small cluster alike.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// The rack (or zone) of this node: replicas of a partition go to distinct racks first.
+    pub rack: Option<String>,
+    /// What the metadata leader does, and how much at once (see [`OperationSettings`]).
+    pub operations: OperationSettings,
+    /// How often the metadata leader plans its operations.
+    pub operations_interval: Duration,
+    /// How long a starting node may take to catch up with the metadata and start its
+    /// replicas before it reports a failure.
+    pub startup_timeout: Duration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            rack: None,
+            operations: OperationSettings::default(),
+            operations_interval: Duration::from_secs(1),
+            startup_timeout: Duration::from_secs(60),
+        }
+    }
+}
 
 /// Everything a node needs to start, already validated (the `node` crate parses TOML/env/flags
 /// into this).
@@ -59,6 +91,7 @@ pub struct NodeConfig {
     pub retention_check_interval_ms: u64,
     /// Block cache for fjall.
     pub cache_bytes: u64,
+    pub cluster: ClusterSettings,
 }
 
 impl NodeConfig {
@@ -73,6 +106,7 @@ impl NodeConfig {
             offsets_partitions: 50,
             retention_check_interval_ms: 30_000,
             cache_bytes: 64 * 1024 * 1024,
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -114,8 +148,11 @@ pub enum StartError {
 #[derive(Clone)]
 pub struct Broker {
     node_id: NodeId,
-    topics: Addr<TopicManager>,
+    metadata: Addr<MetadataService>,
+    controller: Addr<Controller>,
+    reconciler: Addr<Reconciler>,
     groups: Addr<GroupRouter>,
+    metadata_group: Arc<RaftGroup>,
     directory: Arc<Directory>,
     store: Store,
 }
@@ -132,10 +169,10 @@ impl Broker {
         self.node_id
     }
 
-    /// The topic manager: send it `CreateTopic`, `DeleteTopic`, `ListTopics`, `DescribeTopic`,
-    /// `Metadata`.
-    pub fn topics(&self) -> Addr<TopicManager> {
-        self.topics.clone()
+    /// The metadata service: send it `CreateTopic`, `DeleteTopic`, `ListTopics`,
+    /// `DescribeTopic`, `Metadata`.
+    pub fn metadata(&self) -> Addr<MetadataService> {
+        self.metadata.clone()
     }
 
     /// The group router: send it `CommitOffsets`, `FetchOffsets`, `ListGroups`,
@@ -144,18 +181,33 @@ impl Broker {
         self.groups.clone()
     }
 
-    /// The replica of one partition: send it `Produce`, `Fetch`, `ListOffsets`.
+    /// The reconciler, which starts, stops and deletes this node's replicas.
+    pub fn reconciler(&self) -> Addr<Reconciler> {
+        self.reconciler.clone()
+    }
+
+    /// The applied metadata, as this node has it now.
+    pub fn view(&self) -> Arc<MetadataView> {
+        self.directory.view()
+    }
+
+    /// The applied metadata, published after every metadata command this node applies.
+    pub fn watch_view(&self) -> watch::Receiver<Arc<MetadataView>> {
+        self.directory.watch_view()
+    }
+
+    /// The replica of one partition, when it runs on this node: send it `Produce`, `Fetch`,
+    /// `ListOffsets`.
     ///
     /// # Errors
-    /// `UNKNOWN_TOPIC` or `UNKNOWN_PARTITION`.
+    /// `UNKNOWN_TOPIC` or `UNKNOWN_PARTITION`; `NOT_LEADER` (naming the leader if known) when
+    /// the partition has no replica here.
     pub fn replica(
         &self,
         topic: &str,
         partition: PartitionId,
-    ) -> Result<Addr<PartitionReplica>, ApiError> {
-        self.directory
-            .replica(topic, partition)
-            .map(|(_, r)| r.addr)
+    ) -> Result<Addr<crate::partition::PartitionReplica>, ApiError> {
+        self.directory.replica(topic, partition).map(|r| r.addr)
     }
 
     /// Serves one request (not `Hello`, which the connection layer answers). For a produce with
@@ -176,11 +228,11 @@ impl Broker {
                     "Hello is only valid as the first frame",
                 ))
             }
-            Request::CreateTopic(r) => Response::CreateTopic(ask(self.topics(), r).await??),
-            Request::DeleteTopic(r) => Response::DeleteTopic(ask(self.topics(), r).await??),
-            Request::ListTopics(r) => Response::ListTopics(ask(self.topics(), r).await??),
-            Request::DescribeTopic(r) => Response::DescribeTopic(ask(self.topics(), r).await??),
-            Request::Metadata(r) => Response::Metadata(ask(self.topics(), r).await??),
+            Request::CreateTopic(r) => Response::CreateTopic(ask(self.metadata(), r).await??),
+            Request::DeleteTopic(r) => Response::DeleteTopic(ask(self.metadata(), r).await??),
+            Request::ListTopics(r) => Response::ListTopics(ask(self.metadata(), r).await??),
+            Request::DescribeTopic(r) => Response::DescribeTopic(ask(self.metadata(), r).await??),
+            Request::Metadata(r) => Response::Metadata(ask(self.metadata(), r).await??),
             Request::Produce(r) => {
                 Response::Produce(ask(self.replica(&r.topic, r.partition)?, r).await??)
             }
@@ -201,8 +253,11 @@ impl Broker {
     /// Stops every actor and Raft group and waits for them, then makes everything written
     /// durable. After this the data directory can be reopened.
     pub async fn shutdown(self) {
-        let _ = self.topics.send(Shutdown).await;
-        self.groups.do_send(StopRouter);
+        let _ = self.controller.send(Stop).await;
+        let _ = self.metadata.send(Stop).await;
+        let _ = self.groups.send(StopRouter).await;
+        let _ = self.reconciler.send(StopAll).await;
+        self.metadata_group.shutdown().await;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.store.request_sync(Box::new(move |r| {
             let _ = tx.send(r);
@@ -210,6 +265,25 @@ impl Broker {
         if let Ok(Err(error)) = rx.await {
             tracing::error!(%error, "final sync failed");
         }
+    }
+}
+
+/// Stops an actor that holds no replicas.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Stop;
+
+impl Handler<Stop> for Controller {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Stop> for MetadataService {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 
@@ -237,15 +311,37 @@ pub async fn start_node(config: NodeConfig) -> Result<Broker, StartError> {
 /// # Errors
 /// As [`start_node`].
 pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker, StartError> {
+    let node = config.node_id;
     let options = StoreOptions {
         flush: config.flush,
-        sync_mode: env.sync_mode,
+        sync_mode: env.sync_mode.clone(),
         cache_bytes: config.cache_bytes,
     };
     let store = Store::open(&config.data_dir, options).map_err(|source| StartError::Storage {
         path: config.data_dir.clone(),
         source,
     })?;
+    let failed =
+        |what: &str, error: &dyn std::fmt::Display| StartError::Actors(format!("{what}: {error}"));
+    let state = MetadataState::load(&store).map_err(|e| failed("reading the metadata", &e))?;
+    let metadata_group = RaftGroup::start_with_machine(
+        store.clone(),
+        GroupId::METADATA,
+        node,
+        &[node],
+        env.transport.clone(),
+        env.raft_tuning,
+        Some(state.machine()),
+    )
+    .await
+    .map_err(|e| failed("starting the metadata group", &e))?;
+    if !metadata_group.wait_for_leadership(LEADERSHIP_TIMEOUT).await {
+        return Err(StartError::Actors(
+            "the metadata group did not elect this node".into(),
+        ));
+    }
+    let metadata_group = Arc::new(metadata_group);
+    let directory = Arc::new(Directory::new(node, state.subscribe()));
     let settings = ReplicaSettings {
         linger: Duration::from_millis(config.produce_linger_ms),
         retention_check_interval: Duration::from_millis(config.retention_check_interval_ms.max(1)),
@@ -254,35 +350,100 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
         max_entry_bytes: 8 * 1024 * 1024,
         propose_timeout: Duration::from_secs(30),
     };
+    let propose_timeout = settings.propose_timeout;
     let factory = ReplicaFactory {
         store: store.clone(),
-        node: config.node_id,
+        node,
         transport: env.transport.clone(),
         tuning: env.raft_tuning,
-        settings,
+        settings: settings.clone(),
     };
-    let directory = Arc::new(Directory::default());
-    let topics = TopicManager::start(
-        factory,
+    let reconciler = Reconciler::new(factory, directory.clone())
+        .map_err(|e| failed("reading the replicas this node hosts", &e))?;
+    let settled = reconciler.settled();
+    let reconciler = reconciler.start();
+    let liveness = Liveness::Alone {
+        node,
+        info: LiveNode {
+            client_addr: config.advertised_address.clone(),
+            peer_addr: String::new(),
+            rack: config.cluster.rack.clone(),
+        },
+    };
+    let metadata = MetadataService::new(
+        metadata_group.clone(),
+        state.clone(),
         directory.clone(),
-        config.advertised_address.clone(),
-        config.offsets_partitions,
+        liveness.clone(),
+        settled.clone(),
+        propose_timeout,
     )
-    .await
-    .map_err(StartError::Actors)?;
+    .with_compaction(settings.retention_check_interval)
+    .start();
+    let operations = OperationSettings {
+        offsets_partitions: config.offsets_partitions,
+        // A node alone: one replica of everything, one voter.
+        offsets_replication_factor: 1,
+        voters: VoterTarget::Count(1),
+        ..config.cluster.operations.clone()
+    };
+    let controller = Controller::new(
+        node,
+        metadata_group.clone(),
+        directory.clone(),
+        liveness,
+        operations,
+        config.cluster.operations_interval,
+        propose_timeout,
+    )
+    .start();
+    wait_until_ready(&directory, settled, config.cluster.startup_timeout).await?;
     let groups = GroupRouter::new(directory.clone(), env.clock.clone())
         .map_err(StartError::Actors)?
         .start();
-    topics
+    metadata
         .send(AttachGroups(groups.clone()))
         .await
-        .map_err(|_| StartError::Actors("the topic manager stopped while starting".into()))?;
-    tracing::info!(node = %config.node_id, data_dir = %config.data_dir.display(), "node started");
+        .map_err(|_| StartError::Actors("the metadata service stopped while starting".into()))?;
+    tracing::info!(node = %node, data_dir = %config.data_dir.display(), "node started");
     Ok(Broker {
-        node_id: config.node_id,
-        topics,
+        node_id: node,
+        metadata,
+        controller,
+        reconciler,
         groups,
+        metadata_group,
         directory,
         store,
     })
+}
+
+/// Waits until this node is registered, the offsets topic exists, and the reconciler has
+/// carried out the metadata as applied then (every replica assigned here runs).
+async fn wait_until_ready(
+    directory: &Directory,
+    mut settled: watch::Receiver<u64>,
+    timeout: Duration,
+) -> Result<(), StartError> {
+    let node = directory.node();
+    let ready = async {
+        let mut view = directory.watch_view();
+        let view = view
+            .wait_for(|v| v.node(node).is_some() && v.topic(OFFSETS_TOPIC).is_some())
+            .await
+            .map(|v| v.last_index())
+            .map_err(|_| ())?;
+        settled
+            .wait_for(|s| *s >= view)
+            .await
+            .map(|_| ())
+            .map_err(|_| ())
+    };
+    match tokio::time::timeout(timeout, ready).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(StartError::Actors(format!(
+            "the node did not catch up with the metadata and start its replicas within {} s",
+            timeout.as_secs()
+        ))),
+    }
 }

@@ -96,9 +96,9 @@ impl Handler<CommitOffsets> for GroupCoordinator {
     fn handle(&mut self, request: CommitOffsets, _: &mut Self::Context) -> Self::Result {
         let mut commits = Vec::with_capacity(request.offsets.len());
         for commit in request.offsets {
-            match self.directory.replica(&commit.topic, commit.partition) {
-                Ok((record, _)) if !record.internal => commits.push(NewOffset {
-                    topic: record.id,
+            match self.directory.partition(&commit.topic, commit.partition) {
+                Ok((topic, _)) if !topic.record.internal => commits.push(NewOffset {
+                    topic: topic.record.id,
                     partition: commit.partition,
                     offset: commit.offset,
                     metadata: commit.metadata,
@@ -140,7 +140,7 @@ impl Handler<DescribeGroup> for GroupCoordinator {
                 let log_end = self
                     .directory
                     .replica(&c.topic, c.partition)
-                    .map(|(_, r)| r.state.borrow().next_offset)
+                    .map(|r| r.state.borrow().next_offset)
                     .unwrap_or(c.offset);
                 GroupPartitionLag {
                     topic: c.topic,
@@ -162,20 +162,23 @@ impl Handler<ResetOffsets> for GroupCoordinator {
     type Result = AtomicResponse<Self, Result<Vec<OffsetReset>, ApiError>>;
 
     fn handle(&mut self, request: ResetOffsets, _: &mut Self::Context) -> Self::Result {
-        let entry = match self.directory.topic(&request.topic) {
-            Some(entry) if !entry.record.internal => entry,
-            Some(_) => {
+        let topic = match self.directory.topic(&request.topic) {
+            Ok(topic) if !topic.record.internal => topic,
+            Ok(_) => {
                 let error = ApiError::new(
                     ErrorCode::INTERNAL_TOPIC,
                     format!("topic '{}' is internal", request.topic),
                 );
                 return AtomicResponse::new(Box::pin(fut::ready(Err(error))));
             }
-            None => {
-                return AtomicResponse::new(Box::pin(fut::ready(Err(ApiError::unknown_topic(
-                    &request.topic,
-                )))))
-            }
+            Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
+        };
+        let replicas: Result<Vec<_>, ApiError> = (0..topic.record.partitions)
+            .map(|p| self.directory.replica(&request.topic, PartitionId(p)))
+            .collect();
+        let replicas = match replicas {
+            Ok(replicas) => replicas,
+            Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
         };
         let timestamp = match request.to {
             ResetTarget::Timestamp(ts) => Some(ts),
@@ -186,8 +189,8 @@ impl Handler<ResetOffsets> for GroupCoordinator {
             ),
             _ => None,
         };
-        let topic_id = entry.record.id;
-        let previous: Vec<Option<Offset>> = (0..entry.record.partitions)
+        let topic_id = topic.record.id;
+        let previous: Vec<Option<Offset>> = (0..topic.record.partitions)
             .map(|p| {
                 self.core
                     .committed(topic_id, PartitionId(p))
@@ -195,8 +198,8 @@ impl Handler<ResetOffsets> for GroupCoordinator {
             })
             .collect();
         let targets = async move {
-            let mut resets = Vec::with_capacity(entry.replicas.len());
-            for (p, replica) in entry.replicas.iter().enumerate() {
+            let mut resets = Vec::with_capacity(replicas.len());
+            for (p, replica) in replicas.iter().enumerate() {
                 let partition = PartitionId(p as u32);
                 let state = *replica.state.borrow();
                 let offset = match (request.to, timestamp) {

@@ -10,9 +10,9 @@ use crate::api::{
     ApiError, CommitOffsets, CommittedOffset, DescribeGroup, ErrorCode, FetchOffsets,
     GroupDescription, ListGroups, OffsetReset, ResetOffsets,
 };
-use crate::directory::Directory;
+use crate::directory::{Directory, ReplicaHandle};
+use crate::metadata::OFFSETS_TOPIC;
 use crate::partition::ProposeKv;
-use crate::topics::OFFSETS_TOPIC;
 use actix::prelude::*;
 use gregor_cluster::KvWrite;
 use gregor_storage::Clock;
@@ -46,14 +46,22 @@ impl GroupRouter {
                 return Ok(addr.clone());
             }
         }
-        let entry = self.directory.topic(OFFSETS_TOPIC).ok_or_else(|| {
+        let offsets = self.directory.topic(OFFSETS_TOPIC).map_err(|_| {
             ApiError::new(
                 ErrorCode::UNAVAILABLE,
-                "the offsets topic is not loaded yet; retry",
+                "the offsets topic is not created yet; retry",
             )
         })?;
-        let partition = offsets_partition_for(group, entry.record.partitions);
-        let replica = &entry.replicas[partition.0 as usize];
+        let partition = offsets_partition_for(group, offsets.record.partitions);
+        let replica = self
+            .directory
+            .replica(OFFSETS_TOPIC, partition)
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorCode::UNAVAILABLE,
+                    format!("group '{group}' is coordinated by another node; retry"),
+                )
+            })?;
         let rows = replica
             .group
             .store()
@@ -96,11 +104,20 @@ impl GroupRouter {
     }
 }
 
+/// The `__consumer_offsets` replicas running here.
+fn offsets_replicas(directory: &Directory) -> Vec<ReplicaHandle> {
+    directory
+        .locals()
+        .into_iter()
+        .filter(|r| r.topic.name == OFFSETS_TOPIC)
+        .collect()
+}
+
 /// Every group that has a committed offset for a topic that exists.
 fn groups_with_offsets(directory: &Directory) -> Result<BTreeSet<String>, String> {
     let mut known = BTreeSet::new();
-    if let Some(entry) = directory.topic(OFFSETS_TOPIC) {
-        for replica in &entry.replicas {
+    {
+        for replica in offsets_replicas(directory) {
             let rows = replica
                 .group
                 .store()
@@ -155,7 +172,7 @@ impl Handler<ResetOffsets> for GroupRouter {
         let group = request.group.clone();
         if !request.dry_run
             && validate_group_name(&group).is_ok()
-            && self.directory.topic(&request.topic).is_some()
+            && self.directory.topic(&request.topic).is_ok()
         {
             self.known.insert(group.clone());
         }
@@ -206,11 +223,7 @@ impl Handler<TopicDeleted> for GroupRouter {
     fn handle(&mut self, TopicDeleted(topic): TopicDeleted, _: &mut Self::Context) -> Self::Result {
         let coordinators: Vec<Addr<GroupCoordinator>> =
             self.coordinators.values().cloned().collect();
-        let partitions = self
-            .directory
-            .topic(OFFSETS_TOPIC)
-            .map(|entry| entry.replicas)
-            .unwrap_or_default();
+        let partitions = offsets_replicas(&self.directory);
         let forget = async move {
             let stopped =
                 || ApiError::new(ErrorCode::UNAVAILABLE, "a group coordinator stopped; retry");

@@ -8,6 +8,7 @@ pub mod machine;
 pub mod records;
 pub mod requests;
 pub mod rows;
+pub mod service;
 pub mod validate;
 pub mod view;
 
@@ -20,5 +21,6 @@ pub use self::command::{MetadataCommand, MetadataOutcome, Rejection};
 pub use self::core::MetadataCore;
 pub use self::machine::MetadataState;
 pub use self::records::{NodeRecord, NodeState, PartitionAssignment, TopicRecord, TopicView};
+pub use self::service::MetadataService;
 pub use self::validate::OFFSETS_TOPIC;
 pub use self::view::{HostedPartition, MetadataView};

@@ -7,7 +7,7 @@ use crate::api::{
     ApiError, ErrorCode, Fetch, FetchReply, ListOffsets, ListOffsetsReply, OffsetSpec, Produce,
     ProduceReply,
 };
-use crate::topics::TopicRecord;
+use crate::metadata::TopicRecord;
 use actix::prelude::*;
 use gregor_cluster::{ApplyOutcome, Command, GroupRole, KvWrite, ProposeError, RaftGroup};
 use gregor_storage::batch::{BatchError, BatchView};

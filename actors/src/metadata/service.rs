@@ -1,0 +1,359 @@
+//! [`MetadataService`]: serves the metadata requests. Reads (`ListTopics`, `DescribeTopic`,
+//! `Metadata`) come from the local applied view; writes become metadata commands proposed by
+//! the metadata leader, and the command's outcome (decided in apply, on every node alike) is
+//! the answer.
+
+use super::command::{decode_outcome, encode_command, MetadataCommand, MetadataOutcome};
+use super::requests::{self, accepted};
+use super::validate::OFFSETS_TOPIC;
+use super::{MetadataState, MetadataView, TopicView};
+use crate::api::{
+    ApiError, BrokerInfo, ClusterMetadata, CreateTopic, DeleteTopic, DescribeTopic, ErrorCode,
+    ListTopics, Metadata, PartitionDescription, PartitionMetadata, TopicDescription, TopicMetadata,
+    TopicSummary,
+};
+use crate::directory::Directory;
+use crate::groups::{GroupRouter, TopicDeleted};
+use crate::liveness::Liveness;
+use crate::metadata::NodeState;
+use crate::operations::planner::candidates;
+use crate::operations::Observed;
+use crate::partition::{compact_applied_log, propose_error_pub};
+use actix::prelude::*;
+use gregor_cluster::{ApplyOutcome, Command, GroupRole, RaftGroup};
+use gregor_storage::{GroupId, PartitionId};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Proposes `command` through the metadata group and returns its outcome.
+///
+/// # Errors
+/// `NOT_LEADER` (with the leader) when this node does not lead the metadata group, `TIMEOUT`
+/// (the command may still commit), `UNAVAILABLE` while shutting down.
+pub async fn propose(
+    metadata: &RaftGroup,
+    command: &MetadataCommand,
+    timeout: Duration,
+) -> Result<MetadataOutcome, ApiError> {
+    let (index, outcome) = metadata
+        .propose(Command::Machine(encode_command(command)), timeout)
+        .await
+        .map_err(propose_error_pub)?;
+    match outcome {
+        ApplyOutcome::Machine(bytes) => decode_outcome(&bytes).map_err(|e| {
+            ApiError::internal(format!("metadata entry {index} answered unreadably: {e}"))
+        }),
+        other => Err(ApiError::internal(format!(
+            "metadata entry {index} applied as {other:?}, not as a command"
+        ))),
+    }
+}
+
+pub struct MetadataService {
+    metadata: Arc<RaftGroup>,
+    state: Arc<MetadataState>,
+    directory: Arc<Directory>,
+    liveness: Liveness,
+    /// Told about deleted topics, so groups tidy their offsets away.
+    groups: Option<Addr<GroupRouter>>,
+    /// The metadata index the reconciler has carried out.
+    settled: watch::Receiver<u64>,
+    propose_timeout: Duration,
+    /// How often applied metadata entries are removed from the log.
+    compaction_interval: Option<Duration>,
+}
+
+impl MetadataService {
+    pub fn new(
+        metadata: Arc<RaftGroup>,
+        state: Arc<MetadataState>,
+        directory: Arc<Directory>,
+        liveness: Liveness,
+        settled: watch::Receiver<u64>,
+        propose_timeout: Duration,
+    ) -> Self {
+        MetadataService {
+            metadata,
+            state,
+            directory,
+            liveness,
+            groups: None,
+            settled,
+            propose_timeout,
+            compaction_interval: None,
+        }
+    }
+
+    /// Removes applied entries from the metadata log every `interval`.
+    pub fn with_compaction(mut self, interval: Duration) -> Self {
+        self.compaction_interval = Some(interval);
+        self
+    }
+
+    /// The metadata's state lives in its rows: applied entries are history, removed in bounded
+    /// steps. A snapshot that replaced the rows is noticed here too.
+    fn compact(&self) {
+        let store = self.metadata.store();
+        let last_applied = self.metadata.applied().borrow().last_applied;
+        compact_applied_log(store, GroupId::METADATA, last_applied);
+        if let Err(error) = self.state.refresh(store) {
+            tracing::error!(%error, "reloading the metadata after a snapshot failed");
+        }
+    }
+
+    /// This node leads the metadata group, or the error that says who does.
+    fn require_leader(&self) -> Result<(), ApiError> {
+        match self.metadata.role() {
+            GroupRole::Leader => Ok(()),
+            _ => Err(ApiError::new(
+                ErrorCode::UNAVAILABLE,
+                "this node does not lead the metadata group; retry",
+            )),
+        }
+    }
+
+    fn observed(&self) -> Observed {
+        Observed {
+            live: self.liveness.live(),
+            ..Observed::default()
+        }
+    }
+}
+
+/// Describes a topic from the applied view and what this node knows of leaders and replicas.
+pub fn describe(directory: &Directory, topic: &TopicView) -> TopicDescription {
+    let partitions = topic
+        .assignments
+        .iter()
+        .enumerate()
+        .map(|(p, assignment)| {
+            let partition = PartitionId(p as u32);
+            let group = topic.record.group_of(partition);
+            let state = directory
+                .local(group)
+                .map(|r| *r.state.borrow())
+                .unwrap_or_default();
+            PartitionDescription {
+                partition,
+                leader: directory.leader(group),
+                replicas: assignment.replicas.clone(),
+                log_start_offset: state.log_start_offset,
+                high_watermark: state.next_offset,
+            }
+        })
+        .collect();
+    TopicDescription {
+        name: topic.record.name.clone(),
+        replication_factor: topic.record.replication_factor,
+        internal: topic.record.internal,
+        config: topic.record.config.clone(),
+        partitions,
+    }
+}
+
+fn brokers(view: &MetadataView) -> Vec<BrokerInfo> {
+    view.nodes()
+        .filter(|n| n.state != NodeState::Removed)
+        .map(|n| BrokerInfo {
+            node_id: n.id,
+            address: n.client_addr.clone(),
+        })
+        .collect()
+}
+
+/// Waits (up to `timeout`) until this node has carried out the metadata up to `revision` and
+/// every partition group of `topic` it founded has a leader, so a client that created a topic
+/// can use it at once.
+async fn wait_until_usable(
+    directory: &Directory,
+    mut settled: watch::Receiver<u64>,
+    topic: &TopicView,
+    timeout: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let reached =
+        tokio::time::timeout_at(deadline, settled.wait_for(|s| *s >= topic.created_revision));
+    if !matches!(reached.await, Ok(Ok(_))) {
+        return;
+    }
+    for p in 0..topic.record.partitions {
+        let partition = PartitionId(p);
+        if !topic.founds(partition, directory.node()) {
+            continue;
+        }
+        if let Some(local) = directory.local(topic.record.group_of(partition)) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            local.group.wait_for_leadership(left).await;
+        }
+    }
+}
+
+impl Actor for MetadataService {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(interval) = self.compaction_interval {
+            ctx.run_interval(interval, |act, _| act.compact());
+        }
+    }
+}
+
+impl Handler<CreateTopic> for MetadataService {
+    type Result = ResponseFuture<Result<TopicDescription, ApiError>>;
+
+    fn handle(&mut self, request: CreateTopic, _: &mut Self::Context) -> Self::Result {
+        let planned = self.require_leader().and_then(|()| {
+            let view = self.directory.view();
+            let candidates = candidates(&view, &self.observed());
+            requests::create_topic(&view, &candidates, &request)
+        });
+        let metadata = self.metadata.clone();
+        let directory = self.directory.clone();
+        let settled = self.settled.clone();
+        let timeout = self.propose_timeout;
+        Box::pin(async move {
+            let command = planned?;
+            accepted(propose(&metadata, &command, timeout).await?)?;
+            let topic = directory.topic(&request.name)?;
+            wait_until_usable(&directory, settled, &topic, timeout).await;
+            Ok(describe(&directory, &topic))
+        })
+    }
+}
+
+impl Handler<DeleteTopic> for MetadataService {
+    type Result = ResponseFuture<Result<(), ApiError>>;
+
+    fn handle(&mut self, request: DeleteTopic, _: &mut Self::Context) -> Self::Result {
+        let planned = self
+            .require_leader()
+            .and_then(|()| requests::delete_topic(&self.directory.view(), &request.name));
+        let metadata = self.metadata.clone();
+        let timeout = self.propose_timeout;
+        let groups = self.groups.clone();
+        Box::pin(async move {
+            let command = planned?;
+            accepted(propose(&metadata, &command, timeout).await?)?;
+            if let (Some(groups), MetadataCommand::DeleteTopic { id, .. }) = (groups, command) {
+                // Tidying only: a topic created again under this name has another id.
+                if !matches!(groups.send(TopicDeleted(id)).await, Ok(Ok(()))) {
+                    tracing::warn!(topic = %request.name, "groups could not tidy the deleted topic's offsets away");
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Handler<ListTopics> for MetadataService {
+    type Result = Result<Vec<TopicSummary>, ApiError>;
+
+    fn handle(&mut self, request: ListTopics, _: &mut Self::Context) -> Self::Result {
+        Ok(self
+            .directory
+            .view()
+            .topics()
+            .filter(|t| request.include_internal || !t.record.internal)
+            .map(|t| t.record.summary())
+            .collect())
+    }
+}
+
+impl Handler<DescribeTopic> for MetadataService {
+    type Result = Result<TopicDescription, ApiError>;
+
+    fn handle(&mut self, request: DescribeTopic, _: &mut Self::Context) -> Self::Result {
+        let topic = self.directory.topic(&request.name)?;
+        Ok(describe(&self.directory, &topic))
+    }
+}
+
+impl Handler<Metadata> for MetadataService {
+    type Result = Result<ClusterMetadata, ApiError>;
+
+    fn handle(&mut self, request: Metadata, _: &mut Self::Context) -> Self::Result {
+        let view = self.directory.view();
+        let topics: Vec<Arc<TopicView>> = match &request.topics {
+            None => view
+                .topics()
+                .filter(|t| !t.record.internal)
+                .cloned()
+                .collect(),
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    view.topic(n)
+                        .cloned()
+                        .ok_or_else(|| ApiError::unknown_topic(n))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let topics = topics
+            .iter()
+            .map(|topic| TopicMetadata {
+                name: topic.record.name.clone(),
+                partitions: topic
+                    .assignments
+                    .iter()
+                    .enumerate()
+                    .map(|(p, assignment)| {
+                        let partition = PartitionId(p as u32);
+                        PartitionMetadata {
+                            partition,
+                            leader: self.directory.leader(topic.record.group_of(partition)),
+                            replicas: assignment.replicas.clone(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(ClusterMetadata {
+            brokers: brokers(&view),
+            topics,
+        })
+    }
+}
+
+/// Proposes a metadata command (the controller's, or one a peer forwarded).
+#[derive(Message)]
+#[rtype(result = "Result<MetadataOutcome, ApiError>")]
+pub struct Propose(pub MetadataCommand);
+
+impl Handler<Propose> for MetadataService {
+    type Result = ResponseFuture<Result<MetadataOutcome, ApiError>>;
+
+    fn handle(&mut self, Propose(command): Propose, _: &mut Self::Context) -> Self::Result {
+        let ready = self.require_leader();
+        let metadata = self.metadata.clone();
+        let timeout = self.propose_timeout;
+        Box::pin(async move {
+            ready?;
+            propose(&metadata, &command, timeout).await
+        })
+    }
+}
+
+/// Connects the group router, which starts after the metadata service.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AttachGroups(pub Addr<GroupRouter>);
+
+impl Handler<AttachGroups> for MetadataService {
+    type Result = ();
+
+    fn handle(&mut self, AttachGroups(groups): AttachGroups, _: &mut Self::Context) {
+        self.groups = Some(groups);
+    }
+}
+
+/// Whether the offsets topic exists yet (the node serves groups only once it does).
+pub fn offsets_topic_exists(view: &MetadataView) -> bool {
+    view.topic(OFFSETS_TOPIC).is_some()
+}
+
+/// The group of the `__consumer_offsets` partition `partition`.
+pub fn offsets_group(view: &MetadataView, partition: PartitionId) -> Option<GroupId> {
+    view.topic(OFFSETS_TOPIC)
+        .map(|t| t.record.group_of(partition))
+}
