@@ -1,9 +1,13 @@
 //! Bad input against the real server over TCP: typed errors, the connection or the node keep
 //! working, and nothing is written.
 
+use bytes::Bytes;
 use gregor_actors::api::{
-    ErrorCode, Hello, ListTopics, Request, RequestFrame, Response, ResponseFrame, PROTOCOL_VERSION,
+    Acks, ErrorCode, Hello, ListTopics, Produce, Request, RequestFrame, Response, ResponseFrame,
+    PROTOCOL_VERSION,
 };
+use gregor_protocol::batch::{BatchBuilder, Compression, NewRecord, HEADER_LEN};
+use gregor_protocol::{Offset, PartitionId};
 use gregor_tests::{success, Node};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -14,7 +18,7 @@ fn frame(body: &[u8]) -> Vec<u8> {
     out
 }
 
-fn request(id: u64, request: Request) -> Vec<u8> {
+fn request_frame(id: u64, request: Request) -> Vec<u8> {
     frame(&rmp_serde::to_vec_named(&RequestFrame { id, request }).unwrap())
 }
 
@@ -32,7 +36,7 @@ fn connect(node: &Node) -> TcpStream {
         protocol_version: PROTOCOL_VERSION,
         client_id: "e2e".into(),
     });
-    stream.write_all(&request(1, hello)).unwrap();
+    stream.write_all(&request_frame(1, hello)).unwrap();
     let reply = read_reply(&mut stream);
     assert!(matches!(reply.result, Ok(Response::Hello(_))), "{reply:?}");
     stream
@@ -96,7 +100,7 @@ fn malformed_and_unknown_requests_get_typed_errors_and_the_connection_survives()
 
     // The same connection still serves.
     stream
-        .write_all(&request(
+        .write_all(&request_frame(
             9,
             Request::ListTopics(ListTopics {
                 include_internal: false,
@@ -133,7 +137,7 @@ fn oversized_truncated_and_versionless_connections_do_not_hurt_the_node() {
         protocol_version: PROTOCOL_VERSION + 1,
         client_id: "future".into(),
     });
-    stream.write_all(&request(1, hello)).unwrap();
+    stream.write_all(&request_frame(1, hello)).unwrap();
     assert_eq!(
         error_code(&read_reply(&mut stream)),
         ErrorCode::UNSUPPORTED_VERSION
@@ -142,7 +146,7 @@ fn oversized_truncated_and_versionless_connections_do_not_hurt_the_node() {
     // No handshake.
     let mut stream = TcpStream::connect(&node.address).unwrap();
     stream
-        .write_all(&request(
+        .write_all(&request_frame(
             1,
             Request::ListTopics(ListTopics {
                 include_internal: false,
@@ -157,4 +161,96 @@ fn oversized_truncated_and_versionless_connections_do_not_hurt_the_node() {
     // The node is fine.
     success(&node.cli(&["topic", "create", "after"]));
     assert_eq!(success(&node.cli(&["topic", "list"])).trim(), "after");
+}
+
+/// A batch of `values`, optionally compressed.
+fn batch(values: &[&[u8]], compression: Compression) -> Vec<u8> {
+    let mut builder = BatchBuilder::with_capacity(256).compression(compression);
+    for value in values {
+        builder.push(&NewRecord {
+            key: None,
+            value: Some(value),
+            headers: &[],
+            timestamp: 1_700_000_000_000,
+        });
+    }
+    builder.finish().to_vec()
+}
+
+/// Sets the records section, `recordCount` and `lastOffsetDelta` of `batch`, with a valid CRC
+/// and length: a header that is consistent whatever the records are.
+fn forge(batch: &[u8], records: &[u8], count: i32) -> Vec<u8> {
+    let mut out = batch[..HEADER_LEN].to_vec();
+    out.extend_from_slice(records);
+    let len = (out.len() - 12) as i32;
+    out[8..12].copy_from_slice(&len.to_be_bytes());
+    out[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+    out[57..61].copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+fn produce(stream: &mut TcpStream, id: u64, batch: Vec<u8>) -> ResponseFrame {
+    produce_on(stream, id, "poison", batch)
+}
+
+fn produce_on(stream: &mut TcpStream, id: u64, topic: &str, batch: Vec<u8>) -> ResponseFrame {
+    let request = Request::Produce(Produce {
+        topic: topic.into(),
+        partition: PartitionId(0),
+        acks: Acks::All,
+        timeout_ms: 10_000,
+        batches: vec![Bytes::from(batch)],
+    });
+    stream.write_all(&request_frame(id, request)).unwrap();
+    let reply = read_reply(stream);
+    assert_eq!(reply.id, id);
+    reply
+}
+
+#[test]
+fn batches_whose_records_contradict_their_header_are_refused_and_take_no_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_fresh(dir.path());
+    success(&node.cli(&["topic", "create", "poison"]));
+    let mut stream = connect(&node);
+
+    let one = batch(&[b"only"], Compression::None);
+    let records = &one[HEADER_LEN..];
+    let mut trailing = records.to_vec();
+    trailing.push(0);
+    let mut overlong = records.to_vec();
+    overlong[0] = 0x7e; // record length 63, past the end of the batch
+    let mut transactional = one.clone();
+    transactional[22] |= 0x10;
+    let transactional = forge(&transactional, records, 1);
+    let poisoned = [
+        ("recordCount 3 with one record", forge(&one, records, 3)),
+        ("20 bytes of 0xff", forge(&one, &[0xff; 20], 1)),
+        ("a byte after the last record", forge(&one, &trailing, 1)),
+        ("a record length past the end", forge(&one, &overlong, 1)),
+        ("transactional", transactional),
+    ];
+    for (id, (what, bad)) in poisoned.into_iter().enumerate() {
+        let reply = produce(&mut stream, id as u64 + 10, bad);
+        assert_eq!(error_code(&reply), ErrorCode::INVALID_BATCH, "{what}");
+    }
+    let mut corrupt = one.clone();
+    *corrupt.last_mut().unwrap() ^= 1;
+    assert_eq!(
+        error_code(&produce(&mut stream, 20, corrupt)),
+        ErrorCode::CORRUPT_BATCH
+    );
+
+    // Nothing above took an offset; compressed batches are accepted with every codec.
+    let mut expected = 0;
+    for (id, codec) in Compression::ALL.into_iter().enumerate() {
+        let reply = produce(&mut stream, 30 + id as u64, batch(&[b"a", b"b"], codec));
+        let Ok(Response::Produce(stored)) = reply.result else {
+            panic!("{codec}: {reply:?}");
+        };
+        assert_eq!(stored.base_offset, Offset(expected), "{codec}");
+        expected += 2;
+    }
 }
