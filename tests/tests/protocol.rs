@@ -254,3 +254,193 @@ fn batches_whose_records_contradict_their_header_are_refused_and_take_no_offsets
         expected += 2;
     }
 }
+
+// ------------------------------------------------------------------ PROTOCOL.md's error table
+
+/// The `(code, NAME)` rows of PROTOCOL.md's error table.
+fn documented_error_rows() -> Vec<(u16, String)> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../PROTOCOL.md"))
+        .expect("PROTOCOL.md at the workspace root");
+    doc.lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let code = cells.get(1)?.parse::<u16>().ok()?;
+            let name = cells.get(2)?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((code, name.to_owned()))
+        })
+        .collect()
+}
+
+/// Codes a single healthy node cannot be made to answer from outside, and where each is tested.
+const NOT_PROVOKED_HERE: &[(&str, &str)] = &[
+    ("INTERNAL", "needs a request handler that crashes: node/tests/server_behaviour.rs handler_panic_is_answered_with_internal_and_the_connection_goes_on"),
+    ("NOT_LEADER", "needs a partition led by another node: a cluster of several nodes"),
+    ("TIMEOUT", "needs a commit slower than the produce's timeout, which a healthy node does not give reliably"),
+    ("UNAVAILABLE", "needs a partition without a leader, or a node starting or stopping"),
+    ("STORAGE", "needs a failing disk"),
+];
+
+/// Sends `request` on a handshaken connection and returns its error code.
+fn refused(stream: &mut TcpStream, id: u64, request: Request) -> ErrorCode {
+    stream.write_all(&request_frame(id, request)).unwrap();
+    let reply = read_reply(stream);
+    assert_eq!(reply.id, id);
+    error_code(&reply)
+}
+
+/// The code the server answers to a raw frame body, on a fresh connection (handshaken or not).
+fn answer_to_raw(node: &Node, handshake: bool, body: &[u8]) -> ErrorCode {
+    let mut stream = if handshake {
+        connect(node)
+    } else {
+        TcpStream::connect(&node.address).unwrap()
+    };
+    stream.write_all(&frame(body)).unwrap();
+    error_code(&read_reply(&mut stream))
+}
+
+fn create(name: &str, partitions: u32, replication_factor: u16) -> Request {
+    Request::CreateTopic(gregor_actors::api::CreateTopic {
+        name: name.into(),
+        partitions,
+        replication_factor,
+        config: Default::default(),
+    })
+}
+
+/// Provokes every documented error this node can answer, and returns the codes it answered.
+fn provoke_every_error(node: &Node) -> Vec<ErrorCode> {
+    use gregor_actors::api::{
+        DescribeGroup, DescribeTopic, Fetch, FetchOffsets, TopicConfigOverrides,
+    };
+    #[derive(serde::Serialize)]
+    struct Raw<B> {
+        id: u64,
+        request: RawKind<B>,
+    }
+    #[derive(serde::Serialize)]
+    struct RawKind<B> {
+        kind: &'static str,
+        body: B,
+    }
+    let raw = |kind, body: u8| {
+        rmp_serde::to_vec_named(&Raw {
+            id: 5,
+            request: RawKind { kind, body },
+        })
+        .unwrap()
+    };
+    let hello = |version| {
+        rmp_serde::to_vec_named(&RequestFrame {
+            id: 1,
+            request: Request::Hello(Hello {
+                protocol_version: version,
+                client_id: "e2e".into(),
+            }),
+        })
+        .unwrap()
+    };
+    let mut stream = connect(node);
+    let mut codes = vec![
+        answer_to_raw(node, true, &[0xc1]),
+        answer_to_raw(node, false, &hello(PROTOCOL_VERSION + 1)),
+        answer_to_raw(node, true, &raw("Teleport", 0)),
+        answer_to_raw(node, false, &raw("ListGroups", 0)),
+        answer_to_raw(node, true, &raw("Produce", 0)),
+    ];
+    let mut oversized = connect(node);
+    oversized.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    codes.push(error_code(&read_reply(&mut oversized)));
+
+    let describe = |name: &str| Request::DescribeTopic(DescribeTopic { name: name.into() });
+    codes.push(refused(&mut stream, 10, describe("nowhere")));
+    codes.push(refused(&mut stream, 11, create("taken", 1, 1)));
+    assert!(matches!(
+        read_ok(&mut stream, 12, create("small", 1, 1)),
+        Response::CreateTopic(_)
+    ));
+    codes.push(refused(&mut stream, 13, create("small", 1, 1)));
+    codes.push(refused(&mut stream, 14, create("bad name", 1, 1)));
+    let mut bad_config = create("config", 1, 1);
+    if let Request::CreateTopic(c) = &mut bad_config {
+        c.config = TopicConfigOverrides {
+            retention_ms: Some(-7),
+            ..Default::default()
+        };
+    }
+    codes.push(refused(&mut stream, 15, bad_config));
+    codes.push(refused(&mut stream, 16, create("none", 0, 1)));
+    codes.push(refused(&mut stream, 17, create("many", 1, 3)));
+    codes.push(refused(&mut stream, 18, create("__mine", 1, 1)));
+
+    let fetch = |partition, offset| {
+        Request::Fetch(Fetch {
+            topic: "small".into(),
+            partition: PartitionId(partition),
+            offset: Offset(offset),
+            max_bytes: 1024,
+            max_wait_ms: 0,
+            min_bytes: 0,
+        })
+    };
+    codes.push(refused(&mut stream, 19, fetch(7, 0)));
+    codes.push(refused(&mut stream, 20, fetch(0, 100)));
+    let big = vec![b'x'; 2 * 1024 * 1024];
+    let mut produce_to = |id, batch: Vec<u8>| {
+        let reply = produce_on(&mut stream, id, "small", batch);
+        error_code(&reply)
+    };
+    codes.push(produce_to(21, batch(&[&big], Compression::None)));
+    let mut corrupt = batch(&[b"v"], Compression::None);
+    *corrupt.last_mut().unwrap() ^= 1;
+    codes.push(produce_to(22, corrupt));
+    let one = batch(&[b"v"], Compression::None);
+    codes.push(produce_to(23, forge(&one, &one[HEADER_LEN..], 2)));
+
+    let group = |name: &str| {
+        Request::FetchOffsets(FetchOffsets {
+            group: name.into(),
+            topic: None,
+        })
+    };
+    codes.push(refused(&mut stream, 24, group("")));
+    let describe_group = |name: &str| Request::DescribeGroup(DescribeGroup { group: name.into() });
+    codes.push(refused(&mut stream, 25, describe_group("never-committed")));
+    codes
+}
+
+fn read_ok(stream: &mut TcpStream, id: u64, request: Request) -> Response {
+    stream.write_all(&request_frame(id, request)).unwrap();
+    let reply = read_reply(stream);
+    reply.result.expect("the request succeeds")
+}
+
+#[test]
+fn every_error_row_of_the_document_is_answered_by_the_server_or_named_as_untestable_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_fresh(dir.path());
+    success(&node.cli(&["topic", "create", "taken"]));
+    let answered: std::collections::BTreeSet<u16> = provoke_every_error(&node)
+        .into_iter()
+        .map(|c| c.0)
+        .collect();
+    let rows = documented_error_rows();
+    assert!(
+        rows.len() >= 25,
+        "the error table was not found in PROTOCOL.md"
+    );
+    for (code, name) in rows {
+        assert_eq!(
+            ErrorCode(code).name(),
+            name,
+            "row {code} names another code"
+        );
+        let untestable = NOT_PROVOKED_HERE.iter().any(|(n, _)| *n == name);
+        assert!(
+            answered.contains(&code) != untestable,
+            "PROTOCOL.md row {code} {name}: provoke it in provoke_every_error, or name it in \
+             NOT_PROVOKED_HERE with where it is tested (answered: {}, listed: {untestable})",
+            answered.contains(&code)
+        );
+    }
+}

@@ -173,6 +173,9 @@ impl Handler<DescribeGroup> for GroupRouter {
     type Result = ResponseFuture<Result<GroupDescription, ApiError>>;
     fn handle(&mut self, request: DescribeGroup, _: &mut Self::Context) -> Self::Result {
         let group = request.group.clone();
+        if let Err(invalid) = validate_group_name(&group) {
+            return Box::pin(async move { Err(invalid) });
+        }
         if !self.known.contains(&group) {
             let error = ApiError::new(
                 ErrorCode::UNKNOWN_GROUP,
