@@ -25,7 +25,7 @@ use super::error::ClientError;
 use crate::clock::{Clock, SystemClock};
 use accumulator::{Accumulator, Append, Limits, ProduceJob};
 use gregor_protocol::api::{Acks, ApiError, ErrorCode, Produce, Request};
-use gregor_protocol::batch::NewRecord;
+use gregor_protocol::batch::{Compression, NewRecord};
 use gregor_protocol::partitioner::partition_for_key;
 use gregor_protocol::{Offset, PartitionId};
 use std::collections::BTreeMap;
@@ -148,6 +148,10 @@ pub struct ProducerConfig {
     /// Requests in flight per partition when `client.retries == 0`; with retries it is 1.
     pub max_in_flight_per_partition: usize,
     pub partitioner: Partitioner,
+    /// Codec for the batches (Kafka's `compression.type`); none by default. The broker stores
+    /// batches as they are sent and consumers decompress them, so this trades producer CPU
+    /// for bytes on the wire and on disk.
+    pub compression: Compression,
     /// Stamps records sent without a timestamp.
     pub clock: Arc<dyn Clock>,
     pub on_batch_complete: Option<BatchObserver>,
@@ -167,6 +171,7 @@ impl std::fmt::Debug for ProducerConfig {
                 &self.max_in_flight_per_partition,
             )
             .field("partitioner", &self.partitioner)
+            .field("compression", &self.compression)
             .finish_non_exhaustive()
     }
 }
@@ -186,6 +191,7 @@ impl ProducerConfig {
             buffer_memory: 32 * 1024 * 1024,
             max_in_flight_per_partition: 5,
             partitioner: Partitioner::Default,
+            compression: Compression::None,
             clock: Arc::new(SystemClock),
             on_batch_complete: None,
         }
@@ -203,6 +209,12 @@ impl ProducerConfig {
 
     pub fn batch_size(mut self, bytes: usize) -> Self {
         self.batch_size = bytes;
+        self
+    }
+
+    /// Compresses batches with `codec`.
+    pub fn compression(mut self, codec: Compression) -> Self {
+        self.compression = codec;
         self
     }
 
@@ -227,6 +239,7 @@ impl ProducerConfig {
             } else {
                 self.max_in_flight_per_partition.max(1)
             },
+            compression: self.compression,
         }
     }
 }
