@@ -404,6 +404,16 @@ fn provoke_every_error(node: &Node) -> Vec<ErrorCode> {
         })
     };
     codes.push(refused(&mut stream, 24, group("")));
+    let commit = Request::CommitOffsets(gregor_actors::api::CommitOffsets {
+        group: "g".into(),
+        offsets: vec![gregor_actors::api::OffsetCommit {
+            topic: "small".into(),
+            partition: PartitionId(0),
+            offset: Offset(0),
+            metadata: Some("m".repeat(4097)),
+        }],
+    });
+    codes.push(refused(&mut stream, 26, commit));
     let describe_group = |name: &str| Request::DescribeGroup(DescribeGroup { group: name.into() });
     codes.push(refused(&mut stream, 25, describe_group("never-committed")));
     codes
