@@ -9,6 +9,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Largest frame body accepted by default, in bytes.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 16 * 1024 * 1024;
+/// Largest reply frame body a server sends, in bytes (64 MiB): a fetch reply holds at most
+/// 32 MiB of batches plus one batch of at most 8 MiB. A reply that would be larger is replaced
+/// by a `FRAME_TOO_LARGE` error to its request. Clients should accept frames this large.
+pub const MAX_REPLY_FRAME_BYTES: u32 = 64 * 1024 * 1024;
 pub const LENGTH_PREFIX_BYTES: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
