@@ -372,6 +372,7 @@ impl Connection {
         &self.inner.hello
     }
 
+    /// The id of the broker at the other end, from its handshake reply.
     pub fn node_id(&self) -> NodeId {
         self.inner.hello.node_id
     }

@@ -10,13 +10,19 @@ use std::sync::Arc;
 /// One consumed record. Key, value and headers are slices of the fetched reply, not copies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
+    /// The record's topic.
     pub topic: Arc<str>,
+    /// The record's partition.
     pub partition: PartitionId,
+    /// The record's offset in its partition.
     pub offset: Offset,
     /// Milliseconds since the epoch, as the producer set it.
     pub timestamp: i64,
+    /// The key; `None` for a record without one (not the same as an empty key).
     pub key: Option<Bytes>,
+    /// The value; `None` for a tombstone.
     pub value: Option<Bytes>,
+    /// Headers in the order they were sent: name and optional value.
     pub headers: Vec<(Bytes, Option<Bytes>)>,
 }
 
