@@ -247,6 +247,9 @@ impl Broker {
             Request::ListGroups(r) => Response::ListGroups(ask(self.groups(), r).await??),
             Request::DescribeGroup(r) => Response::DescribeGroup(ask(self.groups(), r).await??),
             Request::ResetOffsets(r) => Response::ResetOffsets(ask(self.groups(), r).await??),
+            Request::InitProducerId(r) => Response::InitProducerId(ask(self.metadata(), r).await??),
+            Request::ClusterStatus(r) => Response::ClusterStatus(ask(self.metadata(), r).await??),
+            Request::DrainNode(r) => Response::DrainNode(ask(self.metadata(), r).await??),
         })
     }
 

@@ -417,6 +417,12 @@ fn every_request_kind_encodes_as_documented() {
                 ("dry_run", V::Bool(true)),
             ]),
         ),
+        (Request::InitProducerId(InitProducerId {}), map(&[])),
+        (Request::ClusterStatus(ClusterStatus {}), map(&[])),
+        (
+            Request::DrainNode(DrainNode { node_id: NodeId(3) }),
+            map(&[("node_id", i(3))]),
+        ),
     ];
     let mut kinds_seen = std::collections::BTreeSet::new();
     for (id, (request, body)) in cases.into_iter().enumerate() {
@@ -464,6 +470,7 @@ fn every_response_kind_encodes_as_documented() {
             replicas: vec![NodeId(1)],
             log_start_offset: Offset(0),
             high_watermark: Offset(7),
+            lagging: vec![NodeId(2)],
         }],
     };
     let description_v = map(&[
@@ -486,6 +493,7 @@ fn every_response_kind_encodes_as_documented() {
                 ("replicas", arr(&[i(1)])),
                 ("log_start_offset", i(0)),
                 ("high_watermark", i(7)),
+                ("lagging", arr(&[i(2)])),
             ])]),
         ),
     ]);
@@ -647,6 +655,49 @@ fn every_response_kind_encodes_as_documented() {
                 ("offset", i(3)),
             ])]),
         ),
+        (
+            Response::InitProducerId(ProducerIdentity {
+                producer_id: 1000,
+                producer_epoch: 0,
+            }),
+            map(&[("producer_id", i(1000)), ("producer_epoch", i(0))]),
+        ),
+        (
+            Response::ClusterStatus(ClusterStatusReply {
+                node_id: NodeId(1),
+                metadata_leader: Some(NodeId(2)),
+                nodes: vec![NodeStatus {
+                    node_id: NodeId(2),
+                    address: "broker-2:9092".into(),
+                    peer_address: "broker-2:9093".into(),
+                    rack: None,
+                    state: "active".into(),
+                    live: true,
+                    metadata_role: "voter".into(),
+                    replicas: 12,
+                    leaders: 4,
+                }],
+            }),
+            map(&[
+                ("node_id", i(1)),
+                ("metadata_leader", i(2)),
+                (
+                    "nodes",
+                    arr(&[map(&[
+                        ("node_id", i(2)),
+                        ("address", s("broker-2:9092")),
+                        ("peer_address", s("broker-2:9093")),
+                        ("rack", V::Nil),
+                        ("state", s("active")),
+                        ("live", V::Bool(true)),
+                        ("metadata_role", s("voter")),
+                        ("replicas", i(12)),
+                        ("leaders", i(4)),
+                    ])]),
+                ),
+            ]),
+        ),
+        (Response::DrainNode(()), V::Nil),
     ];
     let mut kinds_seen = std::collections::BTreeSet::new();
     for (id, (response, body)) in cases.into_iter().enumerate() {
@@ -790,6 +841,23 @@ fn decoder_accepts_what_the_document_allows() {
         Acks::All
     );
 
+    // CreateTopic's `config` may be nil or absent: every default.
+    for config in [Some(V::Nil), None] {
+        let mut body = vec![
+            ("name", s("t")),
+            ("partitions", i(1)),
+            ("replication_factor", i(1)),
+        ];
+        body.extend(config.map(|c| ("config", c)));
+        let frame: RequestFrame =
+            rmp_serde::from_slice(&mp(&request_frame(8, "CreateTopic", map(&body))))
+                .expect("config nil or absent");
+        let Request::CreateTopic(create) = frame.request else {
+            panic!("a CreateTopic");
+        };
+        assert_eq!(create.config, TopicConfigOverrides::default());
+    }
+
     // A unit variant may also be sent as a one-key map with a nil value.
     let spec: OffsetSpec =
         rmp_serde::from_slice(&mp(&map(&[("Earliest", V::Nil)]))).expect("map form");
@@ -840,6 +908,24 @@ fn decoder_rejects_what_the_document_forbids() {
                 Err(gregor_protocol::frame::RequestDecodeError::BadBody { id: 1, .. })
             ),
             "{body:?} should be refused"
+        );
+    }
+    // Batches are bin: a str or an array of integers in their place is refused.
+    for batches in [arr(&[s("abc")]), arr(&[arr(&[i(1), i(2)])])] {
+        let produce = request_frame(
+            1,
+            "Produce",
+            map(&[
+                ("topic", s("t")),
+                ("partition", i(0)),
+                ("acks", i(1)),
+                ("timeout_ms", i(1)),
+                ("batches", batches.clone()),
+            ]),
+        );
+        assert!(
+            gregor_protocol::frame::decode_request(&mp(&produce)).is_err(),
+            "{batches:?} should be refused as batches"
         );
     }
     let float_int = [0xcb, 0x40, 0, 0, 0, 0, 0, 0, 0];

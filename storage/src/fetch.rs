@@ -221,7 +221,10 @@ fn first_record_at_or_after(
     timestamp_ms: i64,
 ) -> Result<Option<(u64, i64)>, StorageError> {
     let append_time = batch.attributes() & LOG_APPEND_TIME != 0;
-    for record in batch.records() {
+    let plain = batch
+        .decompressed(crate::batch::MAX_DECOMPRESSED_BYTES)
+        .map_err(|e| StorageError::corrupt(format!("stored batch: {e}")))?;
+    for record in batch.records_in(&plain) {
         let record = record.map_err(|e| StorageError::corrupt(format!("stored batch: {e}")))?;
         let timestamp = if append_time {
             batch.max_timestamp()

@@ -211,7 +211,7 @@ impl GroupCore {
     /// [`GroupCore::apply`] once it is committed.
     ///
     /// # Errors
-    /// `INVALID_CONFIG` for metadata over [`MAX_METADATA_LEN`].
+    /// `OFFSET_METADATA_TOO_LARGE` for metadata over [`MAX_METADATA_LEN`].
     pub fn plan_commit(
         &self,
         offsets: &[NewOffset],
@@ -224,7 +224,7 @@ impl GroupCore {
                 .is_some_and(|m| m.len() > MAX_METADATA_LEN)
             {
                 return Err(ApiError::new(
-                    ErrorCode::INVALID_CONFIG,
+                    ErrorCode::OFFSET_METADATA_TOO_LARGE,
                     format!(
                         "offset metadata is limited to {MAX_METADATA_LEN} bytes; nothing was \
                          committed"

@@ -194,7 +194,7 @@ mod tests {
                 ErrorCode::TOPIC_ALREADY_EXISTS,
                 ErrorCode::INVALID_REPLICATION_FACTOR,
                 ErrorCode::INVALID_PARTITIONS,
-                ErrorCode::INVALID_TOPIC_NAME,
+                ErrorCode::INTERNAL_TOPIC,
                 ErrorCode::INVALID_REPLICATION_FACTOR,
             ]
         );

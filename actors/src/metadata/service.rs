@@ -8,9 +8,10 @@ use super::requests::{self, accepted};
 use super::validate::OFFSETS_TOPIC;
 use super::{MetadataState, MetadataView, TopicView};
 use crate::api::{
-    ApiError, BrokerInfo, ClusterMetadata, CreateTopic, DeleteTopic, DescribeTopic, ErrorCode,
-    ListTopics, Metadata, PartitionDescription, PartitionMetadata, TopicDescription, TopicMetadata,
-    TopicSummary,
+    ApiError, BrokerInfo, ClusterMetadata, ClusterStatus, ClusterStatusReply, CreateTopic,
+    DeleteTopic, DescribeTopic, DrainNode, ErrorCode, InitProducerId, ListTopics, Metadata,
+    NodeStatus, PartitionDescription, PartitionMetadata, ProducerIdentity, TopicDescription,
+    TopicMetadata, TopicSummary,
 };
 use crate::directory::Directory;
 use crate::groups::{GroupRouter, TopicDeleted};
@@ -62,7 +63,13 @@ pub struct MetadataService {
     propose_timeout: Duration,
     /// How often applied metadata entries are removed from the log.
     compaction_interval: Option<Duration>,
+    /// Producer ids this node may hand out: the rest of a block the metadata group gave it.
+    producer_ids: std::ops::Range<i64>,
 }
+
+/// Producer ids a node takes from the metadata group at once: one metadata entry serves this
+/// many `InitProducerId` requests. Ids left in a block when the node stops are never used.
+pub const PRODUCER_ID_BLOCK: u64 = 1000;
 
 impl MetadataService {
     pub fn new(
@@ -82,6 +89,7 @@ impl MetadataService {
             settled,
             propose_timeout,
             compaction_interval: None,
+            producer_ids: 0..0,
         }
     }
 
@@ -140,6 +148,10 @@ pub fn describe(directory: &Directory, topic: &TopicView) -> TopicDescription {
                 replicas: assignment.replicas.clone(),
                 log_start_offset: state.log_start_offset,
                 high_watermark: state.next_offset,
+                lagging: directory
+                    .leadership(group)
+                    .map(|l| l.lagging)
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -311,6 +323,96 @@ impl Handler<Metadata> for MetadataService {
         Ok(ClusterMetadata {
             brokers: brokers(&view),
             topics,
+        })
+    }
+}
+
+impl Handler<InitProducerId> for MetadataService {
+    type Result = AtomicResponse<Self, Result<ProducerIdentity, ApiError>>;
+
+    fn handle(&mut self, _: InitProducerId, _: &mut Self::Context) -> Self::Result {
+        let identity = |id: i64| ProducerIdentity {
+            producer_id: id,
+            producer_epoch: 0,
+        };
+        if let Some(id) = self.producer_ids.next() {
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(identity(id)))));
+        }
+        // A new block: the mailbox stays closed until it is in, so two requests never take
+        // two blocks.
+        let ready = self.require_leader();
+        let metadata = self.metadata.clone();
+        let timeout = self.propose_timeout;
+        let command = MetadataCommand::AllocateProducerIds {
+            count: PRODUCER_ID_BLOCK,
+        };
+        AtomicResponse::new(Box::pin(
+            async move {
+                ready?;
+                accepted(propose(&metadata, &command, timeout).await?)
+            }
+            .into_actor(self)
+            .map(move |outcome, act, _| match outcome? {
+                MetadataOutcome::ProducerIds { first, count } => {
+                    act.producer_ids = first..first + count as i64;
+                    let id = act.producer_ids.next().expect("a block is not empty");
+                    Ok(identity(id))
+                }
+                other => Err(ApiError::internal(format!(
+                    "producer ids were answered with {other:?}"
+                ))),
+            }),
+        ))
+    }
+}
+
+impl Handler<DrainNode> for MetadataService {
+    type Result = ResponseFuture<Result<(), ApiError>>;
+
+    fn handle(&mut self, request: DrainNode, _: &mut Self::Context) -> Self::Result {
+        let planned = self
+            .require_leader()
+            .and_then(|()| requests::drain_node(&self.directory.view(), request.node_id));
+        let metadata = self.metadata.clone();
+        let timeout = self.propose_timeout;
+        Box::pin(async move {
+            accepted(propose(&metadata, &planned?, timeout).await?)?;
+            Ok(())
+        })
+    }
+}
+
+impl Handler<ClusterStatus> for MetadataService {
+    type Result = Result<ClusterStatusReply, ApiError>;
+
+    fn handle(&mut self, _: ClusterStatus, _: &mut Self::Context) -> Self::Result {
+        let view = self.directory.view();
+        let replicas = view.replica_counts();
+        let leaders = self.directory.leader_counts();
+        let voters = std::collections::BTreeSet::from([self.directory.node()]);
+        let nodes = view
+            .nodes()
+            .map(|n| NodeStatus {
+                node_id: n.id,
+                address: n.client_addr.clone(),
+                peer_address: n.peer_addr.clone(),
+                rack: n.rack.clone(),
+                state: n.state.name().to_string(),
+                live: self.liveness.is_live(n.id),
+                metadata_role: if voters.contains(&n.id) {
+                    "voter"
+                } else {
+                    "learner"
+                }
+                .into(),
+                replicas: replicas.get(&n.id).copied().unwrap_or(0),
+                leaders: leaders.get(&n.id).copied().unwrap_or(0),
+            })
+            .collect();
+        Ok(ClusterStatusReply {
+            node_id: self.directory.node(),
+            metadata_leader: self.metadata.leader(),
+            nodes,
         })
     }
 }

@@ -159,17 +159,25 @@ impl Reconciler {
         let actions = plan(&view, self.factory.node, &self.local(&view));
         let mut starts = Vec::new();
         let mut stops = Vec::new();
+        // A replica's data goes only once it has stopped: a running group must never see its
+        // state vanish under it.
+        let mut after_stops = Vec::new();
         for action in actions {
             match action {
                 Action::Stop { group } => stops.extend(self.directory.remove(group)),
+                Action::Delete { group } if stops.iter().any(|s| s.group.id() == group) => {
+                    after_stops.push(group)
+                }
                 Action::Delete { group } => self.queue_deletion(group),
                 Action::Start { replica, mode } => starts.push((replica, mode)),
             }
         }
         self.kick_deleter(ctx);
-        let idle = starts.is_empty() && stops.is_empty() && self.deletions.is_empty();
-        if idle && self.deleting_now.is_none() {
-            self.settled.send_replace(view.last_index());
+        if starts.is_empty() && stops.is_empty() {
+            // Deletions report back when they finish, and plan again then.
+            if self.deletions.is_empty() && self.deleting_now.is_none() {
+                self.settled.send_replace(view.last_index());
+            }
             return;
         }
         self.busy = true;
@@ -197,10 +205,13 @@ impl Reconciler {
             }
             started
         };
-        ctx.spawn(work.into_actor(self).map(|started, act, ctx| {
+        ctx.spawn(work.into_actor(self).map(move |started, act, ctx| {
             for handle in started {
                 act.registered.hosted.insert(handle.group.id());
                 act.directory.insert(handle);
+            }
+            for group in after_stops {
+                act.queue_deletion(group);
             }
             act.busy = false;
             if act.stopping {

@@ -5,6 +5,8 @@
 //! handle in-process. Replies are `Result<_, ApiError>`; [`ErrorCode`]s are stable numbers,
 //! append-only. PROTOCOL.md describes the encoding.
 
+mod bin;
+mod cluster;
 mod error;
 mod groups;
 mod handshake;
@@ -12,6 +14,9 @@ mod kinds;
 mod records;
 mod topics;
 
+pub use cluster::{
+    ClusterStatus, ClusterStatusReply, DrainNode, InitProducerId, NodeStatus, ProducerIdentity,
+};
 pub use error::{ApiError, ErrorCode, ErrorDetail};
 pub use groups::{
     CommitOffsets, CommittedOffset, DescribeGroup, FetchOffsets, GroupDescription,

@@ -40,7 +40,18 @@ pub struct CreateTopic {
     pub name: String,
     pub partitions: u32,
     pub replication_factor: u16,
+    /// nil or absent: every setting at its default.
+    #[serde(default, deserialize_with = "nil_as_default")]
     pub config: TopicConfigOverrides,
+}
+
+/// Reads nil (or, with `#[serde(default)]`, nothing) as the type's default.
+fn nil_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +94,10 @@ pub struct PartitionDescription {
     pub log_start_offset: Offset,
     /// One past the last committed offset: the next offset a consumer will read.
     pub high_watermark: Offset,
+    /// Replicas that are not caught-up voters of the partition's group, as its leader last
+    /// said (empty when unknown).
+    #[serde(default)]
+    pub lagging: Vec<NodeId>,
 }
 
 /// Where each partition's leader is, for client routing.
