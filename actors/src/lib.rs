@@ -17,6 +17,7 @@ pub mod metadata;
 pub mod node;
 pub mod operations;
 pub mod partition;
+pub mod peers;
 pub mod placement;
 pub mod reconcile;
 #[cfg(test)]

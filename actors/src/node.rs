@@ -374,6 +374,7 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
         },
     };
     let metadata = MetadataService::new(
+        env.transport.clone(),
         metadata_group.clone(),
         state.clone(),
         directory.clone(),
@@ -401,9 +402,8 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
     )
     .start();
     wait_until_ready(&directory, settled, config.cluster.startup_timeout).await?;
-    let groups = GroupRouter::new(directory.clone(), env.clock.clone())
-        .map_err(StartError::Actors)?
-        .start();
+    let groups =
+        GroupRouter::new(directory.clone(), env.transport.clone(), env.clock.clone()).start();
     metadata
         .send(AttachGroups(groups.clone()))
         .await

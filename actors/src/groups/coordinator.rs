@@ -133,7 +133,7 @@ impl Handler<DescribeGroup> for GroupCoordinator {
     type Result = Result<GroupDescription, ApiError>;
 
     fn handle(&mut self, _: DescribeGroup, _: &mut Self::Context) -> Self::Result {
-        let partitions = self
+        let partitions: Vec<GroupPartitionLag> = self
             .named(None)
             .into_iter()
             .map(|c| {
@@ -151,6 +151,15 @@ impl Handler<DescribeGroup> for GroupCoordinator {
                 }
             })
             .collect();
+        if partitions.is_empty() {
+            let group = self.core.name();
+            return Err(ApiError::new(
+                ErrorCode::UNKNOWN_GROUP,
+                format!(
+                    "group '{group}' has no committed offsets; list groups with: gregor group list"
+                ),
+            ));
+        }
         Ok(GroupDescription {
             group: self.core.name().to_string(),
             partitions,

@@ -9,8 +9,8 @@ use super::validate::OFFSETS_TOPIC;
 use super::{MetadataState, MetadataView, TopicView};
 use crate::api::{
     ApiError, BrokerInfo, ClusterMetadata, ClusterStatus, ClusterStatusReply, CreateTopic,
-    DeleteTopic, DescribeTopic, DrainNode, ErrorCode, InitProducerId, ListTopics, Metadata,
-    NodeStatus, PartitionDescription, PartitionMetadata, ProducerIdentity, TopicDescription,
+    DeleteTopic, DescribeTopic, DrainNode, InitProducerId, ListTopics, Metadata, NodeStatus,
+    PartitionDescription, PartitionMetadata, ProducerIdentity, Response, TopicDescription,
     TopicMetadata, TopicSummary,
 };
 use crate::directory::Directory;
@@ -20,9 +20,10 @@ use crate::metadata::NodeState;
 use crate::operations::planner::candidates;
 use crate::operations::Observed;
 use crate::partition::{compact_applied_log, propose_error_pub};
+use crate::peers::{forward, no_leader, propose_at, FromPeer};
 use actix::prelude::*;
-use gregor_cluster::{ApplyOutcome, Command, GroupRole, RaftGroup};
-use gregor_storage::{GroupId, PartitionId};
+use gregor_cluster::{ApplyOutcome, Command, GroupRole, RaftGroup, Transport};
+use gregor_storage::{GroupId, NodeId, PartitionId};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -52,6 +53,9 @@ pub async fn propose(
 }
 
 pub struct MetadataService {
+    node: NodeId,
+    /// Reaches the metadata leader when this node is not it.
+    transport: Arc<dyn Transport>,
     metadata: Arc<RaftGroup>,
     state: Arc<MetadataState>,
     directory: Arc<Directory>,
@@ -73,6 +77,7 @@ pub const PRODUCER_ID_BLOCK: u64 = 1000;
 
 impl MetadataService {
     pub fn new(
+        transport: Arc<dyn Transport>,
         metadata: Arc<RaftGroup>,
         state: Arc<MetadataState>,
         directory: Arc<Directory>,
@@ -81,6 +86,8 @@ impl MetadataService {
         propose_timeout: Duration,
     ) -> Self {
         MetadataService {
+            node: directory.node(),
+            transport,
             metadata,
             state,
             directory,
@@ -110,14 +117,15 @@ impl MetadataService {
         }
     }
 
-    /// This node leads the metadata group, or the error that says who does.
-    fn require_leader(&self) -> Result<(), ApiError> {
-        match self.metadata.role() {
-            GroupRole::Leader => Ok(()),
-            _ => Err(ApiError::new(
-                ErrorCode::UNAVAILABLE,
-                "this node does not lead the metadata group; retry",
-            )),
+    /// Where a metadata write is carried out: here when this node leads the metadata group,
+    /// else at the leader, unless the request already came from a peer.
+    fn route(&self, from_peer: bool) -> Result<Route, ApiError> {
+        if self.metadata.role() == GroupRole::Leader {
+            return Ok(Route::Here);
+        }
+        match self.metadata.leader() {
+            Some(leader) if leader != self.node && !from_peer => Ok(Route::Leader(leader)),
+            _ => Err(no_leader("the metadata group")),
         }
     }
 
@@ -127,6 +135,13 @@ impl MetadataService {
             ..Observed::default()
         }
     }
+}
+
+/// Where a metadata write goes.
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    Here,
+    Leader(NodeId),
 }
 
 /// Describes a topic from the applied view and what this node knows of leaders and replicas.
@@ -211,40 +226,58 @@ impl Actor for MetadataService {
     }
 }
 
-impl Handler<CreateTopic> for MetadataService {
-    type Result = ResponseFuture<Result<TopicDescription, ApiError>>;
-
-    fn handle(&mut self, request: CreateTopic, _: &mut Self::Context) -> Self::Result {
-        let planned = self.require_leader().and_then(|()| {
+impl MetadataService {
+    fn create_topic(
+        &self,
+        request: CreateTopic,
+        from_peer: bool,
+    ) -> ResponseFuture<Result<TopicDescription, ApiError>> {
+        let route = self.route(from_peer);
+        let planned = || {
             let view = self.directory.view();
             let candidates = candidates(&view, &self.observed());
             requests::create_topic(&view, &candidates, &request)
-        });
-        let metadata = self.metadata.clone();
+        };
+        let planned = match route {
+            Ok(Route::Here) => Some(planned()),
+            _ => None,
+        };
+        let (metadata, transport) = (self.metadata.clone(), self.transport.clone());
         let directory = self.directory.clone();
         let settled = self.settled.clone();
         let timeout = self.propose_timeout;
         Box::pin(async move {
-            let command = planned?;
+            if let Route::Leader(leader) = route? {
+                return match forward(&*transport, leader, request.into()).await? {
+                    Response::CreateTopic(description) => Ok(description),
+                    other => Err(ApiError::internal(format!(
+                        "CreateTopic answered {other:?}"
+                    ))),
+                };
+            }
+            let command = planned.expect("planned here")?;
             accepted(propose(&metadata, &command, timeout).await?)?;
             let topic = directory.topic(&request.name)?;
             wait_until_usable(&directory, settled, &topic, timeout).await;
             Ok(describe(&directory, &topic))
         })
     }
-}
 
-impl Handler<DeleteTopic> for MetadataService {
-    type Result = ResponseFuture<Result<(), ApiError>>;
-
-    fn handle(&mut self, request: DeleteTopic, _: &mut Self::Context) -> Self::Result {
-        let planned = self
-            .require_leader()
-            .and_then(|()| requests::delete_topic(&self.directory.view(), &request.name));
-        let metadata = self.metadata.clone();
+    fn delete_topic(
+        &self,
+        request: DeleteTopic,
+        from_peer: bool,
+    ) -> ResponseFuture<Result<(), ApiError>> {
+        let route = self.route(from_peer);
+        let planned = requests::delete_topic(&self.directory.view(), &request.name);
+        let (metadata, transport) = (self.metadata.clone(), self.transport.clone());
         let timeout = self.propose_timeout;
         let groups = self.groups.clone();
         Box::pin(async move {
+            if let Route::Leader(leader) = route? {
+                forward(&*transport, leader, request.into()).await?;
+                return Ok(());
+            }
             let command = planned?;
             accepted(propose(&metadata, &command, timeout).await?)?;
             if let (Some(groups), MetadataCommand::DeleteTopic { id, .. }) = (groups, command) {
@@ -256,6 +289,74 @@ impl Handler<DeleteTopic> for MetadataService {
             Ok(())
         })
     }
+
+    fn drain_node(
+        &self,
+        request: DrainNode,
+        from_peer: bool,
+    ) -> ResponseFuture<Result<(), ApiError>> {
+        let route = self.route(from_peer);
+        let planned = requests::drain_node(&self.directory.view(), request.node_id);
+        let (metadata, transport) = (self.metadata.clone(), self.transport.clone());
+        let timeout = self.propose_timeout;
+        Box::pin(async move {
+            if let Route::Leader(leader) = route? {
+                forward(&*transport, leader, request.into()).await?;
+                return Ok(());
+            }
+            accepted(propose(&metadata, &planned?, timeout).await?)?;
+            Ok(())
+        })
+    }
+
+    /// Proposes `command` here, or has the metadata leader propose it.
+    fn propose(
+        &self,
+        command: MetadataCommand,
+        from_peer: bool,
+    ) -> ResponseFuture<Result<MetadataOutcome, ApiError>> {
+        let route = self.route(from_peer);
+        let (metadata, transport) = (self.metadata.clone(), self.transport.clone());
+        let timeout = self.propose_timeout;
+        Box::pin(async move {
+            match route? {
+                Route::Here => propose(&metadata, &command, timeout).await,
+                Route::Leader(leader) => propose_at(&*transport, leader, command).await,
+            }
+        })
+    }
+}
+
+macro_rules! writes {
+    ($($request:ty => $method:ident -> $reply:ty;)*) => {
+        $(
+            impl Handler<$request> for MetadataService {
+                type Result = ResponseFuture<Result<$reply, ApiError>>;
+
+                fn handle(&mut self, request: $request, _: &mut Self::Context) -> Self::Result {
+                    self.$method(request, false)
+                }
+            }
+
+            impl Handler<FromPeer<$request>> for MetadataService {
+                type Result = ResponseFuture<Result<$reply, ApiError>>;
+
+                fn handle(
+                    &mut self,
+                    FromPeer(request): FromPeer<$request>,
+                    _: &mut Self::Context,
+                ) -> Self::Result {
+                    self.$method(request, true)
+                }
+            }
+        )*
+    };
+}
+
+writes! {
+    CreateTopic => create_topic -> TopicDescription;
+    DeleteTopic => delete_topic -> ();
+    DrainNode => drain_node -> ();
 }
 
 impl Handler<ListTopics> for MetadataService {
@@ -340,45 +441,26 @@ impl Handler<InitProducerId> for MetadataService {
         }
         // A new block: the mailbox stays closed until it is in, so two requests never take
         // two blocks.
-        let ready = self.require_leader();
-        let metadata = self.metadata.clone();
-        let timeout = self.propose_timeout;
-        let command = MetadataCommand::AllocateProducerIds {
-            count: PRODUCER_ID_BLOCK,
-        };
+        let fetch = self.propose(
+            MetadataCommand::AllocateProducerIds {
+                count: PRODUCER_ID_BLOCK,
+            },
+            false,
+        );
         AtomicResponse::new(Box::pin(
-            async move {
-                ready?;
-                accepted(propose(&metadata, &command, timeout).await?)
-            }
-            .into_actor(self)
-            .map(move |outcome, act, _| match outcome? {
-                MetadataOutcome::ProducerIds { first, count } => {
-                    act.producer_ids = first..first + count as i64;
-                    let id = act.producer_ids.next().expect("a block is not empty");
-                    Ok(identity(id))
-                }
-                other => Err(ApiError::internal(format!(
-                    "producer ids were answered with {other:?}"
-                ))),
-            }),
+            async move { accepted(fetch.await?) }
+                .into_actor(self)
+                .map(move |outcome, act, _| match outcome? {
+                    MetadataOutcome::ProducerIds { first, count } => {
+                        act.producer_ids = first..first + count as i64;
+                        let id = act.producer_ids.next().expect("a block is not empty");
+                        Ok(identity(id))
+                    }
+                    other => Err(ApiError::internal(format!(
+                        "producer ids were answered with {other:?}"
+                    ))),
+                }),
         ))
-    }
-}
-
-impl Handler<DrainNode> for MetadataService {
-    type Result = ResponseFuture<Result<(), ApiError>>;
-
-    fn handle(&mut self, request: DrainNode, _: &mut Self::Context) -> Self::Result {
-        let planned = self
-            .require_leader()
-            .and_then(|()| requests::drain_node(&self.directory.view(), request.node_id));
-        let metadata = self.metadata.clone();
-        let timeout = self.propose_timeout;
-        Box::pin(async move {
-            accepted(propose(&metadata, &planned?, timeout).await?)?;
-            Ok(())
-        })
     }
 }
 
@@ -417,7 +499,8 @@ impl Handler<ClusterStatus> for MetadataService {
     }
 }
 
-/// Proposes a metadata command (the controller's, or one a peer forwarded).
+/// Proposes a metadata command here, or at the metadata leader (a completed move, a block of
+/// producer ids).
 #[derive(Message)]
 #[rtype(result = "Result<MetadataOutcome, ApiError>")]
 pub struct Propose(pub MetadataCommand);
@@ -426,13 +509,19 @@ impl Handler<Propose> for MetadataService {
     type Result = ResponseFuture<Result<MetadataOutcome, ApiError>>;
 
     fn handle(&mut self, Propose(command): Propose, _: &mut Self::Context) -> Self::Result {
-        let ready = self.require_leader();
-        let metadata = self.metadata.clone();
-        let timeout = self.propose_timeout;
-        Box::pin(async move {
-            ready?;
-            propose(&metadata, &command, timeout).await
-        })
+        self.propose(command, false)
+    }
+}
+
+impl Handler<FromPeer<Propose>> for MetadataService {
+    type Result = ResponseFuture<Result<MetadataOutcome, ApiError>>;
+
+    fn handle(
+        &mut self,
+        FromPeer(Propose(command)): FromPeer<Propose>,
+        _: &mut Self::Context,
+    ) -> Self::Result {
+        self.propose(command, true)
     }
 }
 
