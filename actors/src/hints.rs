@@ -4,11 +4,12 @@
 //! changed when it gains or loses a leadership, and periodically everything it leads, which
 //! bounds how long a lost message can leave a hint stale.
 
-use gregor_storage::{GroupId, NodeId};
+use gregor_storage::{GroupId, NodeId, Offset};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// A group the sender leads, in which term, and which of its replicas are behind.
+/// A group the sender leads, in which term, which of its replicas are behind, and its log's
+/// bounds when it said so (for nodes that describe a partition they hold no replica of).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Led {
     pub group: GroupId,
@@ -16,6 +17,10 @@ pub struct Led {
     /// Replicas of the assignment that are not (yet) caught-up voters.
     #[serde(default)]
     pub lagging: Vec<NodeId>,
+    #[serde(default)]
+    pub log_start_offset: Offset,
+    #[serde(default)]
+    pub high_watermark: Offset,
 }
 
 /// What a node says about the partitions it leads.
@@ -35,6 +40,8 @@ pub struct Leadership {
     pub leader: NodeId,
     pub term: u64,
     pub lagging: Vec<NodeId>,
+    pub log_start_offset: Offset,
+    pub high_watermark: Offset,
 }
 
 /// The hints this node has received, newest term winning.
@@ -73,6 +80,8 @@ impl LeaderHints {
                     leader: from,
                     term: led.term,
                     lagging: led.lagging.clone(),
+                    log_start_offset: led.log_start_offset,
+                    high_watermark: led.high_watermark,
                 },
             );
         }
@@ -119,6 +128,8 @@ mod tests {
             group: GroupId(group),
             term,
             lagging: vec![],
+            log_start_offset: Offset(0),
+            high_watermark: Offset(0),
         }
     }
 

@@ -95,6 +95,8 @@ mod tests {
                     group: GroupId(16384),
                     term: 4,
                     lagging: vec![gregor_storage::NodeId(3)],
+                    log_start_offset: gregor_storage::Offset(5),
+                    high_watermark: gregor_storage::Offset(90),
                 }],
                 lost: vec![],
             }),

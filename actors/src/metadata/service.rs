@@ -153,20 +153,26 @@ pub fn describe(directory: &Directory, topic: &TopicView) -> TopicDescription {
         .map(|(p, assignment)| {
             let partition = PartitionId(p as u32);
             let group = topic.record.group_of(partition);
-            let state = directory
-                .local(group)
-                .map(|r| *r.state.borrow())
-                .unwrap_or_default();
+            let hint = directory.leadership(group);
+            // The node's own replica when it has one (committed, though possibly behind its
+            // leader); else what the leader last said.
+            let (log_start_offset, high_watermark) = match directory.local(group) {
+                Some(replica) => {
+                    let state = *replica.state.borrow();
+                    (state.log_start_offset, state.next_offset)
+                }
+                None => hint
+                    .as_ref()
+                    .map(|h| (h.log_start_offset, h.high_watermark))
+                    .unwrap_or_default(),
+            };
             PartitionDescription {
                 partition,
                 leader: directory.leader(group),
                 replicas: assignment.replicas.clone(),
-                log_start_offset: state.log_start_offset,
-                high_watermark: state.next_offset,
-                lagging: directory
-                    .leadership(group)
-                    .map(|l| l.lagging)
-                    .unwrap_or_default(),
+                log_start_offset,
+                high_watermark,
+                lagging: hint.map(|h| h.lagging).unwrap_or_default(),
             }
         })
         .collect();
