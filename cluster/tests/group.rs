@@ -4,7 +4,8 @@
 
 use bytes::Bytes;
 use gregor_cluster::{
-    ApplyOutcome, Command, KvWrite, NoPeers, ProposeError, RaftGroup, RaftTuning,
+    ApplyOutcome, ClusterNode, Command, Dispatcher, KvWrite, NoPeers, ProposeError, RaftGroup,
+    RaftTuning, Start,
 };
 use gregor_storage::batch::{BatchBuilder, NewRecord};
 use gregor_storage::{GroupId, NodeId, Offset, Store, StoreOptions, SyncMode};
@@ -38,17 +39,23 @@ fn open(dir: &std::path::Path) -> Store {
     .unwrap()
 }
 
-async fn start(store: Store) -> RaftGroup {
-    let group = RaftGroup::start(
-        store,
-        GROUP,
+async fn start(store: Store) -> Arc<RaftGroup> {
+    let node = ClusterNode::new(
         NODE,
-        &[NODE],
+        store,
         Arc::new(NoPeers),
+        Dispatcher::new(),
         RaftTuning::default(),
-    )
-    .await
-    .unwrap();
+    );
+    let group = node
+        .start_group(
+            GROUP,
+            Start::Found {
+                members: [NODE].into(),
+            },
+        )
+        .await
+        .unwrap();
     assert!(
         group.wait_for_leadership(Duration::from_secs(5)).await,
         "a lone member leads"

@@ -313,6 +313,10 @@ pub(crate) fn propose_error(error: ProposeError) -> ApiError {
             ErrorCode::UNAVAILABLE,
             "the partition is shutting down; retry",
         ),
+        ProposeError::MembershipChanging => ApiError::new(
+            ErrorCode::UNAVAILABLE,
+            "the partition's replicas are changing; retry",
+        ),
         other => ApiError::new(
             ErrorCode::STORAGE,
             format!("the partition cannot write: {other}"),
