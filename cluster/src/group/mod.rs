@@ -331,9 +331,18 @@ impl RaftGroup {
 }
 
 impl Drop for RaftGroup {
+    /// A group dropped without [`RaftGroup::shutdown`] is shut down in the background: once
+    /// every handle to an async-raft core is gone, the core polls its completed shutdown
+    /// channel again and panics.
     fn drop(&mut self) {
         self.dispatcher.unregister(&self.inbound);
         self.driver.abort();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let raft = self.raft.clone();
+            runtime.spawn(async move {
+                let _ = raft.shutdown().await;
+            });
+        }
     }
 }
 

@@ -16,6 +16,9 @@ use std::time::Duration;
 
 /// How long a call over a cut link takes to fail (transports never fail at once).
 const FAILURE_DELAY: Duration = Duration::from_millis(50);
+/// After this many immediate failures a `fail_at_once` link fails after a delay like a cut
+/// one: a runtime spinning on them is stopped, so the test can see that it spun.
+pub const IMMEDIATE_FAILURE_LIMIT: u64 = 20_000;
 
 /// One AppendEntries as it went over the network.
 #[derive(Debug, Clone)]
@@ -156,13 +159,19 @@ impl TestNet {
             .unwrap()
             .failing_at_once
             .contains(&(from, to))
+            && self.immediate_failures.fetch_add(1, Ordering::SeqCst) < IMMEDIATE_FAILURE_LIMIT
         {
-            self.immediate_failures.fetch_add(1, Ordering::SeqCst);
             return Err(unreachable(to));
         }
         tokio::time::sleep(self.delay(from, to)).await;
         let handler = self.handlers.lock().unwrap().get(&to).cloned();
-        let Some(handler) = handler.filter(|_| !self.is_cut(from, to)) else {
+        let failing = self
+            .links
+            .lock()
+            .unwrap()
+            .failing_at_once
+            .contains(&(from, to));
+        let Some(handler) = handler.filter(|_| !self.is_cut(from, to) && !failing) else {
             tokio::time::sleep(FAILURE_DELAY).await;
             return Err(unreachable(to));
         };
