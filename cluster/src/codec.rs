@@ -7,7 +7,7 @@ use async_raft::raft::{
     Entry, EntryConfigChange, EntryNormal, EntryPayload, EntrySnapshotPointer, MembershipConfig,
 };
 use bytes::Bytes;
-use gregor_storage::{EntryPayload as Stored, KvOps, LogEntry};
+use gregor_storage::{EntryPayload as Stored, KvOps, LogEntry, Offset};
 
 pub(crate) fn to_stored(entry: &Entry<Command>) -> Result<LogEntry> {
     let payload = match &entry.payload {
@@ -21,6 +21,12 @@ pub(crate) fn to_stored(entry: &Entry<Command>) -> Result<LogEntry> {
             puts: write.puts.clone(),
             deletes: write.deletes.clone(),
         }),
+        EntryPayload::Normal(EntryNormal {
+            data: Command::Machine(command),
+        }) => Stored::Command(command.clone()),
+        EntryPayload::Normal(EntryNormal {
+            data: Command::AdvanceLogStart { offset },
+        }) => Stored::AdvanceLogStart(Offset(*offset)),
         EntryPayload::ConfigChange(change) => {
             Stored::Membership(encode_membership(&change.membership)?)
         }
@@ -46,6 +52,12 @@ pub(crate) fn from_stored(entry: LogEntry) -> Result<Entry<Command>> {
                 puts: ops.puts,
                 deletes: ops.deletes,
             }),
+        }),
+        Stored::Command(command) => EntryPayload::Normal(EntryNormal {
+            data: Command::Machine(command),
+        }),
+        Stored::AdvanceLogStart(offset) => EntryPayload::Normal(EntryNormal {
+            data: Command::AdvanceLogStart { offset: offset.0 },
         }),
         Stored::Membership(bytes) => EntryPayload::ConfigChange(EntryConfigChange {
             membership: decode_membership(&bytes)?,
@@ -93,6 +105,12 @@ mod tests {
                     puts: vec![(Bytes::from_static(b"k"), Bytes::from_static(b"v"))],
                     deletes: vec![Bytes::from_static(b"gone")],
                 }),
+            }),
+            EntryPayload::Normal(EntryNormal {
+                data: Command::Machine(Bytes::from_static(b"create")),
+            }),
+            EntryPayload::Normal(EntryNormal {
+                data: Command::AdvanceLogStart { offset: 42 },
             }),
             EntryPayload::ConfigChange(EntryConfigChange {
                 membership: membership.clone(),

@@ -11,6 +11,12 @@ pub enum Command {
     Append { batches: Vec<Bytes> },
     /// Replicated key-value changes: topic metadata, committed group offsets.
     Kv(KvWrite),
+    /// A command for the group's state machine (the metadata group's typed commands), opaque
+    /// here: applying it runs the machine the group was started with.
+    Machine(Bytes),
+    /// Retention decided by the leader: every replica moves the partition's log start up to
+    /// this offset, rounded down to an entry boundary.
+    AdvanceLogStart { offset: u64 },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,13 +26,19 @@ pub struct KvWrite {
 }
 
 /// The state machine's answer for one applied entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ApplyOutcome {
     Appended {
         base_offset: u64,
         record_count: u64,
     },
     KvApplied,
+    /// The state machine's outcome of a `Machine` command, for its proposer.
+    Machine(Bytes),
+    /// The log start after an `AdvanceLogStart` (unchanged if it was not forward).
+    LogStartAdvanced {
+        log_start_offset: u64,
+    },
     /// The entry carried no application data (blank or membership entry).
     Nothing,
 }

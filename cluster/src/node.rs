@@ -9,7 +9,7 @@ use crate::group::{GroupEnv, RaftGroup, RaftTuning, Start};
 use crate::peer::{PeerConfig, PeerTransport};
 use crate::transport::Transport;
 use anyhow::Context;
-use gregor_storage::{GroupId, NodeId, Store};
+use gregor_storage::{GroupId, NodeId, StateMachine, Store};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -116,11 +116,26 @@ impl ClusterNode {
         group: GroupId,
         start: Start,
     ) -> anyhow::Result<Arc<RaftGroup>> {
+        self.start_group_with_machine(group, start, None).await
+    }
+
+    /// As [`ClusterNode::start_group`], with `machine` applying the group's `Command::Machine`
+    /// entries (the metadata group's). A group already running keeps its machine.
+    ///
+    /// # Errors
+    /// As [`RaftGroup::start`].
+    pub async fn start_group_with_machine(
+        &self,
+        group: GroupId,
+        start: Start,
+        machine: Option<Box<dyn StateMachine>>,
+    ) -> anyhow::Result<Arc<RaftGroup>> {
         let _turn = self.lifecycle.lock().await;
         if let Some(running) = self.group(group) {
             return Ok(running);
         }
-        let started = Arc::new(RaftGroup::start(&self.env, group, start).await?);
+        let started =
+            Arc::new(RaftGroup::start_with_machine(&self.env, group, start, machine).await?);
         self.lock().insert(group, started.clone());
         Ok(started)
     }

@@ -4,22 +4,29 @@
 //! - apply calls apply *our* log up to the index given, so an apply async-raft skipped (bug 2)
 //!   is applied by the next call, or by the group's applied-index watcher;
 //! - `delete_logs_from` followed by `replicate_to_log` is made one atomic write (bug 3): the
-//!   truncation is remembered and carried out by the append that follows it.
+//!   truncation is remembered and carried out by the append that follows it, by Raft's rule
+//!   (only from the first conflicting entry), and the membership read in between ignores what
+//!   it voids.
 
 use crate::codec::{decode_membership, from_stored, to_stored};
 use crate::command::{ApplyOutcome, Command};
 use anyhow::{anyhow, Context, Result};
-use async_raft::raft::{Entry, MembershipConfig};
+use async_raft::raft::{Entry, EntryPayload, EntrySnapshotPointer, MembershipConfig};
 use async_raft::storage::{CurrentSnapshotData, HardState, InitialState};
 use async_raft::RaftStorage;
-use gregor_storage::{Applied, GroupId, NodeId, PartitionState, Store};
+use gregor_storage::{
+    Applied, GroupId, GroupSnapshot, LogFloor, NodeId, PartitionState, StateMachine, Store,
+};
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::Mutex;
 use tokio::sync::{oneshot, watch};
 
-/// How many recent apply outcomes are remembered for a late `apply_entry_to_state_machine`.
-const RECENT_OUTCOMES: usize = 4096;
+/// Outcomes kept for async-raft to ask for: those of entries applied before the call that
+/// asks (entries applied by the watcher or a follower's catch-up; a leader's own entries are
+/// answered by the apply that the call itself runs). A follower is never asked, so this is a
+/// bound, not a working set.
+const PENDING_OUTCOMES: usize = 64;
 
 pub(crate) struct GroupStorage {
     store: Store,
@@ -28,15 +35,23 @@ pub(crate) struct GroupStorage {
     applied_tx: watch::Sender<PartitionState>,
     /// Index from which stored entries are void, pending the append that replaces them.
     pending_truncation: Mutex<Option<u64>>,
-    /// Outcomes of entries applied by an earlier call, keyed by index.
-    recent_outcomes: Mutex<BTreeMap<u64, ApplyOutcome>>,
+    /// Outcomes of entries applied before async-raft asked for them, keyed by index.
+    pending_outcomes: Mutex<BTreeMap<u64, ApplyOutcome>>,
+    /// What the group's `Command::Machine` entries mean (the metadata group's); none for
+    /// partition and offsets groups.
+    machine: Mutex<Option<Box<dyn StateMachine>>>,
     /// Serialises applies: async-raft applies from its core task and, on followers, from a
     /// spawned task; the watcher applies too. Our `apply_up_to` must see one caller at a time.
     apply_lock: tokio::sync::Mutex<()>,
 }
 
 impl GroupStorage {
-    pub(crate) fn new(store: Store, group: GroupId, node: NodeId) -> Result<Self> {
+    pub(crate) fn new(
+        store: Store,
+        group: GroupId,
+        node: NodeId,
+        machine: Option<Box<dyn StateMachine>>,
+    ) -> Result<Self> {
         let state = store.partition_state(group)?;
         let (applied_tx, _) = watch::channel(state);
         Ok(GroupStorage {
@@ -45,7 +60,8 @@ impl GroupStorage {
             node,
             applied_tx,
             pending_truncation: Mutex::new(None),
-            recent_outcomes: Mutex::new(BTreeMap::new()),
+            pending_outcomes: Mutex::new(BTreeMap::new()),
+            machine: Mutex::new(machine),
             apply_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -70,22 +86,42 @@ impl GroupStorage {
 
     /// Applies our own log up to `up_to` (a committed index) and publishes the new state.
     pub(crate) async fn apply_up_to(&self, up_to: u64) -> Result<()> {
+        self.apply(up_to, None).await.map(drop)
+    }
+
+    /// Applies up to `up_to`; returns the outcome of entry `wanted` if this call applied it,
+    /// and keeps the others for a later `apply_entry_to_state_machine`.
+    async fn apply(&self, up_to: u64, wanted: Option<u64>) -> Result<Option<ApplyOutcome>> {
         let _guard = self.apply_lock.lock().await;
-        let applied = self.store.apply_up_to(self.group, up_to)?;
+        let applied = {
+            let mut machine = self.machine.lock().expect("state machine lock poisoned");
+            match machine.as_deref_mut() {
+                Some(machine) => self.store.apply_up_to_with(self.group, up_to, machine)?,
+                None => self.store.apply_up_to(self.group, up_to)?,
+            }
+        };
         if applied.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
+        let mut found = None;
         {
-            let mut recent = self.recent_outcomes.lock().expect("outcome cache poisoned");
+            let mut pending = self.pending_outcomes.lock().expect("outcome lock poisoned");
             for item in &applied {
-                let (index, outcome) = outcome_of(item);
-                recent.insert(index, outcome);
+                let Some((index, outcome)) = outcome_of(item) else {
+                    continue;
+                };
+                if Some(index) == wanted {
+                    found = Some(outcome);
+                } else {
+                    pending.insert(index, outcome);
+                }
             }
-            while recent.len() > RECENT_OUTCOMES {
-                recent.pop_first();
+            while pending.len() > PENDING_OUTCOMES {
+                pending.pop_first();
             }
         }
-        self.publish_state()
+        self.publish_state()?;
+        Ok(found)
     }
 
     /// Re-reads the group's state and tells every subscriber: after an apply, and after
@@ -104,6 +140,8 @@ impl GroupStorage {
         Ok((floor.index, floor.term))
     }
 
+    /// Carries out a pending truncation and the append that follows it as one atomic write, by
+    /// Raft's rule (see `Store::write_log`).
     fn write_entries(&self, entries: &[&Entry<Command>]) -> Result<()> {
         let stored = entries
             .iter()
@@ -114,24 +152,15 @@ impl GroupStorage {
             .lock()
             .expect("truncation lock poisoned")
             .take();
-        match (pending, stored.first()) {
-            // The truncation point is below the new entries: void the gap first, in the same
-            // logical step (entries between are stale and must not survive).
-            (Some(from), Some(first)) if from < first.index => {
-                self.store.delete_entries_from(self.group, from)?;
-                self.store.append_entries(self.group, &stored)?;
-            }
-            // append_entries itself removes every stored entry at or above its first index.
-            (_, Some(_)) => self.store.append_entries(self.group, &stored)?,
-            (Some(from), None) => self.store.delete_entries_from(self.group, from)?,
-            (None, None) => {}
-        }
+        self.store.write_log(self.group, pending, &stored)?;
         Ok(())
     }
 }
 
-fn outcome_of(applied: &Applied) -> (u64, ApplyOutcome) {
-    match applied {
+/// What async-raft hands the proposer of an entry; `None` for entries it never asks about
+/// (blank and membership entries).
+fn outcome_of(applied: &Applied) -> Option<(u64, ApplyOutcome)> {
+    let outcome = match applied {
         Applied::Records {
             index,
             base_offset,
@@ -144,7 +173,50 @@ fn outcome_of(applied: &Applied) -> (u64, ApplyOutcome) {
             },
         ),
         Applied::Kv { index } => (*index, ApplyOutcome::KvApplied),
-        Applied::Other { index } => (*index, ApplyOutcome::Nothing),
+        Applied::Command { index, outcome } => (*index, ApplyOutcome::Machine(outcome.clone())),
+        Applied::LogStart { index, log_start } => (
+            *index,
+            ApplyOutcome::LogStartAdvanced {
+                log_start_offset: log_start.0,
+            },
+        ),
+        _ => return None,
+    };
+    Some(outcome)
+}
+
+impl GroupStorage {
+    /// What async-raft needs of a snapshot, around our encoding of it.
+    fn current_snapshot(
+        &self,
+        snapshot: &GroupSnapshot,
+    ) -> Result<CurrentSnapshotData<Cursor<Vec<u8>>>> {
+        Ok(CurrentSnapshotData {
+            term: snapshot.term,
+            index: snapshot.index,
+            membership: self.membership_or_initial(snapshot.membership.as_deref())?,
+            snapshot: Box::new(Cursor::new(snapshot.encode())),
+        })
+    }
+
+    fn membership_or_initial(&self, membership: Option<&[u8]>) -> Result<MembershipConfig> {
+        match membership {
+            Some(bytes) => decode_membership(bytes),
+            None => Ok(MembershipConfig::new_initial(self.node.0)),
+        }
+    }
+
+    /// The entry that stands for the removed log up to `floor`: async-raft's replication stream
+    /// switches to sending a snapshot when it reads one.
+    fn snapshot_pointer(&self, floor: &LogFloor) -> Result<Entry<Command>> {
+        Ok(Entry {
+            index: floor.index,
+            term: floor.term,
+            payload: EntryPayload::SnapshotPointer(EntrySnapshotPointer {
+                id: format!("group-{}-{}-{}", self.group, floor.index, floor.term),
+                membership: self.membership_or_initial(floor.membership.as_deref())?,
+            }),
+        })
     }
 }
 
@@ -154,10 +226,17 @@ impl RaftStorage<Command, ApplyOutcome> for GroupStorage {
     type ShutdownError = std::io::Error;
 
     async fn get_membership_config(&self) -> Result<MembershipConfig> {
-        match self.store.last_membership(self.group)? {
-            Some((_, bytes)) => decode_membership(&bytes),
-            None => Ok(MembershipConfig::new_initial(self.node.0)),
-        }
+        // async-raft asks right after `delete_logs_from`, before the append that carries the
+        // truncation out: rows it voids must not count.
+        let pending = *self
+            .pending_truncation
+            .lock()
+            .expect("truncation lock poisoned");
+        let last = match pending {
+            Some(end) => self.store.last_membership_before(self.group, end)?,
+            None => self.store.last_membership(self.group)?,
+        };
+        self.membership_or_initial(last.as_ref().map(|(_, bytes)| &bytes[..]))
     }
 
     async fn get_initial_state(&self) -> Result<InitialState> {
@@ -184,15 +263,23 @@ impl RaftStorage<Command, ApplyOutcome> for GroupStorage {
         self.sync().await
     }
 
+    /// Entries in [start, stop). When `start` lies at or below the log floor, the removed
+    /// entries are answered by one snapshot pointer at the floor, followed by the stored
+    /// entries of the range: async-raft then streams a snapshot instead of a log with a gap,
+    /// and a reader looking for the latest membership still finds those after the floor.
     async fn get_log_entries(&self, start: u64, stop: u64) -> Result<Vec<Entry<Command>>> {
         if start >= stop {
             return Ok(Vec::new());
         }
-        self.store
-            .read_entries(self.group, start, stop)?
-            .into_iter()
-            .map(from_stored)
-            .collect()
+        let slice = self.store.read_log(self.group, start, stop)?;
+        let mut entries = Vec::with_capacity(slice.entries.len() + 1);
+        if let Some(floor) = &slice.compacted {
+            entries.push(self.snapshot_pointer(floor)?);
+        }
+        for entry in slice.entries {
+            entries.push(from_stored(entry)?);
+        }
+        Ok(entries)
     }
 
     async fn delete_logs_from(&self, start: u64, stop: Option<u64>) -> Result<()> {
@@ -225,9 +312,12 @@ impl RaftStorage<Command, ApplyOutcome> for GroupStorage {
         index: &u64,
         _data: &Command,
     ) -> Result<ApplyOutcome> {
-        self.apply_up_to(*index).await?;
-        let recent = self.recent_outcomes.lock().expect("outcome cache poisoned");
-        recent.get(index).copied().ok_or_else(|| {
+        let applied_now = self.apply(*index, Some(*index)).await?;
+        let mut pending = self.pending_outcomes.lock().expect("outcome lock poisoned");
+        let outcome = applied_now.or_else(|| pending.remove(index));
+        // async-raft asks in index order: nothing at or below this index is asked for again.
+        *pending = pending.split_off(&index.saturating_add(1));
+        outcome.ok_or_else(|| {
             anyhow!(
                 "entry {index} of group {} was applied but its outcome is gone",
                 self.group
@@ -242,34 +332,385 @@ impl RaftStorage<Command, ApplyOutcome> for GroupStorage {
         }
     }
 
+    /// async-raft never compacts on its own (its snapshot policy is off): retention and
+    /// `compact_log` remove the log. Should it ask, the current snapshot is the answer.
     async fn do_log_compaction(&self) -> Result<CurrentSnapshotData<Self::Snapshot>> {
-        // Retention trims the log; Raft snapshots (and InstallSnapshot) arrive with multi-node
-        // replication. The group's snapshot policy never triggers this.
-        Err(anyhow!(
-            "raft log compaction is done by retention, not by async-raft"
-        ))
+        self.get_current_snapshot()
+            .await?
+            .ok_or_else(|| anyhow!("group {} has removed no entries to snapshot", self.group))
     }
 
+    /// A buffer for a snapshot streaming in from the leader.
     async fn create_snapshot(&self) -> Result<(String, Box<Self::Snapshot>)> {
-        Err(anyhow!(
-            "installing snapshots is not supported before multi-node replication"
-        ))
+        let id = format!("group-{}-incoming", self.group);
+        Ok((id, Box::new(Cursor::new(Vec::new()))))
     }
 
+    /// Installs the snapshot the leader streamed: the group's state is replaced in one atomic
+    /// write and made durable before async-raft answers the leader.
     async fn finalize_snapshot_installation(
         &self,
-        _index: u64,
-        _term: u64,
-        _delete_through: Option<u64>,
+        index: u64,
+        term: u64,
+        delete_through: Option<u64>,
         _id: String,
-        _snapshot: Box<Self::Snapshot>,
+        snapshot: Box<Self::Snapshot>,
     ) -> Result<()> {
-        Err(anyhow!(
-            "installing snapshots is not supported before multi-node replication"
-        ))
+        let snapshot = GroupSnapshot::decode(&snapshot.into_inner())?;
+        if (snapshot.index, snapshot.term) != (index, term) {
+            return Err(anyhow!(
+                "the snapshot holds entry {} of term {}, the leader said {index} of term {term}",
+                snapshot.index,
+                snapshot.term
+            ));
+        }
+        {
+            let _guard = self.apply_lock.lock().await;
+            *self
+                .pending_truncation
+                .lock()
+                .expect("truncation lock poisoned") = None;
+            // async-raft keeps the log after the snapshot only when it reaches past it.
+            let keep_log_after = delete_through.is_some();
+            self.store
+                .install_snapshot(self.group, &snapshot, keep_log_after)?;
+            self.pending_outcomes
+                .lock()
+                .expect("outcome lock poisoned")
+                .clear();
+        }
+        self.sync().await?;
+        self.publish_state()
     }
 
+    /// The snapshot a lagging follower needs: none while no entry was ever removed (every
+    /// entry is still there to send).
     async fn get_current_snapshot(&self) -> Result<Option<CurrentSnapshotData<Self::Snapshot>>> {
-        Ok(None)
+        if self.store.log_floor(self.group)?.index == 0 {
+            return Ok(None);
+        }
+        let snapshot = self.store.snapshot(self.group)?;
+        Ok(Some(self.current_snapshot(&snapshot)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_raft::raft::{EntryConfigChange, EntryPayload};
+    use gregor_storage::{FlushPolicy, ModelDisk, StoreOptions, SyncMode};
+    use std::collections::HashSet;
+
+    const GROUP: GroupId = GroupId(7);
+
+    fn storage(disk: &ModelDisk) -> GroupStorage {
+        let options = StoreOptions {
+            flush: FlushPolicy::Never,
+            sync_mode: SyncMode::Inline,
+            cache_bytes: 1 << 20,
+        };
+        let store = Store::open_model(disk, options).expect("open");
+        GroupStorage::new(store, GROUP, NodeId(1), None).expect("storage")
+    }
+
+    fn blank(index: u64, term: u64) -> Entry<Command> {
+        Entry {
+            index,
+            term,
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn members(index: u64, term: u64, nodes: &[u64]) -> Entry<Command> {
+        Entry {
+            index,
+            term,
+            payload: EntryPayload::ConfigChange(EntryConfigChange {
+                membership: MembershipConfig {
+                    members: nodes.iter().copied().collect::<HashSet<_>>(),
+                    members_after_consensus: None,
+                },
+            }),
+        }
+    }
+
+    async fn log(storage: &GroupStorage) -> Vec<(u64, u64)> {
+        storage
+            .get_log_entries(0, 100)
+            .await
+            .expect("read")
+            .iter()
+            .map(|e| (e.index, e.term))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn membership_ignores_rows_a_pending_truncation_voids() {
+        let disk = ModelDisk::new();
+        let storage = storage(&disk);
+        storage
+            .replicate_to_log(&[
+                members(1, 1, &[1, 2]),
+                blank(2, 1),
+                members(3, 1, &[1, 2, 3]),
+            ])
+            .await
+            .expect("append");
+        // async-raft found the leader's log agrees up to 2 and asks for the membership before it
+        // hands over the entries that replace 3.
+        storage.delete_logs_from(3, None).await.expect("void");
+        let membership = storage.get_membership_config().await.expect("membership");
+        assert_eq!(membership.members, HashSet::from([1, 2]));
+    }
+
+    #[tokio::test]
+    async fn a_truncation_and_its_replacement_are_one_write() {
+        let disk = ModelDisk::new();
+        let storage = storage(&disk);
+        let old: Vec<_> = (1..=5).map(|i| blank(i, 1)).collect();
+        storage.replicate_to_log(&old).await.expect("append");
+        storage.store().sync().expect("sync");
+        drop(storage);
+        let storage = self::storage(&disk);
+        let before = disk.unsynced_batches();
+        storage.delete_logs_from(3, None).await.expect("void");
+        storage
+            .replicate_to_log(&[blank(3, 2), blank(4, 2)])
+            .await
+            .expect("replace");
+        assert_eq!(disk.unsynced_batches(), before + 1);
+        assert_eq!(log(&storage).await, vec![(1, 1), (2, 1), (3, 2), (4, 2)]);
+    }
+
+    #[tokio::test]
+    async fn a_truncation_below_the_new_entries_is_refused_and_changes_nothing() {
+        let disk = ModelDisk::new();
+        let storage = storage(&disk);
+        let old: Vec<_> = (1..=5).map(|i| blank(i, 1)).collect();
+        storage.replicate_to_log(&old).await.expect("append");
+        storage.delete_logs_from(3, None).await.expect("void");
+        // Entries that would leave entry 3 voided but nothing in its place: a gap.
+        let gap = storage.replicate_to_log(&[blank(4, 2), blank(5, 2)]).await;
+        assert!(gap.is_err());
+        assert_eq!(
+            log(&storage).await,
+            vec![(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)]
+        );
+    }
+
+    fn records(index: u64, term: u64, count: usize) -> Entry<Command> {
+        let mut builder = gregor_storage::batch::BatchBuilder::with_capacity(64);
+        for _ in 0..count {
+            builder.push(&gregor_storage::batch::NewRecord {
+                value: Some(b"v"),
+                timestamp: 10,
+                ..Default::default()
+            });
+        }
+        Entry {
+            index,
+            term,
+            payload: EntryPayload::Normal(async_raft::raft::EntryNormal {
+                data: Command::Append {
+                    batches: vec![builder.finish()],
+                },
+            }),
+        }
+    }
+
+    fn normal(index: u64, term: u64, data: Command) -> Entry<Command> {
+        Entry {
+            index,
+            term,
+            payload: EntryPayload::Normal(async_raft::raft::EntryNormal { data }),
+        }
+    }
+
+    /// A leader's storage with entries 1..=5 (membership, four records entries of 2 records)
+    /// whose first two records entries retention removed.
+    async fn compacted_leader(disk: &ModelDisk) -> GroupStorage {
+        let storage = storage(disk);
+        let mut log = vec![members(1, 1, &[1, 2])];
+        log.extend((2..=5).map(|i| records(i, 1, 2)));
+        log.push(normal(6, 1, Command::AdvanceLogStart { offset: 4 }));
+        storage.replicate_to_log(&log).await.expect("append");
+        storage
+            .replicate_to_state_machine(&[])
+            .await
+            .expect("nothing");
+        storage.apply_up_to(6).await.expect("apply");
+        assert_eq!(storage.store().log_floor(GROUP).expect("floor").index, 3);
+        storage
+    }
+
+    #[tokio::test]
+    async fn reading_removed_entries_yields_a_snapshot_pointer_then_the_rest() {
+        let disk = ModelDisk::new();
+        let storage = compacted_leader(&disk).await;
+        let entries = storage.get_log_entries(1, 6).await.expect("read");
+        let shape: Vec<(u64, bool)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e.index,
+                    matches!(e.payload, EntryPayload::SnapshotPointer(_)),
+                )
+            })
+            .collect();
+        assert_eq!(shape, vec![(3, true), (4, false), (5, false)]);
+        let EntryPayload::SnapshotPointer(pointer) = &entries[0].payload else {
+            unreachable!()
+        };
+        assert_eq!(pointer.membership.members, HashSet::from([1, 2]));
+        let above = storage.get_log_entries(4, 6).await.expect("read");
+        assert_eq!(
+            above.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_follower_installs_the_leaders_snapshot_and_catches_up() {
+        let leader_disk = ModelDisk::new();
+        let leader = compacted_leader(&leader_disk).await;
+        let fresh = storage(&ModelDisk::new());
+        assert!(fresh.get_current_snapshot().await.expect("none").is_none());
+
+        let current = leader
+            .get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("some");
+        assert_eq!((current.index, current.term), (3, 1));
+        assert_eq!(current.membership.members, HashSet::from([1, 2]));
+        let bytes = current.snapshot.into_inner();
+
+        let follower_disk = ModelDisk::new();
+        let follower = storage(&follower_disk);
+        // async-raft records the leader's term before it takes the snapshot.
+        let term = HardState {
+            current_term: 1,
+            voted_for: None,
+        };
+        follower.save_hard_state(&term).await.expect("hard state");
+        let (id, mut incoming) = follower.create_snapshot().await.expect("create");
+        std::io::Write::write_all(&mut *incoming, &bytes).expect("write");
+        follower
+            .finalize_snapshot_installation(3, 1, None, id, incoming)
+            .await
+            .expect("install");
+        let initial = follower.get_initial_state().await.expect("state");
+        assert_eq!((initial.last_log_index, initial.last_log_term), (3, 1));
+        assert_eq!(initial.last_applied_log, 3);
+        assert_eq!(initial.membership.members, HashSet::from([1, 2]));
+
+        let rest = leader.get_log_entries(4, 7).await.expect("read");
+        follower.replicate_to_log(&rest).await.expect("append");
+        follower.apply_up_to(6).await.expect("apply");
+        let state = |s: &GroupStorage| s.store().partition_state(GROUP).expect("state");
+        assert_eq!(state(&follower), state(&leader));
+        follower.store().verify_group(GROUP).expect("consistent");
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_that_disagrees_with_the_leaders_header_is_refused() {
+        let disk = ModelDisk::new();
+        let leader = compacted_leader(&disk).await;
+        let bytes = leader
+            .get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("some")
+            .snapshot
+            .into_inner();
+        let follower = storage(&ModelDisk::new());
+        let (id, mut incoming) = follower.create_snapshot().await.expect("create");
+        std::io::Write::write_all(&mut *incoming, &bytes).expect("write");
+        let wrong = follower
+            .finalize_snapshot_installation(4, 1, None, id, incoming)
+            .await;
+        assert!(wrong.is_err());
+        assert_eq!(
+            follower
+                .store()
+                .partition_state(GROUP)
+                .expect("state")
+                .last_applied,
+            0
+        );
+    }
+
+    struct Echo;
+
+    impl StateMachine for Echo {
+        fn apply(
+            &mut self,
+            index: u64,
+            command: &[u8],
+            rows: &mut gregor_storage::RowTxn<'_>,
+        ) -> std::result::Result<bytes::Bytes, gregor_storage::StorageError> {
+            rows.put(command, bytes::Bytes::copy_from_slice(&index.to_be_bytes()));
+            Ok(bytes::Bytes::from(format!("{index}")))
+        }
+    }
+
+    #[tokio::test]
+    async fn outcomes_are_answered_once_and_the_cache_stays_bounded() {
+        let store = Store::open_model(
+            &ModelDisk::new(),
+            StoreOptions {
+                flush: FlushPolicy::Never,
+                sync_mode: SyncMode::Inline,
+                cache_bytes: 1 << 20,
+            },
+        )
+        .expect("open");
+        let storage =
+            GroupStorage::new(store, GROUP, NodeId(1), Some(Box::new(Echo))).expect("storage");
+        let machine = |i: u64| normal(i, 1, Command::Machine(bytes::Bytes::from(format!("k{i}"))));
+        let log: Vec<_> = (1..=200).map(machine).collect();
+        storage.replicate_to_log(&log).await.expect("append");
+        // The leader's own entry: applied by the call that asks for it.
+        let outcome = storage
+            .apply_entry_to_state_machine(&1, &log[0].payload_data())
+            .await
+            .expect("outcome");
+        assert_eq!(
+            outcome,
+            ApplyOutcome::Machine(bytes::Bytes::from_static(b"1"))
+        );
+        // Entries applied before anyone asks (a watcher, a follower's catch-up) are kept, up
+        // to the bound.
+        storage.apply_up_to(200).await.expect("apply");
+        assert_eq!(
+            storage.pending_outcomes.lock().expect("lock").len(),
+            PENDING_OUTCOMES
+        );
+        let outcome = storage
+            .apply_entry_to_state_machine(&190, &log[189].payload_data())
+            .await
+            .expect("outcome");
+        assert_eq!(
+            outcome,
+            ApplyOutcome::Machine(bytes::Bytes::from_static(b"190"))
+        );
+        assert_eq!(storage.pending_outcomes.lock().expect("lock").len(), 10);
+        assert!(storage
+            .apply_entry_to_state_machine(&100, &log[99].payload_data())
+            .await
+            .is_err());
+    }
+
+    trait PayloadData {
+        fn payload_data(&self) -> Command;
+    }
+
+    impl PayloadData for Entry<Command> {
+        fn payload_data(&self) -> Command {
+            match &self.payload {
+                EntryPayload::Normal(normal) => normal.data.clone(),
+                _ => unreachable!("a normal entry"),
+            }
+        }
     }
 }

@@ -6,11 +6,16 @@
 mod common;
 
 use async_raft::raft::{Entry, EntryConfigChange, EntryPayload, MembershipConfig};
+use bytes::Bytes;
 use common::{runtime, TestCluster};
-use gregor_cluster::rpc::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
+use gregor_cluster::rpc::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
 use gregor_cluster::{Command, Containment, GroupRole, PeerHandler, RpcError, Start};
 use gregor_storage::{GroupId, NodeId};
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 const GROUP: GroupId = GroupId(77);
@@ -150,25 +155,83 @@ fn a_heartbeat_whose_previous_entry_we_lack_is_answered_no_with_a_hint() {
     });
 }
 
-#[test]
-fn a_stale_append_never_removes_entries_we_acknowledged() {
-    runtime().block_on(async {
-        let cluster = follower(Containment::default()).await;
-        give_log(&cluster, 5, 0).await;
-        // A delayed copy of an earlier message from the same leader.
-        let stale = append(1, 2, (1, 1), blanks(2, 3, 1), 0);
-        assert!(send(&cluster, stale).await.unwrap().success);
-        assert_eq!(stored(&cluster), vec![1, 2, 3, 4, 5]);
+/// Nodes 2 and 3 as the test plays them when node 1 campaigns and leads: they grant every
+/// vote and take every AppendEntries.
+struct Agreeable;
 
-        let raw = follower(without(|c| c.strip_matching = false)).await;
-        give_log(&raw, 5, 0).await;
-        assert!(
-            send(&raw, append(1, 2, (1, 1), blanks(2, 3, 1), 0))
-                .await
-                .unwrap()
-                .success
+#[async_trait::async_trait]
+impl PeerHandler for Agreeable {
+    async fn append_entries(
+        &self,
+        _from: NodeId,
+        _group: GroupId,
+        rpc: AppendEntriesRequest<Command>,
+    ) -> Result<AppendEntriesResponse, RpcError> {
+        Ok(AppendEntriesResponse {
+            term: rpc.term,
+            success: true,
+            conflict_opt: None,
+        })
+    }
+    async fn vote(
+        &self,
+        _from: NodeId,
+        _group: GroupId,
+        rpc: VoteRequest,
+    ) -> Result<VoteResponse, RpcError> {
+        Ok(VoteResponse {
+            term: rpc.term,
+            vote_granted: true,
+        })
+    }
+    async fn install_snapshot(
+        &self,
+        _from: NodeId,
+        _group: GroupId,
+        rpc: InstallSnapshotRequest,
+    ) -> Result<InstallSnapshotResponse, RpcError> {
+        Ok(InstallSnapshotResponse { term: rpc.term })
+    }
+    async fn node_message(&self, _from: NodeId, message: Bytes) -> Result<Bytes, RpcError> {
+        Ok(message)
+    }
+}
+
+/// Node 1 holds 1..=5 from leader 2 and acknowledged them; then a delayed copy of an earlier
+/// message (entries 2 and 3) arrives, and later node 1 is elected. Returns its log once it
+/// leads: (index, term).
+async fn stale_append_scenario(containment: Containment) -> Vec<(u64, u64)> {
+    let cluster = follower(containment).await;
+    give_log(&cluster, 5, 0).await;
+    let stale = append(1, 2, (1, 1), blanks(2, 3, 1), 0);
+    assert!(send(&cluster, stale).await.unwrap().success);
+    for peer in [2, 3] {
+        cluster.net.attach(NodeId(peer), Arc::new(Agreeable));
+    }
+    let group = cluster.group(ME, GROUP);
+    assert!(group.wait_until_ready(Duration::from_secs(10)).await);
+    cluster.logs(GROUP)[&ME].clone()
+}
+
+#[test]
+fn a_stale_append_never_makes_us_forget_entries_we_acknowledged() {
+    runtime().block_on(async {
+        let log = stale_append_scenario(Containment::default()).await;
+        let indexes: Vec<u64> = log.iter().map(|(i, _)| *i).collect();
+        assert_eq!(
+            indexes,
+            vec![1, 2, 3, 4, 5, 6],
+            "the new leader's entry follows 5"
         );
-        assert_eq!(stored(&raw), vec![1, 2, 3], "async-raft dropped 4 and 5");
+        assert_eq!(log[4], (5, 1));
+
+        let log = stale_append_scenario(without(|c| c.strip_matching = false)).await;
+        assert_eq!(
+            log.last(),
+            Some(&(4, 2)),
+            "async-raft truncated its view to 3 and wrote its own entry over the acknowledged 4; \
+             5 is gone: {log:?}"
+        );
     });
 }
 
@@ -255,8 +318,9 @@ fn a_candidate_outside_the_configuration_gets_no_vote() {
         give_log(&raw, 3, 0).await;
         // async-raft refuses votes for an election timeout after hearing its leader.
         tokio::time::sleep(Duration::from_secs(2)).await;
+        let term = raw.group(ME, GROUP).term() + 5;
         assert!(
-            vote(&raw, 5, 9, (10, 4)).await.0,
+            vote(&raw, term, 9, (10, 4)).await.0,
             "async-raft voted for a stranger"
         );
     });
@@ -293,26 +357,29 @@ fn a_candidate_with_a_newer_last_term_but_a_shorter_log_gets_the_vote() {
         let cluster = follower(Containment::default()).await;
         give_log(&cluster, 5, 0).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!(vote(&cluster, 3, 3, (4, 2)).await, (true, 3));
+        // Meanwhile node 1 may have campaigned: ask in a later term than any it reached.
+        let term = cluster.group(ME, GROUP).term() + 5;
+        assert_eq!(vote(&cluster, term, 3, (4, 2)).await, (true, term));
 
         let raw = follower(without(|c| c.vote_rules = false)).await;
         give_log(&raw, 5, 0).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
+        let term = raw.group(ME, GROUP).term() + 5;
         assert!(
-            !vote(&raw, 3, 3, (4, 2)).await.0,
+            !vote(&raw, term, 3, (4, 2)).await.0,
             "async-raft compares indexes even when the candidate's last term is newer"
         );
     });
 }
 
 #[test]
-fn a_candidate_behind_us_is_refused_without_raising_our_term() {
+fn a_candidate_behind_us_is_refused_but_its_newer_term_is_taken() {
     runtime().block_on(async {
         let cluster = follower(Containment::default()).await;
         give_log(&cluster, 5, 0).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let term = cluster.group(ME, GROUP).term();
-        assert_eq!(vote(&cluster, term + 5, 3, (4, 1)).await, (false, term));
-        assert_eq!(cluster.group(ME, GROUP).term(), term);
+        let term = cluster.group(ME, GROUP).term() + 5;
+        assert_eq!(vote(&cluster, term, 3, (4, 1)).await, (false, term));
+        assert_eq!(cluster.group(ME, GROUP).role(), GroupRole::Follower);
     });
 }

@@ -180,3 +180,73 @@ fn a_stopped_group_refuses_proposals_with_a_typed_error() {
         );
     });
 }
+
+/// Counts commands: each outcome is how many it has seen, kept in the group's rows.
+struct Counter;
+
+impl gregor_storage::StateMachine for Counter {
+    fn apply(
+        &mut self,
+        _index: u64,
+        _command: &[u8],
+        rows: &mut gregor_storage::RowTxn<'_>,
+    ) -> Result<Bytes, gregor_storage::StorageError> {
+        let seen = rows.get(b"seen")?.map_or(0, |v| v[0]) + 1;
+        rows.put(b"seen", Bytes::copy_from_slice(&[seen]));
+        Ok(Bytes::copy_from_slice(&[seen]))
+    }
+}
+
+#[test]
+fn machine_commands_and_retention_are_applied_through_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let node = ClusterNode::new(
+            NODE,
+            open(dir.path()),
+            Arc::new(NoPeers),
+            Dispatcher::new(),
+            RaftTuning::default(),
+        );
+        let group = node
+            .start_group_with_machine(
+                GROUP,
+                Start::Found {
+                    members: [NODE].into(),
+                },
+                Some(Box::new(Counter)),
+            )
+            .await
+            .unwrap();
+        assert!(group.wait_for_leadership(Duration::from_secs(5)).await);
+        let timeout = Duration::from_secs(5);
+        for expected in 1..=2u8 {
+            let (_, outcome) = group
+                .propose(Command::Machine(Bytes::from_static(b"tick")), timeout)
+                .await
+                .unwrap();
+            assert_eq!(
+                outcome,
+                ApplyOutcome::Machine(Bytes::copy_from_slice(&[expected]))
+            );
+        }
+        for _ in 0..3 {
+            let append = Command::Append {
+                batches: vec![batch(2)],
+            };
+            group.propose(append, timeout).await.unwrap();
+        }
+        let (_, outcome) = group
+            .propose(Command::AdvanceLogStart { offset: 3 }, timeout)
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            ApplyOutcome::LogStartAdvanced {
+                log_start_offset: 2
+            }
+        );
+        assert_eq!(group.applied().borrow().log_start_offset, Offset(2));
+        group.shutdown().await;
+    });
+}

@@ -58,6 +58,9 @@ const MIN_MAX_FRAME_BYTES: u32 = 64 * 1024;
 const MAX_MAX_FRAME_BYTES: u32 = 1024 * 1024 * 1024;
 const MAX_IN_FLIGHT_PER_CONNECTION: u32 = 65_536;
 const MAX_CONNECTIONS: u32 = 1_000_000;
+const HANDSHAKE_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=10 * 60 * 1000;
+const IDLE_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 1000..=7 * 24 * 60 * 60 * 1000;
+const SHUTDOWN_GRACE_MS: std::ops::RangeInclusive<u64> = 0..=10 * 60 * 1000;
 
 /// A complete config file with every key at its default value.
 pub const EXAMPLE_CONFIG: &str = r#"# gregor serve configuration
@@ -87,6 +90,13 @@ max_frame_bytes = 16777216
 max_in_flight_per_connection = 1024
 # Connections served at once; more wait in the kernel's accept queue.
 max_connections = 10000
+# A new connection that has not sent Hello by then is closed.
+handshake_timeout_ms = 10000
+# An established connection with no request in flight that sends nothing for this long is
+# closed (Kafka's connections.max.idle.ms).
+idle_timeout_ms = 600000
+# On SIGINT/SIGTERM, how long requests in flight may take before their connections are dropped.
+shutdown_grace_ms = 5000
 "#;
 
 /// When acknowledged writes reach the disk; see the module documentation for the trade-off.
@@ -231,6 +241,9 @@ settings! {
     max_frame_bytes: u32,
     max_in_flight_per_connection: u32,
     max_connections: u32,
+    handshake_timeout_ms: u64,
+    idle_timeout_ms: u64,
+    shutdown_grace_ms: u64,
 }
 
 type Origins = BTreeMap<&'static str, Origin>;
@@ -501,6 +514,40 @@ fn validate(raw: RawConfig, origins: &Origins) -> Result<ServeConfig, ConfigErro
         ));
     }
 
+    let ms_in = |key: &'static str,
+                 value: Option<u64>,
+                 default: std::time::Duration,
+                 range: std::ops::RangeInclusive<u64>| {
+        let ms = value.unwrap_or(default.as_millis() as u64);
+        if range.contains(&ms) {
+            Ok(std::time::Duration::from_millis(ms))
+        } else {
+            Err(invalid(
+                key,
+                &ms,
+                format!("must be between {} and {} ms", range.start(), range.end()),
+            ))
+        }
+    };
+    let handshake_timeout = ms_in(
+        "handshake_timeout_ms",
+        raw.handshake_timeout_ms,
+        crate::server::DEFAULT_HANDSHAKE_TIMEOUT,
+        HANDSHAKE_TIMEOUT_MS,
+    )?;
+    let idle_timeout = ms_in(
+        "idle_timeout_ms",
+        raw.idle_timeout_ms,
+        crate::server::DEFAULT_IDLE_TIMEOUT,
+        IDLE_TIMEOUT_MS,
+    )?;
+    let shutdown_grace = ms_in(
+        "shutdown_grace_ms",
+        raw.shutdown_grace_ms,
+        crate::server::DEFAULT_SHUTDOWN_GRACE,
+        SHUTDOWN_GRACE_MS,
+    )?;
+
     Ok(ServeConfig {
         node: NodeConfig {
             node_id: NodeId(node_id),
@@ -517,6 +564,9 @@ fn validate(raw: RawConfig, origins: &Origins) -> Result<ServeConfig, ConfigErro
             max_frame_bytes,
             max_in_flight_per_connection: max_in_flight as usize,
             max_connections: max_connections as usize,
+            handshake_timeout,
+            idle_timeout,
+            shutdown_grace,
             ..ServerConfig::default()
         },
         advertised_from_listen,
@@ -565,6 +615,7 @@ impl<'a> HostPort<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn load(
         file: Option<&str>,
@@ -608,6 +659,9 @@ mod tests {
         assert_eq!(config.server.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
         assert_eq!(config.server.max_in_flight_per_connection, 1024);
         assert_eq!(config.server.max_connections, 10_000);
+        assert_eq!(config.server.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(config.server.idle_timeout, Duration::from_secs(600));
+        assert_eq!(config.server.shutdown_grace, Duration::from_secs(5));
     }
 
     #[test]
@@ -645,6 +699,9 @@ mod tests {
             max_frame_bytes = 1048576
             max_in_flight_per_connection = 8
             max_connections = 100
+            handshake_timeout_ms = 2500
+            idle_timeout_ms = 60000
+            shutdown_grace_ms = 0
         "#;
         let config = load(Some(text), &[], RawConfig::default()).expect("valid");
         assert_eq!(config.node.node_id, NodeId(7));
@@ -659,6 +716,9 @@ mod tests {
         assert_eq!(config.server.max_frame_bytes, 1024 * 1024);
         assert_eq!(config.server.max_in_flight_per_connection, 8);
         assert_eq!(config.server.max_connections, 100);
+        assert_eq!(config.server.handshake_timeout, Duration::from_millis(2500));
+        assert_eq!(config.server.idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.server.shutdown_grace, Duration::ZERO);
     }
 
     #[test]
@@ -809,6 +869,9 @@ mod tests {
                 "max_in_flight_per_connection",
             ),
             ("max_connections = 0", "max_connections"),
+            ("handshake_timeout_ms = 5", "handshake_timeout_ms"),
+            ("idle_timeout_ms = 10", "idle_timeout_ms"),
+            ("shutdown_grace_ms = 3600000", "shutdown_grace_ms"),
             ("data_dir = \"\"", "data_dir"),
         ];
         for (line, expected_key) in bad_files {

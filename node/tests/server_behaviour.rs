@@ -116,14 +116,77 @@ async fn request_before_hello_gets_handshake_required_and_closed() {
 }
 
 #[actix_rt::test]
-async fn connection_without_hello_is_closed_after_the_handshake_timeout() {
+async fn connection_without_hello_is_closed_after_the_handshake_timeout_not_before() {
+    let timeout = Duration::from_millis(300);
     let config = ServerConfig {
-        handshake_timeout: Duration::from_millis(50),
+        handshake_timeout: timeout,
         ..ServerConfig::default()
     };
     let server = TestServer::start(config).await;
     let mut client = server.connect().await;
+    // The server starts its clock when it accepts, which is after our connect returned.
+    let connected = tokio::time::Instant::now();
     client.expect_closed().await;
+    let waited = connected.elapsed();
+    assert!(
+        waited >= timeout,
+        "closed after {waited:?}, before the {timeout:?} handshake timeout"
+    );
+    assert!(waited < timeout * 20, "closed only after {waited:?}");
+}
+
+#[actix_rt::test]
+async fn an_idle_connection_is_closed_after_the_idle_timeout_not_before() {
+    let idle = Duration::from_millis(300);
+    let server = TestServer::start(ServerConfig {
+        idle_timeout: idle,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut client = server.client().await;
+    let last_request = tokio::time::Instant::now();
+    client.expect_closed().await;
+    let waited = last_request.elapsed();
+    assert!(waited >= idle, "closed after {waited:?}, before {idle:?}");
+    assert!(waited < idle * 20, "closed only after {waited:?}");
+}
+
+#[actix_rt::test]
+async fn a_request_in_flight_keeps_a_quiet_connection_open_past_the_idle_timeout() {
+    let idle = Duration::from_millis(100);
+    let server = TestServer::start(ServerConfig {
+        idle_timeout: idle,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut client = server.client().await;
+    client.send(2, describe("slow-poll")).await;
+    server.broker.wait_in_flight(1).await;
+    // The scenario is a long poll outlasting the idle timeout: time has to pass here.
+    tokio::time::sleep(idle * 4).await;
+    server.broker.open_gate(1);
+    let reply = client
+        .recv()
+        .await
+        .expect("answered on the same connection");
+    assert_eq!(reply.id, 2);
+    assert_serves(&mut client, 3).await;
+}
+
+#[actix_rt::test]
+async fn a_reply_over_the_frame_limit_becomes_a_typed_error_and_the_connection_goes_on() {
+    let server = TestServer::start(ServerConfig {
+        max_reply_frame_bytes: 1024,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut client = server.client().await;
+    // The fake echoes the name in its reply, so a long name makes a long reply.
+    client.send(4, describe(&"x".repeat(2000))).await;
+    let reply = client.recv().await.expect("a reply");
+    assert_eq!(reply.id, 4);
+    assert_eq!(error_code(&reply), Some(ErrorCode::FRAME_TOO_LARGE));
+    assert_serves(&mut client, 5).await;
 }
 
 #[actix_rt::test]

@@ -790,6 +790,23 @@ fn decoder_accepts_what_the_document_allows() {
         Acks::All
     );
 
+    // CreateTopic's `config` may be nil or absent: every default.
+    for config in [Some(V::Nil), None] {
+        let mut body = vec![
+            ("name", s("t")),
+            ("partitions", i(1)),
+            ("replication_factor", i(1)),
+        ];
+        body.extend(config.map(|c| ("config", c)));
+        let frame: RequestFrame =
+            rmp_serde::from_slice(&mp(&request_frame(8, "CreateTopic", map(&body))))
+                .expect("config nil or absent");
+        let Request::CreateTopic(create) = frame.request else {
+            panic!("a CreateTopic");
+        };
+        assert_eq!(create.config, TopicConfigOverrides::default());
+    }
+
     // A unit variant may also be sent as a one-key map with a nil value.
     let spec: OffsetSpec =
         rmp_serde::from_slice(&mp(&map(&[("Earliest", V::Nil)]))).expect("map form");
@@ -840,6 +857,24 @@ fn decoder_rejects_what_the_document_forbids() {
                 Err(gregor_protocol::frame::RequestDecodeError::BadBody { id: 1, .. })
             ),
             "{body:?} should be refused"
+        );
+    }
+    // Batches are bin: a str or an array of integers in their place is refused.
+    for batches in [arr(&[s("abc")]), arr(&[arr(&[i(1), i(2)])])] {
+        let produce = request_frame(
+            1,
+            "Produce",
+            map(&[
+                ("topic", s("t")),
+                ("partition", i(0)),
+                ("acks", i(1)),
+                ("timeout_ms", i(1)),
+                ("batches", batches.clone()),
+            ]),
+        );
+        assert!(
+            gregor_protocol::frame::decode_request(&mp(&produce)).is_err(),
+            "{batches:?} should be refused as batches"
         );
     }
     let float_int = [0xcb, 0x40, 0, 0, 0, 0, 0, 0, 0];

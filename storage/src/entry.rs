@@ -4,17 +4,21 @@
 //! applying it only writes small index rows. So the encoding lets a reader slice one batch out
 //! of an entry without decoding the others.
 //!
-//! Format version 1, the value of every `log` key (the raft index lives in the key):
+//! The value of every `log` key (the raft index lives in the key):
 //!
 //! ```text
-//! entry  := version:u8 (= 1)  kind:u8  term:u64  body
+//! entry  := version:u8  kind:u8  term:u64  body
 //! kind 0  Blank            body := (empty)
 //! kind 1  Membership       body := len:u32 bytes
 //! kind 2  Records          body := count:u32 (len:u32 batch){count}
 //! kind 3  Kv               body := puts:u32 (klen:u32 key vlen:u32 value){puts}
 //!                                  deletes:u32 (klen:u32 key){deletes}
 //! kind 4  SnapshotPointer  body := len:u32 bytes
+//! kind 5  Command          body := len:u32 bytes            (version 2 only)
+//! kind 6  AdvanceLogStart  body := offset:u64               (version 2 only)
 //! ```
+//!
+//! Version 2 (written today) adds kinds 5 and 6 to version 1, which is still read.
 //!
 //! Integers are big-endian; nothing may follow the body. A batch is a Kafka v2 batch as
 //! validated on the way in, with the base offset and leader epoch it arrived with: the real ones
@@ -24,17 +28,22 @@
 //! rechecked on reads: fjall checksums its journal and blocks, and consumers check CRCs anyway.
 
 use crate::batch::{BatchView, HEADER_LEN};
-use crate::StorageError;
+use crate::{Offset, StorageError};
 use bytes::Bytes;
 
-/// The only entry format this build writes and reads.
+/// The first format version, which the small rows of `state.rs` still use and entries written
+/// before version 2 have.
 pub(crate) const FORMAT_V1: u8 = 1;
+/// The entry format this build writes.
+pub(crate) const ENTRY_FORMAT: u8 = 2;
 
 const KIND_BLANK: u8 = 0;
 const KIND_MEMBERSHIP: u8 = 1;
 const KIND_RECORDS: u8 = 2;
 const KIND_KV: u8 = 3;
 const KIND_SNAPSHOT_POINTER: u8 = 4;
+const KIND_COMMAND: u8 = 5;
+const KIND_ADVANCE_LOG_START: u8 = 6;
 
 /// Bytes before the body: version, kind, term.
 const ENTRY_HEADER_LEN: usize = 10;
@@ -59,6 +68,11 @@ pub enum EntryPayload {
     Kv(KvOps),
     /// Marks where a snapshot replaced the log prefix; opaque here.
     SnapshotPointer(Bytes),
+    /// A command for the group's [`StateMachine`](crate::StateMachine), opaque here.
+    Command(Bytes),
+    /// Retention decided by the leader: every replica moves the log start up to this offset
+    /// (rounded down to an entry boundary) when it applies the entry.
+    AdvanceLogStart(Offset),
 }
 
 /// Key-value changes applied together. Puts go first, then deletes, so a key in both ends up
@@ -86,6 +100,8 @@ pub(crate) enum StoredBody<'a> {
         deletes: Vec<&'a [u8]>,
     },
     SnapshotPointer(&'a [u8]),
+    Command(&'a [u8]),
+    AdvanceLogStart(Offset),
 }
 
 /// The batches of a `Records` entry, in order. Framing was checked when the entry was decoded.
@@ -152,7 +168,7 @@ pub(crate) fn decode_term(index: u64, value: &[u8]) -> Result<u64, StorageError>
     let mut reader = Reader { rest: value };
     let header = (|| {
         let version = reader.u8()?;
-        if version != FORMAT_V1 {
+        if version != FORMAT_V1 && version != ENTRY_FORMAT {
             return Err("unknown entry format version");
         }
         reader.u8()?;
@@ -170,6 +186,8 @@ pub(crate) fn decode_owned(index: u64, value: &[u8]) -> Result<LogEntry, Storage
         StoredBody::Blank => EntryPayload::Blank,
         StoredBody::Membership(b) => EntryPayload::Membership(owned.slice_ref(b)),
         StoredBody::SnapshotPointer(b) => EntryPayload::SnapshotPointer(owned.slice_ref(b)),
+        StoredBody::Command(b) => EntryPayload::Command(owned.slice_ref(b)),
+        StoredBody::AdvanceLogStart(offset) => EntryPayload::AdvanceLogStart(offset),
         StoredBody::Records(batches) => {
             EntryPayload::Records(batches.map(|b| owned.slice_ref(b.bytes())).collect())
         }
@@ -197,21 +215,26 @@ pub(crate) fn encode(entry: &LogEntry) -> Result<Vec<u8>, StorageError> {
         reason,
     };
     let mut out = Vec::with_capacity(ENTRY_HEADER_LEN + payload_len_hint(&entry.payload));
-    out.push(FORMAT_V1);
+    out.push(ENTRY_FORMAT);
     let kind = match &entry.payload {
         EntryPayload::Blank => KIND_BLANK,
         EntryPayload::Membership(_) => KIND_MEMBERSHIP,
         EntryPayload::Records(_) => KIND_RECORDS,
         EntryPayload::Kv(_) => KIND_KV,
         EntryPayload::SnapshotPointer(_) => KIND_SNAPSHOT_POINTER,
+        EntryPayload::Command(_) => KIND_COMMAND,
+        EntryPayload::AdvanceLogStart(_) => KIND_ADVANCE_LOG_START,
     };
     out.push(kind);
     out.extend_from_slice(&entry.term.to_be_bytes());
     match &entry.payload {
         EntryPayload::Blank => {}
-        EntryPayload::Membership(b) | EntryPayload::SnapshotPointer(b) => {
+        EntryPayload::Membership(b)
+        | EntryPayload::SnapshotPointer(b)
+        | EntryPayload::Command(b) => {
             put_sized(&mut out, b).map_err(invalid)?;
         }
+        EntryPayload::AdvanceLogStart(offset) => out.extend_from_slice(&offset.0.to_be_bytes()),
         EntryPayload::Records(batches) => {
             put_count(&mut out, batches.len()).map_err(invalid)?;
             for batch in batches {
@@ -237,7 +260,10 @@ pub(crate) fn encode(entry: &LogEntry) -> Result<Vec<u8>, StorageError> {
 fn payload_len_hint(payload: &EntryPayload) -> usize {
     match payload {
         EntryPayload::Blank => 0,
-        EntryPayload::Membership(b) | EntryPayload::SnapshotPointer(b) => 4 + b.len(),
+        EntryPayload::AdvanceLogStart(_) => 8,
+        EntryPayload::Membership(b)
+        | EntryPayload::SnapshotPointer(b)
+        | EntryPayload::Command(b) => 4 + b.len(),
         EntryPayload::Records(batches) => 4 + batches.iter().map(|b| 4 + b.len()).sum::<usize>(),
         EntryPayload::Kv(ops) => {
             8 + ops
@@ -282,15 +308,23 @@ fn check_batch_frame(batch: &[u8]) -> Result<(), &'static str> {
 
 fn decode(value: &[u8]) -> Result<StoredEntry<'_>, &'static str> {
     let mut reader = Reader { rest: value };
-    if reader.u8()? != FORMAT_V1 {
-        return Err("unknown entry format version");
-    }
+    let version = reader.u8()?;
     let kind = reader.u8()?;
+    let known = match version {
+        FORMAT_V1 => kind <= KIND_SNAPSHOT_POINTER,
+        ENTRY_FORMAT => kind <= KIND_ADVANCE_LOG_START,
+        _ => return Err("unknown entry format version"),
+    };
+    if !known {
+        return Err("unknown entry kind");
+    }
     let term = reader.u64()?;
     let body = match kind {
         KIND_BLANK => StoredBody::Blank,
         KIND_MEMBERSHIP => StoredBody::Membership(reader.sized()?),
         KIND_SNAPSHOT_POINTER => StoredBody::SnapshotPointer(reader.sized()?),
+        KIND_COMMAND => StoredBody::Command(reader.sized()?),
+        KIND_ADVANCE_LOG_START => StoredBody::AdvanceLogStart(Offset(reader.u64()?)),
         KIND_RECORDS => {
             let remaining = reader.u32()?;
             let start = reader.rest;
@@ -342,6 +376,11 @@ impl<'a> Reader<'a> {
     }
     pub fn u8(&mut self) -> Result<u8, &'static str> {
         Ok(self.take(1)?[0])
+    }
+    pub fn u16(&mut self) -> Result<u16, &'static str> {
+        Ok(u16::from_be_bytes(
+            self.take(2)?.try_into().map_err(|_| "short u16")?,
+        ))
     }
     pub fn u32(&mut self) -> Result<u32, &'static str> {
         Ok(u32::from_be_bytes(
@@ -416,19 +455,58 @@ mod tests {
         );
     }
 
+    /// Format version 2 as committed: what this build writes.
+    const RECORDS_V2: &str = "
+        0202 0000000000000007 00000001 00000049
+        0000000000000000 0000003d ffffffff 02 5d035a13 0000 00000000
+        00000000000003e8 00000000000003e8 ffffffffffffffff ffff ffffffff 00000001
+        16 00 00 00 01 0a 68656c6c6f 00";
+    const KV_V2: &str = "
+        0203 0000000000000002 00000001 00000001 6b 00000002 7631 00000001 00000001 64";
+    const COMMAND_V2: &str = "0205 0000000000000004 00000003 637265";
+    const ADVANCE_V2: &str = "0206 0000000000000005 0000000000000400";
+
     #[test]
-    fn v1_fixtures_are_what_we_encode() {
+    fn v2_fixtures_are_what_we_encode() {
         let records = LogEntry {
             index: 9,
             term: 7,
             payload: EntryPayload::Records(vec![batch(&[b"hello"], 1000)]),
         };
-        assert_eq!(
-            hex(&encode(&records).expect("encode")),
-            hex(&unhex(RECORDS_V1))
-        );
         let kv = decode_owned(3, &unhex(KV_V1)).expect("kv fixture");
-        assert_eq!(hex(&encode(&kv).expect("encode")), hex(&unhex(KV_V1)));
+        let command = LogEntry {
+            index: 2,
+            term: 4,
+            payload: EntryPayload::Command(Bytes::from_static(b"cre")),
+        };
+        let advance = LogEntry {
+            index: 8,
+            term: 5,
+            payload: EntryPayload::AdvanceLogStart(Offset(1024)),
+        };
+        for (entry, fixture) in [
+            (records, RECORDS_V2),
+            (kv, KV_V2),
+            (command, COMMAND_V2),
+            (advance, ADVANCE_V2),
+        ] {
+            assert_eq!(hex(&encode(&entry).expect("encode")), hex(&unhex(fixture)));
+            assert_eq!(
+                decode_owned(entry.index, &unhex(fixture)).expect("decode"),
+                entry
+            );
+        }
+    }
+
+    #[test]
+    fn version_1_knows_no_later_kinds() {
+        let mut command = unhex(COMMAND_V2);
+        command[0] = FORMAT_V1;
+        assert!(StoredEntry::decode(2, &command).is_err());
+        let mut advance = unhex(ADVANCE_V2);
+        advance[0] = FORMAT_V1;
+        assert!(StoredEntry::decode(8, &advance).is_err());
+        assert!(decode_term(8, &advance).is_ok(), "the header is the same");
     }
 
     #[test]
@@ -440,6 +518,8 @@ mod tests {
             EntryPayload::Records(vec![]),
             EntryPayload::Records(vec![batch(&[b"a", b"bb"], 5), batch(&[b""], -3)]),
             EntryPayload::Kv(KvOps::default()),
+            EntryPayload::Command(Bytes::from_static(b"create topic")),
+            EntryPayload::AdvanceLogStart(Offset(u64::MAX)),
         ];
         for payload in payloads {
             let entry = LogEntry {

@@ -5,6 +5,7 @@
 //! offset plus the record counts of the batches before it. Reads copy each returned batch once,
 //! to stamp that base offset and the leader epoch (the entry's term) into it.
 
+use crate::backend::Space;
 use crate::batch::{stamp, BatchView};
 use crate::entry::{StoredBody, StoredEntry};
 use crate::keys::{self, trailing_u64};
@@ -12,7 +13,6 @@ use crate::state::{decode_time_row, OffsetRow, PartitionState};
 use crate::store::View;
 use crate::{GroupId, Offset, StorageError, Store};
 use bytes::{Bytes, BytesMut};
-use fjall::Readable;
 
 /// Kafka's attribute bit for "timestamps are the broker's append time": every record then
 /// carries the batch's max timestamp.
@@ -58,8 +58,8 @@ impl Store {
         let mut taken = 0usize;
         let mut entry_first = first;
         let range = keys::log_key(group, row.raft_index)..=keys::log_key(group, state.last_applied);
-        'entries: for guard in view.snap.range(&self.inner.log, range) {
-            let (key, value) = guard.into_inner()?;
+        'entries: for item in view.range(Space::Log, range) {
+            let (key, value) = item?;
             let index = trailing_u64(&key, "log")?;
             if entry_first == first && index != row.raft_index {
                 return Err(StorageError::corrupt(format!(
@@ -124,16 +124,16 @@ impl Store {
         // first reached each value, so the first one at or above the target names the entry.
         let start = if timestamp_ms > state.removed_max_timestamp {
             let rows = keys::times_key(group, timestamp_ms)..=keys::times_key(group, i64::MAX);
-            match view.snap.range(&self.inner.times, rows).next() {
+            match view.range(Space::Times, rows).next() {
                 None => return Ok(None),
-                Some(guard) => decode_time_row(&guard.value()?)?.max(state.public.log_start_offset),
+                Some(item) => decode_time_row(&item?.1)?.max(state.public.log_start_offset),
             }
         } else {
             state.public.log_start_offset
         };
         let rows = keys::offsets_key(group, start)..=keys::offsets_key(group, Offset(u64::MAX));
-        for guard in view.snap.range(&self.inner.offsets, rows) {
-            let (key, value) = guard.into_inner()?;
+        for item in view.range(Space::Offsets, rows) {
+            let (key, value) = item?;
             let row = OffsetRow::decode(&value)?;
             if row.max_timestamp < timestamp_ms {
                 continue;
@@ -165,14 +165,13 @@ fn row_at_or_before(
     offset: Offset,
 ) -> Result<(Offset, OffsetRow), StorageError> {
     let rows = keys::offsets_key(group, Offset(0))..=keys::offsets_key(group, offset);
-    let guard = view
-        .snap
-        .range(&view.inner.offsets, rows)
+    let item = view
+        .range(Space::Offsets, rows)
         .next_back()
         .ok_or_else(|| {
             StorageError::corrupt(format!("group {group}: no offset row at or below {offset}"))
         })?;
-    let (key, value) = guard.into_inner()?;
+    let (key, value) = item?;
     Ok((
         Offset(trailing_u64(&key, "offsets")?),
         OffsetRow::decode(&value)?,
@@ -188,8 +187,7 @@ fn find_in_entry(
     timestamp_ms: i64,
 ) -> Result<Option<(Offset, i64)>, StorageError> {
     let value = view
-        .snap
-        .get(&view.inner.log, keys::log_key(group, row.raft_index))?
+        .get(Space::Log, keys::log_key(group, row.raft_index))?
         .ok_or_else(|| {
             StorageError::corrupt(format!(
                 "group {group}: entry {} of offset row {first} is missing",
@@ -223,7 +221,10 @@ fn first_record_at_or_after(
     timestamp_ms: i64,
 ) -> Result<Option<(u64, i64)>, StorageError> {
     let append_time = batch.attributes() & LOG_APPEND_TIME != 0;
-    for record in batch.records() {
+    let plain = batch
+        .decompressed(crate::batch::MAX_DECOMPRESSED_BYTES)
+        .map_err(|e| StorageError::corrupt(format!("stored batch: {e}")))?;
+    for record in batch.records_in(&plain) {
         let record = record.map_err(|e| StorageError::corrupt(format!("stored batch: {e}")))?;
         let timestamp = if append_time {
             batch.max_timestamp()

@@ -8,6 +8,8 @@
 //! | `meta`    | group, tag 1                          | group state ([`crate::state`]) |
 //! | `meta`    | group, tag 2                          | log floor                      |
 //! | `meta`    | group, tag 3, raft index              | membership at that index       |
+//! | `meta`    | group, tag 4, producer id             | producer window ([`crate::producer`]) |
+//! | `meta`    | group, tag 5, newest offset, producer | (empty): producers by age      |
 //! | `offsets` | group, first offset of a Records entry| offset row                     |
 //! | `times`   | group, running max timestamp (flipped)| first offset of its entry      |
 //! | `kv`      | group, user key                       | user value                     |
@@ -19,6 +21,8 @@ pub(crate) const TAG_HARD_STATE: u8 = 0;
 pub(crate) const TAG_GROUP_STATE: u8 = 1;
 pub(crate) const TAG_FLOOR: u8 = 2;
 pub(crate) const TAG_MEMBERSHIP: u8 = 3;
+pub(crate) const TAG_PRODUCER: u8 = 4;
+pub(crate) const TAG_PRODUCER_AGE: u8 = 5;
 
 pub(crate) fn group_prefix(group: GroupId) -> [u8; 8] {
     group.0.to_be_bytes()
@@ -46,6 +50,21 @@ pub(crate) fn membership_key(group: GroupId, index: u64) -> [u8; 17] {
     let mut key = [0; 17];
     key[..9].copy_from_slice(&meta_key(group, TAG_MEMBERSHIP));
     key[9..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+pub(crate) fn producer_key(group: GroupId, producer_id: i64) -> [u8; 17] {
+    let mut key = [0; 17];
+    key[..9].copy_from_slice(&meta_key(group, TAG_PRODUCER));
+    key[9..].copy_from_slice(&(producer_id as u64).to_be_bytes());
+    key
+}
+
+pub(crate) fn producer_age_key(group: GroupId, newest: Offset, producer_id: i64) -> [u8; 25] {
+    let mut key = [0; 25];
+    key[..9].copy_from_slice(&meta_key(group, TAG_PRODUCER_AGE));
+    key[9..17].copy_from_slice(&newest.0.to_be_bytes());
+    key[17..].copy_from_slice(&(producer_id as u64).to_be_bytes());
     key
 }
 

@@ -1,19 +1,25 @@
-//! Gregor's storage: the node's one fjall database and the on-disk formats in it.
+//! Gregor's storage: the node's one database and the on-disk formats in it.
 //!
 //! It holds every Raft group's log, hard state and log floor, the offset and time indexes of
-//! partition logs, replicated key-value state (topic metadata, committed offsets), and
-//! retention. It knows nothing of actors, sockets or async runtimes: every call is synchronous,
-//! and the only thread it starts is the one that runs fsyncs (`SyncMode::Thread`).
+//! partition logs, producer state, replicated key-value state (topic metadata, committed
+//! offsets), retention and snapshots. It knows nothing of actors, sockets or async runtimes:
+//! every call is synchronous, and the only thread it starts is the one that runs fsyncs
+//! (`SyncMode::Thread`).
 //!
 //! The Raft log is the partition log. A `Records` entry is written once, by `append_entries`;
 //! applying it assigns offsets by writing a small index row, and fetches slice batches out of
 //! the log entries and stamp their offsets on the way out. Retention removes entries from the
-//! head. See `keys.rs` for the layout of every keyspace, `entry.rs` and `state.rs` for the value
-//! formats.
+//! head when an `AdvanceLogStart` entry is applied. See `keys.rs` for the layout of every
+//! keyspace, `entry.rs`, `state.rs`, `producer.rs` and `snapshot.rs` for the value formats.
+//!
+//! Everything is written against a backend seam (`backend/`): fjall in production, a model of a
+//! disk ([`ModelDisk`]) in the simulation, which can lose unsynced writes, tear one, fail an
+//! fsync or a read.
 //!
 //! Durability: writes reach the OS when they return; `request_sync` makes them durable (one
 //! fsync for everything pending), and a failed write or fsync poisons the store for good.
 
+mod backend;
 mod clock;
 mod entry;
 mod error;
@@ -22,13 +28,17 @@ pub mod ids;
 mod keys;
 mod log;
 pub mod options;
+mod producer;
+mod producers;
 mod retention;
+mod snapshot;
 mod state;
 mod state_machine;
 mod store;
 mod sync;
 mod verify;
 
+pub use backend::model::{Crash, ModelDisk};
 pub use clock::{Clock, SystemClock};
 pub use entry::{EntryPayload, KvOps, LogEntry};
 pub use error::StorageError;
@@ -36,11 +46,15 @@ pub use fetch::FetchedBatches;
 /// The record batch format lives with the wire protocol; storage keeps the batches as they came.
 pub use gregor_protocol::batch;
 pub use ids::{GroupId, NodeId, Offset, PartitionId, TopicId};
-pub use options::{FlushPolicy, StoreOptions, SyncMode, DEFAULT_CACHE_BYTES};
+pub use log::LogSlice;
+pub use options::{FlushPolicy, StoreOptions, SyncMode, SyncRunner, DEFAULT_CACHE_BYTES};
+pub use producer::{ProducerBatch, ProducerState, MAX_PRODUCERS_PER_PARTITION, PRODUCER_WINDOW};
 pub use retention::{RetentionOutcome, RetentionPolicy};
+pub use snapshot::GroupSnapshot;
 pub use state::{LogFloor, PartitionState};
-pub use state_machine::Applied;
+pub use state_machine::{Applied, RowTxn, StateMachine};
 pub use store::Store;
+pub use sync::SyncJob;
 
 /// Hex helpers for the committed on-disk fixtures in the unit tests.
 #[cfg(test)]

@@ -1,5 +1,8 @@
 //! How a [`Store`](crate::Store) is opened.
 
+use crate::SyncJob;
+use std::sync::Arc;
+
 /// When an acknowledged write reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FlushPolicy {
@@ -10,8 +13,9 @@ pub enum FlushPolicy {
     Never,
 }
 
-/// Where fsyncs run. `Thread` in production; `Inline` in the deterministic simulation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Where fsyncs run. `Thread` in production; `Inline` or `External` in the deterministic
+/// simulation.
+#[derive(Debug, Clone, Default)]
 pub enum SyncMode {
     /// A dedicated `gregor-sync` thread gathers every pending request into one fsync, so the
     /// caller's thread (an async runtime) never blocks on the disk.
@@ -20,6 +24,30 @@ pub enum SyncMode {
     /// `request_sync` fsyncs on the calling thread and calls back before it returns: no thread,
     /// so a simulation run stays a pure function of its seed.
     Inline,
+    /// `request_sync` hands a [`SyncJob`] to the runner, which runs it when the fsync is to
+    /// complete (the simulation, after a virtual-time delay, to model a slow disk) or drops it
+    /// (the node died first). No thread either.
+    External(SyncRunner),
+}
+
+/// Takes the sync jobs of a store opened with `SyncMode::External`.
+#[derive(Clone)]
+pub struct SyncRunner(Arc<dyn Fn(SyncJob) + Send + Sync>);
+
+impl SyncRunner {
+    pub fn new(run: impl Fn(SyncJob) + Send + Sync + 'static) -> SyncRunner {
+        SyncRunner(Arc::new(run))
+    }
+
+    pub(crate) fn run(&self, job: SyncJob) {
+        (self.0)(job);
+    }
+}
+
+impl std::fmt::Debug for SyncRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncRunner")
+    }
 }
 
 /// Block cache used when the caller has no better number.

@@ -1,10 +1,12 @@
 //! The small per-group records beside the log: state-machine state, the log floor and index rows.
 //!
-//! Every value starts with a format byte (1) and then fixed big-endian fields:
+//! Every value starts with a format byte and then fixed big-endian fields:
 //!
 //! ```text
-//! group state (meta, tag 1) := 1 last_applied:u64 log_start:u64 next_offset:u64 size_bytes:u64
+//! group state (meta, tag 1) := 2 last_applied:u64 log_start:u64 next_offset:u64 size_bytes:u64
 //!                              max_timestamp:i64 removed_max_timestamp:i64
+//!                              producer_count:u32 producers_through:u64
+//!                           |  1 (the same without the last two fields, which read as 0)
 //! log floor   (meta, tag 2) := 1 index:u64 term:u64 has_membership:u8 [len:u32 membership]
 //! membership  (meta, tag 3) := 1 payload (to the end)
 //! offset row  (offsets)     := 1 raft_index:u64 record_count:u64 max_timestamp:i64 bytes:u64
@@ -12,6 +14,9 @@
 //! ```
 
 use crate::entry::{Reader, FORMAT_V1};
+
+/// Version 2 of the group state adds the producer fields.
+const GROUP_STATE_V2: u8 = 2;
 use crate::{Offset, StorageError};
 use bytes::Bytes;
 
@@ -47,6 +52,12 @@ pub(crate) struct GroupState {
     /// Newest batch timestamp removed by retention. Time rows at or below it pointed into the
     /// removed prefix and are gone, so lookups for such times scan the offset rows instead.
     pub removed_max_timestamp: i64,
+    /// Producers with a row (see `producer.rs`), kept to bound them without counting rows.
+    pub producer_count: u32,
+    /// The producer rows already include every batch below this offset: an installed snapshot
+    /// carries producer state newer than its index, and re-applying the entries after it must
+    /// not record their batches again.
+    pub producers_through: Offset,
 }
 
 impl Default for GroupState {
@@ -55,6 +66,8 @@ impl Default for GroupState {
             public: PartitionState::default(),
             max_timestamp: i64::MIN,
             removed_max_timestamp: i64::MIN,
+            producer_count: 0,
+            producers_through: Offset(0),
         }
     }
 }
@@ -91,8 +104,8 @@ fn finished(reader: &Reader<'_>, what: &str) -> Result<(), StorageError> {
 
 impl GroupState {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(49);
-        out.push(FORMAT_V1);
+        let mut out = Vec::with_capacity(61);
+        out.push(GROUP_STATE_V2);
         for n in [
             self.public.last_applied,
             self.public.log_start_offset.0,
@@ -103,14 +116,20 @@ impl GroupState {
         ] {
             out.extend_from_slice(&n.to_be_bytes());
         }
+        out.extend_from_slice(&self.producer_count.to_be_bytes());
+        out.extend_from_slice(&self.producers_through.0.to_be_bytes());
         out
     }
 
     pub fn decode(value: &[u8]) -> Result<GroupState, StorageError> {
         const WHAT: &str = "group state";
-        let mut r = versioned(value, WHAT)?;
+        let mut r = Reader { rest: value };
         let mut fields = || -> Result<GroupState, &'static str> {
-            Ok(GroupState {
+            let version = r.u8()?;
+            if version != FORMAT_V1 && version != GROUP_STATE_V2 {
+                return Err("unknown format version");
+            }
+            let mut state = GroupState {
                 public: PartitionState {
                     last_applied: r.u64()?,
                     log_start_offset: Offset(r.u64()?),
@@ -119,7 +138,13 @@ impl GroupState {
                 },
                 max_timestamp: r.i64()?,
                 removed_max_timestamp: r.i64()?,
-            })
+                ..GroupState::default()
+            };
+            if version == GROUP_STATE_V2 {
+                state.producer_count = r.u32()?;
+                state.producers_through = Offset(r.u64()?);
+            }
+            Ok(state)
         };
         let state = fields().map_err(|why| corrupt(WHAT, why))?;
         finished(&r, WHAT)?;
@@ -238,6 +263,8 @@ mod tests {
     // Format version 1 as committed: a failure here means the on-disk format changed.
     const GROUP_STATE_V1: &str = "01 0000000000000009 0000000000000002 000000000000000c
         00000000000001f4 00000000000003e8 8000000000000000";
+    const GROUP_STATE_V2: &str = "02 0000000000000009 0000000000000002 000000000000000c
+        00000000000001f4 00000000000003e8 8000000000000000 00000003 000000000000000b";
     const FLOOR_V1: &str = "01 0000000000000004 0000000000000003 01 00000002 6d31";
     const OFFSET_ROW_V1: &str =
         "01 0000000000000005 000000000000000a fffffffffffffffe 0000000000000100";
@@ -254,12 +281,23 @@ mod tests {
             },
             max_timestamp: 1000,
             removed_max_timestamp: i64::MIN,
+            producer_count: 0,
+            producers_through: Offset(0),
         };
         assert_eq!(
             GroupState::decode(&unhex(GROUP_STATE_V1)).expect("state"),
             state
         );
-        assert_eq!(hex(&state.encode()), hex(&unhex(GROUP_STATE_V1)));
+        let state = GroupState {
+            producer_count: 3,
+            producers_through: Offset(11),
+            ..state
+        };
+        assert_eq!(
+            GroupState::decode(&unhex(GROUP_STATE_V2)).expect("state"),
+            state
+        );
+        assert_eq!(hex(&state.encode()), hex(&unhex(GROUP_STATE_V2)));
 
         let floor = LogFloor {
             index: 4,
@@ -288,6 +326,7 @@ mod tests {
     #[test]
     fn damaged_rows_are_corrupt() {
         assert!(GroupState::decode(&GroupState::default().encode()[..48]).is_err());
+        assert!(GroupState::decode(&GroupState::default().encode()[..52]).is_err());
         assert!(decode_floor(&[1, 0]).is_err());
         assert!(OffsetRow::decode(&[2; 33]).is_err());
         assert!(decode_time_row(&[1; 10]).is_err());

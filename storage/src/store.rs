@@ -5,35 +5,29 @@
 //! first (append, apply, retention, deletion) hold their group's lock, so two of them never
 //! interleave on one group; different groups proceed in parallel.
 
+use crate::backend::fjall::FjallBackend;
+use crate::backend::model::ModelDisk;
+use crate::backend::{
+    key_range, prefix_end, Backend, Durability, Keys, Pairs, ReadView, Slice, Space, WriteBatch,
+};
 use crate::keys::{self, TAG_FLOOR, TAG_GROUP_STATE};
 use crate::state::{decode_floor, GroupState, LogFloor};
-use crate::sync::{self, Poison, SyncCallback, SyncThread};
+use crate::sync::{self, Poison, SyncCallback, SyncJob, SyncThread};
 use crate::{FlushPolicy, GroupId, StorageError, StoreOptions, SyncMode};
-use fjall::{
-    config::CompressionPolicy, CompressionType, Database, Keyspace, KeyspaceCreateOptions,
-    KvSeparationOptions, OwnedWriteBatch, PersistMode, Readable, Snapshot,
-};
 use std::collections::BTreeMap;
+use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Memtable of the `log` keyspace, which takes nearly every byte written. Small enough that the
-/// active memtable plus the few sealed ones waiting for a flush stay far below the node's memory
-/// budget, large enough that flushes are not constant.
-pub(crate) const LOG_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
-/// Memtables of the index and state keyspaces, whose rows are tens of bytes.
-pub(crate) const SMALL_MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
-/// Journals are replayed on open: a cap keeps restarts short (fjall flushes memtables to
-/// release old journals once the cap is reached).
-const MAX_JOURNAL_BYTES: u64 = 128 * 1024 * 1024;
-/// Values from this size up go to blob files, which compaction never rewrites: record payloads
-/// then hit the disk twice (journal, blob) instead of once per LSM level.
-const BLOB_THRESHOLD_BYTES: u32 = 1024;
 /// Stripes of the per-group write lock; collisions only serialize unrelated groups briefly.
 const LOCK_STRIPES: usize = 64;
 
 const FORMAT_KEY: &[u8] = b"format";
-const STORE_FORMAT: u8 = 1;
+/// Version 2 adds entry kinds, producer rows and a longer group state (see `entry.rs` and
+/// `state.rs`); every value version 1 wrote is still read as it is, so opening a version 1
+/// store only records the new version, which keeps older builds from misreading it.
+const STORE_FORMAT: u8 = 2;
+const STORE_FORMAT_V1: u8 = 1;
 
 /// The node's storage: a cheap, cloneable handle; every clone shares one database.
 #[derive(Clone)]
@@ -41,20 +35,14 @@ pub struct Store {
     pub(crate) inner: Arc<Inner>,
 }
 
-// Field order is drop order: the sync thread runs its last fsync before the keyspaces and the
-// database go.
+// Field order is drop order: the sync thread runs its last fsync before the backend goes.
 pub(crate) struct Inner {
     sync_thread: Option<SyncThread>,
     pub poison: Arc<Poison>,
     locks: Vec<Mutex<()>>,
     tails: Mutex<BTreeMap<GroupId, Tail>>,
     pub options: StoreOptions,
-    pub log: Keyspace,
-    pub meta: Keyspace,
-    pub offsets: Keyspace,
-    pub times: Keyspace,
-    pub kv: Keyspace,
-    pub db: Database,
+    pub backend: Arc<dyn Backend>,
 }
 
 impl std::fmt::Debug for Store {
@@ -65,59 +53,34 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn small_keyspace() -> KeyspaceCreateOptions {
-    KeyspaceCreateOptions::default().max_memtable_size(SMALL_MEMTABLE_BYTES)
-}
-
 impl Store {
-    /// Opens (or creates) the database in `path`.
+    /// Opens (or creates) the fjall database in `path`.
     ///
     /// # Errors
     /// fjall's error if the directory cannot be opened or recovered (`Locked` while another
     /// handle has it open); `Corrupt` if it holds a store format this build does not know; `Io`
     /// if the sync thread cannot start.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StorageError> {
-        // Record batches are opaque producer data: compressing them is the producer's choice,
-        // and LZ4 on the write path cost half the broker's CPU in `gregor perf produce` (see
-        // BENCHMARKS.md). Only the log's large values are affected; small rows stay as fjall sets.
-        let db = Database::builder(path)
-            .cache_size(options.cache_bytes)
-            .max_journaling_size(MAX_JOURNAL_BYTES)
-            .journal_compression(CompressionType::None)
-            .open()?;
-        let log = db.keyspace("log", || {
-            KeyspaceCreateOptions::default()
-                .max_memtable_size(LOG_MEMTABLE_BYTES)
-                .data_block_compression_policy(CompressionPolicy::disabled())
-                .with_kv_separation(Some(
-                    KvSeparationOptions::default()
-                        .separation_threshold(BLOB_THRESHOLD_BYTES)
-                        .compression(CompressionType::None),
-                ))
-        })?;
-        let meta = db.keyspace("meta", small_keyspace)?;
-        let offsets = db.keyspace("offsets", small_keyspace)?;
-        let times = db.keyspace("times", small_keyspace)?;
-        let kv = db.keyspace("kv", small_keyspace)?;
-        let info = db.keyspace("info", small_keyspace)?;
-        match info.get(FORMAT_KEY)? {
-            None => {
-                let mut batch = db.batch();
-                batch.insert(&info, FORMAT_KEY, [STORE_FORMAT]);
-                batch.commit()?;
-            }
-            Some(format) if *format == [STORE_FORMAT] => {}
-            Some(format) => {
-                return Err(StorageError::corrupt(format!(
-                    "store format {format:?} is not supported (this build reads {STORE_FORMAT})"
-                )))
-            }
-        }
+        let backend = FjallBackend::open(path, options.cache_bytes)?;
+        Store::on_backend(Arc::new(backend), options)
+    }
+
+    /// Opens a store on a simulated disk: what an earlier store on it made durable (all of it
+    /// after a clean close, what the crash kept after [`ModelDisk::crash`]).
+    ///
+    /// # Errors
+    /// `Io` while another store has the disk open; `Corrupt` as [`Store::open`].
+    pub fn open_model(disk: &ModelDisk, options: StoreOptions) -> Result<Store, StorageError> {
+        Store::on_backend(Arc::new(disk.open()?), options)
+    }
+
+    fn on_backend(backend: Arc<dyn Backend>, options: StoreOptions) -> Result<Store, StorageError> {
+        check_format(&*backend)?;
         let poison = Arc::new(Poison::default());
-        let sync_thread = match (options.sync_mode, options.flush) {
+        let sync_thread = match (&options.sync_mode, options.flush) {
             (SyncMode::Thread, FlushPolicy::Always) => Some(SyncThread::spawn(
-                db.clone(),
-                PersistMode::SyncData,
+                Arc::clone(&backend),
+                Durability::SyncData,
                 Arc::clone(&poison),
             )?),
             _ => None,
@@ -129,12 +92,7 @@ impl Store {
             locks,
             tails: Mutex::new(BTreeMap::new()),
             options,
-            log,
-            meta,
-            offsets,
-            times,
-            kv,
-            db,
+            backend,
         };
         Ok(Store {
             inner: Arc::new(inner),
@@ -144,18 +102,24 @@ impl Store {
     /// Calls `done` once every write made before this call is durable per the flush policy.
     ///
     /// With `SyncMode::Thread` and `FlushPolicy::Always`, `done` runs on the `gregor-sync`
-    /// thread, so it must be quick (send on a channel). Otherwise it runs before this returns.
+    /// thread, so it must be quick (send on a channel). With `SyncMode::External` it runs when
+    /// the runner runs the job it was handed. Otherwise it runs before this returns.
     /// A failed fsync poisons the store: `done` and every later call get `Poisoned`.
     pub fn request_sync(&self, done: Box<dyn FnOnce(Result<(), StorageError>) + Send>) {
         let done: SyncCallback = done;
         if let Err(poisoned) = self.inner.poison.check() {
             return done(Err(poisoned));
         }
-        match (&self.inner.sync_thread, self.inner.options.flush) {
+        let mode = self.durability();
+        match (&self.inner.sync_thread, &self.inner.options.sync_mode) {
             (Some(thread), _) => thread.request(done),
-            (None, FlushPolicy::Always) => done(self.persist(PersistMode::SyncData)),
-            // Every write already reached the OS with `write(2)` when it committed.
-            (None, FlushPolicy::Never) => done(self.persist(PersistMode::Buffer)),
+            (None, SyncMode::External(runner)) => runner.run(SyncJob::new(
+                Arc::clone(&self.inner.backend),
+                Arc::clone(&self.inner.poison),
+                mode,
+                done,
+            )),
+            (None, _) => done(self.persist(mode)),
         }
     }
 
@@ -164,14 +128,19 @@ impl Store {
     /// # Errors
     /// `Poisoned` if this or an earlier fsync failed.
     pub fn sync(&self) -> Result<(), StorageError> {
+        self.persist(self.durability())
+    }
+
+    fn durability(&self) -> Durability {
         match self.inner.options.flush {
-            FlushPolicy::Always => self.persist(PersistMode::SyncData),
-            FlushPolicy::Never => self.persist(PersistMode::Buffer),
+            FlushPolicy::Always => Durability::SyncData,
+            // Every write already reached the OS with `write(2)` when it committed.
+            FlushPolicy::Never => Durability::Buffer,
         }
     }
 
-    fn persist(&self, mode: PersistMode) -> Result<(), StorageError> {
-        sync::persist(&self.inner.db, mode, &self.inner.poison)
+    fn persist(&self, mode: Durability) -> Result<(), StorageError> {
+        sync::persist(&*self.inner.backend, mode, &self.inner.poison)
     }
 
     /// Takes the group's write lock after checking the store is still trustworthy.
@@ -188,8 +157,7 @@ impl Store {
     pub(crate) fn view(&self) -> Result<View<'_>, StorageError> {
         self.inner.poison.check()?;
         Ok(View {
-            snap: self.inner.db.snapshot(),
-            inner: &self.inner,
+            read: self.inner.backend.view()?,
         })
     }
 
@@ -215,17 +183,37 @@ impl Store {
         };
     }
 
-    pub(crate) fn batch(&self) -> OwnedWriteBatch {
-        // `Database::batch` writes with `PersistMode::Buffer`: durability is `request_sync`'s job.
-        self.inner.db.batch()
+    /// An empty write batch. It is written with `write(2)` only: durability is `request_sync`'s
+    /// job.
+    pub(crate) fn batch(&self) -> Batch<'_> {
+        Batch {
+            writes: self.inner.backend.batch(),
+        }
     }
 
     /// Commits atomically. A failed journal write is as fatal as a failed fsync: fjall poisons
     /// its database, and so do we, so reads stop too.
-    pub(crate) fn commit(&self, batch: OwnedWriteBatch) -> Result<(), StorageError> {
+    pub(crate) fn commit(&self, batch: Batch<'_>) -> Result<(), StorageError> {
         batch
+            .writes
             .commit()
             .map_err(|e| self.inner.poison.poison(&format_args!("write failed: {e}")))
+    }
+}
+
+fn check_format(backend: &dyn Backend) -> Result<(), StorageError> {
+    let format = backend.view()?.get(Space::Info, FORMAT_KEY)?;
+    match format.as_deref() {
+        Some([STORE_FORMAT]) => Ok(()),
+        None | Some([STORE_FORMAT_V1]) => {
+            let mut batch = backend.batch();
+            batch.insert(Space::Info, FORMAT_KEY, Slice::from([STORE_FORMAT]));
+            batch.commit()
+        }
+        Some(format) => Err(StorageError::corrupt(format!(
+            "store format {format:?} is not supported (this build reads {STORE_FORMAT_V1} and \
+             {STORE_FORMAT})"
+        ))),
     }
 }
 
@@ -239,28 +227,60 @@ pub(crate) struct Tail {
     pub membership: Option<u64>,
 }
 
-/// One snapshot of the whole database.
+/// Writes queued for one atomic commit.
+pub(crate) struct Batch<'a> {
+    writes: Box<dyn WriteBatch + 'a>,
+}
+
+impl Batch<'_> {
+    pub fn insert(&mut self, space: Space, key: impl AsRef<[u8]>, value: impl Into<Slice>) {
+        self.writes.insert(space, key.as_ref(), value.into());
+    }
+
+    pub fn remove(&mut self, space: Space, key: impl AsRef<[u8]>) {
+        self.writes.remove(space, key.as_ref());
+    }
+}
+
+/// One consistent read of the whole store.
 pub(crate) struct View<'a> {
-    pub snap: Snapshot,
-    pub inner: &'a Inner,
+    read: Box<dyn ReadView + 'a>,
 }
 
 impl View<'_> {
+    pub fn get(&self, space: Space, key: impl AsRef<[u8]>) -> Result<Option<Slice>, StorageError> {
+        self.read.get(space, key.as_ref())
+    }
+
+    pub fn range<K: AsRef<[u8]>>(&self, space: Space, range: impl RangeBounds<K>) -> Pairs<'_> {
+        self.read.range(space, key_range(&range))
+    }
+
+    pub fn keys<K: AsRef<[u8]>>(&self, space: Space, range: impl RangeBounds<K>) -> Keys<'_> {
+        self.read.keys(space, key_range(&range))
+    }
+
+    pub fn prefix(&self, space: Space, prefix: &[u8]) -> Pairs<'_> {
+        let end = prefix_end(prefix);
+        let high = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        self.read.range(space, (Bound::Included(prefix), high))
+    }
+
+    pub fn prefix_keys(&self, space: Space, prefix: &[u8]) -> Keys<'_> {
+        let end = prefix_end(prefix);
+        let high = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        self.read.keys(space, (Bound::Included(prefix), high))
+    }
+
     pub fn group_state(&self, group: GroupId) -> Result<GroupState, StorageError> {
-        match self
-            .snap
-            .get(&self.inner.meta, keys::meta_key(group, TAG_GROUP_STATE))?
-        {
+        match self.get(Space::Meta, keys::meta_key(group, TAG_GROUP_STATE))? {
             Some(value) => GroupState::decode(&value),
             None => Ok(GroupState::default()),
         }
     }
 
     pub fn floor(&self, group: GroupId) -> Result<LogFloor, StorageError> {
-        match self
-            .snap
-            .get(&self.inner.meta, keys::meta_key(group, TAG_FLOOR))?
-        {
+        match self.get(Space::Meta, keys::meta_key(group, TAG_FLOOR))? {
             Some(value) => decode_floor(&value),
             None => Ok(LogFloor::default()),
         }
@@ -315,16 +335,27 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_store_opens_and_is_marked_version_2() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path(), options()).expect("open");
+            let mut batch = store.batch();
+            batch.insert(Space::Info, FORMAT_KEY, Slice::from([STORE_FORMAT_V1]));
+            store.commit(batch).expect("write");
+        }
+        let store = Store::open(dir.path(), options()).expect("a version 1 store opens");
+        let format = store.view().expect("view").get(Space::Info, FORMAT_KEY);
+        assert_eq!(format.expect("read").as_deref(), Some(&[2u8][..]));
+    }
+
+    #[test]
     fn unknown_store_format_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = Store::open(dir.path(), options()).expect("open");
-            let info = store
-                .inner
-                .db
-                .keyspace("info", small_keyspace)
-                .expect("info");
-            info.insert(FORMAT_KEY, [STORE_FORMAT + 1]).expect("write");
+            let mut batch = store.batch();
+            batch.insert(Space::Info, FORMAT_KEY, Slice::from([STORE_FORMAT + 1]));
+            store.commit(batch).expect("write");
         }
         assert!(matches!(
             Store::open(dir.path(), options()),

@@ -6,8 +6,8 @@
 //! disk's speed, not the request rate. The queue therefore holds at most the requests that
 //! arrive during one fsync, each of which stands for a write its caller already made.
 
+use crate::backend::{Backend, Durability};
 use crate::StorageError;
-use fjall::{Database, PersistMode};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
 
@@ -39,13 +39,54 @@ impl Poison {
 
 /// Persists the journal per `mode`, poisoning the store if that fails.
 pub(crate) fn persist(
-    db: &Database,
-    mode: PersistMode,
+    backend: &dyn Backend,
+    mode: Durability,
     poison: &Poison,
 ) -> Result<(), StorageError> {
     poison.check()?;
-    db.persist(mode)
+    backend
+        .persist(mode)
         .map_err(|e| poison.poison(&format_args!("journal persist failed: {e}")))
+}
+
+/// The persist behind one `request_sync` under `SyncMode::External`: running it makes every
+/// write committed so far durable (or poisons the store) and calls the requester back.
+pub struct SyncJob {
+    backend: Arc<dyn Backend>,
+    poison: Arc<Poison>,
+    mode: Durability,
+    done: SyncCallback,
+}
+
+impl SyncJob {
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        poison: Arc<Poison>,
+        mode: Durability,
+        done: SyncCallback,
+    ) -> SyncJob {
+        SyncJob {
+            backend,
+            poison,
+            mode,
+            done,
+        }
+    }
+
+    /// Persists and calls back. Dropping the job instead never calls back (the requester sees
+    /// its callback dropped), as when a node dies with an fsync in flight.
+    pub fn run(self) {
+        let outcome = persist(&*self.backend, self.mode, &self.poison);
+        (self.done)(outcome);
+    }
+}
+
+impl std::fmt::Debug for SyncJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncJob")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Default)]
@@ -76,7 +117,11 @@ pub(crate) struct SyncThread {
 }
 
 impl SyncThread {
-    pub fn spawn(db: Database, mode: PersistMode, poison: Arc<Poison>) -> std::io::Result<Self> {
+    pub fn spawn(
+        backend: Arc<dyn Backend>,
+        mode: Durability,
+        poison: Arc<Poison>,
+    ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
@@ -84,7 +129,7 @@ impl SyncThread {
         let worker = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("gregor-sync".into())
-            .spawn(move || run(&worker, &db, mode, &poison))?;
+            .spawn(move || run(&worker, &*backend, mode, &poison))?;
         let thread = handle.thread().id();
         Ok(SyncThread {
             shared,
@@ -99,7 +144,7 @@ impl SyncThread {
     }
 }
 
-fn run(shared: &Shared, db: &Database, mode: PersistMode, poison: &Poison) {
+fn run(shared: &Shared, backend: &dyn Backend, mode: Durability, poison: &Poison) {
     loop {
         let (batch, stopping) = {
             let mut queue = shared.lock();
@@ -112,7 +157,7 @@ fn run(shared: &Shared, db: &Database, mode: PersistMode, poison: &Poison) {
             (std::mem::take(&mut queue.pending), queue.stopping)
         };
         if !batch.is_empty() {
-            let outcome = persist(db, mode, poison);
+            let outcome = persist(backend, mode, poison);
             for done in batch {
                 done(match &outcome {
                     Ok(()) => Ok(()),

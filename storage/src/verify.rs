@@ -1,10 +1,13 @@
 //! A full consistency check of one group, for tests and the simulation's checkers.
 
+use crate::backend::Space;
 use crate::entry::{StoredBody, StoredEntry};
 use crate::keys::{self, membership_key, trailing_u64};
-use crate::state::{decode_time_row, OffsetRow};
+use crate::keys::{TAG_PRODUCER, TAG_PRODUCER_AGE};
+use crate::producer::ProducerState;
+use crate::state::{decode_time_row, GroupState, OffsetRow};
+use crate::store::View;
 use crate::{GroupId, Offset, StorageError, Store};
-use fjall::Readable;
 use std::collections::BTreeSet;
 
 impl Store {
@@ -18,7 +21,6 @@ impl Store {
     pub fn verify_group(&self, group: GroupId) -> Result<(), StorageError> {
         let _guard = self.lock_group(group)?;
         let view = self.view()?;
-        let inner = &*self.inner;
         let state = view.group_state(group)?;
         let floor = view.floor(group)?;
         let public = state.public;
@@ -27,8 +29,8 @@ impl Store {
         // The log: nothing at or below the floor, every index up to the last applied present.
         let mut log_indexes = Vec::new();
         let mut memberships_in_log = BTreeSet::new();
-        for guard in view.snap.prefix(&inner.log, keys::group_prefix(group)) {
-            let (key, value) = guard.into_inner()?;
+        for item in view.prefix(Space::Log, &keys::group_prefix(group)) {
+            let (key, value) = item?;
             let index = trailing_u64(&key, "log")?;
             if let StoredBody::Membership(_) = StoredEntry::decode(index, &value)?.body {
                 memberships_in_log.insert(index);
@@ -70,8 +72,8 @@ impl Store {
         // Membership rows mirror the log's membership entries.
         let mut rows = BTreeSet::new();
         let range = membership_key(group, 0)..=membership_key(group, u64::MAX);
-        for guard in view.snap.range(&inner.meta, range) {
-            rows.insert(trailing_u64(&guard.key()?, "membership")?);
+        for key in view.keys(Space::Meta, range) {
+            rows.insert(trailing_u64(&key?, "membership")?);
         }
         if rows != memberships_in_log {
             return fail(format!(
@@ -92,8 +94,8 @@ impl Store {
         let mut previous_index = floor.index;
         let mut running_max = state.removed_max_timestamp;
         let mut expected_times = Vec::new();
-        for guard in view.snap.prefix(&inner.offsets, keys::group_prefix(group)) {
-            let (key, value) = guard.into_inner()?;
+        for item in view.prefix(Space::Offsets, &keys::group_prefix(group)) {
+            let (key, value) = item?;
             let first = Offset(trailing_u64(&key, "offsets")?);
             let row = OffsetRow::decode(&value)?;
             if first != next {
@@ -105,10 +107,7 @@ impl Store {
                     row.raft_index
                 ));
             }
-            let Some(value) = view
-                .snap
-                .get(&inner.log, keys::log_key(group, row.raft_index))?
-            else {
+            let Some(value) = view.get(Space::Log, keys::log_key(group, row.raft_index))? else {
                 return fail(format!(
                     "entry {} of offset row {first} is missing",
                     row.raft_index
@@ -145,13 +144,49 @@ impl Store {
 
         // Time rows: exactly where the running maximum grew, counting what retention removed.
         let mut times = Vec::new();
-        for guard in view.snap.prefix(&inner.times, keys::group_prefix(group)) {
-            let (key, value) = guard.into_inner()?;
+        for item in view.prefix(Space::Times, &keys::group_prefix(group)) {
+            let (key, value) = item?;
             let timestamp = (trailing_u64(&key, "times")? ^ (1 << 63)) as i64;
             times.push((timestamp, decode_time_row(&value)?));
         }
         if times != expected_times {
             return fail(format!("time rows {times:?}, expected {expected_times:?}"));
+        }
+        self.verify_producers(&view, group, &state)
+    }
+
+    /// Producer rows: each has one age row at its newest batch, and the state counts them.
+    fn verify_producers(
+        &self,
+        view: &View<'_>,
+        group: GroupId,
+        state: &GroupState,
+    ) -> Result<(), StorageError> {
+        let fail = |what: String| Err(StorageError::corrupt(format!("group {group}: {what}")));
+        let mut expected = BTreeSet::new();
+        for item in view.prefix(Space::Meta, &keys::meta_key(group, TAG_PRODUCER)) {
+            let (key, value) = item?;
+            let producer = trailing_u64(&key, "producer")?;
+            expected.insert((ProducerState::decode(&value)?.newest_offset().0, producer));
+        }
+        let mut ages = BTreeSet::new();
+        for key in view.prefix_keys(Space::Meta, &keys::meta_key(group, TAG_PRODUCER_AGE)) {
+            let key = key?;
+            let producer = trailing_u64(&key, "producer age")?;
+            ages.insert((
+                trailing_u64(&key[..key.len() - 8], "producer age")?,
+                producer,
+            ));
+        }
+        if ages != expected {
+            return fail(format!("producer age rows {ages:?}, expected {expected:?}"));
+        }
+        if expected.len() != state.producer_count as usize {
+            return fail(format!(
+                "{} producer rows, the state counts {}",
+                expected.len(),
+                state.producer_count
+            ));
         }
         Ok(())
     }
@@ -193,11 +228,9 @@ mod tests {
         store.append_entries(group, &entries).expect("append");
         store.apply_up_to(group, 3).expect("apply");
         store.verify_group(group).expect("consistent");
-        store
-            .inner
-            .offsets
-            .remove(keys::offsets_key(group, Offset(1)))
-            .expect("remove");
+        let mut batch = store.batch();
+        batch.remove(Space::Offsets, keys::offsets_key(group, Offset(1)));
+        store.commit(batch).expect("remove");
         assert!(matches!(
             store.verify_group(group),
             Err(StorageError::Corrupt(_))

@@ -1,9 +1,11 @@
-//! The store against a plain in-memory model: random appends (with suffix overwrites), applies,
-//! fetches, timestamp lookups, retention and restarts. After every step the store's state, log,
-//! floor and membership must equal the model's; fetches and lookups must return exactly the
-//! model's records; retention must never move the log start back nor, under a time bound, remove
-//! a record younger than the bound; and `verify_group` must find the store's own indexes
-//! consistent.
+//! The store against a plain in-memory model: random appends (with suffix overwrites that
+//! repeat a matching prefix first, and stale repeats of stored entries, which Raft's rule keeps),
+//! applies, fetches, timestamp lookups, retention (planned and applied as an `AdvanceLogStart`
+//! entry, or enforced directly), snapshots installed on a fresh replica that then takes over, and
+//! restarts. After every step the store's state, log, floor and membership must equal the
+//! model's; fetches and lookups must return exactly the model's records; retention must never
+//! move the log start back nor, under a time bound, remove a record younger than the bound; and
+//! `verify_group` must find the store's own indexes consistent.
 
 mod common;
 
@@ -15,7 +17,6 @@ use gregor_storage::{
 };
 use proptest::prelude::*;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 #[derive(Debug, Clone)]
 enum Kind {
@@ -28,8 +29,17 @@ enum Kind {
 #[derive(Debug, Clone)]
 enum Op {
     Append(Vec<Kind>),
-    /// Replaces the unapplied suffix from some point, with a higher term.
-    Overwrite(u8, Vec<Kind>),
+    /// Resends some stored entries (matching) and then new ones with a higher term, which
+    /// replace the unapplied suffix from where they start.
+    Overwrite(u8, u8, Vec<Kind>),
+    /// Resends a stored slice of the log, as a stale or duplicate message would: nothing changes.
+    Repeat(u8, u8),
+    /// Plans retention and appends it as an `AdvanceLogStart` entry (applied by a later Apply),
+    /// or appends a target picked in or around the log.
+    Advance(Option<(Option<i64>, Option<u16>)>, u16),
+    /// Snapshots the store, installs it on a fresh replica, copies the log after it over and
+    /// applies as far: the replica replaces the store.
+    Reinstall,
     Apply(u8),
     Read(u16, usize),
     /// A timestamp near a stored record's (picked by the first value), or anywhere around now.
@@ -50,7 +60,15 @@ fn kind() -> impl Strategy<Value = Kind> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         5 => prop::collection::vec(kind(), 1..4).prop_map(Op::Append),
-        1 => (any::<u8>(), prop::collection::vec(kind(), 1..3)).prop_map(|(a, b)| Op::Overwrite(a, b)),
+        1 => (any::<u8>(), any::<u8>(), prop::collection::vec(kind(), 1..3))
+            .prop_map(|(a, b, c)| Op::Overwrite(a, b, c)),
+        1 => (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Op::Repeat(a, b)),
+        2 => (
+            proptest::option::of((proptest::option::of(0i64..300), proptest::option::of(0u16..1500))),
+            any::<u16>(),
+        )
+            .prop_map(|(a, b)| Op::Advance(a, b)),
+        1 => Just(Op::Reinstall),
         4 => any::<u8>().prop_map(Op::Apply),
         4 => (any::<u16>(), 1usize..1500).prop_map(|(a, b)| Op::Read(a, b)),
         3 => (any::<u16>(), -300i64..300).prop_map(|(a, b)| Op::Lookup(a, b)),
@@ -126,6 +144,10 @@ impl Model {
 
     fn apply(&mut self, up_to: u64) {
         for index in self.state.last_applied + 1..=up_to {
+            if let EntryPayload::AdvanceLogStart(target) = self.log[&index].payload {
+                self.advance(target);
+                continue;
+            }
             if let EntryPayload::Records(batches) = &self.log[&index].payload {
                 let mut records = Vec::new();
                 let mut max_timestamp = i64::MIN;
@@ -166,31 +188,57 @@ impl Model {
         &entry.records[(offset - entry.first) as usize]
     }
 
-    fn retain(&mut self, policy: RetentionPolicy, now_ms: i64) -> Vec<RecordsEntry> {
-        let mut removed = Vec::new();
-        while let Some(head) = self.entries.first() {
-            let remaining = self.state.size_bytes - head.bytes;
+    /// The log start retention would move to (whole entries, at most 256), as planned.
+    fn plan(&self, policy: RetentionPolicy, now_ms: i64) -> Option<Offset> {
+        let mut size = self.state.size_bytes;
+        let mut target = None;
+        for head in self.entries.iter().take(256) {
+            let remaining = size - head.bytes;
             let old = policy.retention_ms >= 0 && head.max_timestamp < now_ms - policy.retention_ms;
             let big = policy.retention_bytes >= 0 && remaining >= policy.retention_bytes as u64;
             if !(old || big) {
                 break;
             }
-            let head = self.entries.remove(0);
-            self.state.size_bytes = remaining;
-            self.state.log_start_offset = Offset(head.first + head.records.len() as u64);
-            let through = head.raft_index;
-            let gone: Vec<u64> = self.log.range(..=through).map(|(i, _)| *i).collect();
-            for index in gone {
-                let entry = self.log.remove(&index).expect("entry");
-                if let EntryPayload::Membership(m) = entry.payload {
-                    self.floor.membership = Some(m);
-                }
-                self.floor.index = index;
-                self.floor.term = entry.term;
+            size = remaining;
+            target = Some(Offset(head.first + head.records.len() as u64));
+        }
+        target
+    }
+
+    fn retain(&mut self, policy: RetentionPolicy, now_ms: i64) -> Vec<RecordsEntry> {
+        let mut removed = Vec::new();
+        while let Some(target) = self.plan(policy, now_ms) {
+            removed.extend(self.advance(target));
+        }
+        removed
+    }
+
+    /// Removes the whole entries that end at or below `target`, with the log up to them.
+    fn advance(&mut self, target: Offset) -> Vec<RecordsEntry> {
+        let mut removed = Vec::new();
+        while let Some(head) = self.entries.first() {
+            if head.first + head.records.len() as u64 > target.0 {
+                break;
             }
+            let head = self.entries.remove(0);
+            self.state.size_bytes -= head.bytes;
+            self.state.log_start_offset = Offset(head.first + head.records.len() as u64);
+            self.remove_log_through(head.raft_index);
             removed.push(head);
         }
         removed
+    }
+
+    fn remove_log_through(&mut self, through: u64) {
+        let gone: Vec<u64> = self.log.range(..=through).map(|(i, _)| *i).collect();
+        for index in gone {
+            let entry = self.log.remove(&index).expect("entry");
+            if let EntryPayload::Membership(m) = entry.payload {
+                self.floor.membership = Some(m);
+            }
+            self.floor.index = index;
+            self.floor.term = entry.term;
+        }
     }
 
     fn lookup(&self, timestamp_ms: i64) -> Option<(Offset, i64)> {
@@ -230,8 +278,9 @@ fn check_same(store: &Store, model: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn run(dir: &Path, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut store = open(dir);
+fn run(first_disk: Disk, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut disk = first_disk;
+    let mut store = disk.open();
     let mut model = Model {
         term: 1,
         clock: 1_000,
@@ -244,13 +293,70 @@ fn run(dir: &Path, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 store.append_entries(G, &entries).expect("append");
                 model.write(entries);
             }
-            Op::Overwrite(back, kinds) => {
+            Op::Overwrite(back, resend, kinds) => {
                 let unapplied = model.last_index() - model.state.last_applied;
                 let start = model.state.last_applied + 1 + u64::from(back) % (unapplied + 1);
                 model.term += 1;
-                let entries = model.build(start, &kinds);
+                let first_stored = model.floor.index + 1;
+                let resent = u64::from(resend) % (start - first_stored + 1);
+                let mut entries: Vec<LogEntry> = model
+                    .log
+                    .range(start - resent..start)
+                    .map(|(_, e)| e.clone())
+                    .collect();
+                entries.extend(model.build(start, &kinds));
                 store.append_entries(G, &entries).expect("overwrite");
-                model.write(entries);
+                model.write(model.build(start, &kinds));
+            }
+            Op::Repeat(from, len) => {
+                let stored: Vec<LogEntry> = model.log.values().cloned().collect();
+                if !stored.is_empty() {
+                    let from = usize::from(from) % stored.len();
+                    let to = (from + 1 + usize::from(len) % 4).min(stored.len());
+                    store.append_entries(G, &stored[from..to]).expect("repeat");
+                }
+            }
+            Op::Advance(planned, pick) => {
+                let target = match planned {
+                    Some((retention_ms, retention_bytes)) => {
+                        let policy = RetentionPolicy {
+                            retention_ms: retention_ms.unwrap_or(-1),
+                            retention_bytes: retention_bytes.map_or(-1, i64::from),
+                        };
+                        let plan = store.plan_retention(G, policy, model.clock).expect("plan");
+                        prop_assert_eq!(plan, model.plan(policy, model.clock));
+                        plan
+                    }
+                    None => Some(Offset(u64::from(pick) % (model.state.next_offset.0 + 3))),
+                };
+                if let Some(target) = target {
+                    let entry = advance(model.last_index() + 1, model.term, target.0);
+                    store
+                        .append_entries(G, std::slice::from_ref(&entry))
+                        .expect("append");
+                    model.write(vec![entry]);
+                }
+            }
+            Op::Reinstall => {
+                let snapshot = store.snapshot(G).expect("snapshot");
+                if model.state.next_offset == Offset(0) {
+                    // A group without records snapshots at its last applied entry.
+                    model.remove_log_through(model.state.last_applied);
+                }
+                prop_assert_eq!(snapshot.index, model.floor.index);
+                let replica_disk = disk.fresh();
+                let replica = replica_disk.open();
+                replica
+                    .install_snapshot(G, &snapshot, false)
+                    .expect("install");
+                let rest: Vec<LogEntry> = model.log.values().cloned().collect();
+                replica.append_entries(G, &rest).expect("copy the log");
+                replica
+                    .apply_up_to(G, model.state.last_applied)
+                    .expect("apply");
+                drop(store);
+                disk = replica_disk;
+                store = replica;
             }
             Op::Apply(fraction) => {
                 let unapplied = model.last_index() - model.state.last_applied;
@@ -338,7 +444,7 @@ fn run(dir: &Path, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Tick(ms) => model.clock += ms,
             Op::Restart => {
                 drop(store);
-                store = open(dir);
+                store = disk.open();
             }
         }
         check_same(&store, &model)?;
@@ -350,8 +456,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn store_matches_the_model(ops in prop::collection::vec(op(), 1..40)) {
-        let dir = tempdir();
-        run(dir.path(), ops)?;
+    fn fjall_store_matches_the_model(ops in prop::collection::vec(op(), 1..40)) {
+        run(Disk::fjall(), ops)?;
+    }
+
+    #[test]
+    fn model_disk_store_matches_the_model(ops in prop::collection::vec(op(), 1..40)) {
+        run(Disk::model(), ops)?;
     }
 }

@@ -168,7 +168,7 @@ impl GroupCore {
     /// committed.
     ///
     /// # Errors
-    /// `INVALID_CONFIG` for metadata over [`MAX_METADATA_LEN`].
+    /// `OFFSET_METADATA_TOO_LARGE` for metadata over [`MAX_METADATA_LEN`].
     pub fn plan_commit(
         &self,
         offsets: &[OffsetCommit],
@@ -182,8 +182,11 @@ impl GroupCore {
                 .is_some_and(|m| m.len() > MAX_METADATA_LEN)
             {
                 return Err(ApiError::new(
-                    ErrorCode::INVALID_CONFIG,
-                    format!("offset metadata is limited to {MAX_METADATA_LEN} bytes"),
+                    ErrorCode::OFFSET_METADATA_TOO_LARGE,
+                    format!(
+                        "offset metadata is limited to {MAX_METADATA_LEN} bytes; nothing was \
+                         committed"
+                    ),
                 ));
             }
             write.puts.push((

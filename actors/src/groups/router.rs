@@ -140,7 +140,9 @@ impl Handler<CommitOffsets> for GroupRouter {
     type Result = ResponseFuture<Result<(), ApiError>>;
     fn handle(&mut self, request: CommitOffsets, _: &mut Self::Context) -> Self::Result {
         let group = request.group.clone();
-        if validate_group_name(&group).is_ok() {
+        // An empty commit changes no offset, so it does not make a group exist either (one
+        // that exists only in memory would vanish at the next restart).
+        if validate_group_name(&group).is_ok() && !request.offsets.is_empty() {
             self.known.insert(group.clone());
         }
         self.forward(&group, request)
@@ -173,6 +175,9 @@ impl Handler<DescribeGroup> for GroupRouter {
     type Result = ResponseFuture<Result<GroupDescription, ApiError>>;
     fn handle(&mut self, request: DescribeGroup, _: &mut Self::Context) -> Self::Result {
         let group = request.group.clone();
+        if let Err(invalid) = validate_group_name(&group) {
+            return Box::pin(async move { Err(invalid) });
+        }
         if !self.known.contains(&group) {
             let error = ApiError::new(
                 ErrorCode::UNKNOWN_GROUP,

@@ -191,7 +191,8 @@ fn topic_key(name: &str) -> Bytes {
 /// Kafka's rules: `[A-Za-z0-9._-]`, 1..=249 characters, not `.` or `..`; `__` is reserved.
 ///
 /// # Errors
-/// `INVALID_TOPIC_NAME` saying which rule failed.
+/// `INVALID_TOPIC_NAME` saying which rule failed, or `INTERNAL_TOPIC` for a valid name that
+/// starts with `__` when internal names are not allowed.
 pub fn validate_topic_name(name: &str, allow_internal: bool) -> Result<(), ApiError> {
     let invalid = |why: String| {
         Err(ApiError::new(
@@ -217,7 +218,10 @@ pub fn validate_topic_name(name: &str, allow_internal: bool) -> Result<(), ApiEr
         ));
     }
     if name.starts_with("__") && !allow_internal {
-        return invalid("names starting with '__' are reserved for internal topics".into());
+        return Err(ApiError::new(
+            ErrorCode::INTERNAL_TOPIC,
+            format!("topic name '{name}' starts with '__', which is reserved for internal topics"),
+        ));
     }
     Ok(())
 }
@@ -288,11 +292,13 @@ mod tests {
             "slash/",
             "é",
             &"x".repeat(250),
-            "__private",
+            "__bad name",
         ] {
             let err = validate_topic_name(bad, false).unwrap_err();
             assert_eq!(err.code, ErrorCode::INVALID_TOPIC_NAME, "{bad}");
         }
+        let err = validate_topic_name("__private", false).unwrap_err();
+        assert_eq!(err.code, ErrorCode::INTERNAL_TOPIC);
         assert!(validate_topic_name("__consumer_offsets", true).is_ok());
     }
 

@@ -257,6 +257,18 @@ impl GroupInbound {
         })?;
         match vote::plan_vote(members.as_ref(), ours, rpc) {
             VotePlan::Pass(rpc) => self.raft.vote(rpc).await.map_err(raft_error),
+            VotePlan::RefuseTakingTerm(rpc) => {
+                let response = self.raft.vote(rpc).await.map_err(raft_error)?;
+                if response.vote_granted {
+                    // Our log holds entries, so async-raft cannot grant an empty one; if its
+                    // view of the log is empty the group is broken, and no vote may count.
+                    tracing::error!(group = %self.group, "async-raft granted a vote to an empty log over ours");
+                    return Err(RpcError::Remote(
+                        "vote refused: inconsistent log view".into(),
+                    ));
+                }
+                Ok(response)
+            }
             VotePlan::Refuse => Ok(VoteResponse {
                 term: self.metrics.borrow().current_term,
                 vote_granted: false,

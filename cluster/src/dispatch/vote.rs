@@ -14,6 +14,9 @@ use std::collections::BTreeSet;
 #[derive(Debug)]
 pub(crate) enum VotePlan {
     Pass(VoteRequest),
+    /// A member that is not up to date: async-raft gets this copy, whose empty log it refuses,
+    /// only so that it adopts a higher term.
+    RefuseTakingTerm(VoteRequest),
     Refuse,
 }
 
@@ -35,7 +38,9 @@ pub(crate) fn plan_vote(
     let up_to_date = rpc.last_log_term > our_term
         || (rpc.last_log_term == our_term && rpc.last_log_index >= our_index);
     if !up_to_date {
-        return VotePlan::Refuse;
+        rpc.last_log_index = 0;
+        rpc.last_log_term = 0;
+        return VotePlan::RefuseTakingTerm(rpc);
     }
     if rpc.last_log_index < our_index {
         // Only possible with a newer last term: Raft grants, async-raft would not.
@@ -83,12 +88,13 @@ mod tests {
     }
 
     #[test]
-    fn a_candidate_behind_us_is_refused() {
+    fn a_candidate_behind_us_is_refused_but_its_term_counts() {
         for (index, term) in [(19, 2), (30, 1)] {
-            assert!(matches!(
-                plan_vote(Some(&members(&[1, 2])), (20, 2), request(1, index, term)),
-                VotePlan::Refuse
-            ));
+            let plan = plan_vote(Some(&members(&[1, 2])), (20, 2), request(1, index, term));
+            let VotePlan::RefuseTakingTerm(rpc) = plan else {
+                panic!("{plan:?}");
+            };
+            assert_eq!((rpc.term, rpc.last_log_index, rpc.last_log_term), (9, 0, 0));
         }
         assert!(matches!(
             plan_vote(Some(&members(&[1, 2])), (20, 2), request(1, 20, 2)),

@@ -7,7 +7,7 @@ use crate::raft_store::GroupStorage;
 use anyhow::{bail, Context};
 use async_raft::storage::HardState;
 use async_raft::Raft;
-use gregor_storage::{GroupId, NodeId, Store};
+use gregor_storage::{GroupId, NodeId, StateMachine, Store};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -49,6 +49,20 @@ impl RaftGroup {
     /// Reading the group's state from storage failed, the Raft config is invalid, the group is
     /// already running here, or `Found` does not include this node.
     pub async fn start(env: &GroupEnv, group: GroupId, start: Start) -> anyhow::Result<RaftGroup> {
+        Self::start_with_machine(env, group, start, None).await
+    }
+
+    /// As [`RaftGroup::start`], with `machine` applying the group's `Command::Machine` entries
+    /// (the metadata group's).
+    ///
+    /// # Errors
+    /// As [`RaftGroup::start`].
+    pub async fn start_with_machine(
+        env: &GroupEnv,
+        group: GroupId,
+        start: Start,
+        machine: Option<Box<dyn StateMachine>>,
+    ) -> anyhow::Result<RaftGroup> {
         if env.dispatcher.hosts(group) {
             bail!("group {group} already runs on this node");
         }
@@ -74,7 +88,12 @@ impl RaftGroup {
             _ => None,
         };
 
-        let storage = Arc::new(GroupStorage::new(env.store.clone(), group, env.node)?);
+        let storage = Arc::new(GroupStorage::new(
+            env.store.clone(),
+            group,
+            env.node,
+            machine,
+        )?);
         let network = Arc::new(GroupNetwork::new(
             group,
             env.node,

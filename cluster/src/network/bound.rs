@@ -17,6 +17,8 @@ pub(crate) fn entry_bytes(entry: &Entry<Command>) -> usize {
                 let puts: usize = write.puts.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
                 puts + write.deletes.iter().map(|k| k.len() + 4).sum::<usize>()
             }
+            Command::Machine(command) => command.len(),
+            Command::AdvanceLogStart { .. } => 8,
         },
         EntryPayload::ConfigChange(change) => {
             let after = change

@@ -20,9 +20,13 @@ pub struct Admin {
 /// A topic to create; `NewTopic::new("orders").partitions(6)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewTopic {
+    /// The topic's name.
     pub name: String,
+    /// Partitions (1 to 10000).
     pub partitions: u32,
+    /// Replicas per partition.
     pub replication_factor: u16,
+    /// Settings; `None` fields take the broker's defaults.
     pub config: TopicConfigOverrides,
 }
 
@@ -37,16 +41,19 @@ impl NewTopic {
         }
     }
 
+    /// Sets the number of partitions.
     pub fn partitions(mut self, partitions: u32) -> Self {
         self.partitions = partitions;
         self
     }
 
+    /// Sets the number of replicas per partition.
     pub fn replication_factor(mut self, replication_factor: u16) -> Self {
         self.replication_factor = replication_factor;
         self
     }
 
+    /// Sets retention and size settings.
     pub fn config(mut self, config: TopicConfigOverrides) -> Self {
         self.config = config;
         self
@@ -69,6 +76,7 @@ impl Admin {
         Admin { cluster }
     }
 
+    /// The cluster connection this admin client uses.
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
     }

@@ -24,6 +24,7 @@ const BACKOFF_SALT: u64 = 0x6261_636b_6f66_6600;
 pub struct ClientConfig {
     /// Brokers to try first, in order; the rest of the cluster is learnt from metadata.
     pub bootstrap: Vec<String>,
+    /// Timeouts and limits of each broker connection.
     pub connection: ConnectionConfig,
     /// Extra attempts after a retriable failure (see [`ClientError::is_retriable`]).
     pub retries: u32,
@@ -54,21 +55,25 @@ impl ClientConfig {
         }
     }
 
+    /// Sets the id sent in the handshake (it appears in the broker's logs).
     pub fn client_id(mut self, id: impl Into<String>) -> Self {
         self.connection.client_id = id.into();
         self
     }
 
+    /// Sets how long a request may wait for its reply.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.connection.request_timeout = timeout;
         self
     }
 
+    /// Sets how many times a retriable failure is retried (0: never).
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
         self
     }
 
+    /// Sets the seed of the client's random choices, so that a run replays.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self
@@ -82,7 +87,9 @@ pub enum Route {
     Any,
     /// The current leader of a partition.
     Leader {
+        /// The partition's topic.
         topic: String,
+        /// The partition.
         partition: PartitionId,
     },
     /// One broker.
@@ -140,6 +147,7 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// The settings this cluster connection was made with.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
     }

@@ -12,7 +12,7 @@ use bytes::{Buf, Bytes};
 use gregor_protocol::api::{
     Hello, HelloReply, Request, RequestFrame, Response, ResponseFrame, PROTOCOL_VERSION,
 };
-use gregor_protocol::frame::{decode_response, encode_frame, read_frame, DEFAULT_MAX_FRAME_BYTES};
+use gregor_protocol::frame::{decode_response, encode_frame, read_frame, MAX_REPLY_FRAME_BYTES};
 use gregor_protocol::NodeId;
 use std::collections::BTreeMap;
 use std::io::{self, IoSlice};
@@ -56,7 +56,7 @@ impl Default for ConnectionConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_in_flight: 256,
-            max_response_bytes: 4 * DEFAULT_MAX_FRAME_BYTES,
+            max_response_bytes: MAX_REPLY_FRAME_BYTES,
         }
     }
 }
@@ -372,6 +372,7 @@ impl Connection {
         &self.inner.hello
     }
 
+    /// The id of the broker at the other end, from its handshake reply.
     pub fn node_id(&self) -> NodeId {
         self.inner.hello.node_id
     }

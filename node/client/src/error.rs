@@ -17,20 +17,35 @@ pub enum ClientError {
         "cannot reach {addr}: {}; is `gregor serve` running there? set --bootstrap or GREGOR_BOOTSTRAP",
         io_reason(error)
     )]
-    Connect { addr: String, error: Arc<io::Error> },
+    Connect {
+        /// The address tried.
+        addr: String,
+        /// Why the connection failed.
+        error: Arc<io::Error>,
+    },
 
     /// Reading or writing an open connection failed.
     #[error(
         "i/o error talking to {addr}: {}; check that the broker is up, then retry",
         io_reason(error)
     )]
-    Io { addr: String, error: Arc<io::Error> },
+    Io {
+        /// The broker's address.
+        addr: String,
+        /// The failure.
+        error: Arc<io::Error>,
+    },
 
     /// The peer sent something this client cannot understand.
     #[error(
         "protocol error talking to {addr}: {reason}; is it a gregor server of a compatible version?"
     )]
-    Protocol { addr: String, reason: String },
+    Protocol {
+        /// The peer's address.
+        addr: String,
+        /// What could not be understood.
+        reason: String,
+    },
 
     /// The broker refused the request; its message says why and what to do.
     #[error("{} [{}]", .0.message, .0.code)]
@@ -41,13 +56,23 @@ pub enum ClientError {
         "no reply from {addr} within {} ms; the broker may be overloaded or stuck: retry, or raise the request timeout",
         timeout.as_millis()
     )]
-    Timeout { addr: String, timeout: Duration },
+    Timeout {
+        /// The broker's address.
+        addr: String,
+        /// The request timeout that passed.
+        timeout: Duration,
+    },
 
     /// The connection closed with the request in flight; it may or may not have been applied.
     #[error(
         "connection to {addr} closed: {reason}; requests in flight may or may not have been applied, retry once the broker is back"
     )]
-    Disconnected { addr: String, reason: String },
+    Disconnected {
+        /// The broker's address.
+        addr: String,
+        /// Why the connection closed.
+        reason: String,
+    },
 
     /// The cluster named a node this client has no address for.
     #[error("node {0} is not in the cluster metadata; retry once membership settles")]
@@ -57,13 +82,23 @@ pub enum ClientError {
     #[error(
         "record of {size} bytes is larger than the {max}-byte request limit; send smaller records or raise max_request_bytes (the topic's max.message.bytes bounds it too)"
     )]
-    RecordTooLarge { size: usize, max: usize },
+    RecordTooLarge {
+        /// The record's encoded size, in bytes.
+        size: usize,
+        /// The largest request, in bytes.
+        max: usize,
+    },
 
     /// One request is larger than the broker's frame limit.
     #[error(
         "request of {size} bytes is over the broker's {max}-byte frame limit; send smaller batches (lower max_request_bytes or the fetch size)"
     )]
-    RequestTooLarge { size: usize, max: usize },
+    RequestTooLarge {
+        /// The request's frame size, in bytes.
+        size: usize,
+        /// The broker's frame limit, in bytes.
+        max: usize,
+    },
 
     /// The call does not make sense in this state (for example, committing without a group).
     #[error("{0}")]

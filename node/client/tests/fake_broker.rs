@@ -12,7 +12,9 @@ use gregor_protocol::api::{
     HelloReply, ListGroups, ListOffsetsReply, OffsetSpec, PartitionMetadata, Produce, ProduceReply,
     Request, RequestFrame, Response, ResponseFrame, TopicMetadata, PROTOCOL_VERSION,
 };
-use gregor_protocol::batch::{stamp, BatchBuilder, BatchView, NewRecord};
+use gregor_protocol::batch::{
+    stamp, BatchBuilder, BatchView, Compression, NewRecord, MAX_DECOMPRESSED_BYTES,
+};
 use gregor_protocol::frame::{decode_request, encode_frame, read_frame, DEFAULT_MAX_FRAME_BYTES};
 use gregor_protocol::partitioner::partition_for_key;
 use gregor_protocol::{NodeId, Offset, PartitionId};
@@ -379,7 +381,10 @@ impl PartitionLog {
             .iter()
             .flat_map(|b| {
                 let view = BatchView::validate(b).expect("valid");
-                view.records()
+                let plain = view
+                    .decompressed(MAX_DECOMPRESSED_BYTES)
+                    .expect("decompresses");
+                view.records_in(&plain)
                     .map(|r| {
                         let r = r.expect("record");
                         (r.offset, r.value.unwrap_or_default().to_vec())
@@ -458,6 +463,20 @@ impl MemoryBroker {
 
     fn values(&self, topic: &str, partition: usize) -> Vec<(u64, Vec<u8>)> {
         self.state().topics[topic][partition].values()
+    }
+
+    /// The codec of every batch stored in `topic`/`partition`.
+    fn codecs(&self, topic: &str, partition: usize) -> Vec<Compression> {
+        self.state().topics[topic][partition]
+            .batches
+            .iter()
+            .map(|b| {
+                BatchView::validate(b)
+                    .expect("valid")
+                    .compression()
+                    .expect("known")
+            })
+            .collect()
     }
 
     fn client(&self) -> ClientConfig {
@@ -985,4 +1004,45 @@ async fn committing_without_a_group_is_a_usage_error() {
         consumer.commit().await,
         Err(ClientError::Usage(_))
     ));
+}
+
+#[tokio::test]
+async fn compressed_batches_reach_the_broker_compressed_and_consumers_read_them_back() {
+    for codec in Compression::ALL {
+        let broker = MemoryBroker::start(&[("t", 1)]).await;
+        let producer = Producer::connect(producer_config(&broker).compression(codec))
+            .await
+            .expect("connect");
+        let values: Vec<Vec<u8>> = (0..200u32)
+            .map(|i| format!("{{\"order\":{i},\"state\":\"paid\"}}").into_bytes())
+            .collect();
+        for value in &values {
+            producer
+                .send(ProducerRecord::new("t", value))
+                .await
+                .expect("queued");
+        }
+        producer.flush().await;
+        let stored: Vec<Vec<u8>> = broker.values("t", 0).into_iter().map(|(_, v)| v).collect();
+        assert_eq!(stored, values, "{codec}");
+        let codecs = broker.codecs("t", 0);
+        assert!(
+            codecs.iter().all(|c| *c == codec),
+            "{codec}: stored as {codecs:?}"
+        );
+
+        let mut consumer = Consumer::connect(ConsumerConfig::from_client(broker.client()))
+            .await
+            .expect("connect");
+        consumer.assign("t", None).await.expect("assign");
+        let mut got = Vec::new();
+        while got.len() < values.len() {
+            got.extend(consumer.poll(Duration::from_secs(5)).await.expect("poll"));
+        }
+        let read: Vec<Vec<u8>> = got
+            .iter()
+            .map(|r| r.value.clone().unwrap().to_vec())
+            .collect();
+        assert_eq!(read, values, "{codec}");
+    }
 }

@@ -4,11 +4,15 @@
 
 use crate::api::{Request, RequestFrame, Response, ResponseFrame};
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Largest frame body accepted by default, in bytes.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 16 * 1024 * 1024;
+/// Largest reply frame body a server sends, in bytes (64 MiB): a fetch reply holds at most
+/// 32 MiB of batches plus one batch of at most 8 MiB. A reply that would be larger is replaced
+/// by a `FRAME_TOO_LARGE` error to its request. Clients should accept frames this large.
+pub const MAX_REPLY_FRAME_BYTES: u32 = 64 * 1024 * 1024;
 pub const LENGTH_PREFIX_BYTES: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
@@ -121,35 +125,102 @@ pub enum RequestDecodeError {
     BadBody { id: u64, reason: String },
 }
 
-#[derive(Deserialize)]
-struct FrameHead {
-    id: u64,
-    request: KindOnly,
-}
-
-#[derive(Deserialize)]
-struct KindOnly {
-    kind: String,
-}
-
 /// Decodes a request body, telling an unknown `kind` apart from a malformed body so each gets
 /// its own error code.
+///
+/// Decoding is strict where serde alone would be lenient: the frame and its `request` must be
+/// maps and `kind` a string (serde would also take arrays, and a variant index for `kind`).
+///
+/// # Errors
+/// [`RequestDecodeError`] saying how far decoding got.
 pub fn decode_request(body: &[u8]) -> Result<RequestFrame, RequestDecodeError> {
-    match rmp_serde::from_slice::<RequestFrame>(body) {
-        Ok(frame) => Ok(frame),
-        Err(full_error) => match rmp_serde::from_slice::<FrameHead>(body) {
-            Err(_) => Err(RequestDecodeError::Malformed(full_error.to_string())),
-            Ok(head) if !Request::KINDS.contains(&head.request.kind.as_str()) => {
-                Err(RequestDecodeError::UnknownKind {
-                    id: head.id,
-                    kind: head.request.kind,
-                })
+    let head = rmp_serde::from_slice::<strict::FrameHead>(body)
+        .map_err(|e| RequestDecodeError::Malformed(e.to_string()))?;
+    if !Request::KINDS.contains(&head.kind.as_str()) {
+        return Err(RequestDecodeError::UnknownKind {
+            id: head.id,
+            kind: head.kind,
+        });
+    }
+    rmp_serde::from_slice::<RequestFrame>(body).map_err(|e| RequestDecodeError::BadBody {
+        id: head.id,
+        reason: e.to_string(),
+    })
+}
+
+/// The `id` and `kind` of a request frame, read only from maps.
+mod strict {
+    use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use serde::Deserialize;
+    use std::fmt;
+
+    pub(super) struct FrameHead {
+        pub(super) id: u64,
+        pub(super) kind: String,
+    }
+
+    struct Kind(String);
+
+    impl<'de> Deserialize<'de> for FrameHead {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_map(FrameVisitor)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Kind {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_map(KindVisitor)
+        }
+    }
+
+    struct FrameVisitor;
+
+    impl<'de> Visitor<'de> for FrameVisitor {
+        type Value = FrameHead;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map with an integer `id` and a `request` map")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FrameHead, A::Error> {
+            let (mut id, mut kind) = (None, None);
+            while let Some(key) = map.next_key::<String>()? {
+                match key.as_str() {
+                    "id" => id = Some(map.next_value::<u64>()?),
+                    "request" => kind = Some(map.next_value::<Kind>()?.0),
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
             }
-            Ok(head) => Err(RequestDecodeError::BadBody {
-                id: head.id,
-                reason: full_error.to_string(),
-            }),
-        },
+            Ok(FrameHead {
+                id: id.ok_or_else(|| de::Error::missing_field("id"))?,
+                kind: kind.ok_or_else(|| de::Error::missing_field("request"))?,
+            })
+        }
+    }
+
+    struct KindVisitor;
+
+    impl<'de> Visitor<'de> for KindVisitor {
+        type Value = Kind;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a `request` map with a string `kind`")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Kind, A::Error> {
+            let mut kind = None;
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "kind" {
+                    kind = Some(map.next_value::<String>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            kind.map(Kind)
+                .ok_or_else(|| de::Error::missing_field("kind"))
+        }
     }
 }
 
@@ -195,6 +266,44 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, FrameError::Truncated));
+    }
+
+    #[test]
+    fn a_kind_that_is_not_a_string_or_a_request_that_is_not_a_map_is_malformed() {
+        #[derive(Serialize)]
+        struct Frame<R> {
+            id: u64,
+            request: R,
+        }
+        #[derive(Serialize)]
+        struct IndexKind {
+            kind: u32,
+            body: ListGroups,
+        }
+        let by_index = rmp_serde::to_vec_named(&Frame {
+            id: 3,
+            request: IndexKind {
+                kind: 11,
+                body: ListGroups {},
+            },
+        })
+        .unwrap();
+        let as_array = rmp_serde::to_vec_named(&Frame {
+            id: 3,
+            request: ("ListGroups", ListGroups {}),
+        })
+        .unwrap();
+        let frame_as_array = rmp_serde::to_vec(&RequestFrame {
+            id: 3,
+            request: Request::ListGroups(ListGroups {}),
+        })
+        .unwrap();
+        for body in [by_index, as_array, frame_as_array] {
+            assert!(
+                matches!(decode_request(&body), Err(RequestDecodeError::Malformed(_))),
+                "{body:02x?}"
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ use super::ConnectArgs;
 use clap::Args;
 use gregor_client::{ClientError, DeliveryHandle, Producer, ProducerConfig, ProducerRecord};
 use gregor_protocol::api::Acks;
+use gregor_protocol::batch::Compression;
 use gregor_protocol::PartitionId;
 use std::collections::VecDeque;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -30,6 +31,9 @@ pub struct ProduceArgs {
     /// How long to gather records into a batch before sending
     #[arg(long, default_value_t = 5, value_name = "MS")]
     pub linger_ms: u64,
+    /// Batch compression: none, gzip, snappy, lz4 or zstd
+    #[arg(long, default_value = "none", value_name = "CODEC")]
+    pub compression: Compression,
 }
 
 /// Splits a line into key and value at the first `separator`.
@@ -81,7 +85,8 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     }
     let config = ProducerConfig::from_client(args.connect.client_config("gregor-produce"))
         .acks(args.acks)
-        .linger_ms(args.linger_ms);
+        .linger_ms(args.linger_ms)
+        .compression(args.compression);
     let producer = Producer::connect(config).await?;
     let separator = args.key_separator.as_deref().map(str::as_bytes);
     let mut stdin = BufReader::with_capacity(1 << 20, tokio::io::stdin());

@@ -18,7 +18,7 @@ pub struct ServeArgs {
     /// TOML config file; starts with `version = 1`. Keys: node_id, data_dir, listen,
     /// advertised_address, flush, produce_linger_ms, offsets_partitions,
     /// retention_check_interval_ms, cache_bytes, max_frame_bytes, max_in_flight_per_connection,
-    /// max_connections
+    /// max_connections, handshake_timeout_ms, idle_timeout_ms, shutdown_grace_ms
     #[arg(long, value_name = "FILE", env = "GREGOR_CONFIG")]
     pub config: Option<PathBuf>,
     /// Directory for this node's data [default: ./gregor-data]

@@ -7,13 +7,15 @@
 use super::session::{Action, ServerIdentity, Session};
 use super::writer::{self, Outgoing};
 use super::{RequestHandler, ServerConfig};
+use bytes::Bytes;
 use gregor_protocol::api::{ApiError, ErrorCode, Request, Response, ResponseFrame};
-use gregor_protocol::frame::{encode_frame, read_frame, FrameError};
+use gregor_protocol::frame::{encode_frame, read_frame, FrameError, LENGTH_PREFIX_BYTES};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, BufReader, ReadHalf};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit};
+use tokio::time::Instant;
 use tracing::debug;
 
 /// Enough to take many pipelined small requests in one `read` syscall.
@@ -116,13 +118,9 @@ impl<H: RequestHandler> RequestReader<H> {
                     Err(_) => return Close::ByServer("in-flight limiter closed"),
                 },
             };
-            let read = tokio::select! {
-                biased;
-                reason = stop_requested(&mut self.shutdown, &self.replies, &self.silent_failure) => return reason,
-                () = tokio::time::sleep_until(self.handshake_deadline), if !self.session.is_handshaken() => {
-                    return Close::ByServer("no Hello before the handshake timeout")
-                }
-                read = read_frame(reader, self.config.max_frame_bytes) => read,
+            let read = match self.next_frame(reader).await {
+                Ok(read) => read,
+                Err(reason) => return reason,
             };
             let action = match read {
                 Ok(Some(body)) => self.session.on_frame(&body),
@@ -131,6 +129,7 @@ impl<H: RequestHandler> RequestReader<H> {
                 // Truncated or a socket error: either way the client is gone.
                 Err(e) => return Close::PeerLost(e.to_string()),
             };
+            let max_reply = self.config.max_reply_frame_bytes;
             match action {
                 Action::Dispatch { id, request, reply } => {
                     let responder = Responder {
@@ -139,16 +138,53 @@ impl<H: RequestHandler> RequestReader<H> {
                         slot: Some(slot),
                         replies: self.replies.clone(),
                         silent_failure: Rc::clone(&self.silent_failure),
+                        max_reply_frame_bytes: max_reply,
                     };
                     dispatch(&self.handler, request, responder);
                 }
-                Action::Reply(frame) => send(&self.replies, &frame, slot),
+                Action::Reply(frame) => send(&self.replies, &frame, slot, max_reply),
                 Action::ReplyAndClose(frame) => {
-                    send(&self.replies, &frame, slot);
+                    send(&self.replies, &frame, slot, max_reply);
                     return Close::ByServer("protocol error");
                 }
             }
         }
+    }
+}
+
+impl<H: RequestHandler> RequestReader<H> {
+    /// Waits for the next frame, or for a reason to close: shutdown, the handshake deadline,
+    /// or `idle_timeout` without a frame while no request is in flight (a long-polling fetch
+    /// keeps its connection open).
+    async fn next_frame<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut BufReader<R>,
+    ) -> Result<Result<Option<Bytes>, FrameError>, Close> {
+        // One read future across idle re-arms: dropping it mid-frame would lose bytes.
+        let read = read_frame(reader, self.config.max_frame_bytes);
+        tokio::pin!(read);
+        let mut idle_deadline = Instant::now() + self.config.idle_timeout;
+        loop {
+            tokio::select! {
+                biased;
+                reason = stop_requested(&mut self.shutdown, &self.replies, &self.silent_failure) => return Err(reason),
+                () = tokio::time::sleep_until(self.handshake_deadline), if !self.session.is_handshaken() => {
+                    return Err(Close::ByServer("no Hello before the handshake timeout"))
+                }
+                () = tokio::time::sleep_until(idle_deadline), if self.session.is_handshaken() => {
+                    if self.in_flight() == 0 {
+                        return Err(Close::ByServer("idle for longer than the idle timeout"));
+                    }
+                    idle_deadline = Instant::now() + self.config.idle_timeout;
+                }
+                read = &mut read => return Ok(read),
+            }
+        }
+    }
+
+    /// Requests read and not yet answered (the slot taken for the frame being read excluded).
+    fn in_flight(&self) -> usize {
+        self.config.max_in_flight_per_connection - self.slots.available_permits() - 1
     }
 }
 
@@ -170,10 +206,31 @@ fn send(
     replies: &mpsc::UnboundedSender<Outgoing>,
     frame: &ResponseFrame,
     slot: OwnedSemaphorePermit,
+    max_reply_frame_bytes: u32,
 ) {
+    let mut encoded = encode_frame(frame);
+    let body = encoded.len() - LENGTH_PREFIX_BYTES;
+    if body > max_reply_frame_bytes as usize {
+        debug!(
+            id = frame.id,
+            body, "reply over the frame limit; answering FRAME_TOO_LARGE"
+        );
+        let error = ApiError::new(
+            ErrorCode::FRAME_TOO_LARGE,
+            format!(
+                "the reply would be a {body}-byte frame, over this server's \
+                 {max_reply_frame_bytes}-byte limit for replies; ask for less (a smaller fetch \
+                 max_bytes, fewer topics)"
+            ),
+        );
+        encoded = encode_frame(&ResponseFrame {
+            id: frame.id,
+            result: Err(error),
+        });
+    }
     // A send fails only when the writer has stopped; the read loop notices that on its own.
     let _ = replies.send(Outgoing {
-        frame: encode_frame(frame),
+        frame: encoded,
         slot,
     });
 }
@@ -194,6 +251,7 @@ struct Responder {
     slot: Option<OwnedSemaphorePermit>,
     replies: mpsc::UnboundedSender<Outgoing>,
     silent_failure: Rc<Notify>,
+    max_reply_frame_bytes: u32,
 }
 
 impl Responder {
@@ -211,6 +269,7 @@ impl Responder {
                     result,
                 },
                 slot,
+                self.max_reply_frame_bytes,
             );
         } else if let Err(error) = result {
             // With acks=0 the client would never hear of the failure and could keep sending

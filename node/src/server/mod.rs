@@ -8,7 +8,8 @@
 //!
 //! Bounds: `max_connections` connections (more wait in the kernel's accept queue),
 //! `max_in_flight_per_connection` requests per connection (the connection is not read from
-//! while that many are unanswered), `max_frame_bytes` per request frame, a handshake deadline.
+//! while that many are unanswered), `max_frame_bytes` per request frame, `max_reply_frame_bytes`
+//! per reply, a handshake deadline, an idle timeout, and TCP keepalive.
 
 mod connection;
 mod session;
@@ -34,6 +35,13 @@ pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Kafka's `connections.max.idle.ms`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// TCP keepalive: the first probe after this long without traffic, then one every
+/// [`KEEPALIVE_INTERVAL`], so a peer that vanished (power cut, cable) is noticed even on an
+/// idle connection.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` (typically out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -78,6 +86,11 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// How long shutdown waits for in-flight requests before dropping their connections.
     pub shutdown_grace: Duration,
+    /// An established connection with no request in flight that sends nothing for this long
+    /// is closed.
+    pub idle_timeout: Duration,
+    /// Largest reply frame body; a larger reply becomes a `FRAME_TOO_LARGE` error.
+    pub max_reply_frame_bytes: u32,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +101,8 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_reply_frame_bytes: gregor_protocol::frame::MAX_REPLY_FRAME_BYTES,
         }
     }
 }
@@ -152,6 +167,12 @@ pub async fn serve<H: RequestHandler>(
                 // Replies are already batched by the writer; Nagle would only add latency.
                 if let Err(e) = stream.set_nodelay(true) {
                     debug!(error = %e, "cannot disable Nagle's algorithm");
+                }
+                let keepalive = socket2::TcpKeepalive::new()
+                    .with_time(KEEPALIVE_IDLE)
+                    .with_interval(KEEPALIVE_INTERVAL);
+                if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+                    debug!(error = %e, "cannot enable TCP keepalive");
                 }
                 let task = connection::serve(
                     stream,

@@ -3,7 +3,10 @@
 
 use bytes::Bytes;
 use gregor_storage::batch::{BatchBuilder, BatchView, NewRecord};
-use gregor_storage::{EntryPayload, FlushPolicy, GroupId, LogEntry, Store, StoreOptions, SyncMode};
+use gregor_storage::{
+    EntryPayload, FlushPolicy, GroupId, LogEntry, ModelDisk, StorageError, Store, StoreOptions,
+    SyncMode,
+};
 use std::path::Path;
 
 pub const G: GroupId = GroupId(42);
@@ -18,6 +21,72 @@ pub fn options() -> StoreOptions {
 
 pub fn open(dir: &Path) -> Store {
     Store::open(dir, options()).expect("open store")
+}
+
+/// Where a test's store lives: a fjall directory or a model disk. Tests that hold for every
+/// backend run on both (see `on_both_backends!`).
+pub enum Disk {
+    Fjall(tempfile::TempDir),
+    Model(ModelDisk),
+}
+
+impl Disk {
+    pub fn fjall() -> Disk {
+        Disk::Fjall(tempdir())
+    }
+
+    pub fn model() -> Disk {
+        Disk::Model(ModelDisk::new())
+    }
+
+    /// A new, empty disk of the same kind.
+    pub fn fresh(&self) -> Disk {
+        match self {
+            Disk::Fjall(_) => Disk::fjall(),
+            Disk::Model(_) => Disk::model(),
+        }
+    }
+
+    pub fn open(&self) -> Store {
+        self.open_with(options())
+    }
+
+    pub fn open_with(&self, options: StoreOptions) -> Store {
+        self.try_open(options).expect("open store")
+    }
+
+    pub fn try_open(&self, options: StoreOptions) -> Result<Store, StorageError> {
+        match self {
+            Disk::Fjall(dir) => Store::open(dir.path(), options),
+            Disk::Model(disk) => Store::open_model(disk, options),
+        }
+    }
+}
+
+/// Defines a test that runs its body once on fjall and once on the model disk, as
+/// `name::fjall` and `name::model`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($(#[$meta:meta])* fn $name:ident($disk:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn run($disk: &$crate::common::Disk) $body
+
+            $(#[$meta])*
+            #[test]
+            fn fjall() {
+                run(&$crate::common::Disk::fjall());
+            }
+
+            $(#[$meta])*
+            #[test]
+            fn model() {
+                run(&$crate::common::Disk::model());
+            }
+        }
+    };
 }
 
 /// A batch with one record per timestamp, values naming their timestamp and position.
@@ -91,4 +160,36 @@ pub fn tempdir() -> tempfile::TempDir {
         }
     }
     tempfile::tempdir().expect("tempdir")
+}
+
+/// A batch from an idempotent producer: `batch(timestamps)` with its producer fields set.
+pub fn idempotent_batch(
+    producer: i64,
+    epoch: i16,
+    first_sequence: i32,
+    timestamps: &[i64],
+) -> Bytes {
+    let mut bytes = batch(timestamps).to_vec();
+    bytes[43..51].copy_from_slice(&producer.to_be_bytes());
+    bytes[51..53].copy_from_slice(&epoch.to_be_bytes());
+    bytes[53..57].copy_from_slice(&first_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[21..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(bytes)
+}
+
+pub fn command(index: u64, term: u64, command: &'static [u8]) -> LogEntry {
+    LogEntry {
+        index,
+        term,
+        payload: EntryPayload::Command(Bytes::from_static(command)),
+    }
+}
+
+pub fn advance(index: u64, term: u64, offset: u64) -> LogEntry {
+    LogEntry {
+        index,
+        term,
+        payload: EntryPayload::AdvanceLogStart(gregor_storage::Offset(offset)),
+    }
 }

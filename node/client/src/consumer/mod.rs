@@ -32,7 +32,9 @@ use tokio::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AutoOffsetReset {
     #[default]
+    /// The oldest record still stored.
     Earliest,
+    /// The next record produced (the log end).
     Latest,
     /// Fail the poll; the caller must `seek`.
     Error,
@@ -41,8 +43,11 @@ pub enum AutoOffsetReset {
 /// Where [`Consumer::seek`] moves a position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeekTo {
+    /// This offset.
     Offset(Offset),
+    /// The oldest record still stored.
     Earliest,
+    /// The log end: only records produced from now on.
     Latest,
     /// The first record at or after this time (ms since the epoch); the log end if none.
     Timestamp(i64),
@@ -51,11 +56,14 @@ pub enum SeekTo {
 /// A partition of a topic.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TopicPartition {
+    /// The topic.
     pub topic: Arc<str>,
+    /// The partition.
     pub partition: PartitionId,
 }
 
 impl TopicPartition {
+    /// The partition `partition` of `topic`.
     pub fn new(topic: &str, partition: PartitionId) -> Self {
         TopicPartition {
             topic: Arc::from(topic),
@@ -71,13 +79,17 @@ impl std::fmt::Display for TopicPartition {
 }
 
 #[derive(Debug, Clone)]
+/// Consumer settings. `ConsumerConfig::new("host:9092").group("billing")`.
 pub struct ConsumerConfig {
+    /// How to reach the cluster.
     pub client: ClientConfig,
     /// Consumer group whose committed offsets are used and updated; `None`: no commits.
     pub group: Option<String>,
+    /// Where to start without a valid committed or sought position.
     pub auto_offset_reset: AutoOffsetReset,
     /// How long the broker may hold a fetch waiting for `fetch_min_bytes`.
     pub fetch_max_wait: Duration,
+    /// A fetch answers once this many bytes are available (or its wait ends).
     pub fetch_min_bytes: u32,
     /// Per partition and fetch (Kafka's `max.partition.fetch.bytes`); at least one batch is
     /// returned whatever its size.
@@ -87,10 +99,12 @@ pub struct ConsumerConfig {
 }
 
 impl ConsumerConfig {
+    /// Settings for a consumer without a group, bootstrapping from `bootstrap`.
     pub fn new(bootstrap: &str) -> Self {
         ConsumerConfig::from_client(ClientConfig::new(bootstrap))
     }
 
+    /// Settings for a consumer without a group, over `client`.
     pub fn from_client(client: ClientConfig) -> Self {
         ConsumerConfig {
             client,
@@ -103,11 +117,13 @@ impl ConsumerConfig {
         }
     }
 
+    /// Joins the consumer group `group`: positions start from its committed offsets and `commit` stores them.
     pub fn group(mut self, group: impl Into<String>) -> Self {
         self.group = Some(group.into());
         self
     }
 
+    /// Sets where to start without a valid position.
     pub fn auto_offset_reset(mut self, reset: AutoOffsetReset) -> Self {
         self.auto_offset_reset = reset;
         self
@@ -178,6 +194,7 @@ impl Consumer {
         Ok(Consumer::with_cluster(cluster, config))
     }
 
+    /// A consumer over an existing cluster connection (shared with a producer or admin client).
     pub fn with_cluster(cluster: Cluster, config: ConsumerConfig) -> Consumer {
         Consumer {
             cluster,
@@ -189,10 +206,12 @@ impl Consumer {
         }
     }
 
+    /// The settings this consumer was made with.
     pub fn config(&self) -> &ConsumerConfig {
         &self.config
     }
 
+    /// The cluster connection this consumer uses.
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
     }
@@ -265,6 +284,7 @@ impl Consumer {
         self.committed.retain(|tp, _| &*tp.topic != topic);
     }
 
+    /// The partitions currently assigned, in order.
     pub fn assignment(&self) -> Vec<TopicPartition> {
         self.partitions.keys().cloned().collect()
     }

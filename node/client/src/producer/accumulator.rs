@@ -11,7 +11,7 @@
 
 use super::delivery::BatchShared;
 use bytes::Bytes;
-use gregor_protocol::batch::{BatchBuilder, NewRecord, HEADER_LEN};
+use gregor_protocol::batch::{BatchBuilder, Compression, NewRecord, HEADER_LEN};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +23,8 @@ pub(crate) struct Limits {
     pub linger: Duration,
     pub max_request_bytes: usize,
     pub max_in_flight: usize,
+    /// Codec batches are compressed with when sealed; sizes above are before compression.
+    pub compression: Compression,
 }
 
 pub(crate) struct Accumulator {
@@ -167,7 +169,7 @@ impl Accumulator {
         self.next_seq += 1;
         self.incomplete.insert(seq);
         let shared = Arc::new(BatchShared::new(partition));
-        let mut builder = BatchBuilder::with_capacity(needed);
+        let mut builder = BatchBuilder::with_capacity(needed).compression(limits.compression);
         builder.push(record);
         let sealed = builder.len() >= limits.batch_size;
         let queue = self.queue(topic, partitions, partition);
@@ -341,6 +343,7 @@ mod tests {
             linger: LINGER,
             max_request_bytes: 4 * batch_size,
             max_in_flight: 1,
+            compression: Compression::None,
         }
     }
 

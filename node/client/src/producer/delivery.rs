@@ -11,7 +11,9 @@ use tokio::sync::Notify;
 /// Where an acknowledged record landed. `offset` is `None` with `acks=0`, which gets no reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordMetadata {
+    /// The partition the record went to.
     pub partition: PartitionId,
+    /// The record's offset; `None` with `acks = 0`, which gets no reply.
     pub offset: Option<Offset>,
 }
 

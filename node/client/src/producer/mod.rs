@@ -25,7 +25,7 @@ use super::error::ClientError;
 use crate::clock::{Clock, SystemClock};
 use accumulator::{Accumulator, Append, Limits, ProduceJob};
 use gregor_protocol::api::{Acks, ApiError, ErrorCode, Produce, Request};
-use gregor_protocol::batch::NewRecord;
+use gregor_protocol::batch::{Compression, NewRecord};
 use gregor_protocol::partitioner::partition_for_key;
 use gregor_protocol::{Offset, PartitionId};
 use std::collections::BTreeMap;
@@ -44,18 +44,22 @@ pub type Header<'a> = (&'a [u8], Option<&'a [u8]>);
 /// A record to send. It borrows its bytes: `send` copies them straight into the batch.
 #[derive(Debug, Clone, Copy)]
 pub struct ProducerRecord<'a> {
+    /// The topic to send to.
     pub topic: &'a str,
     /// `None`: chosen by the partitioner.
     pub partition: Option<PartitionId>,
+    /// The key: records with the same key go to the same partition.
     pub key: Option<&'a [u8]>,
     /// `None` is a tombstone (null value).
     pub value: Option<&'a [u8]>,
+    /// Headers: name and optional value.
     pub headers: &'a [Header<'a>],
     /// Milliseconds since the epoch; `None`: the producer's clock at `send`.
     pub timestamp: Option<i64>,
 }
 
 impl<'a> ProducerRecord<'a> {
+    /// A record of `value` for `topic`, without key, headers or timestamp.
     pub fn new(topic: &'a str, value: &'a [u8]) -> Self {
         ProducerRecord {
             topic,
@@ -67,21 +71,25 @@ impl<'a> ProducerRecord<'a> {
         }
     }
 
+    /// Sets the key.
     pub fn key(mut self, key: &'a [u8]) -> Self {
         self.key = Some(key);
         self
     }
 
+    /// Sends to this partition instead of asking the partitioner.
     pub fn partition(mut self, partition: PartitionId) -> Self {
         self.partition = Some(partition);
         self
     }
 
+    /// Sets the headers.
     pub fn headers(mut self, headers: &'a [Header<'a>]) -> Self {
         self.headers = headers;
         self
     }
 
+    /// Sets the timestamp, in milliseconds since the epoch.
     pub fn timestamp(mut self, timestamp_ms: i64) -> Self {
         self.timestamp = Some(timestamp_ms);
         self
@@ -100,6 +108,7 @@ pub enum Partitioner {
     Default,
     /// Ignore keys; every record goes to the sticky partition (Kafka's `UniformStickyPartitioner`).
     Sticky,
+    /// Your own choice: called with the topic, the key and the partition count.
     Custom(PartitionFn),
 }
 
@@ -116,9 +125,13 @@ impl std::fmt::Debug for Partitioner {
 /// What the producer reports about each batch once it completes (for metrics and `perf`).
 #[derive(Debug)]
 pub struct BatchOutcome<'a> {
+    /// The batch's topic.
     pub topic: &'a str,
+    /// The batch's partition.
     pub partition: PartitionId,
+    /// Records in the batch.
     pub records: u32,
+    /// Bytes of the batch as sent (compressed, when the producer compresses).
     pub bytes: usize,
     /// When the batch's first record was sent: `ack time - opened_at` is the batch's latency.
     pub opened_at: Instant,
@@ -132,7 +145,9 @@ pub type BatchObserver = Arc<dyn Fn(&BatchOutcome<'_>) + Send + Sync>;
 /// Producer settings. `ProducerConfig::new("host:9092").acks(Acks::Leader).linger_ms(10)`.
 #[derive(Clone)]
 pub struct ProducerConfig {
+    /// How to reach the cluster.
     pub client: ClientConfig,
+    /// How much durability a send waits for.
     pub acks: Acks,
     /// How long a batch waits for more records before it is sent anyway.
     pub linger: Duration,
@@ -147,9 +162,15 @@ pub struct ProducerConfig {
     pub buffer_memory: usize,
     /// Requests in flight per partition when `client.retries == 0`; with retries it is 1.
     pub max_in_flight_per_partition: usize,
+    /// How records without an explicit partition are placed.
     pub partitioner: Partitioner,
+    /// Codec for the batches (Kafka's `compression.type`); none by default. The broker stores
+    /// batches as they are sent and consumers decompress them, so this trades producer CPU
+    /// for bytes on the wire and on disk.
+    pub compression: Compression,
     /// Stamps records sent without a timestamp.
     pub clock: Arc<dyn Clock>,
+    /// Called once for every batch that completes (for metrics).
     pub on_batch_complete: Option<BatchObserver>,
 }
 
@@ -167,15 +188,18 @@ impl std::fmt::Debug for ProducerConfig {
                 &self.max_in_flight_per_partition,
             )
             .field("partitioner", &self.partitioner)
+            .field("compression", &self.compression)
             .finish_non_exhaustive()
     }
 }
 
 impl ProducerConfig {
+    /// Default settings, bootstrapping from `bootstrap`.
     pub fn new(bootstrap: &str) -> Self {
         ProducerConfig::from_client(ClientConfig::new(bootstrap))
     }
 
+    /// Default settings over `client`: acks all, 5 ms linger, 128 KiB batches, no compression.
     pub fn from_client(client: ClientConfig) -> Self {
         ProducerConfig {
             client,
@@ -186,31 +210,43 @@ impl ProducerConfig {
             buffer_memory: 32 * 1024 * 1024,
             max_in_flight_per_partition: 5,
             partitioner: Partitioner::Default,
+            compression: Compression::None,
             clock: Arc::new(SystemClock),
             on_batch_complete: None,
         }
     }
 
+    /// Sets the acknowledgement level.
     pub fn acks(mut self, acks: Acks) -> Self {
         self.acks = acks;
         self
     }
 
+    /// Sets the linger, in milliseconds.
     pub fn linger_ms(mut self, ms: u64) -> Self {
         self.linger = Duration::from_millis(ms);
         self
     }
 
+    /// Sets the target batch size, in bytes.
     pub fn batch_size(mut self, bytes: usize) -> Self {
         self.batch_size = bytes;
         self
     }
 
+    /// Compresses batches with `codec`.
+    pub fn compression(mut self, codec: Compression) -> Self {
+        self.compression = codec;
+        self
+    }
+
+    /// Sets the partitioner.
     pub fn partitioner(mut self, partitioner: Partitioner) -> Self {
         self.partitioner = partitioner;
         self
     }
 
+    /// Calls `observer` for every completed batch.
     pub fn on_batch_complete(mut self, observer: BatchObserver) -> Self {
         self.on_batch_complete = Some(observer);
         self
@@ -227,6 +263,7 @@ impl ProducerConfig {
             } else {
                 self.max_in_flight_per_partition.max(1)
             },
+            compression: self.compression,
         }
     }
 }
@@ -399,6 +436,7 @@ impl Producer {
         }
     }
 
+    /// The settings this producer was made with.
     pub fn config(&self) -> &ProducerConfig {
         &self.handle.shared.config
     }

@@ -59,6 +59,7 @@ error_codes! {
     UNAVAILABLE = 32, true;
     INVALID_GROUP = 40, false;
     UNKNOWN_GROUP = 41, false;
+    OFFSET_METADATA_TOO_LARGE = 42, false;
     STORAGE = 50, false;
 }
 
@@ -124,8 +125,9 @@ impl ApiError {
         ApiError::new(
             ErrorCode::OFFSET_OUT_OF_RANGE,
             format!(
-                "offset {offset} is outside the log: valid offsets are {log_start}..{log_end} \
-                 (fetch from {log_start} for the oldest record or {log_end} for new ones)"
+                "offset {offset} is outside the log: a fetch may start at {log_start} to \
+                 {log_end} inclusive (from {log_start} for the oldest record, or at {log_end}, \
+                 the log end, to wait for new ones)"
             ),
         )
         .with_detail(ErrorDetail::OffsetRange {

@@ -5,6 +5,7 @@
 //! handle in-process. Replies are `Result<_, ApiError>`; [`ErrorCode`]s are stable numbers,
 //! append-only. PROTOCOL.md describes the encoding.
 
+mod bin;
 mod error;
 mod groups;
 mod handshake;

@@ -44,6 +44,7 @@ pub struct Produce {
     pub partition: PartitionId,
     pub acks: Acks,
     pub timeout_ms: u32,
+    #[serde(deserialize_with = "super::bin::batches")]
     pub batches: Vec<Bytes>,
 }
 
@@ -72,6 +73,7 @@ pub struct Fetch {
 pub struct FetchReply {
     pub high_watermark: Offset,
     pub log_start_offset: Offset,
+    #[serde(deserialize_with = "super::bin::batches")]
     pub batches: Vec<Bytes>,
 }
 

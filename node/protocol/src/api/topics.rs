@@ -40,7 +40,18 @@ pub struct CreateTopic {
     pub name: String,
     pub partitions: u32,
     pub replication_factor: u16,
+    /// nil or absent: every setting at its default.
+    #[serde(default, deserialize_with = "nil_as_default")]
     pub config: TopicConfigOverrides,
+}
+
+/// Reads nil (or, with `#[serde(default)]`, nothing) as the type's default.
+fn nil_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,6 +15,7 @@ use gregor_client::{
     Admin, BatchOutcome, ClientError, NewTopic, Producer, ProducerConfig, ProducerRecord,
 };
 use gregor_protocol::api::{Acks, ErrorCode};
+use gregor_protocol::batch::Compression;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
@@ -55,6 +56,13 @@ pub struct ProducePerfArgs {
     /// Producer linger
     #[arg(long, default_value_t = 5, value_name = "MS")]
     pub linger_ms: u64,
+    /// Batch compression: none, gzip, snappy, lz4 or zstd
+    #[arg(long, default_value = "none", value_name = "CODEC")]
+    pub compression: Compression,
+    /// Record values: `letters` (random upper-case letters, Kafka's perf payload) or `orders`
+    /// (JSON order events whose fields vary from record to record, cut or padded to the size)
+    #[arg(long, value_enum, default_value = "letters")]
+    pub payload: PayloadKind,
     /// Seed for the payload and the partitioner [default: from the clock]
     #[arg(long)]
     pub seed: Option<u64>,
@@ -83,7 +91,10 @@ pub async fn run(connect: &ConnectArgs, args: ProducePerfArgs) -> anyhow::Result
     let admin = Admin::connect(client.clone()).await?;
     ensure_topic(&admin, &args.topic, args.partitions).await?;
 
-    let payload = payload(args.record_size, seed);
+    let payload = match args.payload {
+        PayloadKind::Letters => payload(args.record_size, seed),
+        PayloadKind::Orders => orders(args.record_size, seed),
+    };
     let recorder = Arc::new(Recorder::new());
     let observer = {
         let recorder = recorder.clone();
@@ -106,6 +117,7 @@ pub async fn run(connect: &ConnectArgs, args: ProducePerfArgs) -> anyhow::Result
             .acks(args.acks)
             .linger_ms(args.linger_ms)
             .batch_size(args.batch_size)
+            .compression(args.compression)
             .on_batch_complete(observer.clone());
         let config = ProducerConfig {
             max_request_bytes: args.max_request_bytes,
@@ -203,6 +215,43 @@ fn payload(size: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// What the record values of a run look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PayloadKind {
+    /// Random upper-case letters: compresses only by the alphabet's size.
+    Letters,
+    /// JSON order events with varying ids, customers, items, amounts and states: compresses
+    /// about as real event streams do.
+    Orders,
+}
+
+/// A pool of [`values_in_pool`] JSON order events, each cut or padded with spaces to `size`
+/// bytes. Every field varies from one event to the next, so a batch is not one value repeated.
+fn orders(size: usize, seed: u64) -> Vec<u8> {
+    const STATES: [&str; 5] = ["created", "paid", "packed", "shipped", "delivered"];
+    const CURRENCIES: [&str; 3] = ["EUR", "USD", "GBP"];
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut pool = Vec::with_capacity(size * values_in_pool(size));
+    for i in 0..values_in_pool(size) {
+        let event = format!(
+            "{{\"order_id\":{},\"customer\":\"c-{:06}\",\"sku\":\"SKU-{:05}\",\"qty\":{},\
+             \"price_cents\":{},\"currency\":\"{}\",\"state\":\"{}\",\"ts\":{}}}",
+            1_000_000 + i,
+            rng.gen_range(0..200_000),
+            rng.gen_range(0..50_000),
+            rng.gen_range(1..10),
+            rng.gen_range(99..250_000),
+            CURRENCIES[rng.gen_range(0..CURRENCIES.len())],
+            STATES[rng.gen_range(0..STATES.len())],
+            1_700_000_000_000u64 + i as u64 * 7 + rng.gen_range(0..7),
+        );
+        let mut value = event.into_bytes();
+        value.resize(size, b' ');
+        pool.extend(value);
+    }
+    pool
+}
+
 /// Creates the topic if it does not exist, so a benchmark needs no setup step.
 pub(super) async fn ensure_topic(
     admin: &Admin,
@@ -259,5 +308,20 @@ mod tests {
         );
         assert!(p.iter().all(u8::is_ascii_uppercase));
         assert_eq!(p, payload(100, 7));
+    }
+
+    #[test]
+    fn order_events_are_sized_distinct_and_reproducible() {
+        let pool = orders(160, 3);
+        assert_eq!(pool.len(), 160 * values_in_pool(160));
+        let first = &pool[..160];
+        let second = &pool[160..320];
+        assert!(
+            first.starts_with(b"{\"order_id\":1000000,"),
+            "{}",
+            String::from_utf8_lossy(first)
+        );
+        assert_ne!(first[20..], second[20..]);
+        assert_eq!(pool, orders(160, 3));
     }
 }

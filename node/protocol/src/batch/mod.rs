@@ -1,10 +1,18 @@
 //! Record batches: Kafka's v2 ("magic 2") batch layout, stored and shipped as opaque blobs.
 //!
-//! The broker validates a batch (lengths, magic, CRC32C) and stamps its base offset and leader
-//! epoch without decoding the records: those two header fields sit outside the CRC for exactly
-//! that reason. Clients build batches with [`BatchBuilder`] and read them with [`BatchView`].
+//! The broker validates a batch (header, CRC32C, and the framing of every record, decompressing
+//! a compressed batch to walk it) and stamps its base offset and leader epoch, which sit outside
+//! the CRC for exactly that reason; it stores the batch as it came. Clients build batches with
+//! [`BatchBuilder`] (optionally compressed, see [`Compression`]) and read them with
+//! [`BatchView`].
+
+mod codec;
+mod walk;
+
+pub use codec::{Compression, MAX_DECOMPRESSED_BYTES};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use std::borrow::Cow;
 
 /// Size of the fixed batch header, in bytes.
 pub const HEADER_LEN: usize = 61;
@@ -26,8 +34,11 @@ const BASE_SEQUENCE_AT: usize = 53;
 const RECORD_COUNT_AT: usize = 57;
 /// `batchLength` counts the bytes after itself.
 const LENGTH_FIELD_END: usize = 12;
-/// Attribute bits 0..=2 carry the compression codec; only "none" is accepted today.
+/// Attribute bits 0..=2 carry the compression codec.
 const COMPRESSION_MASK: i16 = 0x07;
+/// Every attribute bit but the codec's is refused: timestamp type (3, log-append time is the
+/// broker's to set), transactional (4), control (5), delete horizon (6) and the unused rest.
+const UNSUPPORTED_ATTRIBUTES_MASK: i16 = !COMPRESSION_MASK;
 
 /// Why a batch was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,10 +63,23 @@ pub enum BatchError {
         last_offset_delta: i32,
         record_count: i32,
     },
-    #[error("batch compression codec {0} is not supported (send uncompressed batches)")]
+    #[error("batch compression codec {0} is not supported (use 0 none, 1 gzip, 2 snappy, 3 lz4 or 4 zstd)")]
     UnsupportedCompression(i16),
+    #[error(
+        "batch attributes {0:#06x} set unsupported bits: only bits 0-2 (compression) may be set; \
+         transactional, control and log-append-time batches are not supported"
+    )]
+    UnsupportedAttributes(i16),
     #[error("record {index} of the batch is malformed: {reason}")]
     MalformedRecord { index: usize, reason: &'static str },
+    #[error("{len} bytes follow the batch's last record")]
+    TrailingBytes { len: usize },
+    #[error("batch records decompress to more than {limit} bytes")]
+    DecompressedTooLarge { limit: usize },
+    #[error("batch records cannot be decompressed: {0}")]
+    Decompression(String),
+    #[error("the batch is compressed: read its records with `decompressed` and `records_in`")]
+    Compressed,
 }
 
 /// A validated, borrowed view of one encoded batch.
@@ -65,11 +89,27 @@ pub struct BatchView<'a> {
 }
 
 impl<'a> BatchView<'a> {
-    /// Checks framing, magic, compression, record count and CRC32C. Records are not decoded.
+    /// Checks everything the broker checks before it accepts a batch: the header (see
+    /// [`BatchView::validate_header`]), then every record's framing, walked without copying
+    /// (a compressed batch is decompressed into a scratch buffer for the walk, up to
+    /// [`MAX_DECOMPRESSED_BYTES`]).
     ///
     /// # Errors
     /// A [`BatchError`] naming the first check that failed.
     pub fn validate(bytes: &'a [u8]) -> Result<Self, BatchError> {
+        let view = Self::validate_header(bytes)?;
+        let plain = view.decompressed(MAX_DECOMPRESSED_BYTES)?;
+        walk::check_records(&plain, view.record_count())?;
+        Ok(view)
+    }
+
+    /// Checks framing, magic, CRC32C, attributes, record count and last offset delta, without
+    /// looking at the records. Enough for a reader that decodes every record anyway and fails
+    /// on a malformed one.
+    ///
+    /// # Errors
+    /// A [`BatchError`] naming the first check that failed.
+    pub fn validate_header(bytes: &'a [u8]) -> Result<Self, BatchError> {
         if bytes.len() < HEADER_LEN {
             return Err(BatchError::TooShort { len: bytes.len() });
         }
@@ -91,9 +131,9 @@ impl<'a> BatchView<'a> {
             });
         }
         let view = BatchView { bytes };
-        let codec = view.attributes() & COMPRESSION_MASK;
-        if codec != 0 {
-            return Err(BatchError::UnsupportedCompression(codec));
+        view.compression()?;
+        if view.attributes() & UNSUPPORTED_ATTRIBUTES_MASK != 0 {
+            return Err(BatchError::UnsupportedAttributes(view.attributes()));
         }
         let record_count = read_i32(bytes, RECORD_COUNT_AT);
         if record_count < 1 {
@@ -133,6 +173,13 @@ impl<'a> BatchView<'a> {
     pub fn attributes(&self) -> i16 {
         read_i16(self.bytes, ATTRIBUTES_AT)
     }
+    /// The codec of the records section.
+    ///
+    /// # Errors
+    /// [`BatchError::UnsupportedCompression`] for an unknown codec.
+    pub fn compression(&self) -> Result<Compression, BatchError> {
+        Compression::from_code(self.attributes() & COMPRESSION_MASK)
+    }
     pub fn record_count(&self) -> u32 {
         read_i32(self.bytes, RECORD_COUNT_AT) as u32
     }
@@ -156,14 +203,48 @@ impl<'a> BatchView<'a> {
         read_i32(self.bytes, BASE_SEQUENCE_AT)
     }
 
-    /// Decodes the records one by one; each item fails alone if that record is malformed.
+    /// The records section as it is stored: compressed if the batch is.
+    pub fn records_section(&self) -> &'a [u8] {
+        &self.bytes[HEADER_LEN..]
+    }
+
+    /// The records section, decompressed (borrowed as is when the batch is not compressed).
+    ///
+    /// # Errors
+    /// An unknown codec, data the codec cannot read, or more than `limit` bytes once inflated.
+    pub fn decompressed(&self, limit: usize) -> Result<Cow<'a, [u8]>, BatchError> {
+        match self.compression()? {
+            Compression::None => Ok(Cow::Borrowed(self.records_section())),
+            codec => codec::decompress(codec, self.records_section(), limit).map(Cow::Owned),
+        }
+    }
+
+    /// Decodes the records one by one; each item fails alone if that record is malformed. A
+    /// compressed batch yields one [`BatchError::Compressed`]: use [`BatchView::decompressed`]
+    /// and [`BatchView::records_in`], which work for every batch.
     pub fn records(&self) -> RecordIter<'a> {
+        match self.compression() {
+            Ok(Compression::None) => self.records_in(self.records_section()),
+            _ => RecordIter {
+                rest: &[],
+                remaining: 1,
+                index: 0,
+                base_offset: self.base_offset(),
+                base_timestamp: self.base_timestamp(),
+                failure: Some(BatchError::Compressed),
+            },
+        }
+    }
+
+    /// Decodes the records of this batch from `plain`, its records section decompressed.
+    pub fn records_in<'p>(&self, plain: &'p [u8]) -> RecordIter<'p> {
         RecordIter {
-            rest: &self.bytes[HEADER_LEN..],
+            rest: plain,
             remaining: self.record_count() as usize,
             index: 0,
             base_offset: self.base_offset(),
             base_timestamp: self.base_timestamp(),
+            failure: None,
         }
     }
 }
@@ -192,12 +273,15 @@ pub struct Record<'a> {
     pub headers: Vec<(&'a [u8], Option<&'a [u8]>)>,
 }
 
+/// The records of a batch, decoded one at a time.
 pub struct RecordIter<'a> {
     rest: &'a [u8],
     remaining: usize,
     index: usize,
     base_offset: u64,
     base_timestamp: i64,
+    /// Yielded instead of records when they cannot be read at all.
+    failure: Option<BatchError>,
 }
 
 impl<'a> Iterator for RecordIter<'a> {
@@ -208,6 +292,10 @@ impl<'a> Iterator for RecordIter<'a> {
             return None;
         }
         self.remaining -= 1;
+        if let Some(failure) = self.failure.take() {
+            self.remaining = 0;
+            return Some(Err(failure));
+        }
         let index = self.index;
         self.index += 1;
         let result = decode_record(&mut self.rest, self.base_offset, self.base_timestamp)
@@ -281,6 +369,14 @@ fn read_nullable_bytes<'a>(input: &mut &'a [u8]) -> Result<Option<&'a [u8]>, &'s
 
 /// Zigzag LEB128, as in Kafka and protobuf's `sint64`.
 pub fn read_varint(input: &mut &[u8]) -> Result<i64, &'static str> {
+    // Most varints in a batch (deltas, small lengths) are one byte: skip the loop for them,
+    // which is most of the cost of the broker's walk over every record.
+    if let Some((&byte, rest)) = input.split_first() {
+        if byte < 0x80 {
+            *input = rest;
+            return Ok(i64::from(byte >> 1) ^ -i64::from(byte & 1));
+        }
+    }
     let mut raw: u64 = 0;
     for shift in (0..70).step_by(7) {
         let (&byte, rest) = input.split_first().ok_or("varint runs past the record")?;
@@ -319,16 +415,19 @@ pub struct NewRecord<'a> {
     pub timestamp: i64,
 }
 
-/// Builds one batch in a single buffer; `finish` fills in the header and CRC.
+/// Builds one batch in a single buffer; `finish` compresses the records if asked and fills in
+/// the header and CRC.
 #[derive(Debug)]
 pub struct BatchBuilder {
     buf: BytesMut,
     record_count: i32,
     base_timestamp: i64,
     max_timestamp: i64,
+    compression: Compression,
 }
 
 impl BatchBuilder {
+    /// An empty, uncompressed batch with room for `bytes` bytes.
     pub fn with_capacity(bytes: usize) -> Self {
         let mut buf = BytesMut::with_capacity(bytes.max(HEADER_LEN));
         buf.put_bytes(0, HEADER_LEN);
@@ -337,7 +436,14 @@ impl BatchBuilder {
             record_count: 0,
             base_timestamp: 0,
             max_timestamp: i64::MIN,
+            compression: Compression::None,
         }
+    }
+
+    /// Compresses the records with `codec` when the batch is finished.
+    pub fn compression(mut self, codec: Compression) -> Self {
+        self.compression = codec;
+        self
     }
 
     pub fn record_count(&self) -> usize {
@@ -346,7 +452,7 @@ impl BatchBuilder {
     pub fn is_empty(&self) -> bool {
         self.record_count == 0
     }
-    /// Encoded size so far, header included.
+    /// Encoded size so far, header included, before compression.
     pub fn len(&self) -> usize {
         self.buf.len()
     }
@@ -404,17 +510,32 @@ impl BatchBuilder {
     ///
     /// # Panics
     /// If no record was pushed: an empty batch is a programming error.
-    pub fn finish(self) -> Bytes {
+    pub fn finish(mut self) -> Bytes {
         assert!(self.record_count > 0, "finishing an empty batch");
-        let mut buf = self.buf;
-        let len = buf.len();
-        let header = &mut buf[..HEADER_LEN];
+        if self.compression == Compression::None {
+            let mut buf = std::mem::take(&mut self.buf);
+            self.seal(&mut buf);
+            return buf.freeze();
+        }
+        let plain = &self.buf[HEADER_LEN..];
+        let mut packed = Vec::with_capacity(HEADER_LEN + plain.len() / 2);
+        packed.resize(HEADER_LEN, 0);
+        codec::compress(self.compression, plain, &mut packed);
+        self.seal(&mut packed);
+        Bytes::from(packed)
+    }
+
+    /// Fills in the header of `batch` (this builder's records, compressed or not) and its CRC.
+    fn seal(&self, batch: &mut [u8]) {
+        let len = batch.len();
+        let header = &mut batch[..HEADER_LEN];
         header[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&0i64.to_be_bytes());
         header[LENGTH_AT..LENGTH_AT + 4]
             .copy_from_slice(&((len - LENGTH_FIELD_END) as i32).to_be_bytes());
         header[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&(-1i32).to_be_bytes());
         header[MAGIC_AT] = MAGIC;
-        header[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&0i16.to_be_bytes());
+        header[ATTRIBUTES_AT..ATTRIBUTES_AT + 2]
+            .copy_from_slice(&self.compression.code().to_be_bytes());
         header[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
             .copy_from_slice(&(self.record_count - 1).to_be_bytes());
         header[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8]
@@ -426,9 +547,8 @@ impl BatchBuilder {
         header[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&(-1i32).to_be_bytes());
         header[RECORD_COUNT_AT..RECORD_COUNT_AT + 4]
             .copy_from_slice(&self.record_count.to_be_bytes());
-        let crc = crc32c::crc32c(&buf[ATTRIBUTES_AT..]);
-        buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-        buf.freeze()
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+        batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     }
 }
 
@@ -542,6 +662,164 @@ mod tests {
         let predicted = b.encoded_len(&r);
         b.push(&r);
         assert_eq!(b.len() - before, predicted);
+    }
+
+    /// Replaces the records section of `batch` and fixes the length, count and CRC fields.
+    fn with_records(batch: &[u8], records: &[u8], count: i32) -> Vec<u8> {
+        let mut out = batch[..HEADER_LEN].to_vec();
+        out.extend_from_slice(records);
+        let len = (out.len() - LENGTH_FIELD_END) as i32;
+        out[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&len.to_be_bytes());
+        out[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
+            .copy_from_slice(&(count - 1).to_be_bytes());
+        out[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&count.to_be_bytes());
+        recrc(&mut out);
+        out
+    }
+
+    fn recrc(batch: &mut [u8]) {
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+        batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    fn set_attributes(batch: &mut [u8], attributes: i16) {
+        batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+        recrc(batch);
+    }
+
+    fn one_record(offset_delta: i64) -> Vec<u8> {
+        let mut body = BytesMut::new();
+        body.put_u8(0);
+        put_varint(&mut body, 0);
+        put_varint(&mut body, offset_delta);
+        put_nullable(&mut body, Some(b"k"));
+        put_nullable(&mut body, Some(b"v"));
+        put_varint(&mut body, 0);
+        let mut record = BytesMut::new();
+        put_varint(&mut record, body.len() as i64);
+        record.put_slice(&body);
+        record.to_vec()
+    }
+
+    fn refusal(batch: &[u8]) -> BatchError {
+        let header_ok = BatchView::validate_header(batch).is_ok();
+        let error = BatchView::validate(batch).expect_err("the broker must refuse this batch");
+        assert!(
+            header_ok || !matches!(error, BatchError::MalformedRecord { .. }),
+            "record errors come from the walk, after the header passed"
+        );
+        error
+    }
+
+    #[test]
+    fn a_header_promising_more_records_than_present_is_refused() {
+        let batch = with_records(&sample(), &one_record(0), 3);
+        assert!(
+            BatchView::validate_header(&batch).is_ok(),
+            "the header alone is consistent"
+        );
+        assert!(matches!(
+            refusal(&batch),
+            BatchError::MalformedRecord { index: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn garbage_records_trailing_bytes_and_overlong_lengths_are_refused() {
+        let sample = sample();
+        let garbage = with_records(&sample, &[0xff; 20], 1);
+        assert!(matches!(
+            refusal(&garbage),
+            BatchError::MalformedRecord { index: 0, .. }
+        ));
+
+        let mut trailing = sample[HEADER_LEN..].to_vec();
+        trailing.push(0);
+        let trailing = with_records(&sample, &trailing, 2);
+        assert_eq!(refusal(&trailing), BatchError::TrailingBytes { len: 1 });
+
+        let mut overlong = one_record(0);
+        overlong[0] = 0x7e; // a record length of 63, past the end
+        let overlong = with_records(&sample, &overlong, 1);
+        assert!(matches!(
+            refusal(&overlong),
+            BatchError::MalformedRecord { index: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn offset_deltas_out_of_sequence_are_refused() {
+        let mut records = one_record(0);
+        records.extend(one_record(0));
+        let repeated = with_records(&sample(), &records, 2);
+        assert!(matches!(
+            refusal(&repeated),
+            BatchError::MalformedRecord { index: 1, .. }
+        ));
+        let skipped = with_records(&sample(), &one_record(1), 1);
+        assert!(matches!(
+            refusal(&skipped),
+            BatchError::MalformedRecord { index: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn unsupported_attribute_bits_and_codecs_are_refused() {
+        for bit in [0x08, 0x10, 0x20, 0x40, 0x80, 0x4000] {
+            let mut batch = sample().to_vec();
+            set_attributes(&mut batch, bit);
+            assert_eq!(refusal(&batch), BatchError::UnsupportedAttributes(bit));
+        }
+        for codec in 5..=7 {
+            let mut batch = sample().to_vec();
+            set_attributes(&mut batch, codec);
+            assert_eq!(refusal(&batch), BatchError::UnsupportedCompression(codec));
+        }
+    }
+
+    #[test]
+    fn compressed_batches_validate_and_decode_with_every_codec() {
+        for codec in Compression::ALL {
+            let mut b = BatchBuilder::with_capacity(256).compression(codec);
+            for i in 0..50u8 {
+                b.push(&NewRecord {
+                    key: Some(&[i]),
+                    value: Some(b"a value that repeats, a value that repeats"),
+                    headers: &[],
+                    timestamp: 1000 + i64::from(i),
+                });
+            }
+            let bytes = b.finish();
+            let view = BatchView::validate(&bytes).expect("valid");
+            assert_eq!(view.compression(), Ok(codec));
+            let plain = view
+                .decompressed(MAX_DECOMPRESSED_BYTES)
+                .expect("decompresses");
+            let keys: Vec<u8> = view
+                .records_in(&plain)
+                .map(|r| r.expect("record").key.expect("key")[0])
+                .collect();
+            assert_eq!(keys, (0..50).collect::<Vec<u8>>(), "{codec}");
+            if codec != Compression::None {
+                assert_eq!(view.records().next(), Some(Err(BatchError::Compressed)));
+            }
+        }
+    }
+
+    #[test]
+    fn a_compressed_batch_with_bad_records_inside_is_refused() {
+        let mut packed = vec![0; HEADER_LEN];
+        codec::compress(Compression::Lz4, &one_record(0), &mut packed);
+        let mut batch = with_records(&sample(), &packed[HEADER_LEN..], 3);
+        set_attributes(&mut batch, Compression::Lz4.code());
+        assert!(matches!(
+            refusal(&batch),
+            BatchError::MalformedRecord { index: 1, .. }
+        ));
+
+        let mut batch = with_records(&sample(), &[0xff; 30], 1);
+        set_attributes(&mut batch, Compression::Zstd.code());
+        assert!(matches!(refusal(&batch), BatchError::Decompression(_)));
     }
 
     #[test]
