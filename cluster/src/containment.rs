@@ -32,6 +32,18 @@ pub struct Containment {
     pub append_own_timeout: bool,
     /// (i) Never hand async-raft an error before the failure delay has passed.
     pub failure_delay: bool,
+    /// Answer a failed AppendEntries that carried entries with "continue after your previous
+    /// entry", so the stream to an unreachable follower reads from the log instead of keeping
+    /// every new entry in memory.
+    pub bounded_buffers: bool,
+    /// Resend, in place of a heartbeat, the entries a follower's stream dropped: async-raft's
+    /// stream forgets the entries it buffered when it turns "lagging", and sends them again
+    /// only when a newer entry arrives, so the tail of a burst could wait forever.
+    pub resend_tail: bool,
+    /// (n) Acknowledge a snapshot whose last entry we already hold without installing it:
+    /// async-raft would set its view of our log back to the snapshot's index (storage keeps the
+    /// entries after it), and the next time it leads write over them.
+    pub redundant_snapshot: bool,
 }
 
 impl Default for Containment {
@@ -47,6 +59,9 @@ impl Default for Containment {
             append_byte_bound: true,
             append_own_timeout: true,
             failure_delay: true,
+            bounded_buffers: true,
+            resend_tail: true,
+            redundant_snapshot: true,
         }
     }
 }

@@ -78,12 +78,7 @@ fn proposals_commit_with_contiguous_offsets_and_survive_a_restart() {
         let group = start(open(dir.path())).await;
         let timeout = Duration::from_secs(5);
         let (_, first) = group
-            .propose(
-                Command::Append {
-                    batches: vec![batch(3)],
-                },
-                timeout,
-            )
+            .propose(Command::append(vec![batch(3)]), timeout)
             .await
             .unwrap();
         assert_eq!(
@@ -94,12 +89,7 @@ fn proposals_commit_with_contiguous_offsets_and_survive_a_restart() {
             }
         );
         let (_, second) = group
-            .propose(
-                Command::Append {
-                    batches: vec![batch(2), batch(1)],
-                },
-                timeout,
-            )
+            .propose(Command::append(vec![batch(2), batch(1)]), timeout)
             .await
             .unwrap();
         assert_eq!(
@@ -141,12 +131,7 @@ fn proposals_commit_with_contiguous_offsets_and_survive_a_restart() {
             Some(&b"v"[..])
         );
         let (_, fourth) = group
-            .propose(
-                Command::Append {
-                    batches: vec![batch(1)],
-                },
-                timeout,
-            )
+            .propose(Command::append(vec![batch(1)]), timeout)
             .await
             .unwrap();
         assert_eq!(
@@ -167,12 +152,7 @@ fn a_stopped_group_refuses_proposals_with_a_typed_error() {
         let group = start(open(dir.path())).await;
         group.shutdown().await;
         let result = group
-            .propose(
-                Command::Append {
-                    batches: vec![batch(1)],
-                },
-                Duration::from_secs(1),
-            )
+            .propose(Command::append(vec![batch(1)]), Duration::from_secs(1))
             .await;
         assert!(
             matches!(result, Err(ProposeError::ShuttingDown)),
@@ -231,9 +211,7 @@ fn machine_commands_and_retention_are_applied_through_the_log() {
             );
         }
         for _ in 0..3 {
-            let append = Command::Append {
-                batches: vec![batch(2)],
-            };
+            let append = Command::append(vec![batch(2)]);
             group.propose(append, timeout).await.unwrap();
         }
         let (_, outcome) = group

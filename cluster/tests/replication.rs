@@ -82,3 +82,43 @@ fn three_groups_of_three_elect_replicate_and_survive_a_killed_leader() {
         let _ = NodeId(1);
     });
 }
+
+/// acks=1: the leader says when its own log holds a proposal durably, before (and without) a
+/// majority: with both followers cut off, the notice comes and the commit never does.
+#[test]
+fn the_leader_tells_when_its_own_log_holds_a_proposal_before_it_commits() {
+    runtime().block_on(async {
+        let cluster = TestCluster::new(&[1, 2, 3]).await;
+        let group = GroupId(13);
+        cluster.form_group(group, &[1, 2, 3]).await;
+        let leader = cluster.wait_leader(group, 10 * SECOND).await.unwrap();
+        let followers: Vec<NodeId> = cluster.ids().into_iter().filter(|n| *n != leader).collect();
+        cluster.net.isolate(leader, &followers);
+        let (durable, notice) = tokio::sync::oneshot::channel();
+        let outcome = cluster
+            .group(leader, group)
+            .propose_notifying(append(1), durable, SECOND)
+            .await;
+        assert!(matches!(
+            outcome,
+            Err(gregor_cluster::ProposeError::Timeout { .. })
+        ));
+        let index = notice.await.expect("the leader's own log holds it");
+        let logs = cluster.logs(group);
+        let entry = *logs[&leader].last().unwrap();
+        assert_eq!(entry.0, index);
+        assert!(
+            followers.iter().all(|f| !logs[f].contains(&entry)),
+            "no follower holds the entry"
+        );
+
+        // Only appends carry the notice: any other command drops it unanswered.
+        let (durable, notice) = tokio::sync::oneshot::channel();
+        let other = gregor_cluster::Command::AdvanceLogStart { offset: 0 };
+        let _ = cluster
+            .group(leader, group)
+            .propose_notifying(other, durable, SECOND)
+            .await;
+        assert!(notice.await.is_err());
+    });
+}

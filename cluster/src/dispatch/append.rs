@@ -278,6 +278,9 @@ mod tests {
         append_byte_bound: true,
         append_own_timeout: true,
         failure_delay: true,
+        bounded_buffers: true,
+        resend_tail: true,
+        redundant_snapshot: true,
     };
 
     #[test]

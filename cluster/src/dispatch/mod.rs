@@ -257,6 +257,7 @@ impl GroupInbound {
         })?;
         match vote::plan_vote(members.as_ref(), ours, rpc) {
             VotePlan::Pass(rpc) => self.raft.vote(rpc).await.map_err(raft_error),
+            VotePlan::RefuseTakingTerm(_) if self.leads() => Ok(self.refusal()),
             VotePlan::RefuseTakingTerm(rpc) => {
                 let response = self.raft.vote(rpc).await.map_err(raft_error)?;
                 if response.vote_granted {
@@ -269,11 +270,22 @@ impl GroupInbound {
                 }
                 Ok(response)
             }
-            VotePlan::Refuse => Ok(VoteResponse {
-                term: self.metrics.borrow().current_term,
-                vote_granted: false,
-            }),
+            VotePlan::Refuse => Ok(self.refusal()),
         }
+    }
+
+    fn refusal(&self) -> VoteResponse {
+        VoteResponse {
+            term: self.metrics.borrow().current_term,
+            vote_granted: false,
+        }
+    }
+
+    /// A leader keeps its term against a candidate that cannot win: async-raft's leader would
+    /// step down for any higher term (it ignores the recent-heartbeat rule its followers keep),
+    /// so a node cut off from the leader alone could depose it again and again.
+    fn leads(&self) -> bool {
+        self.metrics.borrow().state == async_raft::State::Leader
     }
 
     /// The members of the newest stored configuration (else the founding one) and our last
@@ -291,7 +303,45 @@ impl GroupInbound {
         rpc: InstallSnapshotRequest,
     ) -> Result<InstallSnapshotResponse, RpcError> {
         let _turn = self.turn.lock().await;
+        if self.containment.redundant_snapshot
+            && self.holds(rpc.last_included_index, rpc.last_included_term)?
+        {
+            // Nothing to install; async-raft still learns the leader's term and leader and
+            // restarts its election timer, as for any message from a leader.
+            let heartbeat = AppendEntriesRequest {
+                term: rpc.term,
+                leader_id: rpc.leader_id,
+                prev_log_index: 0,
+                prev_log_term: 0,
+                entries: Vec::new(),
+                leader_commit: 0,
+            };
+            let response = self
+                .raft
+                .append_entries(heartbeat)
+                .await
+                .map_err(raft_error)?;
+            return Ok(InstallSnapshotResponse {
+                term: response.term,
+            });
+        }
         self.raft.install_snapshot(rpc).await.map_err(raft_error)
+    }
+
+    /// Whether our log holds the leader's entry `index` of `term`: stored with that term, or
+    /// at or below our floor (committed, so the leader's).
+    fn holds(&self, index: u64, term: u64) -> Result<bool, RpcError> {
+        let log = self.log();
+        let held = log.floor().and_then(|(floor, _)| {
+            if index < floor {
+                return Ok(true);
+            }
+            Ok(log.term_of(index)? == Some(term))
+        });
+        held.map_err(|error| {
+            tracing::error!(group = %self.group, %error, "reading the log for a snapshot failed");
+            RpcError::Remote(error.to_string())
+        })
     }
 
     /// After a restart async-raft waits 30 s before a multi-member group's first election. A

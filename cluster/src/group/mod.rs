@@ -24,7 +24,7 @@ use gregor_storage::{GroupId, NodeId, PartitionState, Store};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 pub(crate) type GroupRaft = Raft<Command, ApplyOutcome, GroupNetwork, GroupStorage>;
 
@@ -95,6 +95,7 @@ impl RaftTuning {
             vote_timeout: Duration::from_millis(self.vote_timeout_ms),
             snapshot_timeout: Duration::from_millis(self.snapshot_timeout_ms),
             failure_delay: Duration::from_millis(self.failure_delay_ms),
+            max_payload_entries: self.max_payload_entries,
             containment,
         }
     }
@@ -150,6 +151,8 @@ pub struct RaftGroup {
     /// The leader term in which this node began adding a member: proposals are refused until
     /// the term changes (this node stepped down).
     fenced_term: AtomicU64,
+    /// Ids for the durability notices of proposals (leader-local, never stored).
+    next_proposal: AtomicU64,
     tuning: RaftTuning,
 }
 
@@ -293,6 +296,34 @@ impl RaftGroup {
                 Err(ProposeError::Fatal(other.to_string()))
             }
         }
+    }
+
+    /// As [`RaftGroup::propose`]; besides, `durable` is told the entry's index as soon as this
+    /// leader's own log holds it durably, before it commits (what acks=1 answers on: a leader
+    /// that dies before replicating it loses it). Only an `Append` command carries the notice;
+    /// `durable` is dropped unanswered for other commands and for a proposal that never reached
+    /// this node's log.
+    ///
+    /// # Errors
+    /// As [`RaftGroup::propose`].
+    pub async fn propose_notifying(
+        &self,
+        command: Command,
+        durable: oneshot::Sender<u64>,
+        timeout: Duration,
+    ) -> Result<(u64, ApplyOutcome), ProposeError> {
+        let Command::Append { batches, .. } = command else {
+            return self.propose(command, timeout).await;
+        };
+        let proposal = self.next_proposal.fetch_add(1, Ordering::Relaxed);
+        self.storage.notify_durable(proposal, durable);
+        let command = Command::Append {
+            batches,
+            proposal: Some(proposal),
+        };
+        let outcome = self.propose(command, timeout).await;
+        self.storage.forget_durable(proposal);
+        outcome
     }
 
     /// Leaves leadership (for leader balancing, and after a membership addition): this node

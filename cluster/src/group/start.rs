@@ -99,6 +99,7 @@ impl RaftGroup {
             env.node,
             env.transport.clone(),
             env.store.clone(),
+            storage.leader_tail(),
             env.tuning.network(env.containment),
         ));
         let raft = Raft::new(
@@ -167,6 +168,7 @@ impl RaftGroup {
             status,
             driver,
             fenced_term: AtomicU64::new(0),
+            next_proposal: AtomicU64::new(0),
             tuning: env.tuning,
         })
     }

@@ -12,7 +12,7 @@ pub(crate) fn entry_bytes(entry: &Entry<Command>) -> usize {
     const FRAMING: usize = 32;
     let payload = match &entry.payload {
         EntryPayload::Normal(normal) => match &normal.data {
-            Command::Append { batches } => batches.iter().map(|b| b.len() + 8).sum(),
+            Command::Append { batches, .. } => batches.iter().map(|b| b.len() + 8).sum(),
             Command::Kv(write) => {
                 let puts: usize = write.puts.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
                 puts + write.deletes.iter().map(|k| k.len() + 4).sum::<usize>()
@@ -66,9 +66,7 @@ mod tests {
             index,
             term: 1,
             payload: EntryPayload::Normal(EntryNormal {
-                data: Command::Append {
-                    batches: vec![Bytes::from(vec![0u8; bytes])],
-                },
+                data: Command::append(vec![Bytes::from(vec![0u8; bytes])]),
             }),
         }
     }

@@ -14,12 +14,20 @@
 //!   slower than one heartbeat interval still makes progress. Vote requests, which async-raft
 //!   never times out, get `vote_timeout`;
 //! - **no immediate errors**: a failed call returns no sooner than `failure_delay` after it
-//!   started, because async-raft retries at once and would spin.
+//!   started, because async-raft retries at once and would spin;
+//! - **the dropped tail**: async-raft's stream forgets the entries it buffered when it turns
+//!   "lagging" and sends them again only once a newer entry arrives; a heartbeat that finds
+//!   the follower behind what this leader appended carries those entries instead;
+//! - **bounded buffers**: while a follower cannot be reached, async-raft's stream to it keeps
+//!   every new entry in memory (its line-rate buffer only drains on success). A failed
+//!   AppendEntries that carried entries is answered "no, continue after your previous entry"
+//!   instead of with an error: the stream turns "lagging", which drops its buffers and reads
+//!   from the log (and sends a snapshot once the log no longer holds what the follower needs).
 
 mod bound;
 mod calls;
 
-use crate::codec::decode_membership;
+use crate::codec::{decode_membership, from_stored};
 use crate::command::Command;
 use crate::commit::{CommitTracker, Voters};
 use crate::containment::Containment;
@@ -28,10 +36,11 @@ use crate::rpc::{
     RpcError, VoteRequest, VoteResponse,
 };
 use crate::transport::Transport;
-use async_raft::raft::ConflictOpt;
+use async_raft::raft::{ConflictOpt, Entry};
 use async_raft::RaftNetwork;
 use calls::Calls;
 use gregor_storage::{GroupId, NodeId, Store};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -44,6 +53,7 @@ pub(crate) struct NetworkSettings {
     pub(crate) vote_timeout: Duration,
     pub(crate) snapshot_timeout: Duration,
     pub(crate) failure_delay: Duration,
+    pub(crate) max_payload_entries: u64,
     pub(crate) containment: Containment,
 }
 
@@ -122,6 +132,8 @@ struct Shared {
     node: NodeId,
     transport: Arc<dyn Transport>,
     store: Store,
+    /// The highest index this node appended as leader (durable).
+    leader_tail: Arc<AtomicU64>,
     settings: NetworkSettings,
     tracker: Mutex<Option<CommitTracker>>,
 }
@@ -132,6 +144,7 @@ impl GroupNetwork {
         node: NodeId,
         transport: Arc<dyn Transport>,
         store: Store,
+        leader_tail: Arc<AtomicU64>,
         settings: NetworkSettings,
     ) -> GroupNetwork {
         GroupNetwork {
@@ -140,6 +153,7 @@ impl GroupNetwork {
                 node,
                 transport,
                 store,
+                leader_tail,
                 settings,
                 tracker: Mutex::new(None),
             }),
@@ -226,6 +240,12 @@ impl Shared {
             leader_commit,
         } = rpc;
         let containment = self.settings.containment;
+        let dropped_tail = match entries.is_empty() && containment.resend_tail {
+            true => self.dropped_tail(prev_log_index),
+            false => Vec::new(),
+        };
+        let resending = !dropped_tail.is_empty();
+        let entries = if resending { dropped_tail } else { entries };
         let runs = if containment.append_byte_bound {
             bound::split(entries, self.settings.max_append_bytes)
         } else {
@@ -272,7 +292,45 @@ impl Shared {
             prev = last;
             reply = Some(Reply::from(response));
         }
-        Ok(reply.expect("a request is sent as at least one message"))
+        let reply = reply.expect("a request is sent as at least one message");
+        if resending {
+            // async-raft sent a heartbeat; moving its stream on to what the follower now holds
+            // takes a conflict hint (its stream then continues from there).
+            return Ok(Reply {
+                term: reply.term,
+                success: false,
+                conflict: Some(prev),
+            });
+        }
+        Ok(reply)
+    }
+
+    /// The entries after `prev` up to what this node appended as leader, when a heartbeat
+    /// finds the follower behind it; none if they are not all in the log (a snapshot is due,
+    /// which the stream sends itself).
+    fn dropped_tail(&self, prev: u64) -> Vec<Entry<Command>> {
+        let tail = self.leader_tail.load(Ordering::SeqCst);
+        if tail <= prev {
+            return Vec::new();
+        }
+        let stop = tail.min(prev.saturating_add(self.settings.max_payload_entries)) + 1;
+        let slice = match self.store.read_log(self.group, prev + 1, stop) {
+            Ok(slice) => slice,
+            Err(error) => {
+                tracing::warn!(group = %self.group, %error, "reading entries to resend failed");
+                return Vec::new();
+            }
+        };
+        let starts_after_prev = slice.entries.first().is_some_and(|e| e.index == prev + 1);
+        if slice.compacted.is_some() || !starts_after_prev {
+            return Vec::new();
+        }
+        slice
+            .entries
+            .into_iter()
+            .map(from_stored)
+            .collect::<anyhow::Result<Vec<_>>>()
+            .unwrap_or_default()
     }
 
     async fn send_snapshot(
@@ -307,6 +365,11 @@ impl RaftNetwork<Command> for GroupNetwork {
     ) -> anyhow::Result<AppendEntriesResponse> {
         let started = Instant::now();
         let shared = self.shared.clone();
+        let (term, prev, carries_entries) = (
+            rpc.term,
+            (rpc.prev_log_index, rpc.prev_log_term),
+            !rpc.entries.is_empty(),
+        );
         let outcome = if shared.settings.containment.append_own_timeout {
             let key = AppendKey::of(&rpc);
             let task = shared.clone();
@@ -319,6 +382,17 @@ impl RaftNetwork<Command> for GroupNetwork {
         };
         match outcome {
             Ok(reply) => Ok(reply.into()),
+            Err(_) if carries_entries && shared.settings.containment.bounded_buffers => {
+                shared.fail_after(started).await;
+                Ok(AppendEntriesResponse {
+                    term,
+                    success: false,
+                    conflict_opt: Some(ConflictOpt {
+                        term: prev.1,
+                        index: prev.0,
+                    }),
+                })
+            }
             Err(error) => {
                 shared.fail_after(started).await;
                 Err(error.into())

@@ -22,6 +22,11 @@ use tokio::time::Instant;
 pub const LATENCY: Duration = Duration::from_millis(1);
 
 pub fn runtime() -> tokio::runtime::Runtime {
+    // RUST_LOG=debug shows what the groups did (test output only).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -49,9 +54,7 @@ pub fn batch(records: usize, value_bytes: usize) -> Bytes {
 }
 
 pub fn append(records: usize) -> Command {
-    Command::Append {
-        batches: vec![batch(records, 8)],
-    }
+    Command::append(vec![batch(records, 8)])
 }
 
 pub fn nodes(ids: &[u64]) -> BTreeSet<NodeId> {
@@ -231,8 +234,20 @@ impl TestCluster {
 
     /// Waits until every running replica of `group` has applied at least `index`.
     pub async fn wait_applied(&self, group: GroupId, index: u64, within: Duration) {
+        let all: Vec<NodeId> = self.nodes.keys().copied().collect();
+        self.wait_applied_on(&all, group, index, within).await
+    }
+
+    /// Waits until the replicas of `group` on `on` have applied at least `index`.
+    pub async fn wait_applied_on(
+        &self,
+        on: &[NodeId],
+        group: GroupId,
+        index: u64,
+        within: Duration,
+    ) {
         let deadline = Instant::now() + within;
-        for (id, node) in &self.nodes {
+        for (id, node) in self.nodes.iter().filter(|(id, _)| on.contains(id)) {
             let Some(g) = node.cluster.group(group) else {
                 continue;
             };
@@ -240,6 +255,17 @@ impl TestCluster {
             while applied.borrow_and_update().last_applied < index {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if tokio::time::timeout(left, applied.changed()).await.is_err() {
+                    let sent: Vec<_> = self
+                        .net
+                        .appends()
+                        .into_iter()
+                        .filter(|s| s.group == group && s.to == *id)
+                        .collect();
+                    for s in &sent[sent.len().saturating_sub(12)..] {
+                        eprintln!("{s:?}");
+                    }
+                    eprintln!("roles {:?}", self.roles(group));
+                    eprintln!("log of {id}: {:?}", self.logs(group)[id].last());
                     panic!(
                         "node {id} applied {} of group {group}, not {index}",
                         applied.borrow().last_applied
