@@ -50,6 +50,9 @@ pub(crate) struct GroupStorage {
     /// The highest index this node appended as leader, once durable: the group's network
     /// resends what a follower's stream dropped up to it.
     leader_tail: Arc<AtomicU64>,
+    /// Counts the writes that can change the log (appends, truncations, snapshots): what the
+    /// dispatcher checked against the log stays true while it does not move.
+    log_version: Arc<AtomicU64>,
 }
 
 impl GroupStorage {
@@ -72,7 +75,13 @@ impl GroupStorage {
             apply_lock: tokio::sync::Mutex::new(()),
             durable_waiters: Mutex::new(BTreeMap::new()),
             leader_tail: Arc::new(AtomicU64::new(0)),
+            log_version: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// See the field: the dispatcher's cache of its last check is keyed by it.
+    pub(crate) fn log_version(&self) -> Arc<AtomicU64> {
+        self.log_version.clone()
     }
 
     /// The highest index this node appended as leader (see the network's tail resend).
@@ -183,7 +192,9 @@ impl GroupStorage {
             .lock()
             .expect("truncation lock poisoned")
             .take();
+        self.log_version.fetch_add(1, Ordering::SeqCst);
         self.store.write_log(self.group, pending, &stored)?;
+        self.log_version.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -420,6 +431,7 @@ impl RaftStorage<Command, ApplyOutcome> for GroupStorage {
             let keep_log_after = delete_through.is_some();
             self.store
                 .install_snapshot(self.group, &snapshot, keep_log_after)?;
+            self.log_version.fetch_add(1, Ordering::SeqCst);
             self.pending_outcomes
                 .lock()
                 .expect("outcome lock poisoned")

@@ -18,11 +18,9 @@ fn three_groups_of_three_elect_replicate_and_survive_a_killed_leader() {
         let groups = [GroupId(10), GroupId(11), GroupId(12)];
         for (i, group) in groups.iter().enumerate() {
             let members: Vec<u64> = (0..3).map(|k| 1 + ((i as u64 + k) % 3)).collect();
-            let began = tokio::time::Instant::now();
             cluster.form_group(*group, &members).await;
             let leader = cluster.wait_leader(*group, SECOND).await.unwrap();
             assert_eq!(cluster.group(leader, *group).voters(), nodes(&members));
-            eprintln!("group {group} formed in {:?}", began.elapsed());
         }
         let mut committed = Vec::new();
         for group in groups {
@@ -43,9 +41,8 @@ fn three_groups_of_three_elect_replicate_and_survive_a_killed_leader() {
         }
         let victim = cluster.wait_leader(groups[0], SECOND).await.unwrap();
         cluster.kill(victim).await;
-        let began = tokio::time::Instant::now();
         let next = cluster.wait_leader(groups[0], 10 * SECOND).await.unwrap();
-        eprintln!("new leader {next} after {:?}", began.elapsed());
+        assert_ne!(next, victim);
         for group in groups {
             let (index, outcome) = cluster
                 .propose(group, append(1), 10 * SECOND)
@@ -78,8 +75,6 @@ fn three_groups_of_three_elect_replicate_and_survive_a_killed_leader() {
             assert_prefix_consistent(&logs);
             assert!(logs[&victim].iter().any(|(i, _)| *i == index));
         }
-        let _ = nodes(&[1]);
-        let _ = NodeId(1);
     });
 }
 

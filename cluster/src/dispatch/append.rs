@@ -115,6 +115,22 @@ pub(crate) fn plan(
     Ok(AppendPlan::Pass { request, verified })
 }
 
+/// A message whose previous entry is already known to match (see the dispatcher's cache):
+/// only the commit clamp applies.
+pub(crate) fn pass_checked(
+    mut rpc: AppendEntriesRequest<Command>,
+    containment: &Containment,
+) -> AppendPlan {
+    let verified = rpc.prev_log_index + rpc.entries.len() as u64;
+    if containment.follower_commit_clamp {
+        rpc.leader_commit = rpc.leader_commit.min(verified);
+    }
+    AppendPlan::Pass {
+        request: rpc,
+        verified,
+    }
+}
+
 /// Raft's log-matching check, with the floor: entries at or below it were committed and
 /// applied, so every later leader holds them.
 fn prev_matches(log: &dyn LogView, prev_index: u64, prev_term: u64) -> Result<bool, PlanError> {
@@ -144,6 +160,9 @@ fn strip_held_entries(
     log: &dyn LogView,
     mut rpc: AppendEntriesRequest<Command>,
 ) -> Result<AppendEntriesRequest<Command>> {
+    if rpc.entries.is_empty() {
+        return Ok(rpc);
+    }
     let (floor, _) = log.floor()?;
     let (last, _) = log.last()?;
     let entries = &rpc.entries;

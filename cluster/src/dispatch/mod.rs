@@ -25,6 +25,7 @@ use gregor_storage::{GroupId, NodeId, Store};
 use log::{LogView, StoredLog};
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 use vote::VotePlan;
@@ -160,6 +161,11 @@ pub(crate) struct GroupInbound {
     /// The founding configuration, for votes before any configuration entry is stored.
     founding: Option<BTreeSet<u64>>,
     containment: Containment,
+    /// Moves whenever the group's log may have changed (see `GroupStorage`).
+    log_version: Arc<AtomicU64>,
+    /// The last entry a message from a leader verified, with the log version after it: a
+    /// heartbeat naming it as its previous entry needs no log read while the version holds.
+    last_match: std::sync::Mutex<Option<(u64, u64, u64)>>,
 }
 
 impl GroupInbound {
@@ -170,8 +176,11 @@ impl GroupInbound {
         apply_target: watch::Sender<u64>,
         founding: Option<BTreeSet<u64>>,
         containment: Containment,
+        log_version: Arc<AtomicU64>,
     ) -> GroupInbound {
         GroupInbound {
+            log_version,
+            last_match: std::sync::Mutex::new(None),
             group,
             metrics: raft.metrics(),
             raft,
@@ -202,21 +211,40 @@ impl GroupInbound {
             })?;
         }
         let term = rpc.term;
-        let plan = append::plan(&self.log(), rpc, &self.containment).map_err(|error| {
-            match &error {
-                PlanError::Malformed(_) => tracing::warn!(group = %self.group, %error, "refused an AppendEntries"),
-                PlanError::Storage(_) => tracing::error!(group = %self.group, %error, "reading the log for an AppendEntries failed"),
-            }
-            RpcError::Remote(error.to_string())
-        })?;
+        let version = self.log_version.load(Ordering::SeqCst);
+        let matched_before = self
+            .last_match
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .filter(|(at, index, term)| {
+                *at == version && (*index, *term) == (rpc.prev_log_index, rpc.prev_log_term)
+            });
+        let plan = if rpc.entries.is_empty() && matched_before.is_some() {
+            // A heartbeat after the message that left the log as it is: its previous entry was
+            // checked then, and the log has not moved since.
+            append::pass_checked(rpc, &self.containment)
+        } else {
+            self.plan(rpc)?
+        };
         match plan {
             AppendPlan::Pass { request, verified } => {
                 let commit = request.leader_commit.min(verified);
+                let last = request
+                    .entries
+                    .last()
+                    .map_or((request.prev_log_index, request.prev_log_term), |e| {
+                        (e.index, e.term)
+                    });
                 let response = self
                     .raft
                     .append_entries(request)
                     .await
                     .map_err(raft_error)?;
+                if response.success {
+                    let version = self.log_version.load(Ordering::SeqCst);
+                    *self.last_match.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((version, last.0, last.1));
+                }
                 if response.success && self.containment.follower_commit_clamp {
                     self.apply_target.send_if_modified(|target| {
                         let raise = commit > *target;
@@ -244,6 +272,16 @@ impl GroupInbound {
                 })
             }
         }
+    }
+
+    fn plan(&self, rpc: AppendEntriesRequest<Command>) -> Result<AppendPlan, RpcError> {
+        append::plan(&self.log(), rpc, &self.containment).map_err(|error| {
+            match &error {
+                PlanError::Malformed(_) => tracing::warn!(group = %self.group, %error, "refused an AppendEntries"),
+                PlanError::Storage(_) => tracing::error!(group = %self.group, %error, "reading the log for an AppendEntries failed"),
+            }
+            RpcError::Remote(error.to_string())
+        })
     }
 
     pub(crate) async fn vote(&self, rpc: VoteRequest) -> Result<VoteResponse, RpcError> {

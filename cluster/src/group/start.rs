@@ -124,6 +124,7 @@ impl RaftGroup {
             apply_target,
             founding.map(|m| m.iter().map(|n| n.0).collect()),
             env.containment,
+            storage.log_version(),
         ));
         env.dispatcher.register(inbound.clone());
 

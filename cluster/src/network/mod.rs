@@ -370,7 +370,9 @@ impl RaftNetwork<Command> for GroupNetwork {
             (rpc.prev_log_index, rpc.prev_log_term),
             !rpc.entries.is_empty(),
         );
-        let outcome = if shared.settings.containment.append_own_timeout {
+        // Heartbeats go in place: nothing is lost when async-raft cuts one off (the next one
+        // follows within an interval), and a task per heartbeat is the idle cost of a node.
+        let outcome = if shared.settings.containment.append_own_timeout && carries_entries {
             let key = AppendKey::of(&rpc);
             let task = shared.clone();
             self.appends

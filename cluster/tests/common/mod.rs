@@ -81,9 +81,18 @@ impl TestCluster {
     }
 
     pub async fn with(ids: &[u64], tuning: RaftTuning, containment: Containment) -> TestCluster {
+        Self::on(TestNet::new(LATENCY), ids, tuning, containment).await
+    }
+
+    pub async fn on(
+        net: Arc<TestNet>,
+        ids: &[u64],
+        tuning: RaftTuning,
+        containment: Containment,
+    ) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let mut cluster = TestCluster {
-            net: TestNet::new(LATENCY),
+            net,
             root: dir.path().to_path_buf(),
             _dir: dir,
             tuning,

@@ -48,6 +48,8 @@ pub struct TestNet {
     links: Mutex<Links>,
     appends: Mutex<Vec<SentAppend>>,
     record_bytes: bool,
+    /// Off for the idle-cost measurement, which sends millions of heartbeats.
+    record_appends: bool,
     /// Calls that failed at once over a `failing_at_once` link.
     pub immediate_failures: AtomicU64,
 }
@@ -60,6 +62,21 @@ impl TestNet {
             links: Mutex::new(Links::default()),
             appends: Mutex::new(Vec::new()),
             record_bytes: true,
+            record_appends: true,
+            immediate_failures: AtomicU64::new(0),
+        })
+    }
+
+    /// A network that delivers at once and records nothing: for measuring what the groups
+    /// themselves cost.
+    pub fn bare() -> Arc<TestNet> {
+        Arc::new(TestNet {
+            latency: Duration::ZERO,
+            handlers: Mutex::new(BTreeMap::new()),
+            links: Mutex::new(Links::default()),
+            appends: Mutex::new(Vec::new()),
+            record_bytes: false,
+            record_appends: false,
             immediate_failures: AtomicU64::new(0),
         })
     }
@@ -163,7 +180,7 @@ impl TestNet {
         {
             return Err(unreachable(to));
         }
-        tokio::time::sleep(self.delay(from, to)).await;
+        pause(self.delay(from, to)).await;
         let handler = self.handlers.lock().unwrap().get(&to).cloned();
         let failing = self
             .links
@@ -176,11 +193,18 @@ impl TestNet {
             return Err(unreachable(to));
         };
         let result = serve(handler).await;
-        tokio::time::sleep(self.delay(to, from)).await;
+        pause(self.delay(to, from)).await;
         if self.is_cut(to, from) {
             return Err(unreachable(to));
         }
         result
+    }
+}
+
+/// A message's flight time; none at all for a zero latency (the idle-cost measurement).
+async fn pause(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
 }
 
@@ -230,12 +254,20 @@ impl Transport for NetTransport {
         let RpcRequest::AppendEntries { rpc, .. } = RpcRequest::decode(&bytes)? else {
             unreachable!("decoded what was encoded");
         };
+        let me = self.me;
+        if !self.net.record_appends {
+            return self
+                .net
+                .call(me, target, |h| async move {
+                    h.append_entries(me, group, rpc).await
+                })
+                .await;
+        }
         let slot = {
             let mut appends = self.net.appends.lock().unwrap();
             appends.push(record);
             appends.len() - 1
         };
-        let me = self.me;
         let result = self
             .net
             .call(me, target, |h| async move {
