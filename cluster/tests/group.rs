@@ -228,3 +228,28 @@ fn machine_commands_and_retention_are_applied_through_the_log() {
         group.shutdown().await;
     });
 }
+
+/// A founder that crashed after voting for itself in term 1, before its first entry, founds
+/// the group again; one that crashed later (a log entry exists) restarts it instead.
+#[test]
+fn an_unfinished_founding_is_finished_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let store = open(dir.path());
+        let vote = async_raft::storage::HardState {
+            current_term: 1,
+            voted_for: Some(NODE.0),
+        };
+        store
+            .save_hard_state(GROUP, &rmp_serde::to_vec(&vote).unwrap())
+            .unwrap();
+        store.sync().unwrap();
+        let group = start(store).await;
+        let (index, _) = group
+            .propose(Command::append(vec![batch(1)]), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(index >= 2, "the initial configuration came first");
+        group.shutdown().await;
+    });
+}
