@@ -86,12 +86,18 @@ pub(crate) fn check_shape(rpc: &AppendEntriesRequest<Command>) -> Result<(), Str
 }
 
 /// Decides what async-raft gets and what the leader is told.
+/// `prev_known`: the previous entry was verified by an earlier message and the log has not
+/// changed since (the dispatcher's cache), so it needs no read.
 pub(crate) fn plan(
     log: &dyn LogView,
     rpc: AppendEntriesRequest<Command>,
     containment: &Containment,
+    prev_known: bool,
 ) -> Result<AppendPlan, PlanError> {
-    if containment.prev_check && !prev_matches(log, rpc.prev_log_index, rpc.prev_log_term)? {
+    if containment.prev_check
+        && !prev_known
+        && !prev_matches(log, rpc.prev_log_index, rpc.prev_log_term)?
+    {
         let hint = conflict_hint(log, rpc.prev_log_index)?;
         let heartbeat = AppendEntriesRequest {
             term: rpc.term,
@@ -164,17 +170,14 @@ fn strip_held_entries(
         return Ok(rpc);
     }
     let (floor, _) = log.floor()?;
-    let (last, _) = log.last()?;
     let entries = &rpc.entries;
     let mut held = entries.iter().take_while(|e| e.index <= floor).count();
     if let (Some(first), Some(final_entry)) = (entries.get(held), entries.last()) {
-        if first.index <= last {
-            let stop = final_entry.index.min(last) + 1;
-            for (index, term) in log.terms(first.index, stop)? {
-                match entries.get(held) {
-                    Some(entry) if entry.index == index && entry.term == term => held += 1,
-                    _ => break,
-                }
+        // Usually nothing is stored there (the entries are new): one seek finds that out.
+        for (index, term) in log.terms(first.index, final_entry.index + 1)? {
+            match entries.get(held) {
+                Some(entry) if entry.index == index && entry.term == term => held += 1,
+                _ => break,
             }
         }
     }
@@ -286,6 +289,14 @@ mod tests {
         }
     }
 
+    fn plan_(
+        log: &dyn LogView,
+        rpc: AppendEntriesRequest<Command>,
+        containment: &Containment,
+    ) -> Result<AppendPlan, PlanError> {
+        plan(log, rpc, containment, false)
+    }
+
     const ALL: Containment = Containment {
         append_shape: true,
         prev_check: true,
@@ -318,7 +329,7 @@ mod tests {
     fn a_duplicate_append_is_passed_as_a_heartbeat_that_truncates_nothing() {
         let ours = log((0, 0), &[1, 1, 1, 2, 2]);
         let (request, verified) =
-            pass(plan(&ours, append(2, (1, 1), entries(2, &[1, 1]), 9), &ALL).unwrap());
+            pass(plan_(&ours, append(2, (1, 1), entries(2, &[1, 1]), 9), &ALL).unwrap());
         assert!(request.entries.is_empty());
         assert_eq!((request.prev_log_index, request.prev_log_term), (3, 1));
         assert_eq!(verified, 3);
@@ -332,7 +343,7 @@ mod tests {
     fn only_entries_from_the_first_conflict_reach_raft() {
         let ours = log((0, 0), &[1, 1, 1, 1]);
         let (request, verified) =
-            pass(plan(&ours, append(2, (1, 1), entries(2, &[1, 2, 2, 2]), 2), &ALL).unwrap());
+            pass(plan_(&ours, append(2, (1, 1), entries(2, &[1, 2, 2, 2]), 2), &ALL).unwrap());
         assert_eq!((request.prev_log_index, request.prev_log_term), (2, 1));
         assert_eq!(
             request.entries.first().map(|e| (e.index, e.term)),
@@ -347,7 +358,7 @@ mod tests {
     fn entries_at_or_below_the_floor_count_as_held() {
         let ours = log((10, 3), &[3, 4]);
         let (request, _) = pass(
-            plan(
+            plan_(
                 &ours,
                 append(4, (8, 3), entries(9, &[3, 3, 3, 4, 4]), 0),
                 &ALL,
@@ -362,7 +373,7 @@ mod tests {
     fn a_heartbeat_with_a_previous_entry_we_do_not_hold_gets_our_last_index() {
         let ours = log((0, 0), &[1, 1, 2]);
         assert_eq!(
-            hint(plan(&ours, append(3, (7, 3), vec![], 7), &ALL).unwrap()),
+            hint(plan_(&ours, append(3, (7, 3), vec![], 7), &ALL).unwrap()),
             (3, 2)
         );
     }
@@ -374,7 +385,7 @@ mod tests {
         let ours = log((0, 0), &terms);
         // Leader holds term 3 entries from index 6 on; it probes at 105 first.
         assert_eq!(
-            hint(plan(&ours, append(3, (105, 3), vec![], 0), &ALL).unwrap()),
+            hint(plan_(&ours, append(3, (105, 3), vec![], 0), &ALL).unwrap()),
             (5, 1)
         );
     }
@@ -383,7 +394,7 @@ mod tests {
     fn a_conflict_hint_never_goes_below_the_floor() {
         let ours = log((50, 2), &[4, 4, 4]);
         assert_eq!(
-            hint(plan(&ours, append(5, (53, 5), vec![], 0), &ALL).unwrap()),
+            hint(plan_(&ours, append(5, (53, 5), vec![], 0), &ALL).unwrap()),
             (50, 2)
         );
     }
@@ -391,7 +402,7 @@ mod tests {
     #[test]
     fn a_previous_entry_below_the_floor_matches() {
         let ours = log((50, 2), &[4]);
-        let (request, verified) = pass(plan(&ours, append(5, (40, 2), vec![], 99), &ALL).unwrap());
+        let (request, verified) = pass(plan_(&ours, append(5, (40, 2), vec![], 99), &ALL).unwrap());
         assert_eq!(verified, 40);
         assert_eq!(request.leader_commit, 40);
     }
@@ -400,7 +411,7 @@ mod tests {
     fn a_floor_with_another_term_is_refused() {
         let ours = log((50, 2), &[4]);
         assert!(matches!(
-            plan(&ours, append(5, (50, 3), vec![], 0), &ALL),
+            plan_(&ours, append(5, (50, 3), vec![], 0), &ALL),
             Err(PlanError::Malformed(_))
         ));
     }
@@ -414,7 +425,7 @@ mod tests {
             follower_commit_clamp: false,
             ..ALL
         };
-        let (request, _) = pass(plan(&ours, append(2, (9, 2), vec![], 9), &off).unwrap());
+        let (request, _) = pass(plan_(&ours, append(2, (9, 2), vec![], 9), &off).unwrap());
         assert_eq!(request.leader_commit, 9);
         assert_eq!(request.prev_log_index, 9);
     }
@@ -433,7 +444,7 @@ mod tests {
         loop {
             round_trips += 1;
             let leader_term = if probe <= 40 { 1 } else { 7 };
-            match plan(&ours, append(7, (probe, leader_term), vec![], 0), &ALL).unwrap() {
+            match plan_(&ours, append(7, (probe, leader_term), vec![], 0), &ALL).unwrap() {
                 AppendPlan::Pass { .. } => break,
                 AppendPlan::Mismatch { hint, .. } => {
                     assert!(hint.index < probe, "the hint strictly decreases");

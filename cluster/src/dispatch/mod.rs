@@ -219,12 +219,13 @@ impl GroupInbound {
             .filter(|(at, index, term)| {
                 *at == version && (*index, *term) == (rpc.prev_log_index, rpc.prev_log_term)
             });
-        let plan = if rpc.entries.is_empty() && matched_before.is_some() {
-            // A heartbeat after the message that left the log as it is: its previous entry was
-            // checked then, and the log has not moved since.
+        // The previous entry was verified by the last message, and the log has not moved since
+        // (a heartbeat after it, or the next append in a stream): no read needed.
+        let prev_known = matched_before.is_some();
+        let plan = if rpc.entries.is_empty() && prev_known {
             append::pass_checked(rpc, &self.containment)
         } else {
-            self.plan(rpc)?
+            self.plan(rpc, prev_known)?
         };
         match plan {
             AppendPlan::Pass { request, verified } => {
@@ -274,8 +275,12 @@ impl GroupInbound {
         }
     }
 
-    fn plan(&self, rpc: AppendEntriesRequest<Command>) -> Result<AppendPlan, RpcError> {
-        append::plan(&self.log(), rpc, &self.containment).map_err(|error| {
+    fn plan(
+        &self,
+        rpc: AppendEntriesRequest<Command>,
+        prev_known: bool,
+    ) -> Result<AppendPlan, RpcError> {
+        append::plan(&self.log(), rpc, &self.containment, prev_known).map_err(|error| {
             match &error {
                 PlanError::Malformed(_) => tracing::warn!(group = %self.group, %error, "refused an AppendEntries"),
                 PlanError::Storage(_) => tracing::error!(group = %self.group, %error, "reading the log for an AppendEntries failed"),

@@ -31,7 +31,7 @@ pub(super) async fn drive(
     loop {
         let m = metrics.borrow_and_update().clone();
         let target = m.last_applied.max(*apply_target.borrow_and_update());
-        if let Err(error) = apply(&storage, group, target).await {
+        if let Err(error) = apply(&storage, target).await {
             tracing::error!(group = %group, %error, "applying committed entries failed; the group stops serving");
             publish(&status, stopped(&m));
             return;
@@ -73,20 +73,13 @@ pub(super) async fn drive(
     }
 }
 
-/// Applies our log up to `target`, or as far as our log reaches.
-async fn apply(storage: &GroupStorage, group: GroupId, target: u64) -> anyhow::Result<()> {
+/// Applies our log up to `target`. Both sources name entries our log holds: async-raft's
+/// applied index never passes its log, and the dispatcher's target is what a message verified
+/// there (committed, so no later leader truncates it).
+async fn apply(storage: &GroupStorage, target: u64) -> anyhow::Result<()> {
     let state = storage.subscribe().borrow().last_applied;
-    if target <= state {
-        return Ok(());
-    }
-    let (last, _) = StoredLog {
-        store: storage.store(),
-        group,
-    }
-    .last()?;
-    let up_to = target.min(last);
-    if up_to > state {
-        storage.apply_up_to(up_to).await?;
+    if target > state {
+        storage.apply_up_to(target).await?;
     }
     Ok(())
 }
