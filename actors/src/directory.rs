@@ -134,6 +134,23 @@ impl Directory {
             .ok_or_else(|| ApiError::not_leader(self.leader(group)))
     }
 
+    /// Whether the local leader of `group` may step down: its Raft voters are exactly the
+    /// partition's replicas, at least two, and no move is under way. A single voter that steps
+    /// down never wins an election again (async-raft counts a candidate's own vote only when
+    /// another answers), and a step-down in the middle of a membership change can strand it.
+    pub fn may_step_down(&self, group: GroupId) -> bool {
+        let Some(local) = self.local(group) else {
+            return false;
+        };
+        let Some(partition) = self.view().partition_of_group(group) else {
+            return false;
+        };
+        let assignment = partition.assignment();
+        let replicas: std::collections::BTreeSet<NodeId> =
+            assignment.replicas.iter().copied().collect();
+        assignment.target.is_none() && replicas.len() >= 2 && local.group.voters() == replicas
+    }
+
     /// Who leads `group`: the local group knows best; otherwise the newest hint.
     pub fn leader(&self, group: GroupId) -> Option<NodeId> {
         if let Some(local) = self.local(group) {

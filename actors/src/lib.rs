@@ -11,6 +11,7 @@ pub mod api;
 mod directory;
 pub mod groups;
 pub mod hints;
+pub mod inbound;
 pub mod liveness;
 pub mod messages;
 pub mod metadata;
@@ -19,10 +20,12 @@ pub mod operations;
 pub mod partition;
 pub mod peers;
 pub mod placement;
+pub mod publisher;
 pub mod reconcile;
 #[cfg(test)]
 mod testdata;
 
 pub use node::{
-    start_node, start_node_with, Broker, ClusterSettings, NodeConfig, NodeEnv, StartError,
+    start_node, start_node_with, Broker, ClusterEnv, ClusterSettings, NodeConfig, NodeEnv,
+    StartError,
 };

@@ -28,17 +28,26 @@
 use crate::api::{ApiError, ErrorCode, Request, Response};
 use crate::directory::Directory;
 use crate::groups::GroupRouter;
+use crate::inbound::NodeMessages;
 use crate::liveness::Liveness;
 use crate::metadata::service::AttachGroups;
 use crate::metadata::{MetadataService, MetadataState, MetadataView, OFFSETS_TOPIC};
 use crate::operations::{Controller, LiveNode, OperationSettings, VoterTarget};
 use crate::partition::ReplicaSettings;
-use crate::reconcile::{Reconciler, ReplicaFactory, StopAll};
+use crate::publisher::HintPublisher;
+use crate::reconcile::{Converger, Reconciler, ReplicaFactory, StopAll};
 use actix::prelude::*;
-use gregor_cluster::{NoPeers, RaftGroup, RaftTuning, Transport};
+use gregor_cluster::membership::{
+    DiskUsage, GossipTransport, Membership, MembershipConfig, NodeInfo,
+};
+use gregor_cluster::{
+    ClusterNode, Dispatcher, NoPeers, NodeMessageHandler, RaftGroup, RaftTuning, RpcError, Start,
+    Transport,
+};
 use gregor_storage::{
     Clock, FlushPolicy, GroupId, NodeId, PartitionId, Store, StoreOptions, SyncMode, SystemClock,
 };
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +68,12 @@ pub struct ClusterSettings {
     /// How long a starting node may take to catch up with the metadata and start its
     /// replicas before it reports a failure.
     pub startup_timeout: Duration,
+    /// How often a node tells its peers which partitions it started or stopped leading, and
+    /// brings the partitions it leads toward their assigned replicas.
+    pub hint_interval: Duration,
+    /// Every this many hint rounds the whole list of leaderships goes out, which bounds how
+    /// stale a lost hint leaves a peer.
+    pub full_hint_every: u32,
 }
 
 impl Default for ClusterSettings {
@@ -68,6 +83,8 @@ impl Default for ClusterSettings {
             operations: OperationSettings::default(),
             operations_interval: Duration::from_secs(1),
             startup_timeout: Duration::from_secs(60),
+            hint_interval: Duration::from_millis(500),
+            full_hint_every: 10,
         }
     }
 }
@@ -116,9 +133,25 @@ impl NodeConfig {
 #[derive(Clone)]
 pub struct NodeEnv {
     pub clock: Arc<dyn Clock>,
+    /// Where this node's requests to its peers go (`NoPeers` for a node alone).
     pub transport: Arc<dyn Transport>,
     pub raft_tuning: RaftTuning,
     pub sync_mode: SyncMode,
+    /// `None`: the node runs alone. `Some`: it is (or joins) a cluster.
+    pub cluster: Option<ClusterEnv>,
+}
+
+/// What a node of a cluster is handed besides its outbound transport.
+#[derive(Clone)]
+pub struct ClusterEnv {
+    /// Serves the peers' requests: the transport must hand what arrives to it.
+    pub dispatcher: Arc<Dispatcher>,
+    /// Gossip's datagrams (UDP on the peer port in production).
+    pub gossip: Arc<dyn GossipTransport>,
+    /// Gossip's settings; its seeds are the `--join` peers: none founds a new cluster.
+    pub membership: MembershipConfig,
+    /// Where peers reach this node.
+    pub peer_addr: SocketAddr,
 }
 
 impl NodeEnv {
@@ -128,6 +161,7 @@ impl NodeEnv {
             transport: Arc::new(NoPeers),
             raft_tuning: RaftTuning::default(),
             sync_mode: SyncMode::Thread,
+            cluster: None,
         }
     }
 }
@@ -151,8 +185,12 @@ pub struct Broker {
     metadata: Addr<MetadataService>,
     controller: Addr<Controller>,
     reconciler: Addr<Reconciler>,
+    converger: Addr<Converger>,
+    publisher: Option<Addr<HintPublisher>>,
     groups: Addr<GroupRouter>,
     metadata_group: Arc<RaftGroup>,
+    cluster: Arc<ClusterNode>,
+    membership: Option<Arc<Membership>>,
     directory: Arc<Directory>,
     store: Store,
 }
@@ -253,14 +291,41 @@ impl Broker {
         })
     }
 
+    /// The Raft group of a partition replica running here.
+    pub fn replica_group(&self, group: GroupId) -> Option<Arc<RaftGroup>> {
+        self.directory.local(group).map(|r| r.group)
+    }
+
+    /// The metadata group's Raft (its voters, its leader).
+    pub fn metadata_group(&self) -> Arc<RaftGroup> {
+        self.metadata_group.clone()
+    }
+
     /// Stops every actor and Raft group and waits for them, then makes everything written
     /// durable. After this the data directory can be reopened.
     pub async fn shutdown(self) {
+        if let Some(membership) = &self.membership {
+            membership.set_ready(false).await;
+        }
+        if let Some(publisher) = &self.publisher {
+            let _ = publisher.send(Stop).await;
+        }
+        let _ = self.converger.send(Stop).await;
         let _ = self.controller.send(Stop).await;
         let _ = self.metadata.send(Stop).await;
         let _ = self.groups.send(StopRouter).await;
         let _ = self.reconciler.send(StopAll).await;
-        self.metadata_group.shutdown().await;
+        self.cluster.shutdown().await;
+        if let Some(membership) = self.membership {
+            match Arc::try_unwrap(membership) {
+                Ok(membership) => {
+                    if let Err(error) = membership.shutdown().await {
+                        tracing::warn!(%error, "gossip did not stop cleanly");
+                    }
+                }
+                Err(_) => tracing::warn!("gossip is still shared at shutdown"),
+            }
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.store.request_sync(Box::new(move |r| {
             let _ = tx.send(r);
@@ -284,6 +349,20 @@ impl Handler<Stop> for Controller {
 }
 
 impl Handler<Stop> for MetadataService {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Stop> for Converger {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Stop> for HintPublisher {
     type Result = ();
     fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         ctx.stop();
@@ -324,26 +403,19 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
         path: config.data_dir.clone(),
         source,
     })?;
-    let failed =
-        |what: &str, error: &dyn std::fmt::Display| StartError::Actors(format!("{what}: {error}"));
     let state = MetadataState::load(&store).map_err(|e| failed("reading the metadata", &e))?;
-    let metadata_group = RaftGroup::start_with_machine(
-        store.clone(),
-        GroupId::METADATA,
+    let dispatcher = match &env.cluster {
+        Some(cluster) => cluster.dispatcher.clone(),
+        None => Dispatcher::new(),
+    };
+    let cluster = ClusterNode::new(
         node,
-        &[node],
+        store.clone(),
         env.transport.clone(),
+        dispatcher.clone(),
         env.raft_tuning,
-        Some(state.machine()),
-    )
-    .await
-    .map_err(|e| failed("starting the metadata group", &e))?;
-    if !metadata_group.wait_for_leadership(LEADERSHIP_TIMEOUT).await {
-        return Err(StartError::Actors(
-            "the metadata group did not elect this node".into(),
-        ));
-    }
-    let metadata_group = Arc::new(metadata_group);
+    );
+    let metadata_group = start_metadata_group(&cluster, &store, &state, &env).await?;
     let directory = Arc::new(Directory::new(node, state.subscribe()));
     let settings = ReplicaSettings {
         linger: Duration::from_millis(config.produce_linger_ms),
@@ -355,24 +427,14 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
     };
     let propose_timeout = settings.propose_timeout;
     let factory = ReplicaFactory {
-        store: store.clone(),
-        node,
-        transport: env.transport.clone(),
-        tuning: env.raft_tuning,
+        cluster: cluster.clone(),
         settings: settings.clone(),
     };
     let reconciler = Reconciler::new(factory, directory.clone())
         .map_err(|e| failed("reading the replicas this node hosts", &e))?;
     let settled = reconciler.settled();
     let reconciler = reconciler.start();
-    let liveness = Liveness::Alone {
-        node,
-        info: LiveNode {
-            client_addr: config.advertised_address.clone(),
-            peer_addr: String::new(),
-            rack: config.cluster.rack.clone(),
-        },
-    };
+    let (liveness, membership) = start_liveness(&config, &env).await?;
     let metadata = MetadataService::new(
         env.transport.clone(),
         metadata_group.clone(),
@@ -384,41 +446,176 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
     )
     .with_compaction(settings.retention_check_interval)
     .start();
-    let operations = OperationSettings {
-        offsets_partitions: config.offsets_partitions,
-        // A node alone: one replica of everything, one voter.
-        offsets_replication_factor: 1,
-        voters: VoterTarget::Count(1),
-        ..config.cluster.operations.clone()
-    };
-    let controller = Controller::new(
-        node,
-        metadata_group.clone(),
-        directory.clone(),
-        liveness,
-        operations,
-        config.cluster.operations_interval,
-        propose_timeout,
-    )
-    .start();
-    wait_until_ready(&directory, settled, config.cluster.startup_timeout).await?;
     let groups =
         GroupRouter::new(directory.clone(), env.transport.clone(), env.clock.clone()).start();
     metadata
         .send(AttachGroups(groups.clone()))
         .await
         .map_err(|_| StartError::Actors("the metadata service stopped while starting".into()))?;
+    dispatcher.set_node_message_handler(Arc::new(Inbound(NodeMessages {
+        metadata: metadata.clone(),
+        groups: groups.clone(),
+        directory: directory.clone(),
+    })));
+    let controller = Controller::new(
+        metadata_group.clone(),
+        directory.clone(),
+        env.transport.clone(),
+        liveness.clone(),
+        operation_settings(&config, env.cluster.is_some()),
+        config.cluster.operations_interval,
+        propose_timeout,
+    )
+    .start();
+    let converger = Converger::new(
+        directory.clone(),
+        metadata.clone(),
+        config.cluster.hint_interval,
+    )
+    .start();
+    let publisher = membership.as_ref().map(|membership| {
+        HintPublisher::new(
+            directory.clone(),
+            env.transport.clone(),
+            liveness.clone(),
+            Some(membership.clone()),
+            config.cluster.hint_interval,
+            config.cluster.full_hint_every,
+        )
+        .start()
+    });
+    wait_until_ready(&directory, settled, config.cluster.startup_timeout).await?;
+    if let Some(membership) = &membership {
+        membership.set_ready(true).await;
+    }
     tracing::info!(node = %node, data_dir = %config.data_dir.display(), "node started");
     Ok(Broker {
         node_id: node,
         metadata,
         controller,
         reconciler,
+        converger,
+        publisher,
         groups,
         metadata_group,
+        cluster,
+        membership,
         directory,
         store,
     })
+}
+
+fn failed(what: &str, error: &dyn std::fmt::Display) -> StartError {
+    StartError::Actors(format!("{what}: {error}"))
+}
+
+/// The metadata group: restarted from its state, founded by a node that joins nobody, joined
+/// (as a learner the metadata leader brings in) by one that does.
+async fn start_metadata_group(
+    cluster: &ClusterNode,
+    store: &Store,
+    state: &Arc<MetadataState>,
+    env: &NodeEnv,
+) -> Result<Arc<RaftGroup>, StartError> {
+    let node = cluster.node();
+    let has_state = store
+        .hard_state(GroupId::METADATA)
+        .map_err(|e| failed("reading the metadata group", &e))?
+        .is_some()
+        || store
+            .last_entry(GroupId::METADATA)
+            .map_err(|e| failed("reading the metadata group", &e))?
+            .is_some();
+    let joining = env
+        .cluster
+        .as_ref()
+        .is_some_and(|c| !c.membership.seeds.is_empty());
+    let start = match (has_state, joining) {
+        (true, _) => Start::Restart,
+        (false, true) => Start::Join,
+        (false, false) => Start::Found {
+            members: [node].into(),
+        },
+    };
+    let founding = matches!(start, Start::Found { .. });
+    let group = cluster
+        .start_group_with_machine(GroupId::METADATA, start, Some(state.machine()))
+        .await
+        .map_err(|e| failed("starting the metadata group", &e))?;
+    // A node alone must lead its metadata; in a cluster the leader may be another node.
+    let alone = env.cluster.is_none();
+    let elected = if founding || alone {
+        group.wait_for_leadership(LEADERSHIP_TIMEOUT).await
+    } else {
+        true
+    };
+    if alone && !elected {
+        return Err(StartError::Actors(
+            "the metadata group did not elect this node".into(),
+        ));
+    }
+    Ok(group)
+}
+
+/// This node alone, or gossip with its peers.
+async fn start_liveness(
+    config: &NodeConfig,
+    env: &NodeEnv,
+) -> Result<(Liveness, Option<Arc<Membership>>), StartError> {
+    let Some(cluster) = &env.cluster else {
+        let info = LiveNode {
+            client_addr: config.advertised_address.clone(),
+            peer_addr: String::new(),
+            rack: config.cluster.rack.clone(),
+        };
+        let liveness = Liveness::Alone {
+            node: config.node_id,
+            info,
+        };
+        return Ok((liveness, None));
+    };
+    let info = NodeInfo {
+        node: config.node_id,
+        client_addr: config.advertised_address.clone(),
+        peer_addr: cluster.peer_addr,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        rack: config.cluster.rack.clone(),
+        ready: false,
+        replicas: 0,
+        leaders: 0,
+        disk: DiskUsage::default(),
+    };
+    let membership = Membership::start(cluster.membership.clone(), info, &*cluster.gossip)
+        .await
+        .map_err(|e| failed("starting gossip", &e))?;
+    let liveness = Liveness::Gossip(membership.watch());
+    Ok((liveness, Some(Arc::new(membership))))
+}
+
+fn operation_settings(config: &NodeConfig, clustered: bool) -> OperationSettings {
+    let mut settings = OperationSettings {
+        offsets_partitions: config.offsets_partitions,
+        ..config.cluster.operations.clone()
+    };
+    if !clustered {
+        // A node alone: one replica of everything, one voter.
+        settings.offsets_replication_factor = 1;
+        settings.voters = VoterTarget::Count(1);
+    }
+    settings
+}
+
+/// Hands the peers' node messages to the actors.
+struct Inbound(NodeMessages);
+
+#[async_trait::async_trait]
+impl NodeMessageHandler for Inbound {
+    async fn handle(&self, from: NodeId, message: bytes::Bytes) -> Result<bytes::Bytes, RpcError> {
+        self.0
+            .handle(from, &message)
+            .await
+            .map_err(RpcError::Protocol)
+    }
 }
 
 /// Waits until this node is registered, the offsets topic exists, and the reconciler has

@@ -149,7 +149,9 @@ mod tests {
     use super::*;
     use crate::metadata::command::{decode_outcome, encode_command, MetadataCommand};
     use crate::metadata::MetadataOutcome;
-    use gregor_cluster::{ApplyOutcome, Command, NoPeers, RaftGroup, RaftTuning};
+    use gregor_cluster::{
+        ApplyOutcome, ClusterNode, Command, Dispatcher, NoPeers, RaftGroup, RaftTuning, Start,
+    };
     use gregor_storage::{FlushPolicy, NodeId, StoreOptions, SyncMode, TopicId};
     use std::time::Duration;
 
@@ -163,18 +165,21 @@ mod tests {
         Store::open(dir, options).unwrap()
     }
 
-    async fn start(store: &Store, state: &Arc<MetadataState>) -> RaftGroup {
-        let group = RaftGroup::start_with_machine(
-            store.clone(),
-            GroupId::METADATA,
+    async fn start(store: &Store, state: &Arc<MetadataState>) -> Arc<RaftGroup> {
+        let node = ClusterNode::new(
             NodeId(1),
-            &[NodeId(1)],
+            store.clone(),
             Arc::new(NoPeers),
+            Dispatcher::new(),
             RaftTuning::default(),
-            Some(state.machine()),
-        )
-        .await
-        .unwrap();
+        );
+        let start = Start::Found {
+            members: [NodeId(1)].into(),
+        };
+        let group = node
+            .start_group_with_machine(GroupId::METADATA, start, Some(state.machine()))
+            .await
+            .unwrap();
         assert!(group.wait_for_leadership(Duration::from_secs(10)).await);
         group
     }

@@ -9,7 +9,7 @@ use crate::directory::{Directory, ReplicaHandle};
 use crate::metadata::{HostedPartition, MetadataView};
 use crate::partition::{PartitionReplica, ReplicaSettings, StopReplica};
 use actix::prelude::*;
-use gregor_cluster::{RaftGroup, RaftTuning, Transport};
+use gregor_cluster::{ClusterNode, Start};
 use gregor_storage::{GroupId, NodeId, StorageError, Store};
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -27,37 +27,37 @@ const STARTUP_PROGRESS_EVERY: usize = 1_000;
 /// What starting a replica needs; shared by every replica of the node.
 #[derive(Clone)]
 pub struct ReplicaFactory {
-    pub store: Store,
-    pub node: NodeId,
-    pub transport: Arc<dyn Transport>,
-    pub tuning: RaftTuning,
+    pub cluster: Arc<ClusterNode>,
     pub settings: ReplicaSettings,
 }
 
 impl ReplicaFactory {
+    fn node(&self) -> NodeId {
+        self.cluster.node()
+    }
+
+    fn store(&self) -> &Store {
+        self.cluster.store()
+    }
+
     async fn start(
         &self,
         replica: &HostedPartition,
         mode: &StartMode,
     ) -> Result<ReplicaHandle, String> {
         let group = replica.group();
-        if *mode == StartMode::Join {
-            // Joining needs a group that can start without initialising: the cluster layer's.
-            return Err(format!(
-                "group {group} must join its peers, and this node runs alone"
-            ));
-        }
-        let raft = RaftGroup::start(
-            self.store.clone(),
-            group,
-            self.node,
-            &[self.node],
-            self.transport.clone(),
-            self.tuning,
-        )
-        .await
-        .map_err(|e| format!("starting raft group {group}: {e}"))?;
-        let raft = Arc::new(raft);
+        let start = match mode {
+            StartMode::Found => Start::Found {
+                members: [self.node()].into(),
+            },
+            StartMode::Join => Start::Join,
+            StartMode::Restart => Start::Restart,
+        };
+        let raft = self
+            .cluster
+            .start_group(group, start)
+            .await
+            .map_err(|e| format!("starting raft group {group}: {e}"))?;
         let topic = replica.topic.record.clone();
         let addr = PartitionReplica::new(
             topic.clone(),
@@ -74,12 +74,12 @@ impl ReplicaFactory {
             group: raft,
         })
     }
-}
 
-/// Stops a replica's actor and its Raft group.
-pub(crate) async fn stop_replica(replica: ReplicaHandle) {
-    let _ = replica.addr.send(StopReplica).await;
-    replica.group.shutdown().await;
+    /// Stops a replica's actor and its Raft group.
+    async fn stop(&self, replica: ReplicaHandle) {
+        let _ = replica.addr.send(StopReplica).await;
+        self.cluster.stop_group(replica.group.id()).await;
+    }
 }
 
 pub struct Reconciler {
@@ -104,7 +104,7 @@ impl Reconciler {
     /// # Errors
     /// The node-local registry cannot be read.
     pub fn new(factory: ReplicaFactory, directory: Arc<Directory>) -> Result<Self, StorageError> {
-        let registry = LocalRegistry::new(factory.store.clone());
+        let registry = LocalRegistry::new(factory.store().clone());
         let registered = registry.load()?;
         let (settled, _) = watch::channel(0);
         Ok(Reconciler {
@@ -130,11 +130,11 @@ impl Reconciler {
     fn local(&self, view: &MetadataView) -> Local {
         let running = self.directory.running();
         let with_state = view
-            .hosted_by(self.factory.node)
+            .hosted_by(self.factory.node())
             .iter()
             .map(HostedPartition::group)
             .filter(|g| !running.contains(g))
-            .filter(|g| has_state(&self.factory.store, *g))
+            .filter(|g| has_state(self.factory.store(), *g))
             .collect();
         let mut deleting = self.registered.deleting.clone();
         deleting.extend(self.deletions.iter().copied());
@@ -156,7 +156,7 @@ impl Reconciler {
             return;
         }
         let view = self.directory.view();
-        let actions = plan(&view, self.factory.node, &self.local(&view));
+        let actions = plan(&view, self.factory.node(), &self.local(&view));
         let mut starts = Vec::new();
         let mut stops = Vec::new();
         // A replica's data goes only once it has stopped: a running group must never see its
@@ -185,7 +185,7 @@ impl Reconciler {
         let registry = self.registry.clone();
         let work = async move {
             for replica in stops {
-                stop_replica(replica).await;
+                factory.stop(replica).await;
             }
             let mut started = Vec::new();
             let total = starts.len();
@@ -241,7 +241,7 @@ impl Reconciler {
         };
         self.deleting_now = Some(group);
         let registry = self.registry.clone();
-        let store = self.factory.store.clone();
+        let store = self.factory.store().clone();
         let work = async move {
             registry.deleting(group).await?;
             while !store.delete_group(group)? {
@@ -306,10 +306,11 @@ impl Reconciler {
     fn stop_everything(&mut self, ctx: &mut Context<Self>) {
         let replicas = self.directory.drain();
         let waiters = std::mem::take(&mut self.stop_waiters);
+        let factory = self.factory.clone();
         ctx.wait(
             async move {
                 for replica in replicas {
-                    stop_replica(replica).await;
+                    factory.stop(replica).await;
                 }
             }
             .into_actor(self)
