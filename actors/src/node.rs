@@ -30,7 +30,6 @@ use crate::directory::Directory;
 use crate::groups::GroupRouter;
 use crate::inbound::NodeMessages;
 use crate::liveness::Liveness;
-use crate::metadata::service::AttachGroups;
 use crate::metadata::{MetadataService, MetadataState, MetadataView, OFFSETS_TOPIC};
 use crate::operations::{Controller, LiveNode, OperationSettings, VoterTarget};
 use crate::partition::ReplicaSettings;
@@ -448,10 +447,6 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
     .start();
     let groups =
         GroupRouter::new(directory.clone(), env.transport.clone(), env.clock.clone()).start();
-    metadata
-        .send(AttachGroups(groups.clone()))
-        .await
-        .map_err(|_| StartError::Actors("the metadata service stopped while starting".into()))?;
     dispatcher.set_node_message_handler(Arc::new(Inbound(NodeMessages {
         metadata: metadata.clone(),
         groups: groups.clone(),
