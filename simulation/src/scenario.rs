@@ -186,6 +186,7 @@ impl Sim {
             transport: Arc::new(NoPeers),
             raft_tuning: RaftTuning::default(),
             sync_mode: SyncMode::Inline,
+            storage: gregor_actors::StorageSeam::DataDir,
         }
     }
 
