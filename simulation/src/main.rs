@@ -19,9 +19,9 @@ use std::sync::mpsc;
 #[derive(Parser)]
 #[command(about = "Run Gregor's deterministic simulation: one seed, a sweep of seeds, or a script")]
 struct Args {
-    /// The seed to run; the same seed replays the same run.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    /// The seed to run (default 1, or the script's); the same seed replays the same run.
+    #[arg(long)]
+    seed: Option<u64>,
     /// Sweep a range of seeds, `A..B` (B excluded).
     #[arg(long)]
     seeds: Option<String>,
@@ -76,10 +76,7 @@ fn main() -> ExitCode {
             }
         },
         None => {
-            let report = run(RunConfig {
-                seed: args.seed,
-                ..base.clone()
-            });
+            let report = run(base.clone());
             print_report(&args, &base, &report);
             !report.passed()
         }
@@ -92,7 +89,7 @@ fn main() -> ExitCode {
 }
 
 fn base_config(args: &Args) -> Result<RunConfig, String> {
-    let mut config = RunConfig::new(args.seed);
+    let mut config = RunConfig::new(args.seed.unwrap_or(1));
     if let Some(nodes) = args.nodes {
         config.nodes = nodes;
     }
@@ -109,7 +106,11 @@ fn base_config(args: &Args) -> Result<RunConfig, String> {
     if let Some(path) = &args.script {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        config.script = Some(Script::parse(&text)?);
+        let script = Script::parse(&text)?;
+        if let (Some(seed), None) = (script.seed, args.seed) {
+            config.seed = seed;
+        }
+        config.script = Some(script);
     }
     Ok(config)
 }
@@ -127,6 +128,9 @@ fn parse_range(text: &str) -> Result<(u64, u64), String> {
 }
 
 fn print_report(args: &Args, base: &RunConfig, report: &Report) {
+    if args.print_plan {
+        print!("{}", report.plan);
+    }
     if args.json {
         println!(
             "{}",
@@ -154,9 +158,6 @@ fn print_report(args: &Args, base: &RunConfig, report: &Report) {
         for violation in &report.violations {
             println!("  violation: {violation}");
         }
-    }
-    if args.print_plan {
-        print!("{}", report.plan);
     }
     if !report.passed() && !args.json {
         if !args.trace {

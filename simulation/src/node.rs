@@ -205,6 +205,17 @@ impl SimNode {
         self.running.borrow().as_ref().map(|r| r.store.clone())
     }
 
+    /// Whether the running incarnation's store refuses work after a failed write or fsync: the
+    /// node no longer serves and waits for its process to be restarted.
+    pub fn is_poisoned(&self) -> bool {
+        self.store().is_some_and(|store| {
+            matches!(
+                store.partition_state(GroupId::METADATA),
+                Err(gregor_storage::StorageError::Poisoned(_))
+            )
+        })
+    }
+
     /// The model disk, for faults only a model disk can have.
     pub fn model_disk(&self) -> Option<&ModelDisk> {
         match &self.disk {

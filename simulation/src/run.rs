@@ -221,9 +221,12 @@ struct Shape {
 fn shape(config: &RunConfig, rng: &mut SmallRng) -> Shape {
     let script = config.script.as_ref();
     let nodes = script.and_then(|s| s.nodes).unwrap_or(config.nodes).max(1);
+    // Drawn even for a script, so that a script printed from a run (`--print-plan`) replays
+    // that run exactly with the same seed.
+    let drawn = config.faults.draw(nodes, rng);
     let mut kinds = match script {
-        Some(script) => script.workload.clone(),
-        None => config.faults.draw(nodes, rng),
+        Some(script) => script.faults.clone(),
+        None => drawn,
     };
     let fjall_draw = rng.gen_bool(FJALL_SHARE);
     let disk = config.disk.or(script.and_then(|s| s.disk)).unwrap_or(
@@ -529,7 +532,14 @@ fn report(
         virtual_ms: trace.now_ms(),
         wall_ms: 0,
         trace_tail: trace.tail(),
-        plan: Script::render(shape.nodes, shape.disk, shape.safety_ms, &shape.kinds, plan),
+        plan: Script::render(
+            config.seed,
+            shape.nodes,
+            shape.disk,
+            shape.safety_ms,
+            &shape.kinds,
+            plan,
+        ),
         checkers,
     }
 }

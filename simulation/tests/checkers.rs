@@ -131,7 +131,7 @@ const SKEWED_RETENTION: &str = "
 nodes 1
 disk model
 safety 10s
-workload retention
+faults retention clock-skew
 at 4s skew 1 +60000
 ";
 

@@ -80,3 +80,13 @@ fn hash_map_order_follows_the_seed() {
     assert_eq!(order(1), order(1));
     assert_ne!(order(1), order(2));
 }
+
+#[test]
+fn a_printed_plan_replays_its_run_as_a_script() {
+    let config = short(29, FaultChoice::All);
+    let swarm = run(config.clone());
+    let mut scripted = config;
+    scripted.script = Some(Script::parse(&swarm.plan).expect("a printed plan parses"));
+    let replay = run(scripted);
+    assert_eq!(swarm.digest, replay.digest, "plan:\n{}", swarm.plan);
+}

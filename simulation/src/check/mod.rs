@@ -55,6 +55,26 @@ pub enum Checker {
 }
 
 impl Checker {
+    pub const ALL: [Checker; 17] = [
+        Checker::LostWrite,
+        Checker::Unseen,
+        Checker::InconsistentOffsets,
+        Checker::Duplicate,
+        Checker::NonmonotonicSend,
+        Checker::PollSkip,
+        Checker::NonmonotonicPoll,
+        Checker::AbortedRead,
+        Checker::CommittedOffsetMovedBack,
+        Checker::LogStartMovedBack,
+        Checker::TwoLeadersInTerm,
+        Checker::ReplicaDivergence,
+        Checker::RetentionBound,
+        Checker::Liveness,
+        Checker::Recovery,
+        Checker::Panic,
+        Checker::Harness,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Checker::LostWrite => "lost-write",

@@ -212,6 +212,11 @@ pub async fn heal_all(cluster: &SimCluster, log: &FaultLog) {
     });
     for node in cluster.nodes() {
         node.latency.set(None);
+        // A node whose storage failed stops serving and waits for a restart, which is what an
+        // operator (or a supervisor) gives it.
+        if node.is_poisoned() {
+            crash(node, CrashSpec::PowerLoss { keep_permille: 0 }, cluster);
+        }
         if !node.is_up() {
             restart(node, cluster, log).await;
         }

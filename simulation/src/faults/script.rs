@@ -4,15 +4,20 @@
 //!
 //! ```text
 //! # a power cut right after the first writes
+//! seed 42
 //! nodes 3
 //! disk model
 //! safety 20s
-//! workload retention topic-churn
+//! faults power-loss partition retention topic-churn
 //! at 2s power-loss 1 keep=0
 //! at 2.5s restart 1
 //! at 4s partition 1,2|3
 //! at 9s heal
+//! expect clean
 //! ```
+//!
+//! `expect CHECKER...` names the checkers a scenario must make fire (a bug not fixed yet);
+//! `expect clean` (the default) expects none.
 //!
 //! Actions (one per `at` line): `crash N`, `power-loss N keep=PERMILLE`,
 //! `torn-write N keep=PERMILLE torn=BYTES`, `restart N`, `fail-fsync N`, `partition 1,2|3`,
@@ -23,17 +28,24 @@
 
 use super::kinds::FaultKind;
 use super::plan::{Action, CrashSpec, Plan, Step};
+use crate::check::Checker;
 use crate::node::{DiskKind, SlowDisk};
 use gregor_storage::NodeId;
 use std::collections::BTreeSet;
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Script {
+    /// The seed the scenario was found with (a command-line seed overrides it).
+    pub seed: Option<u64>,
     pub nodes: Option<u32>,
     pub disk: Option<DiskKind>,
     pub safety_ms: Option<u64>,
-    /// Workload-shaping faults (`retention`, `topic-churn`).
-    pub workload: BTreeSet<FaultKind>,
+    /// The checkers the scenario must make fire (`expect clean`, the default, for none): a
+    /// scenario of a bug not fixed yet says what it shows.
+    pub expect: BTreeSet<Checker>,
+    /// The run's fault kinds: `retention` and `topic-churn` shape the workload; the others
+    /// name what the plan does (and appear in the trace and report).
+    pub faults: BTreeSet<FaultKind>,
     pub plan: Plan,
 }
 
@@ -60,6 +72,7 @@ impl Script {
     fn line(&mut self, line: &str) -> Result<(), String> {
         let (keyword, rest) = line.split_once(' ').unwrap_or((line, ""));
         match keyword {
+            "seed" => self.seed = Some(number(rest)?),
             "nodes" => self.nodes = Some(number(rest)?),
             "safety" => self.safety_ms = Some(duration_ms(rest)?),
             "disk" => {
@@ -69,9 +82,18 @@ impl Script {
                     other => return Err(format!("unknown disk '{other}'")),
                 })
             }
-            "workload" => {
+            "expect" => {
+                for name in rest.split_whitespace().filter(|n| *n != "clean") {
+                    let checker = Checker::ALL
+                        .into_iter()
+                        .find(|c| c.name() == name)
+                        .ok_or_else(|| format!("unknown checker '{name}'"))?;
+                    self.expect.insert(checker);
+                }
+            }
+            "faults" => {
                 for name in rest.split_whitespace() {
-                    self.workload.insert(name.parse()?);
+                    self.faults.insert(name.parse()?);
                 }
             }
             "at" => {
@@ -90,26 +112,22 @@ impl Script {
 
     /// The script of a drawn plan, for `--print-plan`.
     pub fn render(
+        seed: u64,
         nodes: u32,
         disk: DiskKind,
         safety_ms: u64,
-        workload: &BTreeSet<FaultKind>,
+        faults: &BTreeSet<FaultKind>,
         plan: &Plan,
     ) -> String {
-        let mut out = format!("nodes {nodes}\n");
+        let mut out = format!("seed {seed}\nnodes {nodes}\n");
         out.push_str(match disk {
             DiskKind::Model => "disk model\n",
             DiskKind::Fjall => "disk fjall\n",
         });
         out.push_str(&format!("safety {safety_ms}ms\n"));
-        let settings: Vec<&str> = workload
-            .iter()
-            .filter(|k| super::plan::is_workload_setting(**k))
-            .map(|k| k.name())
-            .collect();
-        if !settings.is_empty() {
-            let names = settings;
-            out.push_str(&format!("workload {}\n", names.join(" ")));
+        if !faults.is_empty() {
+            let names: Vec<&str> = faults.iter().map(|k| k.name()).collect();
+            out.push_str(&format!("faults {}\n", names.join(" ")));
         }
         for step in &plan.steps {
             out.push_str(&format!("at {}ms {}\n", step.at_ms, step.action));
@@ -243,7 +261,7 @@ mod tests {
     #[test]
     fn a_script_parses_and_a_drawn_plan_renders_to_a_script_that_parses_back() {
         let script = Script::parse(
-            "# comment\nnodes 3\ndisk fjall\nsafety 2.5s\nworkload retention\n\
+            "# comment\nnodes 3\ndisk fjall\nsafety 2.5s\nfaults retention\n\
              at 1s crash 2\nat 500ms partition 1,2|3 # trailing\n",
         )
         .expect("parses");
@@ -254,7 +272,7 @@ mod tests {
         let kinds: BTreeSet<FaultKind> = FaultKind::ALL.into_iter().collect();
         let nodes = [NodeId(1), NodeId(2), NodeId(3)];
         let plan = Plan::draw(&kinds, &nodes, 20_000, &mut SmallRng::seed_from_u64(9));
-        let text = Script::render(3, DiskKind::Model, 20_000, &BTreeSet::new(), &plan);
+        let text = Script::render(9, 3, DiskKind::Model, 20_000, &BTreeSet::new(), &plan);
         let back = Script::parse(&text).expect("a rendered plan parses");
         assert_eq!(back.plan.steps.len(), plan.steps.len());
         for (a, b) in back.plan.steps.iter().zip(&plan.steps) {
