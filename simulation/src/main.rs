@@ -95,7 +95,13 @@ fn main() -> ExitCode {
 fn base_config(args: &Args) -> Result<RunConfig, String> {
     let mut config = RunConfig::new(args.seed.unwrap_or(1));
     if let Some(nodes) = args.nodes {
-        config.nodes = nodes;
+        if nodes > 1 && !gregor_simulation::CLUSTER_LAYER {
+            return Err(format!(
+                "--nodes {nodes}: this build has no cluster layer (peer dispatcher, replicated \
+                 partitions), so a run has one node"
+            ));
+        }
+        config.nodes = nodes.max(1);
     }
     config.faults = args.faults.parse::<FaultChoice>()?;
     config.safety_ms = args.safety_ms;
