@@ -2,7 +2,7 @@
 //! retention bound (a log start may pass a record only once retention could remove it).
 
 use super::{removable_by, sample, Checker, Violation};
-use crate::history::{History, LogStartSeen, Tp};
+use crate::history::{AckLevel, History, LogStartSeen, SendOutcome, Tp};
 use std::collections::BTreeMap;
 
 pub(super) fn check(history: &History, violations: &mut Vec<Violation>) {
@@ -80,16 +80,31 @@ fn log_starts(history: &History, violations: &mut Vec<Violation>) {
 /// Every record below a reported log start must have been old enough for retention to remove
 /// it when the report came back.
 fn retention_bound(history: &History, violations: &mut Vec<Violation>) {
+    // When each partition's log start first passed each offset: reports sorted by time.
+    let mut reports: BTreeMap<&Tp, Vec<&LogStartSeen>> = BTreeMap::new();
+    for seen in history.log_starts.iter().filter(|s| s.offset > 0) {
+        reports.entry(&seen.tp).or_default().push(seen);
+    }
+    if reports.is_empty() {
+        return;
+    }
+    let read_at = read_offsets(history);
     let mut too_young: BTreeMap<&Tp, Vec<u64>> = BTreeMap::new();
     for send in &history.sends {
-        let Some(offset) = acked_or_read_offset(history, send) else {
+        let Some(seen) = reports.get(&send.tp) else {
             continue;
         };
-        let removed_at = history
-            .log_starts
+        let offset = match send.outcome {
+            SendOutcome::Acked(offset) if send.acks == AckLevel::All => offset,
+            _ => match read_at.get(send.value.as_str()) {
+                Some(offset) => *offset,
+                None => continue,
+            },
+        };
+        let removed_at = seen
             .iter()
-            .filter(|seen| seen.tp == send.tp && seen.offset > offset)
-            .map(|seen| seen.completed_ms)
+            .filter(|s| s.offset > offset)
+            .map(|s| s.completed_ms)
             .min();
         let Some(removed_at) = removed_at else {
             continue;
@@ -115,25 +130,15 @@ fn retention_bound(history: &History, violations: &mut Vec<Violation>) {
     }
 }
 
-/// Where a send's record is known to be: its acknowledged offset, else where a read found it.
-fn acked_or_read_offset(history: &History, send: &crate::history::Send) -> Option<u64> {
-    if let crate::history::SendOutcome::Acked(offset) = send.outcome {
-        if send.acks == crate::history::AckLevel::All {
-            return Some(offset);
-        }
+/// Where reads found each value (the first place, for a value read at several).
+fn read_offsets(history: &History) -> BTreeMap<&str, u64> {
+    let mut found = BTreeMap::new();
+    let polls = history.polls.iter().flat_map(|p| p.records.iter());
+    let finals = history.final_reads.iter().flat_map(|f| f.records.iter());
+    for (offset, value) in polls.chain(finals) {
+        found.entry(value.as_str()).or_insert(*offset);
     }
-    let reads = history
-        .polls
-        .iter()
-        .flat_map(|p| p.records.iter().map(move |r| (&p.tp, r)));
-    let finals = history
-        .final_reads
-        .iter()
-        .flat_map(|f| f.records.iter().map(move |r| (&f.tp, r)));
-    reads
-        .chain(finals)
-        .find(|(tp, (_, value))| *tp == &send.tp && *value == send.value)
-        .map(|(_, (offset, _))| *offset)
+    found
 }
 
 #[cfg(test)]
