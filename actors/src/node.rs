@@ -32,7 +32,7 @@ use crate::partition::{PartitionReplica, ReplicaSettings};
 use crate::topics::{AttachGroups, ReplicaFactory};
 use crate::topics::{Shutdown, TopicManager};
 use actix::prelude::*;
-use gregor_cluster::{NoPeers, RaftTuning, Transport};
+use gregor_cluster::{ClusterNode, Dispatcher, NoPeers, RaftTuning, Transport};
 use gregor_storage::{
     Clock, FlushPolicy, NodeId, PartitionId, Store, StoreOptions, SyncMode, SystemClock,
 };
@@ -274,11 +274,18 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
         max_entry_bytes: 8 * 1024 * 1024,
         propose_timeout: Duration::from_secs(30),
     };
+    // Peers reach this node's groups through the dispatcher once a transport serves it.
+    let cluster = ClusterNode::new(
+        config.node_id,
+        store.clone(),
+        env.transport.clone(),
+        Dispatcher::new(),
+        env.raft_tuning,
+    );
     let factory = ReplicaFactory {
         store: store.clone(),
         node: config.node_id,
-        transport: env.transport.clone(),
-        tuning: env.raft_tuning,
+        cluster,
         settings,
     };
     let directory = Arc::new(Directory::default());

@@ -13,7 +13,7 @@ pub(crate) fn to_stored(entry: &Entry<Command>) -> Result<LogEntry> {
     let payload = match &entry.payload {
         EntryPayload::Blank => Stored::Blank,
         EntryPayload::Normal(EntryNormal {
-            data: Command::Append { batches },
+            data: Command::Append { batches, .. },
         }) => Stored::Records(batches.clone()),
         EntryPayload::Normal(EntryNormal {
             data: Command::Kv(write),
@@ -45,7 +45,7 @@ pub(crate) fn from_stored(entry: LogEntry) -> Result<Entry<Command>> {
     let payload = match entry.payload {
         Stored::Blank => EntryPayload::Blank,
         Stored::Records(batches) => EntryPayload::Normal(EntryNormal {
-            data: Command::Append { batches },
+            data: Command::append(batches),
         }),
         Stored::Kv(ops) => EntryPayload::Normal(EntryNormal {
             data: Command::Kv(KvWrite {
@@ -96,9 +96,7 @@ mod tests {
         let payloads = vec![
             EntryPayload::Blank,
             EntryPayload::Normal(EntryNormal {
-                data: Command::Append {
-                    batches: vec![Bytes::from_static(b"batch")],
-                },
+                data: Command::append(vec![Bytes::from_static(b"batch")]),
             }),
             EntryPayload::Normal(EntryNormal {
                 data: Command::Kv(KvWrite {

@@ -8,7 +8,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Record batches for a partition log, already validated by the leader.
-    Append { batches: Vec<Bytes> },
+    Append {
+        batches: Vec<Bytes>,
+        /// The leader-local id under which [`crate::RaftGroup::propose_notifying`] waits for
+        /// the entry to be durable in the leader's own log (acks=1). Neither stored nor sent.
+        #[serde(skip)]
+        proposal: Option<u64>,
+    },
     /// Replicated key-value changes: topic metadata, committed group offsets.
     Kv(KvWrite),
     /// A command for the group's state machine (the metadata group's typed commands), opaque
@@ -17,6 +23,16 @@ pub enum Command {
     /// Retention decided by the leader: every replica moves the partition's log start up to
     /// this offset, rounded down to an entry boundary.
     AdvanceLogStart { offset: u64 },
+}
+
+impl Command {
+    /// Record batches to append, with no durability notice.
+    pub fn append(batches: Vec<Bytes>) -> Command {
+        Command::Append {
+            batches,
+            proposal: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

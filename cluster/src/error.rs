@@ -8,8 +8,31 @@ use gregor_storage::NodeId;
 pub enum ProposeError {
     #[error("this node is not the group's leader (leader: {leader:?})")]
     NotLeader { leader: Option<NodeId> },
+    /// This leader carried out a membership change and steps down before it takes proposals
+    /// again (its bookkeeping would not count the new member). Retry, at the next leader.
+    #[error("the group's membership is changing; retry shortly")]
+    MembershipChanging,
     #[error("the proposal did not commit within {timeout_ms} ms")]
     Timeout { timeout_ms: u64 },
+    #[error("the raft group is shutting down")]
+    ShuttingDown,
+    #[error("the raft group failed: {0}")]
+    Fatal(String),
+}
+
+/// Why a membership or leadership operation on a group did not happen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    #[error("this node is not the group's leader (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    /// A change is still going on (a joint configuration in the log); retry later.
+    #[error("a membership change is in progress")]
+    ChangeInProgress,
+    #[error("the operation did not finish within {timeout_ms} ms")]
+    Timeout { timeout_ms: u64 },
+    #[error("invalid membership target: {0}")]
+    InvalidTarget(String),
     #[error("the raft group is shutting down")]
     ShuttingDown,
     #[error("the raft group failed: {0}")]

@@ -19,7 +19,8 @@ use gregor_storage::{
 };
 use std::collections::BTreeMap;
 use std::io::Cursor;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::{oneshot, watch};
 
 /// Outcomes kept for async-raft to ask for: those of entries applied before the call that
@@ -43,6 +44,15 @@ pub(crate) struct GroupStorage {
     /// Serialises applies: async-raft applies from its core task and, on followers, from a
     /// spawned task; the watcher applies too. Our `apply_up_to` must see one caller at a time.
     apply_lock: tokio::sync::Mutex<()>,
+    /// Proposals waiting to hear that the leader's own log holds them durably (acks=1), by the
+    /// id their `Append` command carries. Each is removed when told or when its proposal ends.
+    durable_waiters: Mutex<BTreeMap<u64, oneshot::Sender<u64>>>,
+    /// The highest index this node appended as leader, once durable: the group's network
+    /// resends what a follower's stream dropped up to it.
+    leader_tail: Arc<AtomicU64>,
+    /// Counts the writes that can change the log (appends, truncations, snapshots): what the
+    /// dispatcher checked against the log stays true while it does not move.
+    log_version: Arc<AtomicU64>,
 }
 
 impl GroupStorage {
@@ -63,7 +73,37 @@ impl GroupStorage {
             pending_outcomes: Mutex::new(BTreeMap::new()),
             machine: Mutex::new(machine),
             apply_lock: tokio::sync::Mutex::new(()),
+            durable_waiters: Mutex::new(BTreeMap::new()),
+            leader_tail: Arc::new(AtomicU64::new(0)),
+            log_version: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// See the field: the dispatcher's cache of its last check is keyed by it.
+    pub(crate) fn log_version(&self) -> Arc<AtomicU64> {
+        self.log_version.clone()
+    }
+
+    /// The highest index this node appended as leader (see the network's tail resend).
+    pub(crate) fn leader_tail(&self) -> Arc<AtomicU64> {
+        self.leader_tail.clone()
+    }
+
+    /// `durable` is told the index of the entry whose `Append` command carries `proposal` once
+    /// it is durable in this node's log.
+    pub(crate) fn notify_durable(&self, proposal: u64, durable: oneshot::Sender<u64>) {
+        self.waiters().insert(proposal, durable);
+    }
+
+    /// The proposal ended (committed, refused or timed out): nobody waits any more.
+    pub(crate) fn forget_durable(&self, proposal: u64) {
+        self.waiters().remove(&proposal);
+    }
+
+    fn waiters(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, oneshot::Sender<u64>>> {
+        self.durable_waiters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<PartitionState> {
@@ -152,7 +192,9 @@ impl GroupStorage {
             .lock()
             .expect("truncation lock poisoned")
             .take();
+        self.log_version.fetch_add(1, Ordering::SeqCst);
         self.store.write_log(self.group, pending, &stored)?;
+        self.log_version.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -296,9 +338,24 @@ impl RaftStorage<Command, ApplyOutcome> for GroupStorage {
         Ok(())
     }
 
+    /// The leader's own append: once synced, a proposal waiting for it (acks=1) is told.
     async fn append_entry_to_log(&self, entry: &Entry<Command>) -> Result<()> {
         self.write_entries(&[entry])?;
-        self.sync().await
+        self.sync().await?;
+        self.leader_tail.fetch_max(entry.index, Ordering::SeqCst);
+        if let EntryPayload::Normal(async_raft::raft::EntryNormal {
+            data:
+                Command::Append {
+                    proposal: Some(proposal),
+                    ..
+                },
+        }) = &entry.payload
+        {
+            if let Some(waiter) = self.waiters().remove(proposal) {
+                let _ = waiter.send(entry.index);
+            }
+        }
+        Ok(())
     }
 
     async fn replicate_to_log(&self, entries: &[Entry<Command>]) -> Result<()> {
@@ -374,6 +431,7 @@ impl RaftStorage<Command, ApplyOutcome> for GroupStorage {
             let keep_log_after = delete_through.is_some();
             self.store
                 .install_snapshot(self.group, &snapshot, keep_log_after)?;
+            self.log_version.fetch_add(1, Ordering::SeqCst);
             self.pending_outcomes
                 .lock()
                 .expect("outcome lock poisoned")
@@ -511,9 +569,7 @@ mod tests {
             index,
             term,
             payload: EntryPayload::Normal(async_raft::raft::EntryNormal {
-                data: Command::Append {
-                    batches: vec![builder.finish()],
-                },
+                data: Command::append(vec![builder.finish()]),
             }),
         }
     }

@@ -257,9 +257,7 @@ mod tests {
                     term: 3,
                     index: 5,
                     payload: EntryPayload::Normal(EntryNormal {
-                        data: Command::Append {
-                            batches: vec![batch.clone()],
-                        },
+                        data: Command::append(vec![batch.clone()]),
                     }),
                 }],
             },
@@ -275,9 +273,7 @@ mod tests {
         assert_eq!(
             rpc.entries[0].payload,
             EntryPayload::Normal(EntryNormal {
-                data: Command::Append {
-                    batches: vec![batch]
-                }
+                data: Command::append(vec![batch])
             })
         );
     }

@@ -12,10 +12,8 @@ use crate::rpc::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     RpcError, VoteRequest, VoteResponse,
 };
-use async_raft::RaftNetwork;
 use bytes::Bytes;
 use gregor_storage::{GroupId, NodeId};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The outbound seam: sends a request to `target` and waits for its answer.
@@ -112,39 +110,6 @@ impl Transport for NoPeers {
     }
     async fn node_message(&self, target: NodeId, _message: Bytes) -> Result<Bytes, RpcError> {
         no_peer(target).await
-    }
-}
-
-/// async-raft's per-group network: tags each RPC with its group and hands it to the transport.
-pub(crate) struct GroupNetwork {
-    pub(crate) group: GroupId,
-    pub(crate) transport: Arc<dyn Transport>,
-}
-
-#[async_trait::async_trait]
-impl RaftNetwork<Command> for GroupNetwork {
-    async fn append_entries(
-        &self,
-        target: u64,
-        rpc: AppendEntriesRequest<Command>,
-    ) -> anyhow::Result<AppendEntriesResponse> {
-        Ok(self
-            .transport
-            .append_entries(NodeId(target), self.group, rpc)
-            .await?)
-    }
-    async fn install_snapshot(
-        &self,
-        target: u64,
-        rpc: InstallSnapshotRequest,
-    ) -> anyhow::Result<InstallSnapshotResponse> {
-        Ok(self
-            .transport
-            .install_snapshot(NodeId(target), self.group, rpc)
-            .await?)
-    }
-    async fn vote(&self, target: u64, rpc: VoteRequest) -> anyhow::Result<VoteResponse> {
-        Ok(self.transport.vote(NodeId(target), self.group, rpc).await?)
     }
 }
 

@@ -4,7 +4,8 @@
 
 use bytes::Bytes;
 use gregor_cluster::{
-    ApplyOutcome, Command, KvWrite, NoPeers, ProposeError, RaftGroup, RaftTuning,
+    ApplyOutcome, ClusterNode, Command, Dispatcher, KvWrite, NoPeers, ProposeError, RaftGroup,
+    RaftTuning, Start,
 };
 use gregor_storage::batch::{BatchBuilder, NewRecord};
 use gregor_storage::{GroupId, NodeId, Offset, Store, StoreOptions, SyncMode};
@@ -38,17 +39,23 @@ fn open(dir: &std::path::Path) -> Store {
     .unwrap()
 }
 
-async fn start(store: Store) -> RaftGroup {
-    let group = RaftGroup::start(
-        store,
-        GROUP,
+async fn start(store: Store) -> Arc<RaftGroup> {
+    let node = ClusterNode::new(
         NODE,
-        &[NODE],
+        store,
         Arc::new(NoPeers),
+        Dispatcher::new(),
         RaftTuning::default(),
-    )
-    .await
-    .unwrap();
+    );
+    let group = node
+        .start_group(
+            GROUP,
+            Start::Found {
+                members: [NODE].into(),
+            },
+        )
+        .await
+        .unwrap();
     assert!(
         group.wait_for_leadership(Duration::from_secs(5)).await,
         "a lone member leads"
@@ -71,12 +78,7 @@ fn proposals_commit_with_contiguous_offsets_and_survive_a_restart() {
         let group = start(open(dir.path())).await;
         let timeout = Duration::from_secs(5);
         let (_, first) = group
-            .propose(
-                Command::Append {
-                    batches: vec![batch(3)],
-                },
-                timeout,
-            )
+            .propose(Command::append(vec![batch(3)]), timeout)
             .await
             .unwrap();
         assert_eq!(
@@ -87,12 +89,7 @@ fn proposals_commit_with_contiguous_offsets_and_survive_a_restart() {
             }
         );
         let (_, second) = group
-            .propose(
-                Command::Append {
-                    batches: vec![batch(2), batch(1)],
-                },
-                timeout,
-            )
+            .propose(Command::append(vec![batch(2), batch(1)]), timeout)
             .await
             .unwrap();
         assert_eq!(
@@ -134,12 +131,7 @@ fn proposals_commit_with_contiguous_offsets_and_survive_a_restart() {
             Some(&b"v"[..])
         );
         let (_, fourth) = group
-            .propose(
-                Command::Append {
-                    batches: vec![batch(1)],
-                },
-                timeout,
-            )
+            .propose(Command::append(vec![batch(1)]), timeout)
             .await
             .unwrap();
         assert_eq!(
@@ -160,12 +152,7 @@ fn a_stopped_group_refuses_proposals_with_a_typed_error() {
         let group = start(open(dir.path())).await;
         group.shutdown().await;
         let result = group
-            .propose(
-                Command::Append {
-                    batches: vec![batch(1)],
-                },
-                Duration::from_secs(1),
-            )
+            .propose(Command::append(vec![batch(1)]), Duration::from_secs(1))
             .await;
         assert!(
             matches!(result, Err(ProposeError::ShuttingDown)),
@@ -194,17 +181,23 @@ impl gregor_storage::StateMachine for Counter {
 fn machine_commands_and_retention_are_applied_through_the_log() {
     let dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {
-        let group = RaftGroup::start_with_machine(
-            open(dir.path()),
-            GROUP,
+        let node = ClusterNode::new(
             NODE,
-            &[NODE],
+            open(dir.path()),
             Arc::new(NoPeers),
+            Dispatcher::new(),
             RaftTuning::default(),
-            Some(Box::new(Counter)),
-        )
-        .await
-        .unwrap();
+        );
+        let group = node
+            .start_group_with_machine(
+                GROUP,
+                Start::Found {
+                    members: [NODE].into(),
+                },
+                Some(Box::new(Counter)),
+            )
+            .await
+            .unwrap();
         assert!(group.wait_for_leadership(Duration::from_secs(5)).await);
         let timeout = Duration::from_secs(5);
         for expected in 1..=2u8 {
@@ -218,9 +211,7 @@ fn machine_commands_and_retention_are_applied_through_the_log() {
             );
         }
         for _ in 0..3 {
-            let append = Command::Append {
-                batches: vec![batch(2)],
-            };
+            let append = Command::append(vec![batch(2)]);
             group.propose(append, timeout).await.unwrap();
         }
         let (_, outcome) = group
@@ -234,6 +225,31 @@ fn machine_commands_and_retention_are_applied_through_the_log() {
             }
         );
         assert_eq!(group.applied().borrow().log_start_offset, Offset(2));
+        group.shutdown().await;
+    });
+}
+
+/// A founder that crashed after voting for itself in term 1, before its first entry, founds
+/// the group again; one that crashed later (a log entry exists) restarts it instead.
+#[test]
+fn an_unfinished_founding_is_finished_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let store = open(dir.path());
+        let vote = async_raft::storage::HardState {
+            current_term: 1,
+            voted_for: Some(NODE.0),
+        };
+        store
+            .save_hard_state(GROUP, &rmp_serde::to_vec(&vote).unwrap())
+            .unwrap();
+        store.sync().unwrap();
+        let group = start(store).await;
+        let (index, _) = group
+            .propose(Command::append(vec![batch(1)]), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(index >= 2, "the initial configuration came first");
         group.shutdown().await;
     });
 }

@@ -153,7 +153,7 @@ impl PartitionReplica {
         self.write_in_flight = true;
         let group = self.group.clone();
         let timeout = self.settings.propose_timeout;
-        let propose = async move { group.propose(Command::Append { batches }, timeout).await };
+        let propose = async move { group.propose(Command::append(batches), timeout).await };
         ctx.spawn(propose.into_actor(self).map(move |result, act, ctx| {
             act.write_in_flight = false;
             let log_start = act.state.log_start_offset;
@@ -312,6 +312,10 @@ pub(crate) fn propose_error(error: ProposeError) -> ApiError {
         ProposeError::ShuttingDown => ApiError::new(
             ErrorCode::UNAVAILABLE,
             "the partition is shutting down; retry",
+        ),
+        ProposeError::MembershipChanging => ApiError::new(
+            ErrorCode::UNAVAILABLE,
+            "the partition's replicas are changing; retry",
         ),
         other => ApiError::new(
             ErrorCode::STORAGE,

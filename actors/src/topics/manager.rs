@@ -15,7 +15,7 @@ use crate::partition::{
     compact_applied_log, propose_error_pub, PartitionReplica, ReplicaSettings, StopReplica,
 };
 use actix::prelude::*;
-use gregor_cluster::{Command, RaftGroup, RaftTuning, Transport};
+use gregor_cluster::{ClusterNode, Command, RaftGroup, Start};
 use gregor_storage::{GroupId, NodeId, PartitionId, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,8 +32,7 @@ const STARTUP_PROGRESS_EVERY: u32 = 1_000;
 pub(crate) struct ReplicaFactory {
     pub store: Store,
     pub node: NodeId,
-    pub transport: Arc<dyn Transport>,
-    pub tuning: RaftTuning,
+    pub cluster: Arc<ClusterNode>,
     pub settings: ReplicaSettings,
 }
 
@@ -44,23 +43,17 @@ impl ReplicaFactory {
         partition: PartitionId,
     ) -> Result<ReplicaHandle, String> {
         let group = topic.group_of(partition);
-        let raft = RaftGroup::start(
-            self.store.clone(),
-            group,
-            self.node,
-            &[self.node],
-            self.transport.clone(),
-            self.tuning,
-        )
-        .await
-        .map_err(|e| format!("starting raft group {group}: {e}"))?;
+        let raft = self
+            .cluster
+            .start_group(group, self.founding())
+            .await
+            .map_err(|e| format!("starting raft group {group}: {e}"))?;
         if !raft.wait_for_leadership(LEADERSHIP_TIMEOUT).await {
             return Err(format!(
                 "group {group} of {}/{partition} did not elect this node",
                 topic.name
             ));
         }
-        let raft = Arc::new(raft);
         let state = raft.applied();
         let addr = PartitionReplica::new(
             topic.clone(),
@@ -74,6 +67,13 @@ impl ReplicaFactory {
             group: raft,
             state,
         })
+    }
+
+    /// A single-node group: this node founds it alone (a group with state here restarts).
+    fn founding(&self) -> Start {
+        Start::Found {
+            members: [self.node].into(),
+        }
     }
 
     pub(crate) async fn start_topic(&self, topic: &TopicRecord) -> Result<TopicEntry, String> {
@@ -93,10 +93,10 @@ impl ReplicaFactory {
     }
 }
 
-pub(crate) async fn stop_topic(entry: TopicEntry) {
+pub(crate) async fn stop_topic(cluster: &ClusterNode, entry: TopicEntry) {
     for replica in entry.replicas {
         let _ = replica.addr.send(StopReplica).await;
-        replica.group.shutdown().await;
+        cluster.stop_group(replica.group.id()).await;
     }
 }
 
@@ -122,16 +122,11 @@ impl TopicManager {
         offsets_partitions: u32,
     ) -> Result<Addr<TopicManager>, String> {
         let node = factory.node;
-        let metadata = RaftGroup::start(
-            factory.store.clone(),
-            GroupId::METADATA,
-            node,
-            &[node],
-            factory.transport.clone(),
-            factory.tuning,
-        )
-        .await
-        .map_err(|e| format!("starting the metadata group: {e}"))?;
+        let metadata = factory
+            .cluster
+            .start_group(GroupId::METADATA, factory.founding())
+            .await
+            .map_err(|e| format!("starting the metadata group: {e}"))?;
         if !metadata.wait_for_leadership(LEADERSHIP_TIMEOUT).await {
             return Err("the metadata group did not elect this node".into());
         }
@@ -142,7 +137,6 @@ impl TopicManager {
             .kv_scan_prefix(GroupId::METADATA, b"")
             .map_err(|e| format!("reading topic metadata: {e}"))?;
         let mut core = TopicCore::load(&kv)?;
-        let metadata = Arc::new(metadata);
         let propose_timeout = factory.settings.propose_timeout;
         if core.get(OFFSETS_TOPIC).is_none() {
             let request = CreateTopic {
@@ -280,6 +274,7 @@ impl Handler<DeleteTopic> for TopicManager {
         let directory = self.directory.clone();
         let store = self.factory.store.clone();
         let groups = self.groups.clone();
+        let cluster = self.factory.cluster.clone();
         AtomicResponse::new(Box::pin(
             async move {
                 let (record, write) = plan?;
@@ -288,7 +283,7 @@ impl Handler<DeleteTopic> for TopicManager {
                     .await
                     .map_err(propose_error_pub)?;
                 if let Some(entry) = directory.remove(&record.name) {
-                    stop_topic(entry).await;
+                    stop_topic(&cluster, entry).await;
                 }
                 if let Some(groups) = groups {
                     let forgotten = groups.send(TopicDeleted(record.name.clone())).await;
@@ -408,13 +403,13 @@ impl Handler<Shutdown> for TopicManager {
 
     fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
         let directory = self.directory.clone();
-        let metadata = self.metadata.clone();
+        let cluster = self.factory.cluster.clone();
         AtomicResponse::new(Box::pin(
             async move {
                 for entry in directory.drain() {
-                    stop_topic(entry).await;
+                    stop_topic(&cluster, entry).await;
                 }
-                metadata.shutdown().await;
+                cluster.shutdown().await;
             }
             .into_actor(self)
             .map(|_, _, ctx| ctx.stop()),

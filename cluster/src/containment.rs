@@ -1,0 +1,67 @@
+//! Switches for each of the ways this crate contains async-raft 0.6.1's bugs (the table
+//! "Containing async-raft 0.6.1" in ARCHITECTURE.md). Production runs with every one on
+//! ([`Containment::default`]); the tests turn one off at a time to show the behaviour it
+//! prevents, so each containment has a test that fails without it.
+
+/// Which containments are active. Every field defaults to `true`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Containment {
+    /// (a) Refuse an AppendEntries whose entries do not follow `prev_log_index` contiguously.
+    pub append_shape: bool,
+    /// (b, d) Check `prev_log_index`/`prev_log_term` against our own log (heartbeats included)
+    /// and answer a mismatch ourselves, with a conflict hint that converges.
+    pub prev_check: bool,
+    /// (c) Strip leading entries we already hold, so a stale or duplicate AppendEntries never
+    /// truncates entries we acknowledged.
+    pub strip_matching: bool,
+    /// (c) Clamp `leader_commit` to what the message verified, and apply our own log up to it.
+    pub follower_commit_clamp: bool,
+    /// (e) Refuse votes from candidates outside the group's configuration; decide
+    /// up-to-dateness by Raft's lexicographic rule.
+    pub vote_rules: bool,
+    /// (f) Re-arm a normal election timeout on a restarted voter that hears no leader, instead
+    /// of async-raft's 30 s wait.
+    pub restart_rescue: bool,
+    /// (g) Leader side: clamp the `leader_commit` sent to what responses in this term prove
+    /// committed by Raft's rule.
+    pub leader_commit_clamp: bool,
+    /// (h) Send an AppendEntries larger than the byte bound as several bounded messages.
+    pub append_byte_bound: bool,
+    /// (h) Give each AppendEntries a timeout of its own: a call async-raft abandons at its
+    /// heartbeat interval keeps going, and async-raft's identical retry joins it.
+    pub append_own_timeout: bool,
+    /// (i) Never hand async-raft an error before the failure delay has passed.
+    pub failure_delay: bool,
+    /// Answer a failed AppendEntries that carried entries with "continue after your previous
+    /// entry", so the stream to an unreachable follower reads from the log instead of keeping
+    /// every new entry in memory.
+    pub bounded_buffers: bool,
+    /// Resend, in place of a heartbeat, the entries a follower's stream dropped: async-raft's
+    /// stream forgets the entries it buffered when it turns "lagging", and sends them again
+    /// only when a newer entry arrives, so the tail of a burst could wait forever.
+    pub resend_tail: bool,
+    /// (n) Acknowledge a snapshot whose last entry we already hold without installing it:
+    /// async-raft would set its view of our log back to the snapshot's index (storage keeps the
+    /// entries after it), and the next time it leads write over them.
+    pub redundant_snapshot: bool,
+}
+
+impl Default for Containment {
+    fn default() -> Self {
+        Containment {
+            append_shape: true,
+            prev_check: true,
+            strip_matching: true,
+            follower_commit_clamp: true,
+            vote_rules: true,
+            restart_rescue: true,
+            leader_commit_clamp: true,
+            append_byte_bound: true,
+            append_own_timeout: true,
+            failure_delay: true,
+            bounded_buffers: true,
+            resend_tail: true,
+            redundant_snapshot: true,
+        }
+    }
+}

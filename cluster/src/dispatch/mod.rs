@@ -1,0 +1,441 @@
+//! The inbound dispatcher: the node's [`PeerHandler`]. It routes each group's Raft RPCs to the
+//! group's local Raft, one message at a time per group (groups in parallel), and contains
+//! async-raft's follower-side bugs on the way in (see `append` and `vote`): what it checked
+//! against the log still holds when async-raft processes the message, because nothing else
+//! reaches that group's Raft meanwhile.
+
+mod append;
+pub(crate) mod log;
+mod vote;
+
+use crate::codec::decode_membership;
+use crate::containment::Containment;
+use crate::group::GroupRaft;
+use crate::rpc::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    RpcError, VoteRequest, VoteResponse,
+};
+use crate::transport::PeerHandler;
+use crate::Command;
+use append::{AppendPlan, PlanError};
+use async_raft::error::RaftError;
+use async_raft::metrics::RaftMetrics;
+use bytes::Bytes;
+use gregor_storage::{GroupId, NodeId, Store};
+use log::{LogView, StoredLog};
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use tokio::sync::watch;
+use vote::VotePlan;
+
+/// The leader id of the local heartbeat that re-arms a restarted follower's election timer: no
+/// node has it, and [`crate::RaftGroup::leader`] reports it as no leader.
+pub(crate) const NO_LEADER: u64 = u64::MAX;
+
+/// What a node does with the messages its peers send that are not Raft (leadership hints,
+/// forwarded requests): the actors install one.
+#[async_trait::async_trait]
+pub trait NodeMessageHandler: Send + Sync + 'static {
+    async fn handle(&self, from: NodeId, message: Bytes) -> Result<Bytes, RpcError>;
+}
+
+/// Every group hosted here, by id. Cheap to share; one per node.
+#[derive(Default)]
+pub struct Dispatcher {
+    groups: RwLock<BTreeMap<GroupId, Arc<GroupInbound>>>,
+    node_messages: RwLock<Option<Arc<dyn NodeMessageHandler>>>,
+}
+
+impl Dispatcher {
+    pub fn new() -> Arc<Dispatcher> {
+        Arc::new(Dispatcher::default())
+    }
+
+    /// Installs what answers node messages (replacing any earlier handler).
+    pub fn set_node_message_handler(&self, handler: Arc<dyn NodeMessageHandler>) {
+        *self
+            .node_messages
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(handler);
+    }
+
+    pub fn hosts(&self, group: GroupId) -> bool {
+        self.inbound(group).is_some()
+    }
+
+    pub(crate) fn register(&self, inbound: Arc<GroupInbound>) {
+        let previous = self.write().insert(inbound.group, inbound);
+        assert!(
+            previous.is_none(),
+            "a group is registered with the dispatcher once"
+        );
+    }
+
+    /// Removes `inbound` if it is still the registered handle of its group.
+    pub(crate) fn unregister(&self, inbound: &Arc<GroupInbound>) {
+        let mut groups = self.write();
+        if groups
+            .get(&inbound.group)
+            .is_some_and(|current| Arc::ptr_eq(current, inbound))
+        {
+            groups.remove(&inbound.group);
+        }
+    }
+
+    fn inbound(&self, group: GroupId) -> Option<Arc<GroupInbound>> {
+        self.groups
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&group)
+            .cloned()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<GroupId, Arc<GroupInbound>>> {
+        self.groups
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn hosted(&self, group: GroupId) -> Result<Arc<GroupInbound>, RpcError> {
+        self.inbound(group).ok_or(RpcError::UnknownGroup(group))
+    }
+}
+
+#[async_trait::async_trait]
+impl PeerHandler for Dispatcher {
+    async fn append_entries(
+        &self,
+        _from: NodeId,
+        group: GroupId,
+        rpc: AppendEntriesRequest<Command>,
+    ) -> Result<AppendEntriesResponse, RpcError> {
+        self.hosted(group)?.append_entries(rpc).await
+    }
+
+    async fn vote(
+        &self,
+        _from: NodeId,
+        group: GroupId,
+        rpc: VoteRequest,
+    ) -> Result<VoteResponse, RpcError> {
+        self.hosted(group)?.vote(rpc).await
+    }
+
+    async fn install_snapshot(
+        &self,
+        _from: NodeId,
+        group: GroupId,
+        rpc: InstallSnapshotRequest,
+    ) -> Result<InstallSnapshotResponse, RpcError> {
+        self.hosted(group)?.install_snapshot(rpc).await
+    }
+
+    async fn node_message(&self, from: NodeId, message: Bytes) -> Result<Bytes, RpcError> {
+        let handler = self
+            .node_messages
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        match handler {
+            Some(handler) => handler.handle(from, message).await,
+            None => Err(RpcError::Remote(
+                "this node does not take node messages yet".into(),
+            )),
+        }
+    }
+}
+
+/// One group's inbound side: its Raft, its log, and the turn every message waits for.
+pub(crate) struct GroupInbound {
+    pub(crate) group: GroupId,
+    raft: GroupRaft,
+    store: Store,
+    metrics: watch::Receiver<RaftMetrics>,
+    /// Held while one message is checked and handed to async-raft.
+    turn: tokio::sync::Mutex<()>,
+    /// The highest index a message verified and the leader said is committed: the group's
+    /// driver applies our log up to it.
+    apply_target: watch::Sender<u64>,
+    /// The founding configuration, for votes before any configuration entry is stored.
+    founding: Option<BTreeSet<u64>>,
+    containment: Containment,
+    /// Moves whenever the group's log may have changed (see `GroupStorage`).
+    log_version: Arc<AtomicU64>,
+    /// The last entry a message from a leader verified, with the log version after it: a
+    /// heartbeat naming it as its previous entry needs no log read while the version holds.
+    last_match: std::sync::Mutex<Option<(u64, u64, u64)>>,
+}
+
+impl GroupInbound {
+    pub(crate) fn new(
+        group: GroupId,
+        raft: GroupRaft,
+        store: Store,
+        apply_target: watch::Sender<u64>,
+        founding: Option<BTreeSet<u64>>,
+        containment: Containment,
+        log_version: Arc<AtomicU64>,
+    ) -> GroupInbound {
+        GroupInbound {
+            log_version,
+            last_match: std::sync::Mutex::new(None),
+            group,
+            metrics: raft.metrics(),
+            raft,
+            store,
+            turn: tokio::sync::Mutex::new(()),
+            apply_target,
+            founding,
+            containment,
+        }
+    }
+
+    fn log(&self) -> StoredLog<'_> {
+        StoredLog {
+            store: &self.store,
+            group: self.group,
+        }
+    }
+
+    pub(crate) async fn append_entries(
+        &self,
+        rpc: AppendEntriesRequest<Command>,
+    ) -> Result<AppendEntriesResponse, RpcError> {
+        let _turn = self.turn.lock().await;
+        if self.containment.append_shape {
+            append::check_shape(&rpc).map_err(|why| {
+                tracing::warn!(group = %self.group, leader = rpc.leader_id, %why, "refused a malformed AppendEntries");
+                RpcError::Protocol(why)
+            })?;
+        }
+        let term = rpc.term;
+        let version = self.log_version.load(Ordering::SeqCst);
+        let matched_before = self
+            .last_match
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .filter(|(at, index, term)| {
+                *at == version && (*index, *term) == (rpc.prev_log_index, rpc.prev_log_term)
+            });
+        // The previous entry was verified by the last message, and the log has not moved since
+        // (a heartbeat after it, or the next append in a stream): no read needed.
+        let prev_known = matched_before.is_some();
+        let plan = if rpc.entries.is_empty() && prev_known {
+            append::pass_checked(rpc, &self.containment)
+        } else {
+            self.plan(rpc, prev_known)?
+        };
+        match plan {
+            AppendPlan::Pass { request, verified } => {
+                let commit = request.leader_commit.min(verified);
+                let last = request
+                    .entries
+                    .last()
+                    .map_or((request.prev_log_index, request.prev_log_term), |e| {
+                        (e.index, e.term)
+                    });
+                let response = self
+                    .raft
+                    .append_entries(request)
+                    .await
+                    .map_err(raft_error)?;
+                if response.success {
+                    let version = self.log_version.load(Ordering::SeqCst);
+                    *self.last_match.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((version, last.0, last.1));
+                }
+                if response.success && self.containment.follower_commit_clamp {
+                    self.apply_target.send_if_modified(|target| {
+                        let raise = commit > *target;
+                        if raise {
+                            *target = commit;
+                        }
+                        raise
+                    });
+                }
+                Ok(response)
+            }
+            AppendPlan::Mismatch { heartbeat, hint } => {
+                let response = self
+                    .raft
+                    .append_entries(heartbeat)
+                    .await
+                    .map_err(raft_error)?;
+                if response.term > term {
+                    return Ok(response);
+                }
+                Ok(AppendEntriesResponse {
+                    term: response.term,
+                    success: false,
+                    conflict_opt: Some(hint),
+                })
+            }
+        }
+    }
+
+    fn plan(
+        &self,
+        rpc: AppendEntriesRequest<Command>,
+        prev_known: bool,
+    ) -> Result<AppendPlan, RpcError> {
+        append::plan(&self.log(), rpc, &self.containment, prev_known).map_err(|error| {
+            match &error {
+                PlanError::Malformed(_) => tracing::warn!(group = %self.group, %error, "refused an AppendEntries"),
+                PlanError::Storage(_) => tracing::error!(group = %self.group, %error, "reading the log for an AppendEntries failed"),
+            }
+            RpcError::Remote(error.to_string())
+        })
+    }
+
+    pub(crate) async fn vote(&self, rpc: VoteRequest) -> Result<VoteResponse, RpcError> {
+        let _turn = self.turn.lock().await;
+        if !self.containment.vote_rules {
+            return self.raft.vote(rpc).await.map_err(raft_error);
+        }
+        let (members, ours) = self.vote_context().map_err(|error| {
+            tracing::error!(group = %self.group, %error, "reading the log for a vote failed");
+            RpcError::Remote(error.to_string())
+        })?;
+        match vote::plan_vote(members.as_ref(), ours, rpc) {
+            VotePlan::Pass(rpc) => self.raft.vote(rpc).await.map_err(raft_error),
+            VotePlan::RefuseTakingTerm(_) if self.leads() => Ok(self.refusal()),
+            VotePlan::RefuseTakingTerm(rpc) => {
+                let response = self.raft.vote(rpc).await.map_err(raft_error)?;
+                if response.vote_granted {
+                    // Our log holds entries, so async-raft cannot grant an empty one; if its
+                    // view of the log is empty the group is broken, and no vote may count.
+                    tracing::error!(group = %self.group, "async-raft granted a vote to an empty log over ours");
+                    return Err(RpcError::Remote(
+                        "vote refused: inconsistent log view".into(),
+                    ));
+                }
+                Ok(response)
+            }
+            VotePlan::Refuse => Ok(self.refusal()),
+        }
+    }
+
+    fn refusal(&self) -> VoteResponse {
+        VoteResponse {
+            term: self.metrics.borrow().current_term,
+            vote_granted: false,
+        }
+    }
+
+    /// A leader keeps its term against a candidate that cannot win: async-raft's leader would
+    /// step down for any higher term (it ignores the recent-heartbeat rule its followers keep),
+    /// so a node cut off from the leader alone could depose it again and again.
+    fn leads(&self) -> bool {
+        self.metrics.borrow().state == async_raft::State::Leader
+    }
+
+    /// The members of the newest stored configuration (else the founding one) and our last
+    /// log index and term.
+    fn vote_context(&self) -> anyhow::Result<VoteContext> {
+        let members = match self.store.last_membership(self.group)? {
+            Some((_, bytes)) => Some(decode_membership(&bytes)?.all_nodes().into_iter().collect()),
+            None => self.founding.clone(),
+        };
+        Ok((members, self.log().last()?))
+    }
+
+    pub(crate) async fn install_snapshot(
+        &self,
+        rpc: InstallSnapshotRequest,
+    ) -> Result<InstallSnapshotResponse, RpcError> {
+        let _turn = self.turn.lock().await;
+        if self.containment.redundant_snapshot
+            && self.holds(rpc.last_included_index, rpc.last_included_term)?
+        {
+            // Nothing to install; async-raft still learns the leader's term and leader and
+            // restarts its election timer, as for any message from a leader.
+            let heartbeat = AppendEntriesRequest {
+                term: rpc.term,
+                leader_id: rpc.leader_id,
+                prev_log_index: 0,
+                prev_log_term: 0,
+                entries: Vec::new(),
+                leader_commit: 0,
+            };
+            let response = self
+                .raft
+                .append_entries(heartbeat)
+                .await
+                .map_err(raft_error)?;
+            return Ok(InstallSnapshotResponse {
+                term: response.term,
+            });
+        }
+        self.raft.install_snapshot(rpc).await.map_err(raft_error)
+    }
+
+    /// Whether our log holds the leader's entry `index` of `term`: stored with that term, or
+    /// at or below our floor (committed, so the leader's).
+    fn holds(&self, index: u64, term: u64) -> Result<bool, RpcError> {
+        let log = self.log();
+        let held = log.floor().and_then(|(floor, _)| {
+            if index < floor {
+                return Ok(true);
+            }
+            Ok(log.term_of(index)? == Some(term))
+        });
+        held.map_err(|error| {
+            tracing::error!(group = %self.group, %error, "reading the log for a snapshot failed");
+            RpcError::Remote(error.to_string())
+        })
+    }
+
+    /// After a restart async-raft waits 30 s before a multi-member group's first election. A
+    /// local empty AppendEntries of our own term, from no leader, makes it re-arm a normal
+    /// election timeout instead. Returns whether it was handed over: only while this node is
+    /// still a follower that has heard no leader.
+    pub(crate) async fn rescue_restart(&self) -> bool {
+        let _turn = self.turn.lock().await;
+        let (term, waiting) = {
+            let m = self.metrics.borrow();
+            (
+                m.current_term,
+                m.state == async_raft::State::Follower && m.current_leader.is_none(),
+            )
+        };
+        if !waiting {
+            return false;
+        }
+        let heartbeat = AppendEntriesRequest {
+            term,
+            leader_id: NO_LEADER,
+            prev_log_index: 0,
+            prev_log_term: 0,
+            entries: Vec::new(),
+            leader_commit: 0,
+        };
+        matches!(self.raft.append_entries(heartbeat).await, Ok(r) if r.success)
+    }
+
+    /// Makes this node's Raft leave leadership: a vote request from itself for the next term
+    /// with an empty log makes it adopt the term, become a follower and refuse the vote.
+    pub(crate) async fn step_down(&self, node: NodeId) -> Result<(), RaftError> {
+        let _turn = self.turn.lock().await;
+        let term = self.metrics.borrow().current_term;
+        let request = VoteRequest::new(term + 1, node.0, 0, 0);
+        let response = self.raft.vote(request).await?;
+        assert!(
+            !response.vote_granted,
+            "a vote for an empty log is never granted by a node holding entries"
+        );
+        Ok(())
+    }
+}
+
+/// The members a vote is checked against (none for a pristine replica) and our last log
+/// index and term.
+type VoteContext = (Option<BTreeSet<u64>>, (u64, u64));
+
+fn raft_error(error: RaftError) -> RpcError {
+    match error {
+        RaftError::ShuttingDown => RpcError::ShuttingDown,
+        other => RpcError::Remote(other.to_string()),
+    }
+}

@@ -1,0 +1,141 @@
+//! Membership changes as async-raft 0.6.1 can carry them safely.
+//!
+//! Its leader keeps members added by a change in its "non-voter" bookkeeping until the next
+//! election, so it counts them for nothing (and with no other voter commits alone), and it
+//! computes a joint configuration's commit from that bookkeeping. So: one node at a time (any
+//! majority of the old configuration then meets any majority of the new one, whatever the
+//! leader miscounts); removals before additions; an addition only to a learner that has caught
+//! up; client proposals fenced from the start of an addition until the leader that carried it
+//! out has stepped down, and then it steps down, so the next leader's bookkeeping holds the real
+//! membership. The outgoing `leader_commit` is clamped by the group's network meanwhile, so no
+//! follower applies what the miscount would call committed.
+
+use super::{admin_raft_error, RaftGroup};
+use crate::error::AdminError;
+use async_raft::error::ChangeConfigError;
+use gregor_storage::NodeId;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::Ordering;
+
+/// What one call of [`RaftGroup::change_membership_step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// The voters are the target.
+    Done,
+    /// `node` is being brought up to date as a learner; call again to promote it.
+    CatchingUp(NodeId),
+    /// `node` became a voter; this node stepped down, so the next step belongs to the next
+    /// leader.
+    Added(NodeId),
+    /// `node` is no longer a voter.
+    Removed(NodeId),
+}
+
+impl RaftGroup {
+    /// Does the next single safe step from the current voters toward `target`: removes one
+    /// member not in it (this node last), else brings one missing node in (first as a learner
+    /// until it has caught up, then as a voter, after which this node steps down). Callers
+    /// loop, on whichever node leads, until `Done`.
+    ///
+    /// # Errors
+    /// `NotLeader`, `ChangeInProgress` (a joint configuration is in the log: retry),
+    /// `Timeout`, `InvalidTarget` (empty), `ShuttingDown`, `Fatal`.
+    pub async fn change_membership_step(
+        &self,
+        target: &BTreeSet<NodeId>,
+    ) -> Result<StepOutcome, AdminError> {
+        if target.is_empty() {
+            return Err(AdminError::InvalidTarget("no voters".into()));
+        }
+        let term = self.require_leader()?;
+        let config = self.metrics.borrow().membership_config.clone();
+        if config.members_after_consensus.is_some() {
+            return Err(AdminError::ChangeInProgress);
+        }
+        let current: BTreeSet<NodeId> = config.members.iter().copied().map(NodeId).collect();
+        let removable = current.difference(target).copied();
+        let removal = removable
+            .clone()
+            .find(|n| *n != self.node)
+            .or_else(|| removable.clone().next());
+        if let Some(gone) = removal {
+            let mut next = current.clone();
+            next.remove(&gone);
+            self.change_to(&next).await?;
+            return Ok(StepOutcome::Removed(gone));
+        }
+        let Some(joining) = target.difference(&current).next().copied() else {
+            return Ok(StepOutcome::Done);
+        };
+        if !self.learner_caught_up(term, joining).await? {
+            return Ok(StepOutcome::CatchingUp(joining));
+        }
+        self.fenced_term.store(term, Ordering::SeqCst);
+        let mut next = current;
+        next.insert(joining);
+        let changed = self.change_to(&next).await;
+        // Whatever happened, this leader's bookkeeping may now miss a voter.
+        if let Err(error) = self.inbound.step_down(self.node).await {
+            tracing::warn!(group = %self.id, %error, "stepping down after a membership change failed");
+        }
+        changed.map(|()| StepOutcome::Added(joining))
+    }
+
+    /// Replicates the log to `node` as a learner (a non-voter); resolves once it has caught up
+    /// or is already being brought in. Learners are forgotten when the leader changes: a new
+    /// leader re-adds them.
+    ///
+    /// # Errors
+    /// `NotLeader`, `Timeout` (still catching up), `ShuttingDown`, `Fatal`.
+    pub async fn add_learner(&self, node: NodeId) -> Result<(), AdminError> {
+        self.require_leader()?;
+        let timeout = self.tuning.admin_timeout();
+        match tokio::time::timeout(timeout, self.raft.add_non_voter(node.0)).await {
+            Err(_) => Err(AdminError::Timeout {
+                timeout_ms: timeout.as_millis() as u64,
+            }),
+            Ok(Ok(())) | Ok(Err(ChangeConfigError::Noop)) => Ok(()),
+            Ok(Err(error)) => Err(change_error(error)),
+        }
+    }
+
+    /// Whether `node` holds the log up to what is committed, by what its responses proved in
+    /// this term; starts replicating to it if that has not begun.
+    async fn learner_caught_up(&self, term: u64, node: NodeId) -> Result<bool, AdminError> {
+        let timeout = self.tuning.admin_timeout();
+        match tokio::time::timeout(timeout, self.raft.add_non_voter(node.0)).await {
+            // async-raft resolves this once the learner runs at line rate.
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(ChangeConfigError::Noop)) | Err(_) => Ok(self
+                .network
+                .progress(term, node)
+                .is_some_and(|(matched, committed)| matched > 0 && matched >= committed)),
+            Ok(Err(error)) => Err(change_error(error)),
+        }
+    }
+
+    async fn change_to(&self, members: &BTreeSet<NodeId>) -> Result<(), AdminError> {
+        let members: HashSet<u64> = members.iter().map(|n| n.0).collect();
+        let timeout = self.tuning.admin_timeout();
+        match tokio::time::timeout(timeout, self.raft.change_membership(members)).await {
+            Err(_) => Err(AdminError::Timeout {
+                timeout_ms: timeout.as_millis() as u64,
+            }),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(change_error(error)),
+        }
+    }
+}
+
+fn change_error(error: ChangeConfigError) -> AdminError {
+    match error {
+        ChangeConfigError::NodeNotLeader(leader) => AdminError::NotLeader {
+            leader: leader
+                .filter(|l| *l != crate::dispatch::NO_LEADER)
+                .map(NodeId),
+        },
+        ChangeConfigError::ConfigChangeInProgress => AdminError::ChangeInProgress,
+        ChangeConfigError::RaftError(error) => admin_raft_error(error),
+        other => AdminError::Fatal(other.to_string()),
+    }
+}

@@ -1,0 +1,399 @@
+//! [`RaftGroup`]: the one handle the actors use for a Raft group. Everything async-raft offers
+//! that is safe to use goes through here, with a timeout; its inbound RPCs arrive through the
+//! node's [`Dispatcher`], its outbound ones leave through the group's network.
+
+mod driver;
+mod membership;
+mod start;
+
+pub use membership::StepOutcome;
+pub use start::Start;
+
+use crate::command::{ApplyOutcome, Command};
+use crate::containment::Containment;
+use crate::dispatch::{Dispatcher, GroupInbound, NO_LEADER};
+use crate::error::{AdminError, ProposeError};
+use crate::network::{GroupNetwork, NetworkSettings};
+use crate::raft_store::GroupStorage;
+use crate::transport::Transport;
+use async_raft::error::{ClientWriteError, RaftError};
+use async_raft::metrics::RaftMetrics;
+use async_raft::raft::ClientWriteRequest;
+use async_raft::{Config, Raft, SnapshotPolicy, State};
+use gregor_storage::{GroupId, NodeId, PartitionState, Store};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+pub(crate) type GroupRaft = Raft<Command, ApplyOutcome, GroupNetwork, GroupStorage>;
+
+/// Timing and bounds of a node's Raft groups.
+///
+/// Election timeouts: async-raft draws each one from `[min, max)` with `thread_rng`; the
+/// simulation hands in a seeded `min` per node with `max = min + 1`, which makes the draw
+/// constant. The defaults (heartbeat 250 ms, election 800-1200 ms) replace a killed leader well
+/// within 2 s (825-1100 ms measured) while keeping an idle node's cost low: async-raft wakes
+/// one timer per follower stream per heartbeat (BENCHMARKS.md has the figures).
+#[derive(Debug, Clone, Copy)]
+pub struct RaftTuning {
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    /// Entries async-raft puts in one AppendEntries (the byte bound applies on top).
+    pub max_payload_entries: u64,
+    /// Bytes of entries in one AppendEntries message (at least one entry is always sent).
+    pub max_append_bytes: usize,
+    /// How long one AppendEntries message may take, independent of async-raft's heartbeat
+    /// interval (which cuts its own wait short; see `network`).
+    pub append_timeout_ms: u64,
+    pub vote_timeout_ms: u64,
+    /// Bytes of one snapshot chunk, and how long its delivery may take.
+    pub snapshot_chunk_bytes: u64,
+    pub snapshot_timeout_ms: u64,
+    /// The least time a failed call takes (async-raft retries failures at once).
+    pub failure_delay_ms: u64,
+    /// Bound of membership operations (learner catch-up, one configuration change).
+    pub admin_timeout_ms: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            election_timeout_min_ms: 800,
+            election_timeout_max_ms: 1200,
+            heartbeat_interval_ms: 250,
+            max_payload_entries: 300,
+            max_append_bytes: 1 << 20,
+            append_timeout_ms: 2_000,
+            vote_timeout_ms: 1_000,
+            snapshot_chunk_bytes: 1 << 20,
+            snapshot_timeout_ms: 30_000,
+            failure_delay_ms: 50,
+            admin_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl RaftTuning {
+    fn raft_config(&self, group: GroupId) -> anyhow::Result<Config> {
+        Ok(Config::build(format!("group-{group}"))
+            .election_timeout_min(self.election_timeout_min_ms)
+            .election_timeout_max(self.election_timeout_max_ms)
+            .heartbeat_interval(self.heartbeat_interval_ms)
+            .max_payload_entries(self.max_payload_entries)
+            .snapshot_max_chunk_size(self.snapshot_chunk_bytes)
+            // Retention, not async-raft, trims the log (see raft_store).
+            .snapshot_policy(SnapshotPolicy::LogsSinceLast(u64::MAX))
+            .validate()?)
+    }
+
+    fn network(&self, containment: Containment) -> NetworkSettings {
+        NetworkSettings {
+            max_append_bytes: self.max_append_bytes,
+            append_timeout: Duration::from_millis(self.append_timeout_ms),
+            vote_timeout: Duration::from_millis(self.vote_timeout_ms),
+            snapshot_timeout: Duration::from_millis(self.snapshot_timeout_ms),
+            failure_delay: Duration::from_millis(self.failure_delay_ms),
+            max_payload_entries: self.max_payload_entries,
+            containment,
+        }
+    }
+
+    fn admin_timeout(&self) -> Duration {
+        Duration::from_millis(self.admin_timeout_ms)
+    }
+}
+
+/// What a group needs from its node.
+#[derive(Clone)]
+pub struct GroupEnv {
+    pub node: NodeId,
+    pub store: Store,
+    pub transport: Arc<dyn Transport>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub tuning: RaftTuning,
+    pub containment: Containment,
+}
+
+/// The role this node plays in a group right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupRole {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    Stopped,
+}
+
+/// A group's role, leader and readiness as this node sees them, published on every change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub role: GroupRole,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    /// Leader, and has applied an entry of its own term: its applied state holds everything
+    /// its predecessors committed, so it may serve reads and check writes against it.
+    pub ready: bool,
+}
+
+pub struct RaftGroup {
+    id: GroupId,
+    node: NodeId,
+    raft: GroupRaft,
+    storage: Arc<GroupStorage>,
+    network: Arc<GroupNetwork>,
+    inbound: Arc<GroupInbound>,
+    dispatcher: Arc<Dispatcher>,
+    metrics: watch::Receiver<RaftMetrics>,
+    status: watch::Receiver<GroupStatus>,
+    driver: tokio::task::JoinHandle<()>,
+    /// The leader term in which this node began adding a member: proposals are refused until
+    /// the term changes (this node stepped down).
+    fenced_term: AtomicU64,
+    /// Ids for the durability notices of proposals (leader-local, never stored).
+    next_proposal: AtomicU64,
+    tuning: RaftTuning,
+}
+
+impl RaftGroup {
+    pub fn id(&self) -> GroupId {
+        self.id
+    }
+
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// Committed state: last applied index, log start, high watermark. Changes are published
+    /// after every apply, so a long poll can wait on it instead of polling.
+    pub fn applied(&self) -> watch::Receiver<PartitionState> {
+        self.storage.subscribe()
+    }
+
+    /// Role, leader, term and readiness, published on every change.
+    pub fn status(&self) -> watch::Receiver<GroupStatus> {
+        self.status.clone()
+    }
+
+    /// Publishes the group's stored state to [`RaftGroup::applied`] subscribers; call it after
+    /// changing the state outside Raft (retention moving the log start).
+    ///
+    /// # Errors
+    /// Reading the state from storage failed.
+    pub fn publish_state(&self) -> anyhow::Result<()> {
+        self.storage.publish_state()
+    }
+
+    pub fn store(&self) -> &Store {
+        self.storage.store()
+    }
+
+    pub fn role(&self) -> GroupRole {
+        role_of(&self.metrics.borrow())
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        leader_of(&self.metrics.borrow())
+    }
+
+    pub fn term(&self) -> u64 {
+        self.metrics.borrow().current_term
+    }
+
+    /// This node leads and has applied an entry of its own term (see [`GroupStatus::ready`]).
+    pub fn is_ready(&self) -> bool {
+        let status = *self.status.borrow();
+        status.ready && status.term == self.term() && self.role() == GroupRole::Leader
+    }
+
+    /// The members of the newest configuration this node knows (both sets while joint).
+    pub fn voters(&self) -> std::collections::BTreeSet<NodeId> {
+        self.metrics
+            .borrow()
+            .membership_config
+            .all_nodes()
+            .into_iter()
+            .map(NodeId)
+            .collect()
+    }
+
+    /// Waits until this node leads the group, or `timeout` passes.
+    pub async fn wait_for_leadership(&self, timeout: Duration) -> bool {
+        let mut metrics = self.metrics.clone();
+        let node = self.node.0;
+        tokio::time::timeout(timeout, async move {
+            loop {
+                {
+                    let m = metrics.borrow_and_update();
+                    if m.state == State::Leader && m.current_leader == Some(node) {
+                        return true;
+                    }
+                    if m.state == State::Shutdown {
+                        return false;
+                    }
+                }
+                if metrics.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Waits until this node leads the group and is ready (see [`GroupStatus::ready`]).
+    pub async fn wait_until_ready(&self, timeout: Duration) -> bool {
+        let mut status = self.status.clone();
+        tokio::time::timeout(timeout, async move {
+            loop {
+                {
+                    let s = status.borrow_and_update();
+                    if s.ready {
+                        return true;
+                    }
+                    if s.role == GroupRole::Stopped {
+                        return false;
+                    }
+                }
+                if status.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Replicates `command`, waits for it to commit and be applied, and returns the outcome.
+    ///
+    /// # Errors
+    /// `NotLeader` with a hint, `MembershipChanging` (retry), `Timeout` (an isolated
+    /// async-raft leader never steps down, so every write is bounded), `ShuttingDown`, or
+    /// `Fatal` when storage failed.
+    pub async fn propose(
+        &self,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<(u64, ApplyOutcome), ProposeError> {
+        let term = self.term();
+        if term != 0 && self.fenced_term.load(Ordering::SeqCst) == term {
+            return Err(ProposeError::MembershipChanging);
+        }
+        let write = self.raft.client_write(ClientWriteRequest::new(command));
+        match tokio::time::timeout(timeout, write).await {
+            Err(_) => Err(ProposeError::Timeout {
+                timeout_ms: timeout.as_millis() as u64,
+            }),
+            Ok(Ok(response)) => Ok((response.index, response.data)),
+            Ok(Err(ClientWriteError::ForwardToLeader(_, leader))) => Err(ProposeError::NotLeader {
+                leader: leader.filter(|l| *l != NO_LEADER).map(NodeId),
+            }),
+            Ok(Err(ClientWriteError::RaftError(RaftError::ShuttingDown))) => {
+                Err(ProposeError::ShuttingDown)
+            }
+            Ok(Err(ClientWriteError::RaftError(other))) => {
+                Err(ProposeError::Fatal(other.to_string()))
+            }
+        }
+    }
+
+    /// As [`RaftGroup::propose`]; besides, `durable` is told the entry's index as soon as this
+    /// leader's own log holds it durably, before it commits (what acks=1 answers on: a leader
+    /// that dies before replicating it loses it). Only an `Append` command carries the notice;
+    /// `durable` is dropped unanswered for other commands and for a proposal that never reached
+    /// this node's log.
+    ///
+    /// # Errors
+    /// As [`RaftGroup::propose`].
+    pub async fn propose_notifying(
+        &self,
+        command: Command,
+        durable: oneshot::Sender<u64>,
+        timeout: Duration,
+    ) -> Result<(u64, ApplyOutcome), ProposeError> {
+        let Command::Append { batches, .. } = command else {
+            return self.propose(command, timeout).await;
+        };
+        let proposal = self.next_proposal.fetch_add(1, Ordering::Relaxed);
+        self.storage.notify_durable(proposal, durable);
+        let command = Command::Append {
+            batches,
+            proposal: Some(proposal),
+        };
+        let outcome = self.propose(command, timeout).await;
+        self.storage.forget_durable(proposal);
+        outcome
+    }
+
+    /// Leaves leadership (for leader balancing, and after a membership addition): this node
+    /// adopts the next term as a follower; the group elects a leader after an election
+    /// timeout, possibly this node again.
+    ///
+    /// # Errors
+    /// `NotLeader` if this node does not lead; `ShuttingDown`.
+    pub async fn step_down(&self) -> Result<(), AdminError> {
+        self.require_leader()?;
+        self.inbound
+            .step_down(self.node)
+            .await
+            .map_err(admin_raft_error)
+    }
+
+    fn require_leader(&self) -> Result<u64, AdminError> {
+        let m = self.metrics.borrow();
+        if m.state == State::Leader && m.current_leader == Some(self.node.0) {
+            Ok(m.current_term)
+        } else {
+            Err(AdminError::NotLeader {
+                leader: leader_of(&m),
+            })
+        }
+    }
+
+    /// Stops the group's Raft core and its tasks; the dispatcher stops routing to it.
+    pub async fn shutdown(&self) {
+        self.dispatcher.unregister(&self.inbound);
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(group = %self.id, %error, "raft group did not shut down cleanly");
+        }
+        self.driver.abort();
+    }
+}
+
+impl Drop for RaftGroup {
+    /// A group dropped without [`RaftGroup::shutdown`] is shut down in the background: once
+    /// every handle to an async-raft core is gone, the core polls its completed shutdown
+    /// channel again and panics.
+    fn drop(&mut self) {
+        self.dispatcher.unregister(&self.inbound);
+        self.driver.abort();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let raft = self.raft.clone();
+            runtime.spawn(async move {
+                let _ = raft.shutdown().await;
+            });
+        }
+    }
+}
+
+pub(crate) fn role_of(m: &RaftMetrics) -> GroupRole {
+    match m.state {
+        State::Leader => GroupRole::Leader,
+        State::Follower => GroupRole::Follower,
+        State::Candidate => GroupRole::Candidate,
+        State::NonVoter => GroupRole::Learner,
+        State::Shutdown => GroupRole::Stopped,
+    }
+}
+
+pub(crate) fn leader_of(m: &RaftMetrics) -> Option<NodeId> {
+    m.current_leader.filter(|l| *l != NO_LEADER).map(NodeId)
+}
+
+fn admin_raft_error(error: RaftError) -> AdminError {
+    match error {
+        RaftError::ShuttingDown => AdminError::ShuttingDown,
+        other => AdminError::Fatal(other.to_string()),
+    }
+}

@@ -1,0 +1,138 @@
+//! Membership changes one node at a time while clients write: a node joins as a learner, is
+//! promoted, and a member is removed; every acknowledged write survives with its offset, and
+//! proposals are fenced only while the leader that added a member has not stepped down.
+
+mod common;
+
+use common::{append, nodes, runtime, TestCluster};
+use gregor_cluster::{ApplyOutcome, GroupRole, ProposeError, Start, StepOutcome};
+use gregor_storage::{GroupId, NodeId};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const GROUP: GroupId = GroupId(40);
+const SECOND: Duration = Duration::from_secs(1);
+
+#[test]
+fn a_learner_is_promoted_and_a_member_removed_while_writes_go_on() {
+    runtime().block_on(async {
+        let cluster = Arc::new(TestCluster::new(&[1, 2, 3, 4]).await);
+        cluster.form_group(GROUP, &[1, 2, 3]).await;
+        cluster
+            .node(NodeId(4))
+            .start_group(GROUP, Start::Join)
+            .await
+            .unwrap();
+
+        let leader = cluster.wait_leader(GROUP, 10 * SECOND).await.unwrap();
+        cluster
+            .group(leader, GROUP)
+            .add_learner(NodeId(4))
+            .await
+            .unwrap();
+        assert_eq!(cluster.group(NodeId(4), GROUP).role(), GroupRole::Learner);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let (cluster, stop, acked) = (cluster.clone(), stop.clone(), acked.clone());
+            tokio::spawn(async move {
+                let mut fenced = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let Some(leader) = cluster.wait_leader(GROUP, SECOND).await else {
+                        continue;
+                    };
+                    let group = cluster.group(leader, GROUP);
+                    match group.propose(append(1), 2 * SECOND).await {
+                        Ok((_, ApplyOutcome::Appended { base_offset, .. })) => {
+                            acked.lock().unwrap().push(base_offset);
+                        }
+                        Ok(other) => panic!("unexpected outcome {other:?}"),
+                        Err(ProposeError::MembershipChanging) => fenced += 1,
+                        Err(_) => {}
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                fenced
+            })
+        };
+
+        cluster
+            .converge(GROUP, &nodes(&[1, 2, 3, 4]), 60 * SECOND)
+            .await;
+        cluster
+            .converge(GROUP, &nodes(&[2, 3, 4]), 60 * SECOND)
+            .await;
+        tokio::time::sleep(SECOND).await;
+        stop.store(true, Ordering::SeqCst);
+        let fenced = writer.await.unwrap();
+
+        let leader = cluster.wait_leader(GROUP, 10 * SECOND).await.unwrap();
+        assert_ne!(leader, NodeId(1));
+        assert_eq!(cluster.group(leader, GROUP).voters(), nodes(&[2, 3, 4]));
+        let (last, _) = cluster
+            .propose(GROUP, append(1), 10 * SECOND)
+            .await
+            .unwrap();
+        cluster
+            .wait_applied_on(&[NodeId(2), NodeId(3), NodeId(4)], GROUP, last, 10 * SECOND)
+            .await;
+
+        let acked = acked.lock().unwrap().clone();
+        assert!(acked.len() > 10, "only {} writes went through", acked.len());
+        let distinct: BTreeSet<u64> = acked.iter().copied().collect();
+        assert_eq!(
+            distinct.len(),
+            acked.len(),
+            "an offset was acknowledged twice"
+        );
+        let next = cluster
+            .node(NodeId(4))
+            .store()
+            .partition_state(GROUP)
+            .unwrap()
+            .next_offset
+            .0;
+        assert!(acked.iter().all(|offset| *offset < next));
+        let mut logs = cluster.logs(GROUP);
+        logs.remove(&NodeId(1));
+        common::assert_prefix_consistent(&logs);
+        let _ = fenced;
+    });
+}
+
+#[test]
+fn a_step_toward_an_empty_target_is_refused_and_a_follower_cannot_step() {
+    runtime().block_on(async {
+        let cluster = TestCluster::new(&[1, 2]).await;
+        cluster.form_group(GROUP, &[1, 2]).await;
+        let leader = cluster.wait_leader(GROUP, 10 * SECOND).await.unwrap();
+        let follower = if leader == NodeId(1) {
+            NodeId(2)
+        } else {
+            NodeId(1)
+        };
+        assert!(cluster
+            .group(leader, GROUP)
+            .change_membership_step(&BTreeSet::new())
+            .await
+            .is_err());
+        assert!(matches!(
+            cluster
+                .group(follower, GROUP)
+                .change_membership_step(&nodes(&[1]))
+                .await,
+            Err(gregor_cluster::AdminError::NotLeader { .. })
+        ));
+        assert_eq!(
+            cluster
+                .group(leader, GROUP)
+                .change_membership_step(&nodes(&[1, 2]))
+                .await
+                .unwrap(),
+            StepOutcome::Done
+        );
+    });
+}
