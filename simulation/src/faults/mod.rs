@@ -60,7 +60,7 @@ pub async fn apply(action: &Action, cluster: &SimCluster, log: &FaultLog) {
         Action::Restart { node } if known(node) => restart(cluster.node(*node), cluster, log).await,
         Action::FailFsync { node } if known(node) => {
             let node = cluster.node(*node);
-            match node.model_disk() {
+            match node.model_disk().filter(|_| node.is_up()) {
                 Some(disk) => {
                     disk.fail_next_persist();
                     node.fsync_fault_armed.set(true);
@@ -212,6 +212,14 @@ pub async fn heal_all(cluster: &SimCluster, log: &FaultLog) {
     });
     for node in cluster.nodes() {
         node.latency.set(None);
+        if node.fsync_fault_armed.get() {
+            // The injected failure has not struck yet: it strikes now, not in the liveness
+            // phase.
+            if let Some(store) = node.store() {
+                let _ = store.sync();
+                node.fsync_fault_armed.set(false);
+            }
+        }
         // A node whose storage failed stops serving and waits for a restart, which is what an
         // operator (or a supervisor) gives it.
         if node.is_poisoned() {
