@@ -12,4 +12,4 @@ pub mod node;
 pub mod partition;
 pub mod topics;
 
-pub use node::{start_node, start_node_with, Broker, NodeConfig, NodeEnv, StartError};
+pub use node::{start_node, start_node_with, Broker, NodeConfig, NodeEnv, StartError, StorageSeam};

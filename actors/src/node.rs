@@ -78,13 +78,28 @@ impl NodeConfig {
 }
 
 /// The seams a node reaches the world through. Production uses [`NodeEnv::production`]; the
-/// simulation hands in a virtual clock, inline fsyncs and its own network.
+/// simulation hands in a virtual clock, its own fsync scheduling, its own network and a model
+/// disk.
 #[derive(Clone)]
 pub struct NodeEnv {
     pub clock: Arc<dyn Clock>,
     pub transport: Arc<dyn Transport>,
     pub raft_tuning: RaftTuning,
     pub sync_mode: SyncMode,
+    pub storage: StorageSeam,
+}
+
+/// Where a node's store comes from.
+#[derive(Debug, Clone, Default)]
+pub enum StorageSeam {
+    /// fjall in [`NodeConfig::data_dir`], opened with the config's flush policy and the env's
+    /// sync mode.
+    #[default]
+    DataDir,
+    /// A store the caller opened, with the flush policy and sync mode it chose: the simulation
+    /// opens one on its model disk (or on fjall) and keeps a handle to crash, fence and inspect
+    /// it.
+    Opened(Store),
 }
 
 impl NodeEnv {
@@ -94,6 +109,7 @@ impl NodeEnv {
             transport: Arc::new(NoPeers),
             raft_tuning: RaftTuning::default(),
             sync_mode: SyncMode::Thread,
+            storage: StorageSeam::DataDir,
         }
     }
 }
@@ -242,7 +258,11 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
         sync_mode: env.sync_mode,
         cache_bytes: config.cache_bytes,
     };
-    let store = Store::open(&config.data_dir, options).map_err(|source| StartError::Storage {
+    let opened = match &env.storage {
+        StorageSeam::DataDir => Store::open(&config.data_dir, options),
+        StorageSeam::Opened(store) => Ok(store.clone()),
+    };
+    let store = opened.map_err(|source| StartError::Storage {
         path: config.data_dir.clone(),
         source,
     })?;
