@@ -252,6 +252,8 @@ impl SimNode {
             raft_tuning: self.raft_tuning(),
             sync_mode,
             storage: StorageSeam::Opened(store.clone()),
+            // One node alone: the simulated cluster layer is not wired in yet.
+            cluster: None,
         };
         let broker = match start_node_with(self.node_config(), env).await {
             Ok(broker) => broker,
