@@ -201,7 +201,7 @@ impl ClientError {
         match self {
             ClientError::Api(ApiError {
                 code: ErrorCode::NOT_LEADER,
-                detail: Some(ErrorDetail::Leader { leader }),
+                detail: Some(ErrorDetail::Leader { leader, .. }),
                 ..
             }) => *leader,
             _ => None,
