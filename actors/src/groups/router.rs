@@ -13,7 +13,7 @@ use crate::api::{
     GroupDescription, ListGroups, OffsetReset, Request, ResetOffsets, Response,
 };
 use crate::directory::{Directory, ReplicaHandle};
-use crate::metadata::{NodeState, OFFSETS_TOPIC};
+use crate::metadata::{MetadataView, NodeState, OFFSETS_TOPIC};
 use crate::partition::ProposeKv;
 use crate::peers::{forward, no_leader, FromPeer};
 use actix::prelude::*;
@@ -34,6 +34,8 @@ pub struct GroupRouter {
     transport: Arc<dyn Transport>,
     clock: Arc<dyn Clock>,
     coordinators: BTreeMap<String, Running>,
+    /// The topics of the applied metadata: one that goes has its offsets tidied away.
+    topics: BTreeSet<TopicId>,
 }
 
 /// Where a group request is served.
@@ -48,11 +50,13 @@ impl GroupRouter {
         transport: Arc<dyn Transport>,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let topics = topic_ids(&directory.view());
         GroupRouter {
             directory,
             transport,
             clock,
             coordinators: BTreeMap::new(),
+            topics,
         }
     }
 
@@ -236,8 +240,43 @@ routed! {
     ResetOffsets -> Vec<OffsetReset>;
 }
 
+fn topic_ids(view: &MetadataView) -> BTreeSet<TopicId> {
+    view.topics().map(|t| t.record.id).collect()
+}
+
 impl Actor for GroupRouter {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let changes = futures::stream::unfold(self.directory.watch_view(), |mut rx| async move {
+            rx.changed().await.ok()?;
+            let view = rx.borrow_and_update().clone();
+            Some((view, rx))
+        });
+        ctx.add_stream(changes);
+    }
+}
+
+/// A deleted topic's offsets are tidied away by every node, in the offsets partitions it leads.
+impl StreamHandler<Arc<MetadataView>> for GroupRouter {
+    fn handle(&mut self, view: Arc<MetadataView>, ctx: &mut Self::Context) {
+        let now = topic_ids(&view);
+        for &topic in self.topics.difference(&now) {
+            let me = ctx.address();
+            ctx.spawn(
+                async move {
+                    // Tidying only: a topic created again under this name has another id.
+                    if !matches!(me.send(TopicDeleted(topic)).await, Ok(Ok(()))) {
+                        tracing::warn!(%topic, "a deleted topic's offsets were not tidied away");
+                    }
+                }
+                .into_actor(self),
+            );
+        }
+        self.topics = now;
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
 }
 
 impl GroupRouter {
@@ -289,7 +328,8 @@ impl Handler<FromPeer<ListGroups>> for GroupRouter {
 }
 
 /// A topic was deleted: tidy its committed offsets away in the offsets partitions this node
-/// leads. Tidying only: a topic created again under the same name has another id.
+/// leads (their followers apply the same writes). Tidying only: a topic created again under
+/// the same name has another id.
 #[derive(Message)]
 #[rtype(result = "Result<(), ApiError>")]
 pub(crate) struct TopicDeleted(pub TopicId);
