@@ -48,6 +48,9 @@ pub const MAX_FETCH_WAIT_MS: u32 = 30_000;
 /// Most fetches waiting on one partition; beyond it a fetch is answered at once with what is
 /// there, so waiting memory stays bounded whatever the clients do.
 pub const MAX_PARKED_FETCHES: usize = 1024;
+/// Longest a request waits for a leader elected moments ago to become ready (it applies the
+/// blank entry of its term within a round trip) before it is answered `NOT_LEADER`.
+const READY_WAIT: Duration = Duration::from_secs(5);
 /// `AdvanceLogStart` proposals one retention check makes at most (each covers up to 256
 /// entries): a backlog is worked off over several checks.
 const RETENTION_ROUNDS: u32 = 16;
@@ -142,6 +145,12 @@ impl PartitionReplica {
         let leader = self.group.leader().filter(|l| *l != self.group.node());
         let address = leader.and_then(|l| (self.settings.addresses)(l));
         ApiError::not_leader_at(leader, address)
+    }
+
+    /// Whether this node leads but has not applied its own term's entry yet: a request waits
+    /// for it (see [`wait_ready`]) rather than bouncing off `NOT_LEADER`.
+    fn becoming_ready(&self) -> bool {
+        self.group.role() == gregor_cluster::GroupRole::Leader && !self.group.is_ready()
     }
 
     /// Serving needs a ready leader: its applied state holds everything committed before it.
@@ -386,6 +395,7 @@ impl PartitionReplica {
         self.next_park_id += 1;
         let timer = ctx.run_later(wait, move |act, _| {
             if let Some(at) = act.parked.iter().position(|p| p.id == id) {
+                act.catch_up();
                 let fetch = act.parked.swap_remove(at);
                 let result = act
                     .try_fetch(&fetch.request, true)
@@ -588,6 +598,10 @@ impl Handler<Produce> for PartitionReplica {
     type Result = ResponseFuture<Result<ProduceReply, ApiError>>;
 
     fn handle(&mut self, request: Produce, ctx: &mut Self::Context) -> Self::Result {
+        if self.becoming_ready() {
+            let wait = Duration::from_millis(u64::from(request.timeout_ms.max(1)));
+            return wait_ready(self, ctx, request, wait);
+        }
         let decision = self
             .validate_produce(&request)
             .and_then(|stamps| self.deduplicate(&stamps));
@@ -640,6 +654,9 @@ impl Handler<Fetch> for PartitionReplica {
     type Result = ResponseFuture<Result<FetchReply, ApiError>>;
 
     fn handle(&mut self, request: Fetch, ctx: &mut Self::Context) -> Self::Result {
+        if self.becoming_ready() {
+            return wait_ready(self, ctx, request, READY_WAIT);
+        }
         self.catch_up();
         if self.topic.internal {
             let error = internal_topic(&self.topic.name);
@@ -666,9 +683,19 @@ impl Handler<Fetch> for PartitionReplica {
 }
 
 impl Handler<ListOffsets> for PartitionReplica {
-    type Result = Result<ListOffsetsReply, ApiError>;
+    type Result = ResponseFuture<Result<ListOffsetsReply, ApiError>>;
 
-    fn handle(&mut self, request: ListOffsets, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, request: ListOffsets, ctx: &mut Self::Context) -> Self::Result {
+        if self.becoming_ready() {
+            return wait_ready(self, ctx, request, READY_WAIT);
+        }
+        let result = self.list_offsets(request);
+        Box::pin(async move { result })
+    }
+}
+
+impl PartitionReplica {
+    fn list_offsets(&mut self, request: ListOffsets) -> Result<ListOffsetsReply, ApiError> {
         self.check_ready()?;
         self.catch_up();
         match request.spec {
@@ -699,6 +726,35 @@ impl Handler<ListOffsets> for PartitionReplica {
             },
         }
     }
+}
+
+/// Waits (at most `wait`, and `READY_WAIT`) for this new leader to become ready, then hands
+/// `request` to the replica again.
+fn wait_ready<M, T>(
+    replica: &PartitionReplica,
+    ctx: &mut Context<PartitionReplica>,
+    request: M,
+    wait: Duration,
+) -> ResponseFuture<Result<T, ApiError>>
+where
+    M: Message<Result = Result<T, ApiError>> + Send + 'static,
+    T: Send + 'static,
+    PartitionReplica: Handler<M>,
+{
+    let group = replica.group.clone();
+    let not_leader = replica.not_leader();
+    let me = ctx.address();
+    Box::pin(async move {
+        if !group.wait_until_ready(wait.min(READY_WAIT)).await {
+            return Err(not_leader);
+        }
+        me.send(request).await.unwrap_or_else(|_| {
+            Err(ApiError::new(
+                ErrorCode::UNAVAILABLE,
+                "the partition stopped; retry",
+            ))
+        })
+    })
 }
 
 /// Replicate a key-value write through this (internal) partition's Raft group.
