@@ -11,6 +11,7 @@
 //! tested with real process kills in `tests/`, not here.
 
 pub mod clock;
+pub mod group_check;
 pub mod net;
 pub mod scenario;
 pub mod trace;

@@ -677,6 +677,7 @@ async fn consumer_loop(
                 .handle(Request::CommitOffsets(CommitOffsets {
                     group: GROUP.into(),
                     offsets,
+                    member: None,
                 }))
                 .await;
             let mut m = model.borrow_mut();
