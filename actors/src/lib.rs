@@ -27,5 +27,5 @@ mod testdata;
 
 pub use node::{
     start_node, start_node_with, Broker, ClusterEnv, ClusterSettings, NodeConfig, NodeEnv,
-    StartError,
+    StartError, StorageSeam,
 };

@@ -30,7 +30,6 @@ use crate::directory::Directory;
 use crate::groups::GroupRouter;
 use crate::inbound::NodeMessages;
 use crate::liveness::Liveness;
-use crate::metadata::service::AttachGroups;
 use crate::metadata::{MetadataService, MetadataState, MetadataView, OFFSETS_TOPIC};
 use crate::operations::{Controller, LiveNode, OperationSettings, VoterTarget};
 use crate::partition::ReplicaSettings;
@@ -129,7 +128,8 @@ impl NodeConfig {
 }
 
 /// The seams a node reaches the world through. Production uses [`NodeEnv::production`]; the
-/// simulation hands in a virtual clock, inline fsyncs and its own network.
+/// simulation hands in a virtual clock, its own fsync scheduling, its own network and a model
+/// disk.
 #[derive(Clone)]
 pub struct NodeEnv {
     pub clock: Arc<dyn Clock>,
@@ -137,6 +137,8 @@ pub struct NodeEnv {
     pub transport: Arc<dyn Transport>,
     pub raft_tuning: RaftTuning,
     pub sync_mode: SyncMode,
+    /// Where the node's store comes from.
+    pub storage: StorageSeam,
     /// `None`: the node runs alone. `Some`: it is (or joins) a cluster.
     pub cluster: Option<ClusterEnv>,
 }
@@ -154,6 +156,19 @@ pub struct ClusterEnv {
     pub peer_addr: SocketAddr,
 }
 
+/// Where a node's store comes from.
+#[derive(Debug, Clone, Default)]
+pub enum StorageSeam {
+    /// fjall in [`NodeConfig::data_dir`], opened with the config's flush policy and the env's
+    /// sync mode.
+    #[default]
+    DataDir,
+    /// A store the caller opened, with the flush policy and sync mode it chose: the simulation
+    /// opens one on its model disk (or on fjall) and keeps a handle to crash, fence and inspect
+    /// it.
+    Opened(Store),
+}
+
 impl NodeEnv {
     pub fn production() -> NodeEnv {
         NodeEnv {
@@ -161,6 +176,7 @@ impl NodeEnv {
             transport: Arc::new(NoPeers),
             raft_tuning: RaftTuning::default(),
             sync_mode: SyncMode::Thread,
+            storage: StorageSeam::DataDir,
             cluster: None,
         }
     }
@@ -402,7 +418,11 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
         sync_mode: env.sync_mode.clone(),
         cache_bytes: config.cache_bytes,
     };
-    let store = Store::open(&config.data_dir, options).map_err(|source| StartError::Storage {
+    let opened = match &env.storage {
+        StorageSeam::DataDir => Store::open(&config.data_dir, options),
+        StorageSeam::Opened(store) => Ok(store.clone()),
+    };
+    let store = opened.map_err(|source| StartError::Storage {
         path: config.data_dir.clone(),
         source,
     })?;
@@ -451,10 +471,6 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
     .start();
     let groups =
         GroupRouter::new(directory.clone(), env.transport.clone(), env.clock.clone()).start();
-    metadata
-        .send(AttachGroups(groups.clone()))
-        .await
-        .map_err(|_| StartError::Actors("the metadata service stopped while starting".into()))?;
     dispatcher.set_node_message_handler(Arc::new(Inbound(NodeMessages {
         metadata: metadata.clone(),
         groups: groups.clone(),
@@ -621,8 +637,10 @@ impl NodeMessageHandler for Inbound {
     }
 }
 
-/// Waits until this node is registered, the offsets topic exists, and the reconciler has
-/// carried out the metadata as applied then (every replica assigned here runs).
+/// Waits until this node is registered, the offsets topic exists, the reconciler has carried
+/// out the metadata as applied then (every replica assigned here runs), and every replica that
+/// only this node can lead has re-applied its committed log: before that it would serve reads
+/// from state a power cut rolled back.
 async fn wait_until_ready(
     directory: &Directory,
     mut settled: watch::Receiver<u64>,
@@ -636,11 +654,15 @@ async fn wait_until_ready(
             .await
             .map(|v| v.last_index())
             .map_err(|_| ())?;
-        settled
-            .wait_for(|s| *s >= view)
-            .await
-            .map(|_| ())
-            .map_err(|_| ())
+        settled.wait_for(|s| *s >= view).await.map_err(|_| ())?;
+        let only_here = std::collections::BTreeSet::from([node]);
+        for replica in directory.locals() {
+            if replica.group.voters() == only_here && !replica.group.wait_until_ready(timeout).await
+            {
+                return Err(());
+            }
+        }
+        Ok(())
     };
     match tokio::time::timeout(timeout, ready).await {
         Ok(Ok(())) => Ok(()),

@@ -332,7 +332,7 @@ fn replicas_of_a_node_dead_past_the_grace_period_move_to_live_nodes() {
         let grace = Duration::from_secs(20);
         let mut cluster = TestCluster::new(grace);
         start_nodes(&mut cluster, 4).await;
-        create(&cluster, 1, "orders", 4, 3).await;
+        create(&cluster, 1, "orders", 2, 3).await;
         wait_converged(&cluster, "orders").await;
         let on_four = hosts(&cluster, NodeId(4));
         assert!(on_four > 0, "node 4 hosts replicas");
@@ -346,7 +346,7 @@ fn replicas_of_a_node_dead_past_the_grace_period_move_to_live_nodes() {
         .await;
         wait_converged(&cluster, "orders").await;
         wait_converged(&cluster, "__consumer_offsets").await;
-        for p in 0..4 {
+        for p in 0..2 {
             produce(&cluster, "orders", p, "after").await;
         }
         cluster.shutdown().await;

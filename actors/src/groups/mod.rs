@@ -10,4 +10,3 @@ mod router;
 
 pub use coordinator::GroupCoordinator;
 pub use router::GroupRouter;
-pub(crate) use router::TopicDeleted;

@@ -16,7 +16,7 @@ use crate::api::{
     ResetOffsets, Response,
 };
 use crate::directory::{Directory, ReplicaHandle};
-use crate::metadata::{NodeState, OFFSETS_TOPIC};
+use crate::metadata::{MetadataView, NodeState, OFFSETS_TOPIC};
 use crate::partition::ProposeKv;
 use crate::peers::{forward, no_leader, FromPeer};
 use actix::prelude::*;
@@ -38,6 +38,8 @@ pub struct GroupRouter {
     clock: Arc<dyn Clock>,
     config: GroupConfig,
     coordinators: BTreeMap<String, RunningCoordinator>,
+    /// The topics of the applied metadata: one that goes has its offsets tidied away.
+    topics: BTreeSet<TopicId>,
 }
 
 /// Where a group request is served.
@@ -52,12 +54,14 @@ impl GroupRouter {
         transport: Arc<dyn Transport>,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let topics = topic_ids(&directory.view());
         GroupRouter {
             directory,
             transport,
             clock,
             config: GroupConfig::default(),
             coordinators: BTreeMap::new(),
+            topics,
         }
     }
 
@@ -257,6 +261,10 @@ routed! {
     ConsumerGroupHeartbeat -> ConsumerGroupHeartbeatReply;
 }
 
+fn topic_ids(view: &MetadataView) -> BTreeSet<TopicId> {
+    view.topics().map(|t| t.record.id).collect()
+}
+
 impl Actor for GroupRouter {
     type Context = Context<Self>;
 
@@ -267,6 +275,37 @@ impl Actor for GroupRouter {
         }
         Running::Stop
     }
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let changes = futures::stream::unfold(self.directory.watch_view(), |mut rx| async move {
+            rx.changed().await.ok()?;
+            let view = rx.borrow_and_update().clone();
+            Some((view, rx))
+        });
+        ctx.add_stream(changes);
+    }
+}
+
+/// A deleted topic's offsets are tidied away by every node, in the offsets partitions it leads.
+impl StreamHandler<Arc<MetadataView>> for GroupRouter {
+    fn handle(&mut self, view: Arc<MetadataView>, ctx: &mut Self::Context) {
+        let now = topic_ids(&view);
+        for &topic in self.topics.difference(&now) {
+            let me = ctx.address();
+            ctx.spawn(
+                async move {
+                    // Tidying only: a topic created again under this name has another id.
+                    if !matches!(me.send(TopicDeleted(topic)).await, Ok(Ok(()))) {
+                        tracing::warn!(%topic, "a deleted topic's offsets were not tidied away");
+                    }
+                }
+                .into_actor(self),
+            );
+        }
+        self.topics = now;
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
 }
 
 impl GroupRouter {
@@ -318,7 +357,8 @@ impl Handler<FromPeer<ListGroups>> for GroupRouter {
 }
 
 /// A topic was deleted: tidy its committed offsets away in the offsets partitions this node
-/// leads. Tidying only: a topic created again under the same name has another id.
+/// leads (their followers apply the same writes). Tidying only: a topic created again under
+/// the same name has another id.
 #[derive(Message)]
 #[rtype(result = "Result<(), ApiError>")]
 pub(crate) struct TopicDeleted(pub TopicId);

@@ -14,9 +14,8 @@ use crate::api::{
     TopicMetadata, TopicSummary,
 };
 use crate::directory::Directory;
-use crate::groups::{GroupRouter, TopicDeleted};
 use crate::liveness::Liveness;
-use crate::metadata::NodeState;
+use crate::metadata::{NodeRecord, NodeState};
 use crate::operations::planner::candidates;
 use crate::operations::Observed;
 use crate::partition::{compact_applied_log, propose_error_pub};
@@ -60,8 +59,6 @@ pub struct MetadataService {
     state: Arc<MetadataState>,
     directory: Arc<Directory>,
     liveness: Liveness,
-    /// Told about deleted topics, so groups tidy their offsets away.
-    groups: Option<Addr<GroupRouter>>,
     /// The metadata index the reconciler has carried out.
     settled: watch::Receiver<u64>,
     propose_timeout: Duration,
@@ -92,7 +89,6 @@ impl MetadataService {
             state,
             directory,
             liveness,
-            groups: None,
             settled,
             propose_timeout,
             compaction_interval: None,
@@ -107,12 +103,15 @@ impl MetadataService {
     }
 
     /// The metadata's state lives in its rows: applied entries are history, removed in bounded
-    /// steps. A snapshot that replaced the rows is noticed here too.
+    /// steps. (And, should a snapshot have come in unannounced, the view is reloaded.)
     fn compact(&self) {
-        let store = self.metadata.store();
         let last_applied = self.metadata.applied().borrow().last_applied;
-        compact_applied_log(store, GroupId::METADATA, last_applied);
-        if let Err(error) = self.state.refresh(store) {
+        compact_applied_log(self.metadata.store(), GroupId::METADATA, last_applied);
+        self.refresh();
+    }
+
+    fn refresh(&self) {
+        if let Err(error) = self.state.refresh(self.metadata.store()) {
             tracing::error!(%error, "reloading the metadata after a snapshot failed");
         }
     }
@@ -172,7 +171,9 @@ pub fn describe(directory: &Directory, topic: &TopicView) -> TopicDescription {
                 replicas: assignment.replicas.clone(),
                 log_start_offset,
                 high_watermark,
-                lagging: hint.map(|h| h.lagging).unwrap_or_default(),
+                lagging: lagging(directory, group, assignment)
+                    .or_else(|| hint.map(|h| h.lagging))
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -183,6 +184,26 @@ pub fn describe(directory: &Directory, topic: &TopicView) -> TopicDescription {
         config: topic.record.config.clone(),
         partitions,
     }
+}
+
+/// When this node leads `group`: the replicas that are not (yet) voters of its Raft group.
+fn lagging(
+    directory: &Directory,
+    group: GroupId,
+    assignment: &super::PartitionAssignment,
+) -> Option<Vec<NodeId>> {
+    let local = directory.local(group)?;
+    if local.group.role() != GroupRole::Leader {
+        return None;
+    }
+    let voters = local.group.voters();
+    Some(
+        assignment
+            .members()
+            .into_iter()
+            .filter(|n| !voters.contains(n))
+            .collect(),
+    )
 }
 
 fn brokers(view: &MetadataView) -> Vec<BrokerInfo> {
@@ -229,6 +250,13 @@ impl Actor for MetadataService {
         if let Some(interval) = self.compaction_interval {
             ctx.run_interval(interval, |act, _| act.compact());
         }
+        // A snapshot moves the applied index without a command: reload the view then.
+        let applied = futures::stream::unfold(self.metadata.applied(), |mut rx| async move {
+            rx.changed().await.ok()?;
+            rx.borrow_and_update();
+            Some(((), rx))
+        });
+        ctx.add_stream(applied);
     }
 }
 
@@ -278,7 +306,6 @@ impl MetadataService {
         let planned = requests::delete_topic(&self.directory.view(), &request.name);
         let (metadata, transport) = (self.metadata.clone(), self.transport.clone());
         let timeout = self.propose_timeout;
-        let groups = self.groups.clone();
         Box::pin(async move {
             if let Route::Leader(leader) = route? {
                 forward(&*transport, leader, request.into()).await?;
@@ -286,12 +313,6 @@ impl MetadataService {
             }
             let command = planned?;
             accepted(propose(&metadata, &command, timeout).await?)?;
-            if let (Some(groups), MetadataCommand::DeleteTopic { id, .. }) = (groups, command) {
-                // Tidying only: a topic created again under this name has another id.
-                if !matches!(groups.send(TopicDeleted(id)).await, Ok(Ok(()))) {
-                    tracing::warn!(topic = %request.name, "groups could not tidy the deleted topic's offsets away");
-                }
-            }
             Ok(())
         })
     }
@@ -477,7 +498,18 @@ impl Handler<ClusterStatus> for MetadataService {
         let view = self.directory.view();
         let replicas = view.replica_counts();
         let leaders = self.directory.leader_counts();
-        let voters = std::collections::BTreeSet::from([self.directory.node()]);
+        let voters = self.metadata.voters();
+        // Every live registered member that is not a voter follows the metadata log as a
+        // learner (the metadata leader sees to it); a dead or removed one follows nothing.
+        let role = |node: &NodeRecord| {
+            if voters.contains(&node.id) {
+                "voter"
+            } else if node.state != NodeState::Removed && self.liveness.is_live(node.id) {
+                "learner"
+            } else {
+                "none"
+            }
+        };
         let nodes = view
             .nodes()
             .map(|n| NodeStatus {
@@ -487,12 +519,7 @@ impl Handler<ClusterStatus> for MetadataService {
                 rack: n.rack.clone(),
                 state: n.state.name().to_string(),
                 live: self.liveness.is_live(n.id),
-                metadata_role: if voters.contains(&n.id) {
-                    "voter"
-                } else {
-                    "learner"
-                }
-                .into(),
+                metadata_role: role(n).into(),
                 replicas: replicas.get(&n.id).copied().unwrap_or(0),
                 leaders: leaders.get(&n.id).copied().unwrap_or(0),
             })
@@ -503,6 +530,14 @@ impl Handler<ClusterStatus> for MetadataService {
             nodes,
         })
     }
+}
+
+impl StreamHandler<()> for MetadataService {
+    fn handle(&mut self, (): (), _: &mut Self::Context) {
+        self.refresh();
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
 }
 
 /// Proposes a metadata command here, or at the metadata leader (a completed move, a block of
@@ -528,19 +563,6 @@ impl Handler<FromPeer<Propose>> for MetadataService {
         _: &mut Self::Context,
     ) -> Self::Result {
         self.propose(command, true)
-    }
-}
-
-/// Connects the group router, which starts after the metadata service.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct AttachGroups(pub Addr<GroupRouter>);
-
-impl Handler<AttachGroups> for MetadataService {
-    type Result = ();
-
-    fn handle(&mut self, AttachGroups(groups): AttachGroups, _: &mut Self::Context) {
-        self.groups = Some(groups);
     }
 }
 

@@ -115,7 +115,12 @@ pub fn plan(view: &MetadataView, observed: &Observed, settings: &OperationSettin
     }
     plan.commands
         .extend(moves(view, observed, settings, &candidates));
-    plan.step_downs = step_downs(view, observed, settings);
+    // Leaders are balanced only while nothing moves: a step-down in the middle of a
+    // membership change can leave the group in a joint configuration async-raft never
+    // finishes (a new leader inherits it uncommitted and has no proposal to finish it with).
+    if plan.commands.is_empty() && view.moves_in_progress() == 0 {
+        plan.step_downs = step_downs(view, observed, settings);
+    }
     plan
 }
 

@@ -242,6 +242,11 @@ fn a_drain_with_nowhere_to_go() {
 }
 
 #[test]
-fn spreading_and_leaders() {
+fn spreading() {
     run("testdata/operations/balance.txt");
+}
+
+#[test]
+fn leader_balancing() {
+    run("testdata/operations/leaders.txt");
 }
