@@ -77,7 +77,7 @@ impl GroupRouter {
         let offsets_group = offsets.record.group_of(partition);
         let local = self.directory.local(offsets_group);
         let Some(replica) = local.filter(|r| r.group.role() == GroupRole::Leader) else {
-            self.coordinators.remove(group);
+            self.stop_coordinator(group);
             return match self.directory.leader(offsets_group) {
                 Some(leader) if leader != self.directory.node() && !from_peer => {
                     Ok(Route::Leader(leader))
@@ -94,6 +94,7 @@ impl GroupRouter {
             }
         }
         let addr = self.start_coordinator(group, &replica, term)?;
+        self.stop_coordinator(group);
         self.coordinators.insert(
             group.to_string(),
             RunningCoordinator {
@@ -102,6 +103,14 @@ impl GroupRouter {
             },
         );
         Ok(Route::Here(addr))
+    }
+
+    /// Stops `group`'s coordinator of an earlier term at once, so that its timer cannot write
+    /// the group's rows after another coordinator took over.
+    fn stop_coordinator(&mut self, group: &str) {
+        if let Some(previous) = self.coordinators.remove(group) {
+            previous.addr.do_send(StopCoordinator);
+        }
     }
 
     /// A coordinator for the term `term`, rebuilt from the group's rows.
