@@ -230,7 +230,7 @@ impl Broker {
     }
 
     /// The group router: send it `CommitOffsets`, `FetchOffsets`, `ListGroups`,
-    /// `DescribeGroup`, `ResetOffsets`.
+    /// `DescribeGroup`, `ResetOffsets`, `ConsumerGroupHeartbeat`.
     pub fn groups(&self) -> Addr<GroupRouter> {
         self.groups.clone()
     }
@@ -301,6 +301,9 @@ impl Broker {
             Request::ListGroups(r) => Response::ListGroups(ask(self.groups(), r).await??),
             Request::DescribeGroup(r) => Response::DescribeGroup(ask(self.groups(), r).await??),
             Request::ResetOffsets(r) => Response::ResetOffsets(ask(self.groups(), r).await??),
+            Request::ConsumerGroupHeartbeat(r) => {
+                Response::ConsumerGroupHeartbeat(ask(self.groups(), r).await??)
+            }
             Request::InitProducerId(r) => Response::InitProducerId(ask(self.metadata(), r).await??),
             Request::ClusterStatus(r) => Response::ClusterStatus(ask(self.metadata(), r).await??),
             Request::DrainNode(r) => Response::DrainNode(ask(self.metadata(), r).await??),

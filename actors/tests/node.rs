@@ -347,6 +347,7 @@ fn records_topics_and_committed_offsets_survive_a_restart() {
                 offset: Offset(2),
                 metadata: Some("m".into()),
             }],
+            member: None,
         };
         node.handle(Request::CommitOffsets(commit)).await.unwrap();
         node.shutdown().await;
@@ -605,6 +606,7 @@ fn committed_offsets_survive_log_compaction_and_restart() {
                     offset: Offset(offset),
                     metadata: None,
                 }],
+                member: None,
             };
             node.handle(Request::CommitOffsets(commit)).await.unwrap();
         }
@@ -648,6 +650,7 @@ fn committed_offsets_survive_log_compaction_and_restart() {
                 offset: Offset(6),
                 metadata: None,
             }],
+            member: None,
         };
         node.handle(Request::CommitOffsets(commit)).await.unwrap();
         assert_eq!(
@@ -671,6 +674,7 @@ fn deleting_a_topic_forgets_its_committed_offsets_in_every_group() {
                 offset: Offset(0),
                 metadata: None,
             }],
+            member: None,
         };
         let committed = |node: Broker, group: &'static str| async move {
             match node

@@ -100,6 +100,17 @@ pub enum ClientError {
         max: usize,
     },
 
+    /// A partition has no committed offset and `auto_offset_reset` is `Error` (Kafka's
+    /// `none`).
+    #[error(
+        "partition {partition} has no committed offset and auto_offset_reset is 'error'; seek it \
+         first or choose earliest or latest"
+    )]
+    NoPosition {
+        /// The partition, as `topic/partition`.
+        partition: String,
+    },
+
     /// The call does not make sense in this state (for example, committing without a group).
     #[error("{0}")]
     Usage(String),
@@ -173,6 +184,7 @@ impl ClientError {
             | ClientError::RecordTooLarge { .. }
             | ClientError::RequestTooLarge { .. }
             | ClientError::Usage(_)
+            | ClientError::NoPosition { .. }
             | ClientError::Closed => false,
         }
     }

@@ -65,6 +65,16 @@ error_codes! {
     INVALID_GROUP = 40, false;
     UNKNOWN_GROUP = 41, false;
     OFFSET_METADATA_TOO_LARGE = 42, false;
+    UNKNOWN_MEMBER_ID = 43, false;
+    FENCED_MEMBER_EPOCH = 44, false;
+    STALE_MEMBER_EPOCH = 45, false;
+    UNRELEASED_INSTANCE_ID = 46, true;
+    GROUP_MAX_SIZE_REACHED = 47, false;
+    INVALID_REGEX = 48, false;
+    NON_EMPTY_GROUP = 49, false;
+    UNSUPPORTED_ASSIGNOR = 51, false;
+    INVALID_SESSION_TIMEOUT = 52, false;
+    OFFSET_MOVES_BACK = 53, false;
     STORAGE = 50, false;
 }
 
