@@ -93,6 +93,18 @@ impl GroupRouter {
                 return Ok(Route::Here(running.addr.clone()));
             }
         }
+        if !replica.group.is_ready() {
+            // Until this leader applied an entry of its leadership, its applied rows can lack
+            // commits made before it (a power cut un-applies them; a new leader applies its
+            // predecessors' entries only with its own): a coordinator loaded now would answer
+            // with older offsets for its whole term.
+            return Err(ApiError::new(
+                ErrorCode::UNAVAILABLE,
+                format!(
+                    "the offsets partition of group '{group}' is catching up with its log; retry"
+                ),
+            ));
+        }
         let addr = self.start_coordinator(group, &replica, term)?;
         self.stop_coordinator(group);
         self.coordinators.insert(
