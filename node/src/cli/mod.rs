@@ -146,6 +146,41 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_flags_reach_the_config_layer() {
+        let cli = Cli::try_parse_from([
+            "gregor",
+            "serve",
+            "--peer-listen",
+            "127.0.0.1:7001",
+            "--join",
+            "127.0.0.1:7002,127.0.0.1:7003",
+            "--rack",
+            "r1",
+            "--metadata-voters",
+            "5",
+            "--election-timeout-ms",
+            "1000",
+        ])
+        .expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let raw = args.overrides();
+        assert_eq!(raw.peer_listen.as_deref(), Some("127.0.0.1:7001"));
+        assert_eq!(
+            raw.join.map(|j| j.0),
+            Some(vec![
+                "127.0.0.1:7002".to_owned(),
+                "127.0.0.1:7003".to_owned()
+            ])
+        );
+        assert_eq!(raw.rack.as_deref(), Some("r1"));
+        assert_eq!(raw.metadata_voters, Some(5));
+        assert_eq!(raw.election_timeout_ms, Some(1000));
+        assert_eq!(raw.heartbeat_interval_ms, None);
+    }
+
+    #[test]
     fn bad_values_are_usage_errors() {
         let err = Cli::try_parse_from(["gregor", "produce", "t", "--acks", "2"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);

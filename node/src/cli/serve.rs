@@ -1,6 +1,6 @@
 //! `gregor serve`: run a node until SIGINT or SIGTERM.
 
-use crate::config::{self, ConfigSources, Flush, RawConfig, ServeConfig};
+use crate::config::{self, AddressList, ConfigSources, Flush, RawConfig, ServeConfig};
 use crate::server;
 use anyhow::Context;
 use std::io::ErrorKind;
@@ -18,7 +18,9 @@ pub struct ServeArgs {
     /// TOML config file; starts with `version = 1`. Keys: node_id, data_dir, listen,
     /// advertised_address, flush, produce_linger_ms, offsets_partitions,
     /// retention_check_interval_ms, cache_bytes, max_frame_bytes, max_in_flight_per_connection,
-    /// max_connections, handshake_timeout_ms, idle_timeout_ms, shutdown_grace_ms
+    /// max_connections, handshake_timeout_ms, idle_timeout_ms, shutdown_grace_ms, peer_listen,
+    /// advertised_peer_address, join, cluster_id, rack, metadata_voters, dead_node_grace_ms,
+    /// election_timeout_ms, heartbeat_interval_ms
     #[arg(long, value_name = "FILE", env = "GREGOR_CONFIG")]
     pub config: Option<PathBuf>,
     /// Directory for this node's data [default: ./gregor-data]
@@ -37,6 +39,36 @@ pub struct ServeArgs {
     /// faster, a machine crash can lose acknowledged records [default: always]
     #[arg(long, value_enum)]
     pub flush: Option<Flush>,
+    /// Address for peers (node-to-node TCP and gossip UDP, one port); setting it makes this
+    /// node a member of a cluster [default: none, the node runs alone]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub peer_listen: Option<String>,
+    /// Peer address other nodes are told to use [default: the peer listen address]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertised_peer_address: Option<String>,
+    /// Peer addresses of members to join through, separated by commas; none founds a new
+    /// cluster (a node with data rejoins as the member it was)
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]")]
+    pub join: Option<AddressList>,
+    /// Nodes with another cluster id are refused [default: gregor]
+    #[arg(long, value_name = "ID")]
+    pub cluster_id: Option<String>,
+    /// Rack or zone of this node: replicas of a partition go to distinct racks first
+    #[arg(long, value_name = "NAME")]
+    pub rack: Option<String>,
+    /// Nodes voting in the metadata group: 1, 3 or 5 [default: 3]
+    #[arg(long, value_name = "N")]
+    pub metadata_voters: Option<u32>,
+    /// How long a node may be dead before its replicas move elsewhere [default: 600000]
+    #[arg(long, value_name = "MS")]
+    pub dead_node_grace_ms: Option<u64>,
+    /// Raft election timeout; a new leader is elected within about 1.5 times this after a
+    /// leader dies [default: 800]
+    #[arg(long, value_name = "MS")]
+    pub election_timeout_ms: Option<u64>,
+    /// Raft heartbeat interval, at most half the election timeout [default: 250]
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_interval_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -48,6 +80,15 @@ impl ServeArgs {
             node_id: self.node_id,
             advertised_address: self.advertised_address.clone(),
             flush: self.flush,
+            peer_listen: self.peer_listen.clone(),
+            advertised_peer_address: self.advertised_peer_address.clone(),
+            join: self.join.clone(),
+            cluster_id: self.cluster_id.clone(),
+            rack: self.rack.clone(),
+            metadata_voters: self.metadata_voters,
+            dead_node_grace_ms: self.dead_node_grace_ms,
+            election_timeout_ms: self.election_timeout_ms,
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
             ..RawConfig::default()
         }
     }
@@ -65,6 +106,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         env: config::env_snapshot()?,
         flags: args.overrides(),
     })?;
+    if let Some(cluster) = &config.cluster {
+        anyhow::bail!(
+            "--peer-listen {} asks for a cluster member, which this build cannot run yet; \
+             start the node without --peer-listen/--join (and without peer_listen in the config \
+             file or GREGOR_PEER_LISTEN) to run it alone",
+            cluster.peer_listen
+        );
+    }
     let system = actix_rt::System::new();
     let system_stopped = system.stop_future();
     let served = system.block_on(serve(config, async {
