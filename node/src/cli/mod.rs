@@ -5,6 +5,7 @@
 
 pub mod args;
 pub mod consume;
+pub mod dev;
 pub mod format;
 pub mod group;
 pub mod perf;
@@ -44,6 +45,8 @@ pub enum Command {
     Group(group::GroupArgs),
     /// Measure produce and consume throughput and latency
     Perf(perf::PerfArgs),
+    /// Development helpers: a local cluster in one command
+    Dev(dev::DevArgs),
 }
 
 /// How every client command reaches the cluster.
@@ -111,6 +114,7 @@ fn run_client(command: Command) -> anyhow::Result<()> {
             Command::Consume(args) => consume::run(args).await,
             Command::Group(args) => group::run(args).await,
             Command::Perf(args) => perf::run(args).await,
+            Command::Dev(args) => dev::run(args).await,
         }
     })
 }
