@@ -25,10 +25,13 @@ pub enum TopicCommand {
         #[arg(long)]
         internal: bool,
     },
-    /// Show a topic's partitions, leaders and offsets
+    /// Show a topic's partitions: leader, replicas, lagging replicas and offsets
     Describe {
         /// Topic name
         name: String,
+        /// Print the description as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Delete a topic and its records
     Delete {
@@ -88,8 +91,13 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
                 println!("{}", topic.name);
             }
         }
-        TopicCommand::Describe { name } => {
-            print!("{}", describe(&admin.describe_topic(&name).await?));
+        TopicCommand::Describe { name, json } => {
+            let topic = admin.describe_topic(&name).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&topic)?);
+            } else {
+                print!("{}", describe(&topic));
+            }
         }
         TopicCommand::Delete { name } => {
             admin.delete_topic(&name).await?;
