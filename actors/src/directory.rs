@@ -1,77 +1,190 @@
-//! Where every hosted partition replica is, shared by the topic manager (which writes it) and
-//! every [`crate::Broker`] handle (which reads it to route requests without an extra hop).
+//! [`Directory`]: the node's routing table. It joins the applied metadata (which topics and
+//! partitions exist, where their replicas are), the replicas this node runs (written by the
+//! reconciler) and the leadership hints of the others, so every request finds where it goes
+//! without an extra hop: to a local replica, or to the node a `NOT_LEADER` names.
 
 use crate::api::ApiError;
+use crate::hints::{LeaderHints, Leadership};
+use crate::metadata::{MetadataView, TopicRecord, TopicView};
 use crate::partition::PartitionReplica;
-use crate::topics::TopicRecord;
 use actix::Addr;
 use gregor_cluster::RaftGroup;
-use gregor_storage::{PartitionId, PartitionState};
+use gregor_storage::{GroupId, NodeId, PartitionId, PartitionState, TopicId};
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::watch;
 
+/// A replica running on this node.
 #[derive(Clone)]
 pub struct ReplicaHandle {
+    pub topic: TopicRecord,
+    pub partition: PartitionId,
     pub addr: Addr<PartitionReplica>,
     pub group: Arc<RaftGroup>,
     pub state: watch::Receiver<PartitionState>,
 }
 
-#[derive(Clone)]
-pub struct TopicEntry {
-    pub record: TopicRecord,
-    pub replicas: Vec<ReplicaHandle>,
+pub struct Directory {
+    node: NodeId,
+    view: watch::Receiver<Arc<MetadataView>>,
+    replicas: RwLock<BTreeMap<GroupId, ReplicaHandle>>,
+    hints: RwLock<LeaderHints>,
 }
 
-#[derive(Default)]
-pub struct Directory {
-    topics: RwLock<BTreeMap<String, TopicEntry>>,
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Directory {
-    pub fn insert(&self, entry: TopicEntry) {
-        self.topics
-            .write()
-            .expect("directory poisoned")
-            .insert(entry.record.name.clone(), entry);
+    pub fn new(node: NodeId, view: watch::Receiver<Arc<MetadataView>>) -> Directory {
+        Directory {
+            node,
+            view,
+            replicas: RwLock::new(BTreeMap::new()),
+            hints: RwLock::new(LeaderHints::default()),
+        }
     }
 
-    pub fn remove(&self, topic: &str) -> Option<TopicEntry> {
-        self.topics
-            .write()
-            .expect("directory poisoned")
-            .remove(topic)
+    pub fn node(&self) -> NodeId {
+        self.node
     }
 
-    pub fn drain(&self) -> Vec<TopicEntry> {
-        std::mem::take(&mut *self.topics.write().expect("directory poisoned"))
+    /// The applied metadata as of now.
+    pub fn view(&self) -> Arc<MetadataView> {
+        self.view.borrow().clone()
+    }
+
+    pub fn watch_view(&self) -> watch::Receiver<Arc<MetadataView>> {
+        self.view.clone()
+    }
+
+    pub fn insert(&self, replica: ReplicaHandle) {
+        let group = replica.group.id();
+        write(&self.replicas).insert(group, replica);
+    }
+
+    pub fn remove(&self, group: GroupId) -> Option<ReplicaHandle> {
+        write(&self.replicas).remove(&group)
+    }
+
+    pub fn drain(&self) -> Vec<ReplicaHandle> {
+        std::mem::take(&mut *write(&self.replicas))
             .into_values()
             .collect()
     }
 
-    pub fn topic(&self, topic: &str) -> Option<TopicEntry> {
-        self.topics
-            .read()
-            .expect("directory poisoned")
-            .get(topic)
-            .cloned()
+    /// The replica of `group` if it runs here.
+    pub fn local(&self, group: GroupId) -> Option<ReplicaHandle> {
+        read(&self.replicas).get(&group).cloned()
+    }
+
+    /// Every replica running here.
+    pub fn locals(&self) -> Vec<ReplicaHandle> {
+        read(&self.replicas).values().cloned().collect()
+    }
+
+    pub fn running(&self) -> std::collections::BTreeSet<GroupId> {
+        read(&self.replicas).keys().copied().collect()
     }
 
     /// # Errors
-    /// `UNKNOWN_TOPIC` / `UNKNOWN_PARTITION` with what to do.
-    pub fn replica(
+    /// `UNKNOWN_TOPIC`.
+    pub fn topic(&self, name: &str) -> Result<Arc<TopicView>, ApiError> {
+        self.view()
+            .topic(name)
+            .cloned()
+            .ok_or_else(|| ApiError::unknown_topic(name))
+    }
+
+    pub fn name_of(&self, id: TopicId) -> Option<String> {
+        self.view().topic_by_id(id).map(|t| t.record.name.clone())
+    }
+
+    /// # Errors
+    /// `UNKNOWN_TOPIC` or `UNKNOWN_PARTITION`.
+    pub fn partition(
         &self,
-        topic: &str,
+        name: &str,
         partition: PartitionId,
-    ) -> Result<(TopicRecord, ReplicaHandle), ApiError> {
-        let topics = self.topics.read().expect("directory poisoned");
-        let entry = topics
-            .get(topic)
-            .ok_or_else(|| ApiError::unknown_topic(topic))?;
-        let replica = entry.replicas.get(partition.0 as usize).ok_or_else(|| {
-            ApiError::unknown_partition(topic, partition, entry.record.partitions)
-        })?;
-        Ok((entry.record.clone(), replica.clone()))
+    ) -> Result<(Arc<TopicView>, GroupId), ApiError> {
+        let topic = self.topic(name)?;
+        if partition.0 >= topic.record.partitions {
+            return Err(ApiError::unknown_partition(
+                name,
+                partition,
+                topic.record.partitions,
+            ));
+        }
+        let group = topic.record.group_of(partition);
+        Ok((topic, group))
+    }
+
+    /// The local replica of a partition.
+    ///
+    /// # Errors
+    /// `UNKNOWN_TOPIC` or `UNKNOWN_PARTITION`; `NOT_LEADER` naming the leader when the
+    /// partition has no replica here.
+    pub fn replica(&self, name: &str, partition: PartitionId) -> Result<ReplicaHandle, ApiError> {
+        let (_, group) = self.partition(name, partition)?;
+        self.local(group)
+            .ok_or_else(|| ApiError::not_leader(self.leader(group)))
+    }
+
+    /// Whether the local leader of `group` may step down: its Raft voters are exactly the
+    /// partition's replicas, at least two, and no move is under way. A single voter that steps
+    /// down never wins an election again (async-raft counts a candidate's own vote only when
+    /// another answers), and a step-down in the middle of a membership change can strand it.
+    pub fn may_step_down(&self, group: GroupId) -> bool {
+        let Some(local) = self.local(group) else {
+            return false;
+        };
+        let Some(partition) = self.view().partition_of_group(group) else {
+            return false;
+        };
+        let assignment = partition.assignment();
+        let replicas: std::collections::BTreeSet<NodeId> =
+            assignment.replicas.iter().copied().collect();
+        assignment.target.is_none() && replicas.len() >= 2 && local.group.voters() == replicas
+    }
+
+    /// Who leads `group`: the local group knows best; otherwise the newest hint.
+    pub fn leader(&self, group: GroupId) -> Option<NodeId> {
+        if let Some(local) = self.local(group) {
+            if let Some(leader) = local.group.leader() {
+                return Some(leader);
+            }
+        }
+        read(&self.hints).get(group).map(|l| l.leader)
+    }
+
+    /// A hint's detail for `group` (its lagging replicas).
+    pub fn leadership(&self, group: GroupId) -> Option<Leadership> {
+        read(&self.hints).get(group).cloned()
+    }
+
+    pub fn hints(&self) -> RwLockWriteGuard<'_, LeaderHints> {
+        write(&self.hints)
+    }
+
+    /// Leaders per node, from the local groups and the hints.
+    pub fn leader_counts(&self) -> BTreeMap<NodeId, u32> {
+        let mut leaders: BTreeMap<GroupId, NodeId> = read(&self.hints)
+            .iter()
+            .map(|(group, l)| (*group, l.leader))
+            .collect();
+        for (group, replica) in read(&self.replicas).iter() {
+            if let Some(leader) = replica.group.leader() {
+                leaders.insert(*group, leader);
+            }
+        }
+        let mut counts = BTreeMap::new();
+        for leader in leaders.into_values() {
+            *counts.entry(leader).or_default() += 1;
+        }
+        counts
     }
 }

@@ -10,7 +10,7 @@
 //!     let dir = tempfile::tempdir().unwrap();
 //!     let node = start_node(NodeConfig::single_node(dir.path())).await.unwrap();
 //!     // The typed messages are the API: send them to the actors the broker routes to.
-//!     node.topics()
+//!     node.metadata()
 //!         .send(CreateTopic { name: "orders".into(), partitions: 1, replication_factor: 1, config: Default::default() })
 //!         .await.unwrap().unwrap();
 //!     let mut batch = BatchBuilder::with_capacity(256);
@@ -28,17 +28,65 @@
 use crate::api::{ApiError, ErrorCode, Request, Response};
 use crate::directory::Directory;
 use crate::groups::GroupRouter;
-use crate::partition::{PartitionReplica, ReplicaSettings};
-use crate::topics::{AttachGroups, ReplicaFactory};
-use crate::topics::{Shutdown, TopicManager};
+use crate::inbound::NodeMessages;
+use crate::liveness::Liveness;
+use crate::metadata::{MetadataService, MetadataState, MetadataView, OFFSETS_TOPIC};
+use crate::operations::{Controller, LiveNode, OperationSettings, VoterTarget};
+use crate::partition::ReplicaSettings;
+use crate::publisher::HintPublisher;
+use crate::reconcile::{Converger, Reconciler, ReplicaFactory, StopAll};
 use actix::prelude::*;
-use gregor_cluster::{ClusterNode, Dispatcher, NoPeers, RaftTuning, Transport};
-use gregor_storage::{
-    Clock, FlushPolicy, NodeId, PartitionId, Store, StoreOptions, SyncMode, SystemClock,
+use gregor_cluster::membership::{
+    DiskUsage, GossipTransport, Membership, MembershipConfig, NodeInfo,
 };
+use gregor_cluster::{
+    ClusterNode, Dispatcher, NoPeers, NodeMessageHandler, RaftGroup, RaftTuning, RpcError, Start,
+    Transport,
+};
+use gregor_storage::{
+    Clock, FlushPolicy, GroupId, NodeId, PartitionId, Store, StoreOptions, SyncMode, SystemClock,
+};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
+
+/// How long the metadata group of a node alone may take to elect it.
+const LEADERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The cluster's knobs. The defaults suit a node alone and a small cluster alike.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// The rack (or zone) of this node: replicas of a partition go to distinct racks first.
+    pub rack: Option<String>,
+    /// What the metadata leader does, and how much at once (see [`OperationSettings`]).
+    pub operations: OperationSettings,
+    /// How often the metadata leader plans its operations.
+    pub operations_interval: Duration,
+    /// How long a starting node may take to catch up with the metadata and start its
+    /// replicas before it reports a failure.
+    pub startup_timeout: Duration,
+    /// How often a node tells its peers which partitions it started or stopped leading, and
+    /// brings the partitions it leads toward their assigned replicas.
+    pub hint_interval: Duration,
+    /// Every this many hint rounds the whole list of leaderships goes out, which bounds how
+    /// stale a lost hint leaves a peer.
+    pub full_hint_every: u32,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            rack: None,
+            operations: OperationSettings::default(),
+            operations_interval: Duration::from_secs(1),
+            startup_timeout: Duration::from_secs(60),
+            hint_interval: Duration::from_millis(500),
+            full_hint_every: 10,
+        }
+    }
+}
 
 /// Everything a node needs to start, already validated (the `node` crate parses TOML/env/flags
 /// into this).
@@ -59,6 +107,7 @@ pub struct NodeConfig {
     pub retention_check_interval_ms: u64,
     /// Block cache for fjall.
     pub cache_bytes: u64,
+    pub cluster: ClusterSettings,
 }
 
 impl NodeConfig {
@@ -73,18 +122,51 @@ impl NodeConfig {
             offsets_partitions: 50,
             retention_check_interval_ms: 30_000,
             cache_bytes: 64 * 1024 * 1024,
+            cluster: ClusterSettings::default(),
         }
     }
 }
 
 /// The seams a node reaches the world through. Production uses [`NodeEnv::production`]; the
-/// simulation hands in a virtual clock, inline fsyncs and its own network.
+/// simulation hands in a virtual clock, its own fsync scheduling, its own network and a model
+/// disk.
 #[derive(Clone)]
 pub struct NodeEnv {
     pub clock: Arc<dyn Clock>,
+    /// Where this node's requests to its peers go (`NoPeers` for a node alone).
     pub transport: Arc<dyn Transport>,
     pub raft_tuning: RaftTuning,
     pub sync_mode: SyncMode,
+    /// Where the node's store comes from.
+    pub storage: StorageSeam,
+    /// `None`: the node runs alone. `Some`: it is (or joins) a cluster.
+    pub cluster: Option<ClusterEnv>,
+}
+
+/// What a node of a cluster is handed besides its outbound transport.
+#[derive(Clone)]
+pub struct ClusterEnv {
+    /// Serves the peers' requests: the transport must hand what arrives to it.
+    pub dispatcher: Arc<Dispatcher>,
+    /// Gossip's datagrams (UDP on the peer port in production).
+    pub gossip: Arc<dyn GossipTransport>,
+    /// Gossip's settings; its seeds are the `--join` peers: none founds a new cluster.
+    pub membership: MembershipConfig,
+    /// Where peers reach this node.
+    pub peer_addr: SocketAddr,
+}
+
+/// Where a node's store comes from.
+#[derive(Debug, Clone, Default)]
+pub enum StorageSeam {
+    /// fjall in [`NodeConfig::data_dir`], opened with the config's flush policy and the env's
+    /// sync mode.
+    #[default]
+    DataDir,
+    /// A store the caller opened, with the flush policy and sync mode it chose: the simulation
+    /// opens one on its model disk (or on fjall) and keeps a handle to crash, fence and inspect
+    /// it.
+    Opened(Store),
 }
 
 impl NodeEnv {
@@ -94,6 +176,8 @@ impl NodeEnv {
             transport: Arc::new(NoPeers),
             raft_tuning: RaftTuning::default(),
             sync_mode: SyncMode::Thread,
+            storage: StorageSeam::DataDir,
+            cluster: None,
         }
     }
 }
@@ -114,8 +198,15 @@ pub enum StartError {
 #[derive(Clone)]
 pub struct Broker {
     node_id: NodeId,
-    topics: Addr<TopicManager>,
+    metadata: Addr<MetadataService>,
+    controller: Addr<Controller>,
+    reconciler: Addr<Reconciler>,
+    converger: Addr<Converger>,
+    publisher: Option<Addr<HintPublisher>>,
     groups: Addr<GroupRouter>,
+    metadata_group: Arc<RaftGroup>,
+    cluster: Arc<ClusterNode>,
+    membership: Option<Arc<Membership>>,
     directory: Arc<Directory>,
     store: Store,
 }
@@ -132,10 +223,10 @@ impl Broker {
         self.node_id
     }
 
-    /// The topic manager: send it `CreateTopic`, `DeleteTopic`, `ListTopics`, `DescribeTopic`,
-    /// `Metadata`.
-    pub fn topics(&self) -> Addr<TopicManager> {
-        self.topics.clone()
+    /// The metadata service: send it `CreateTopic`, `DeleteTopic`, `ListTopics`,
+    /// `DescribeTopic`, `Metadata`.
+    pub fn metadata(&self) -> Addr<MetadataService> {
+        self.metadata.clone()
     }
 
     /// The group router: send it `CommitOffsets`, `FetchOffsets`, `ListGroups`,
@@ -144,18 +235,33 @@ impl Broker {
         self.groups.clone()
     }
 
-    /// The replica of one partition: send it `Produce`, `Fetch`, `ListOffsets`.
+    /// The reconciler, which starts, stops and deletes this node's replicas.
+    pub fn reconciler(&self) -> Addr<Reconciler> {
+        self.reconciler.clone()
+    }
+
+    /// The applied metadata, as this node has it now.
+    pub fn view(&self) -> Arc<MetadataView> {
+        self.directory.view()
+    }
+
+    /// The applied metadata, published after every metadata command this node applies.
+    pub fn watch_view(&self) -> watch::Receiver<Arc<MetadataView>> {
+        self.directory.watch_view()
+    }
+
+    /// The replica of one partition, when it runs on this node: send it `Produce`, `Fetch`,
+    /// `ListOffsets`.
     ///
     /// # Errors
-    /// `UNKNOWN_TOPIC` or `UNKNOWN_PARTITION`.
+    /// `UNKNOWN_TOPIC` or `UNKNOWN_PARTITION`; `NOT_LEADER` (naming the leader if known) when
+    /// the partition has no replica here.
     pub fn replica(
         &self,
         topic: &str,
         partition: PartitionId,
-    ) -> Result<Addr<PartitionReplica>, ApiError> {
-        self.directory
-            .replica(topic, partition)
-            .map(|(_, r)| r.addr)
+    ) -> Result<Addr<crate::partition::PartitionReplica>, ApiError> {
+        self.directory.replica(topic, partition).map(|r| r.addr)
     }
 
     /// Serves one request (not `Hello`, which the connection layer answers). For a produce with
@@ -176,11 +282,11 @@ impl Broker {
                     "Hello is only valid as the first frame",
                 ))
             }
-            Request::CreateTopic(r) => Response::CreateTopic(ask(self.topics(), r).await??),
-            Request::DeleteTopic(r) => Response::DeleteTopic(ask(self.topics(), r).await??),
-            Request::ListTopics(r) => Response::ListTopics(ask(self.topics(), r).await??),
-            Request::DescribeTopic(r) => Response::DescribeTopic(ask(self.topics(), r).await??),
-            Request::Metadata(r) => Response::Metadata(ask(self.topics(), r).await??),
+            Request::CreateTopic(r) => Response::CreateTopic(ask(self.metadata(), r).await??),
+            Request::DeleteTopic(r) => Response::DeleteTopic(ask(self.metadata(), r).await??),
+            Request::ListTopics(r) => Response::ListTopics(ask(self.metadata(), r).await??),
+            Request::DescribeTopic(r) => Response::DescribeTopic(ask(self.metadata(), r).await??),
+            Request::Metadata(r) => Response::Metadata(ask(self.metadata(), r).await??),
             Request::Produce(r) => {
                 Response::Produce(ask(self.replica(&r.topic, r.partition)?, r).await??)
             }
@@ -195,14 +301,47 @@ impl Broker {
             Request::ListGroups(r) => Response::ListGroups(ask(self.groups(), r).await??),
             Request::DescribeGroup(r) => Response::DescribeGroup(ask(self.groups(), r).await??),
             Request::ResetOffsets(r) => Response::ResetOffsets(ask(self.groups(), r).await??),
+            Request::InitProducerId(r) => Response::InitProducerId(ask(self.metadata(), r).await??),
+            Request::ClusterStatus(r) => Response::ClusterStatus(ask(self.metadata(), r).await??),
+            Request::DrainNode(r) => Response::DrainNode(ask(self.metadata(), r).await??),
         })
+    }
+
+    /// The Raft group of a partition replica running here.
+    pub fn replica_group(&self, group: GroupId) -> Option<Arc<RaftGroup>> {
+        self.directory.local(group).map(|r| r.group)
+    }
+
+    /// The metadata group's Raft (its voters, its leader).
+    pub fn metadata_group(&self) -> Arc<RaftGroup> {
+        self.metadata_group.clone()
     }
 
     /// Stops every actor and Raft group and waits for them, then makes everything written
     /// durable. After this the data directory can be reopened.
     pub async fn shutdown(self) {
-        let _ = self.topics.send(Shutdown).await;
-        self.groups.do_send(StopRouter);
+        if let Some(membership) = &self.membership {
+            membership.set_ready(false).await;
+        }
+        if let Some(publisher) = &self.publisher {
+            let _ = publisher.send(Stop).await;
+        }
+        let _ = self.converger.send(Stop).await;
+        let _ = self.controller.send(Stop).await;
+        let _ = self.metadata.send(Stop).await;
+        let _ = self.groups.send(StopRouter).await;
+        let _ = self.reconciler.send(StopAll).await;
+        self.cluster.shutdown().await;
+        if let Some(membership) = self.membership {
+            match Arc::try_unwrap(membership) {
+                Ok(membership) => {
+                    if let Err(error) = membership.shutdown().await {
+                        tracing::warn!(%error, "gossip did not stop cleanly");
+                    }
+                }
+                Err(_) => tracing::warn!("gossip is still shared at shutdown"),
+            }
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.store.request_sync(Box::new(move |r| {
             let _ = tx.send(r);
@@ -210,6 +349,39 @@ impl Broker {
         if let Ok(Err(error)) = rx.await {
             tracing::error!(%error, "final sync failed");
         }
+    }
+}
+
+/// Stops an actor that holds no replicas.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Stop;
+
+impl Handler<Stop> for Controller {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Stop> for MetadataService {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Stop> for Converger {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Stop> for HintPublisher {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 
@@ -237,15 +409,34 @@ pub async fn start_node(config: NodeConfig) -> Result<Broker, StartError> {
 /// # Errors
 /// As [`start_node`].
 pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker, StartError> {
+    let node = config.node_id;
     let options = StoreOptions {
         flush: config.flush,
-        sync_mode: env.sync_mode,
+        sync_mode: env.sync_mode.clone(),
         cache_bytes: config.cache_bytes,
     };
-    let store = Store::open(&config.data_dir, options).map_err(|source| StartError::Storage {
+    let opened = match &env.storage {
+        StorageSeam::DataDir => Store::open(&config.data_dir, options),
+        StorageSeam::Opened(store) => Ok(store.clone()),
+    };
+    let store = opened.map_err(|source| StartError::Storage {
         path: config.data_dir.clone(),
         source,
     })?;
+    let state = MetadataState::load(&store).map_err(|e| failed("reading the metadata", &e))?;
+    let dispatcher = match &env.cluster {
+        Some(cluster) => cluster.dispatcher.clone(),
+        None => Dispatcher::new(),
+    };
+    let cluster = ClusterNode::new(
+        node,
+        store.clone(),
+        env.transport.clone(),
+        dispatcher.clone(),
+        env.raft_tuning,
+    );
+    let metadata_group = start_metadata_group(&cluster, &store, &state, &env).await?;
+    let directory = Arc::new(Directory::new(node, state.subscribe()));
     let settings = ReplicaSettings {
         linger: Duration::from_millis(config.produce_linger_ms),
         retention_check_interval: Duration::from_millis(config.retention_check_interval_ms.max(1)),
@@ -254,42 +445,227 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
         max_entry_bytes: 8 * 1024 * 1024,
         propose_timeout: Duration::from_secs(30),
     };
-    // Peers reach this node's groups through the dispatcher once a transport serves it.
-    let cluster = ClusterNode::new(
-        config.node_id,
-        store.clone(),
-        env.transport.clone(),
-        Dispatcher::new(),
-        env.raft_tuning,
-    );
+    let propose_timeout = settings.propose_timeout;
     let factory = ReplicaFactory {
-        store: store.clone(),
-        node: config.node_id,
-        cluster,
-        settings,
+        cluster: cluster.clone(),
+        settings: settings.clone(),
     };
-    let directory = Arc::new(Directory::default());
-    let topics = TopicManager::start(
-        factory,
+    let reconciler = Reconciler::new(factory, directory.clone())
+        .map_err(|e| failed("reading the replicas this node hosts", &e))?;
+    let settled = reconciler.settled();
+    let reconciler = reconciler.start();
+    let (liveness, membership) = start_liveness(&config, &env).await?;
+    let metadata = MetadataService::new(
+        env.transport.clone(),
+        metadata_group.clone(),
+        state.clone(),
         directory.clone(),
-        config.advertised_address.clone(),
-        config.offsets_partitions,
+        liveness.clone(),
+        settled.clone(),
+        propose_timeout,
     )
-    .await
-    .map_err(StartError::Actors)?;
-    let groups = GroupRouter::new(directory.clone(), env.clock.clone())
-        .map_err(StartError::Actors)?
-        .start();
-    topics
-        .send(AttachGroups(groups.clone()))
-        .await
-        .map_err(|_| StartError::Actors("the topic manager stopped while starting".into()))?;
-    tracing::info!(node = %config.node_id, data_dir = %config.data_dir.display(), "node started");
+    .with_compaction(settings.retention_check_interval)
+    .start();
+    let groups =
+        GroupRouter::new(directory.clone(), env.transport.clone(), env.clock.clone()).start();
+    dispatcher.set_node_message_handler(Arc::new(Inbound(NodeMessages {
+        metadata: metadata.clone(),
+        groups: groups.clone(),
+        directory: directory.clone(),
+    })));
+    let controller = Controller::new(
+        metadata_group.clone(),
+        directory.clone(),
+        env.transport.clone(),
+        liveness.clone(),
+        operation_settings(&config, env.cluster.is_some()),
+        config.cluster.operations_interval,
+        propose_timeout,
+    )
+    .start();
+    let converger = Converger::new(
+        directory.clone(),
+        metadata.clone(),
+        config.cluster.hint_interval,
+    )
+    .start();
+    let publisher = membership.as_ref().map(|membership| {
+        HintPublisher::new(
+            directory.clone(),
+            env.transport.clone(),
+            liveness.clone(),
+            Some(membership.clone()),
+            config.cluster.hint_interval,
+            config.cluster.full_hint_every,
+        )
+        .start()
+    });
+    wait_until_ready(&directory, settled, config.cluster.startup_timeout).await?;
+    if let Some(membership) = &membership {
+        membership.set_ready(true).await;
+    }
+    tracing::info!(node = %node, data_dir = %config.data_dir.display(), "node started");
     Ok(Broker {
-        node_id: config.node_id,
-        topics,
+        node_id: node,
+        metadata,
+        controller,
+        reconciler,
+        converger,
+        publisher,
         groups,
+        metadata_group,
+        cluster,
+        membership,
         directory,
         store,
     })
+}
+
+fn failed(what: &str, error: &dyn std::fmt::Display) -> StartError {
+    StartError::Actors(format!("{what}: {error}"))
+}
+
+/// The metadata group: restarted from its state, founded by a node that joins nobody, joined
+/// (as a learner the metadata leader brings in) by one that does.
+async fn start_metadata_group(
+    cluster: &ClusterNode,
+    store: &Store,
+    state: &Arc<MetadataState>,
+    env: &NodeEnv,
+) -> Result<Arc<RaftGroup>, StartError> {
+    let node = cluster.node();
+    let has_state = store
+        .hard_state(GroupId::METADATA)
+        .map_err(|e| failed("reading the metadata group", &e))?
+        .is_some()
+        || store
+            .last_entry(GroupId::METADATA)
+            .map_err(|e| failed("reading the metadata group", &e))?
+            .is_some();
+    let joining = env
+        .cluster
+        .as_ref()
+        .is_some_and(|c| !c.membership.seeds.is_empty());
+    let start = match (has_state, joining) {
+        (true, _) => Start::Restart,
+        (false, true) => Start::Join,
+        (false, false) => Start::Found {
+            members: [node].into(),
+        },
+    };
+    let founding = matches!(start, Start::Found { .. });
+    let group = cluster
+        .start_group_with_machine(GroupId::METADATA, start, Some(state.machine()))
+        .await
+        .map_err(|e| failed("starting the metadata group", &e))?;
+    // A node alone must lead its metadata; in a cluster the leader may be another node.
+    let alone = env.cluster.is_none();
+    let elected = if founding || alone {
+        group.wait_for_leadership(LEADERSHIP_TIMEOUT).await
+    } else {
+        true
+    };
+    if alone && !elected {
+        return Err(StartError::Actors(
+            "the metadata group did not elect this node".into(),
+        ));
+    }
+    Ok(group)
+}
+
+/// This node alone, or gossip with its peers.
+async fn start_liveness(
+    config: &NodeConfig,
+    env: &NodeEnv,
+) -> Result<(Liveness, Option<Arc<Membership>>), StartError> {
+    let Some(cluster) = &env.cluster else {
+        let info = LiveNode {
+            client_addr: config.advertised_address.clone(),
+            peer_addr: String::new(),
+            rack: config.cluster.rack.clone(),
+        };
+        let liveness = Liveness::Alone {
+            node: config.node_id,
+            info,
+        };
+        return Ok((liveness, None));
+    };
+    let info = NodeInfo {
+        node: config.node_id,
+        client_addr: config.advertised_address.clone(),
+        peer_addr: cluster.peer_addr,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        rack: config.cluster.rack.clone(),
+        ready: false,
+        replicas: 0,
+        leaders: 0,
+        disk: DiskUsage::default(),
+    };
+    let membership = Membership::start(cluster.membership.clone(), info, &*cluster.gossip)
+        .await
+        .map_err(|e| failed("starting gossip", &e))?;
+    let liveness = Liveness::Gossip(membership.watch());
+    Ok((liveness, Some(Arc::new(membership))))
+}
+
+fn operation_settings(config: &NodeConfig, clustered: bool) -> OperationSettings {
+    let mut settings = OperationSettings {
+        offsets_partitions: config.offsets_partitions,
+        ..config.cluster.operations.clone()
+    };
+    if !clustered {
+        // A node alone: one replica of everything, one voter.
+        settings.offsets_replication_factor = 1;
+        settings.voters = VoterTarget::Count(1);
+    }
+    settings
+}
+
+/// Hands the peers' node messages to the actors.
+struct Inbound(NodeMessages);
+
+#[async_trait::async_trait]
+impl NodeMessageHandler for Inbound {
+    async fn handle(&self, from: NodeId, message: bytes::Bytes) -> Result<bytes::Bytes, RpcError> {
+        self.0
+            .handle(from, &message)
+            .await
+            .map_err(RpcError::Protocol)
+    }
+}
+
+/// Waits until this node is registered, the offsets topic exists, the reconciler has carried
+/// out the metadata as applied then (every replica assigned here runs), and every replica that
+/// only this node can lead has re-applied its committed log: before that it would serve reads
+/// from state a power cut rolled back.
+async fn wait_until_ready(
+    directory: &Directory,
+    mut settled: watch::Receiver<u64>,
+    timeout: Duration,
+) -> Result<(), StartError> {
+    let node = directory.node();
+    let ready = async {
+        let mut view = directory.watch_view();
+        let view = view
+            .wait_for(|v| v.node(node).is_some() && v.topic(OFFSETS_TOPIC).is_some())
+            .await
+            .map(|v| v.last_index())
+            .map_err(|_| ())?;
+        settled.wait_for(|s| *s >= view).await.map_err(|_| ())?;
+        let only_here = std::collections::BTreeSet::from([node]);
+        for replica in directory.locals() {
+            if replica.group.voters() == only_here && !replica.group.wait_until_ready(timeout).await
+            {
+                return Err(());
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, ready).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(StartError::Actors(format!(
+            "the node did not catch up with the metadata and start its replicas within {} s",
+            timeout.as_secs()
+        ))),
+    }
 }

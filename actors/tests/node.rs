@@ -2,9 +2,11 @@
 //! time and real fjall storage in a temporary directory.
 
 use gregor_actors::api::*;
-use gregor_actors::{start_node_with, Broker, NodeConfig, NodeEnv};
+use gregor_actors::{start_node_with, Broker, NodeConfig, NodeEnv, StorageSeam};
 use gregor_storage::batch::{BatchBuilder, BatchView, NewRecord};
-use gregor_storage::{Clock, FlushPolicy, Offset, PartitionId, SyncMode};
+use gregor_storage::{
+    Clock, Crash, FlushPolicy, ModelDisk, Offset, PartitionId, Store, StoreOptions, SyncMode,
+};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -753,5 +755,41 @@ fn a_fetch_asking_for_4_gib_gets_at_most_the_broker_cap() {
         );
         assert!(reply.batches.len() < batches);
         node.shutdown().await;
+    });
+}
+
+#[test]
+fn a_node_on_a_model_disk_keeps_what_was_synced_and_writes_nothing_to_its_data_dir() {
+    run(|dir, clock| async move {
+        let disk = ModelDisk::new();
+        let start_on_model = || {
+            let mut config = NodeConfig::single_node(dir.path());
+            config.offsets_partitions = 3;
+            let options = StoreOptions {
+                flush: FlushPolicy::Always,
+                sync_mode: SyncMode::Inline,
+                cache_bytes: 1 << 20,
+            };
+            let store = Store::open_model(&disk, options).unwrap();
+            let env = NodeEnv {
+                clock: clock.clone(),
+                storage: StorageSeam::Opened(store),
+                ..NodeEnv::production()
+            };
+            start_node_with(config, env)
+        };
+        let node = start_on_model().await.unwrap();
+        create(&node, "t", 1, TopicConfigOverrides::default()).await;
+        let acked = produce(&node, "t", 0, vec![batch(&["a", "b"], T0)]).await;
+        assert_eq!(acked, Ok(Offset(0)));
+        // acks=all waited for the fsync, so even a power cut keeping nothing unsynced keeps it.
+        disk.crash(Crash::PowerLoss { keep: 0 });
+        node.shutdown().await;
+        let node = start_on_model().await.unwrap();
+        let values = fetch_values(&node, "t", 0, 0).await.unwrap();
+        assert_eq!(values, vec![(0, "a".to_string()), (1, "b".to_string())]);
+        node.shutdown().await;
+        let entries = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(entries, 0, "the data directory was written to");
     });
 }

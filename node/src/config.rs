@@ -618,6 +618,7 @@ fn validate(raw: RawConfig, origins: &Origins) -> Result<ServeConfig, ConfigErro
             offsets_partitions,
             retention_check_interval_ms,
             cache_bytes,
+            cluster: Default::default(),
         },
         listen,
         server: ServerConfig {

@@ -417,6 +417,12 @@ fn every_request_kind_encodes_as_documented() {
                 ("dry_run", V::Bool(true)),
             ]),
         ),
+        (Request::InitProducerId(InitProducerId {}), map(&[])),
+        (Request::ClusterStatus(ClusterStatus {}), map(&[])),
+        (
+            Request::DrainNode(DrainNode { node_id: NodeId(3) }),
+            map(&[("node_id", i(3))]),
+        ),
     ];
     let mut kinds_seen = std::collections::BTreeSet::new();
     for (id, (request, body)) in cases.into_iter().enumerate() {
@@ -464,6 +470,7 @@ fn every_response_kind_encodes_as_documented() {
             replicas: vec![NodeId(1)],
             log_start_offset: Offset(0),
             high_watermark: Offset(7),
+            lagging: vec![NodeId(2)],
         }],
     };
     let description_v = map(&[
@@ -486,6 +493,7 @@ fn every_response_kind_encodes_as_documented() {
                 ("replicas", arr(&[i(1)])),
                 ("log_start_offset", i(0)),
                 ("high_watermark", i(7)),
+                ("lagging", arr(&[i(2)])),
             ])]),
         ),
     ]);
@@ -647,6 +655,49 @@ fn every_response_kind_encodes_as_documented() {
                 ("offset", i(3)),
             ])]),
         ),
+        (
+            Response::InitProducerId(ProducerIdentity {
+                producer_id: 1000,
+                producer_epoch: 0,
+            }),
+            map(&[("producer_id", i(1000)), ("producer_epoch", i(0))]),
+        ),
+        (
+            Response::ClusterStatus(ClusterStatusReply {
+                node_id: NodeId(1),
+                metadata_leader: Some(NodeId(2)),
+                nodes: vec![NodeStatus {
+                    node_id: NodeId(2),
+                    address: "broker-2:9092".into(),
+                    peer_address: "broker-2:9093".into(),
+                    rack: None,
+                    state: "active".into(),
+                    live: true,
+                    metadata_role: "voter".into(),
+                    replicas: 12,
+                    leaders: 4,
+                }],
+            }),
+            map(&[
+                ("node_id", i(1)),
+                ("metadata_leader", i(2)),
+                (
+                    "nodes",
+                    arr(&[map(&[
+                        ("node_id", i(2)),
+                        ("address", s("broker-2:9092")),
+                        ("peer_address", s("broker-2:9093")),
+                        ("rack", V::Nil),
+                        ("state", s("active")),
+                        ("live", V::Bool(true)),
+                        ("metadata_role", s("voter")),
+                        ("replicas", i(12)),
+                        ("leaders", i(4)),
+                    ])]),
+                ),
+            ]),
+        ),
+        (Response::DrainNode(()), V::Nil),
     ];
     let mut kinds_seen = std::collections::BTreeSet::new();
     for (id, (response, body)) in cases.into_iter().enumerate() {

@@ -433,3 +433,86 @@ mod gossip {
         });
     }
 }
+
+// ------------------------------------------------------------------ client streams
+
+const CLIENT: NodeId = NodeId(1001);
+
+async fn echo_server(
+    mut accepted: tokio::sync::mpsc::UnboundedReceiver<gregor_simulation::net::SimStream>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    while let Some(mut stream) = accepted.recv().await {
+        tokio::spawn(async move {
+            let mut buffer = [0u8; 1024];
+            while let Ok(n) = stream.read(&mut buffer).await {
+                if n == 0 || stream.write_all(&buffer[..n]).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn a_client_stream_carries_bytes_in_order_after_the_link_delay() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    paused_runtime().block_on(async {
+        let net = SimNetwork::new(1, SimNetConfig::default());
+        nodes(&net, 1);
+        tokio::spawn(echo_server(net.listen(NodeId(1))));
+        let started = Instant::now();
+        let mut stream = net.connect(CLIENT, NodeId(1)).await.expect("connects");
+        assert!(
+            started.elapsed() >= Duration::from_millis(2),
+            "a handshake crosses the link twice"
+        );
+        for i in 0..50u8 {
+            stream.write_all(&[i]).await.unwrap();
+        }
+        let mut echoed = vec![0u8; 50];
+        stream.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(echoed, (0..50).collect::<Vec<u8>>());
+    });
+}
+
+#[test]
+fn a_crash_resets_client_streams_and_refuses_new_ones() {
+    use tokio::io::AsyncReadExt;
+    paused_runtime().block_on(async {
+        let net = SimNetwork::new(2, SimNetConfig::default());
+        nodes(&net, 1);
+        tokio::spawn(echo_server(net.listen(NodeId(1))));
+        let mut stream = net.connect(CLIENT, NodeId(1)).await.expect("connects");
+        net.crash(NodeId(1));
+        let mut buffer = [0u8; 8];
+        assert_eq!(
+            stream.read(&mut buffer).await.unwrap(),
+            0,
+            "the connection closed"
+        );
+        let refused = net.connect(CLIENT, NodeId(1)).await.unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    });
+}
+
+#[test]
+fn a_cut_client_link_times_connects_out_and_resets_a_stream_that_sends() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    paused_runtime().block_on(async {
+        let net = SimNetwork::new(3, SimNetConfig::default());
+        nodes(&net, 1);
+        tokio::spawn(echo_server(net.listen(NodeId(1))));
+        let mut stream = net.connect(CLIENT, NodeId(1)).await.expect("connects");
+        let mut down = net.link(CLIENT, NodeId(1));
+        down.up = false;
+        net.set_link(CLIENT, NodeId(1), down);
+        stream.write_all(b"lost").await.unwrap();
+        let mut buffer = [0u8; 8];
+        assert_eq!(stream.read(&mut buffer).await.unwrap(), 0, "reset");
+        let started = Instant::now();
+        let error = net.connect(CLIENT, NodeId(1)).await.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= SimNetConfig::default().rpc_timeout);
+    });
+}

@@ -123,6 +123,14 @@ impl Store {
         }
     }
 
+    /// Refuses every later read, write and fsync of this store and its clones, as a poisoned
+    /// store does. The simulation fences a crashed node's store with it when the disk is real
+    /// fjall (a model disk has its own crash): a dead process writes nothing more, whatever
+    /// its actors still try while they are torn down.
+    pub fn fence(&self, cause: &str) {
+        self.inner.poison.poison(&cause);
+    }
+
     /// Makes every earlier write durable per the flush policy, on the calling thread.
     ///
     /// # Errors

@@ -850,3 +850,21 @@ on_both_backends! {
         store.verify_group(G).expect("consistent");
     }
 }
+
+on_both_backends! {
+    fn a_fenced_store_writes_nothing_more_and_reopens_with_what_came_before(disk) {
+        let store = disk.open();
+        produce(&store, 1, &[vec![vec![1]]]);
+        let clone = store.clone();
+        store.fence("simulated crash");
+        assert!(matches!(
+            clone.append_entries(G, &[records(2, 1, vec![batch(&[2])])]),
+            Err(StorageError::Poisoned(_))
+        ));
+        assert!(matches!(clone.last_entry(G), Err(StorageError::Poisoned(_))));
+        assert!(matches!(clone.sync(), Err(StorageError::Poisoned(_))));
+        drop((store, clone));
+        let store = disk.open();
+        assert_eq!(store.last_entry(G).expect("last").map(|e| e.index), Some(1));
+    }
+}

@@ -416,6 +416,10 @@ fn provoke_every_error(node: &Node) -> Vec<ErrorCode> {
     codes.push(refused(&mut stream, 26, commit));
     let describe_group = |name: &str| Request::DescribeGroup(DescribeGroup { group: name.into() });
     codes.push(refused(&mut stream, 25, describe_group("never-committed")));
+    let drain = gregor_actors::api::DrainNode {
+        node_id: gregor_protocol::NodeId(99),
+    };
+    codes.push(refused(&mut stream, 27, Request::DrainNode(drain)));
     codes
 }
 

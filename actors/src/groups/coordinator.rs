@@ -2,17 +2,17 @@
 //! `__consumer_offsets` partition the group hashes to, written through that partition's Raft
 //! group, so they are durable and rebuilt from the state machine after a restart.
 
-use super::core::GroupCore;
+use super::core::{GroupCore, NewOffset};
 use crate::api::{
     ApiError, CommitOffsets, CommittedOffset, DescribeGroup, ErrorCode, FetchOffsets,
-    GroupDescription, GroupPartitionLag, ListOffsets, OffsetCommit, OffsetReset, OffsetSpec,
-    ResetOffsets, ResetTarget,
+    GroupDescription, GroupPartitionLag, ListOffsets, OffsetReset, OffsetSpec, ResetOffsets,
+    ResetTarget,
 };
-use crate::directory::{Directory, ReplicaHandle};
+use crate::directory::Directory;
 use crate::partition::{PartitionReplica, ProposeKv};
 use actix::prelude::*;
 use gregor_cluster::KvWrite;
-use gregor_storage::{Clock, Offset, PartitionId};
+use gregor_storage::{Clock, Offset, PartitionId, TopicId};
 use std::sync::Arc;
 
 pub struct GroupCoordinator {
@@ -37,21 +37,11 @@ impl GroupCoordinator {
         }
     }
 
-    fn replica(&self, topic: &str, partition: PartitionId) -> Result<ReplicaHandle, ApiError> {
-        let (record, replica) = self.directory.replica(topic, partition)?;
-        if record.internal {
-            return Err(ApiError::new(
-                ErrorCode::INTERNAL_TOPIC,
-                format!("topic '{topic}' is internal; groups cannot consume it"),
-            ));
-        }
-        Ok(replica)
-    }
-
     /// Replicates `commits`, then records them; the mailbox stays closed meanwhile, so two
     /// commits of one group never interleave.
-    fn commit(&mut self, commits: Vec<OffsetCommit>) -> AtomicResponse<Self, Result<(), ApiError>> {
-        let planned = self.core.plan_commit(&commits, self.clock.now_ms());
+    fn commit(&mut self, commits: Vec<NewOffset>) -> AtomicResponse<Self, Result<(), ApiError>> {
+        let now_ms = self.clock.now_ms();
+        let planned = self.core.plan_commit(&commits, now_ms);
         let replica = self.offsets_replica.clone();
         AtomicResponse::new(Box::pin(
             async move {
@@ -60,11 +50,29 @@ impl GroupCoordinator {
                 Ok(committed)
             }
             .into_actor(self)
-            .map(|result: Result<Vec<CommittedOffset>, ApiError>, act, _| {
-                act.core.apply(result?);
+            .map(move |result: Result<Vec<NewOffset>, ApiError>, act, _| {
+                act.core.apply(result?, now_ms);
                 Ok(())
             }),
         ))
+    }
+
+    /// The group's committed offsets as the API shows them: by topic name, for topics that
+    /// still exist (offsets of a deleted topic's id belong to no topic).
+    fn named(&self, topic: Option<&str>) -> Vec<CommittedOffset> {
+        self.core
+            .all()
+            .filter_map(|(id, partition, c)| {
+                let name = self.directory.name_of(id)?;
+                topic.is_none_or(|t| t == name).then(|| CommittedOffset {
+                    topic: name,
+                    partition,
+                    offset: c.offset,
+                    metadata: c.metadata.clone(),
+                    commit_timestamp: c.commit_timestamp,
+                })
+            })
+            .collect()
     }
 }
 
@@ -86,20 +94,38 @@ impl Handler<CommitOffsets> for GroupCoordinator {
     type Result = AtomicResponse<Self, Result<(), ApiError>>;
 
     fn handle(&mut self, request: CommitOffsets, _: &mut Self::Context) -> Self::Result {
-        for commit in &request.offsets {
-            if let Err(error) = self.replica(&commit.topic, commit.partition) {
-                return AtomicResponse::new(Box::pin(fut::ready(Err(error))));
+        let mut commits = Vec::with_capacity(request.offsets.len());
+        for commit in request.offsets {
+            match self.directory.partition(&commit.topic, commit.partition) {
+                Ok((topic, _)) if !topic.record.internal => commits.push(NewOffset {
+                    topic: topic.record.id,
+                    partition: commit.partition,
+                    offset: commit.offset,
+                    metadata: commit.metadata,
+                }),
+                Ok(_) => {
+                    let error = internal_topic(&commit.topic);
+                    return AtomicResponse::new(Box::pin(fut::ready(Err(error))));
+                }
+                Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
             }
         }
-        self.commit(request.offsets)
+        self.commit(commits)
     }
+}
+
+fn internal_topic(topic: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::INTERNAL_TOPIC,
+        format!("topic '{topic}' is internal; groups cannot consume it"),
+    )
 }
 
 impl Handler<FetchOffsets> for GroupCoordinator {
     type Result = Result<Vec<CommittedOffset>, ApiError>;
 
     fn handle(&mut self, request: FetchOffsets, _: &mut Self::Context) -> Self::Result {
-        Ok(self.core.all(request.topic.as_deref()))
+        Ok(self.named(request.topic.as_deref()))
     }
 }
 
@@ -107,15 +133,14 @@ impl Handler<DescribeGroup> for GroupCoordinator {
     type Result = Result<GroupDescription, ApiError>;
 
     fn handle(&mut self, _: DescribeGroup, _: &mut Self::Context) -> Self::Result {
-        let partitions = self
-            .core
-            .all(None)
+        let partitions: Vec<GroupPartitionLag> = self
+            .named(None)
             .into_iter()
             .map(|c| {
                 let log_end = self
                     .directory
                     .replica(&c.topic, c.partition)
-                    .map(|(_, r)| r.state.borrow().next_offset)
+                    .map(|r| r.state.borrow().next_offset)
                     .unwrap_or(c.offset);
                 GroupPartitionLag {
                     topic: c.topic,
@@ -126,6 +151,15 @@ impl Handler<DescribeGroup> for GroupCoordinator {
                 }
             })
             .collect();
+        if partitions.is_empty() {
+            let group = self.core.name();
+            return Err(ApiError::new(
+                ErrorCode::UNKNOWN_GROUP,
+                format!(
+                    "group '{group}' has no committed offsets; list groups with: gregor group list"
+                ),
+            ));
+        }
         Ok(GroupDescription {
             group: self.core.name().to_string(),
             partitions,
@@ -137,20 +171,23 @@ impl Handler<ResetOffsets> for GroupCoordinator {
     type Result = AtomicResponse<Self, Result<Vec<OffsetReset>, ApiError>>;
 
     fn handle(&mut self, request: ResetOffsets, _: &mut Self::Context) -> Self::Result {
-        let entry = match self.directory.topic(&request.topic) {
-            Some(entry) if !entry.record.internal => entry,
-            Some(_) => {
+        let topic = match self.directory.topic(&request.topic) {
+            Ok(topic) if !topic.record.internal => topic,
+            Ok(_) => {
                 let error = ApiError::new(
                     ErrorCode::INTERNAL_TOPIC,
                     format!("topic '{}' is internal", request.topic),
                 );
                 return AtomicResponse::new(Box::pin(fut::ready(Err(error))));
             }
-            None => {
-                return AtomicResponse::new(Box::pin(fut::ready(Err(ApiError::unknown_topic(
-                    &request.topic,
-                )))))
-            }
+            Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
+        };
+        let replicas: Result<Vec<_>, ApiError> = (0..topic.record.partitions)
+            .map(|p| self.directory.replica(&request.topic, PartitionId(p)))
+            .collect();
+        let replicas = match replicas {
+            Ok(replicas) => replicas,
+            Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
         };
         let timestamp = match request.to {
             ResetTarget::Timestamp(ts) => Some(ts),
@@ -161,17 +198,17 @@ impl Handler<ResetOffsets> for GroupCoordinator {
             ),
             _ => None,
         };
-        let topic = request.topic.clone();
-        let previous: Vec<Option<Offset>> = (0..entry.record.partitions)
+        let topic_id = topic.record.id;
+        let previous: Vec<Option<Offset>> = (0..topic.record.partitions)
             .map(|p| {
                 self.core
-                    .committed(&topic, PartitionId(p))
+                    .committed(topic_id, PartitionId(p))
                     .map(|c| c.offset)
             })
             .collect();
         let targets = async move {
-            let mut resets = Vec::with_capacity(entry.replicas.len());
-            for (p, replica) in entry.replicas.iter().enumerate() {
+            let mut resets = Vec::with_capacity(replicas.len());
+            for (p, replica) in replicas.iter().enumerate() {
                 let partition = PartitionId(p as u32);
                 let state = *replica.state.borrow();
                 let offset = match (request.to, timestamp) {
@@ -215,8 +252,8 @@ impl Handler<ResetOffsets> for GroupCoordinator {
                     (Ok(resets), false) => Some(
                         resets
                             .iter()
-                            .map(|r| OffsetCommit {
-                                topic: topic.clone(),
+                            .map(|r| NewOffset {
+                                topic: topic_id,
                                 partition: r.partition,
                                 offset: r.offset,
                                 metadata: None,
@@ -225,7 +262,8 @@ impl Handler<ResetOffsets> for GroupCoordinator {
                     ),
                     _ => None,
                 };
-                let planned = commit.map(|c| act.core.plan_commit(&c, act.clock.now_ms()));
+                let now_ms = act.clock.now_ms();
+                let planned = commit.map(|c| act.core.plan_commit(&c, now_ms));
                 let replica = act.offsets_replica.clone();
                 async move {
                     let resets = resets?;
@@ -241,12 +279,12 @@ impl Handler<ResetOffsets> for GroupCoordinator {
                 }
                 .into_actor(act)
                 .map(
-                    |result: Result<(Vec<OffsetReset>, Option<Vec<CommittedOffset>>), ApiError>,
-                     act,
-                     _| {
+                    move |result: Result<(Vec<OffsetReset>, Option<Vec<NewOffset>>), ApiError>,
+                          act,
+                          _| {
                         let (resets, committed) = result?;
                         if let Some(committed) = committed {
-                            act.core.apply(committed);
+                            act.core.apply(committed, now_ms);
                         }
                         Ok(resets)
                     },
@@ -256,17 +294,17 @@ impl Handler<ResetOffsets> for GroupCoordinator {
     }
 }
 
-/// Drop every committed offset of a deleted topic, so a topic re-created under the same name
-/// starts without the old positions (as in Kafka).
+/// Drop every committed offset of a deleted topic. Tidying only: a topic re-created under the
+/// same name has a new id, so it never sees these.
 #[derive(Message)]
 #[rtype(result = "Result<(), ApiError>")]
-pub(crate) struct ForgetTopic(pub String);
+pub(crate) struct ForgetTopic(pub TopicId);
 
 impl Handler<ForgetTopic> for GroupCoordinator {
     type Result = AtomicResponse<Self, Result<(), ApiError>>;
 
     fn handle(&mut self, ForgetTopic(topic): ForgetTopic, _: &mut Self::Context) -> Self::Result {
-        let write = self.core.plan_forget_topic(&topic);
+        let write = self.core.plan_forget_topic(topic);
         let replica = self.offsets_replica.clone();
         AtomicResponse::new(Box::pin(
             async move {
@@ -278,7 +316,7 @@ impl Handler<ForgetTopic> for GroupCoordinator {
             .into_actor(self)
             .map(move |result: Result<(), ApiError>, act, _| {
                 result?;
-                act.core.forget_topic(&topic);
+                act.core.forget_topic(topic);
                 Ok(())
             }),
         ))

@@ -1,14 +1,22 @@
 //! A consumer group's committed offsets, free of I/O, and their encoding in the
-//! `__consumer_offsets` key-value state (Kafka's OffsetCommitKey / OffsetCommitValue v1 layout:
-//! big-endian, strings as int16 length + UTF-8).
+//! `__consumer_offsets` key-value state.
+//!
+//! Offsets are keyed by topic id, not name: a topic deleted and created again under the same
+//! name has a new id, so it starts with no committed positions, whatever rows of the old one
+//! remain. Key (version 2): version u16, group (u16 length + UTF-8), topic id u64, partition
+//! u32, all big-endian. Value (version 1, Kafka's OffsetCommitValue v1 layout): version u16,
+//! offset i64, metadata (u16 length + UTF-8, or -1 for none), commit timestamp i64, expiry i64.
+//! Rows of key version 1 (topic names, before topic ids) are not read.
 
-use crate::api::{ApiError, CommittedOffset, ErrorCode, OffsetCommit};
+use crate::api::{ApiError, ErrorCode};
 use bytes::{BufMut, Bytes, BytesMut};
 use gregor_cluster::KvWrite;
-use gregor_storage::{Offset, PartitionId};
+use gregor_storage::{Offset, PartitionId, TopicId};
 use std::collections::BTreeMap;
 
-const KEY_VERSION: u16 = 1;
+const KEY_VERSION: u16 = 2;
+/// Keys of topic names, written before topic ids; skipped.
+const KEY_VERSION_NAMES: u16 = 1;
 const VALUE_VERSION: u16 = 1;
 pub const MAX_GROUP_NAME_LEN: usize = 255;
 pub const MAX_METADATA_LEN: usize = 4096;
@@ -57,26 +65,44 @@ pub fn group_key_prefix(group: &str) -> Bytes {
     buf.freeze()
 }
 
-pub fn offset_key(group: &str, topic: &str, partition: PartitionId) -> Bytes {
-    let mut buf = BytesMut::with_capacity(10 + group.len() + topic.len());
+pub fn offset_key(group: &str, topic: TopicId, partition: PartitionId) -> Bytes {
+    let mut buf = BytesMut::with_capacity(16 + group.len());
     buf.put_u16(KEY_VERSION);
     put_str(&mut buf, group);
-    put_str(&mut buf, topic);
+    buf.put_u64(topic.0);
     buf.put_u32(partition.0);
     buf.freeze()
 }
 
-/// Decodes a key into (group, topic, partition).
-pub fn decode_offset_key(key: &[u8]) -> Option<(String, String, PartitionId)> {
+/// What a key names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OffsetKey {
+    Offset {
+        group: String,
+        topic: TopicId,
+        partition: PartitionId,
+    },
+    /// A row keyed by topic name, from before topic ids: not read.
+    ByName,
+}
+
+/// Decodes a key; `None` when it is malformed.
+pub fn decode_offset_key(key: &[u8]) -> Option<OffsetKey> {
     let mut input = key;
-    if u16::from_be_bytes(input.get(..2)?.try_into().ok()?) != KEY_VERSION {
-        return None;
+    match u16::from_be_bytes(input.get(..2)?.try_into().ok()?) {
+        KEY_VERSION => {}
+        KEY_VERSION_NAMES => return Some(OffsetKey::ByName),
+        _ => return None,
     }
     input = &input[2..];
     let group = take_str(&mut input)?.to_string();
-    let topic = take_str(&mut input)?.to_string();
-    let partition = u32::from_be_bytes(input.get(..4)?.try_into().ok()?);
-    (input.len() == 4).then_some((group, topic, PartitionId(partition)))
+    let topic = u64::from_be_bytes(input.get(..8)?.try_into().ok()?);
+    let partition = u32::from_be_bytes(input.get(8..12)?.try_into().ok()?);
+    (input.len() == 12).then_some(OffsetKey::Offset {
+        group,
+        topic: TopicId(topic),
+        partition: PartitionId(partition),
+    })
 }
 
 fn encode_value(offset: Offset, metadata: Option<&str>, commit_timestamp: i64) -> Bytes {
@@ -109,11 +135,29 @@ fn decode_value(value: &[u8]) -> Option<(Offset, Option<String>, i64)> {
     (offset >= 0).then_some((Offset(offset as u64), metadata, commit_timestamp))
 }
 
+/// An offset to commit, its topic named by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOffset {
+    pub topic: TopicId,
+    pub partition: PartitionId,
+    pub offset: Offset,
+    pub metadata: Option<String>,
+}
+
+/// A committed offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub offset: Offset,
+    pub metadata: Option<String>,
+    /// Broker time of the commit, ms since the epoch.
+    pub commit_timestamp: i64,
+}
+
 /// One group's committed offsets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupCore {
     name: String,
-    offsets: BTreeMap<(String, PartitionId), CommittedOffset>,
+    offsets: BTreeMap<(TopicId, PartitionId), Committed>,
 }
 
 impl GroupCore {
@@ -127,18 +171,20 @@ impl GroupCore {
             offsets: BTreeMap::new(),
         };
         for (key, value) in rows {
-            let (group, topic, partition) = decode_offset_key(key)
-                .ok_or_else(|| format!("offset key {key:?} does not decode"))?;
-            if group != name {
-                continue;
-            }
-            let (offset, metadata, commit_timestamp) = decode_value(value)
-                .ok_or_else(|| format!("offset value for {topic}/{partition} does not decode"))?;
+            let (topic, partition) = match decode_offset_key(key) {
+                None => return Err(format!("offset key {key:?} does not decode")),
+                Some(OffsetKey::ByName) => continue,
+                Some(OffsetKey::Offset { group, .. }) if group != name => continue,
+                Some(OffsetKey::Offset {
+                    topic, partition, ..
+                }) => (topic, partition),
+            };
+            let (offset, metadata, commit_timestamp) = decode_value(value).ok_or_else(|| {
+                format!("offset value for topic {topic} partition {partition} does not decode")
+            })?;
             core.offsets.insert(
-                (topic.clone(), partition),
-                CommittedOffset {
-                    topic,
-                    partition,
+                (topic, partition),
+                Committed {
                     offset,
                     metadata,
                     commit_timestamp,
@@ -152,30 +198,26 @@ impl GroupCore {
         &self.name
     }
 
-    pub fn committed(&self, topic: &str, partition: PartitionId) -> Option<&CommittedOffset> {
-        self.offsets.get(&(topic.to_string(), partition))
+    pub fn committed(&self, topic: TopicId, partition: PartitionId) -> Option<&Committed> {
+        self.offsets.get(&(topic, partition))
     }
 
-    pub fn all(&self, topic: Option<&str>) -> Vec<CommittedOffset> {
-        self.offsets
-            .values()
-            .filter(|c| topic.is_none_or(|t| c.topic == t))
-            .cloned()
-            .collect()
+    /// Every committed offset, by topic id and partition.
+    pub fn all(&self) -> impl Iterator<Item = (TopicId, PartitionId, &Committed)> {
+        self.offsets.iter().map(|((t, p), c)| (*t, *p, c))
     }
 
-    /// The write that commits `offsets` at `now_ms`; apply it with [`GroupCore::apply`] once
-    /// committed.
+    /// The write that commits `offsets` at `now_ms`, and what to apply with
+    /// [`GroupCore::apply`] once it is committed.
     ///
     /// # Errors
     /// `OFFSET_METADATA_TOO_LARGE` for metadata over [`MAX_METADATA_LEN`].
     pub fn plan_commit(
         &self,
-        offsets: &[OffsetCommit],
+        offsets: &[NewOffset],
         now_ms: i64,
-    ) -> Result<(KvWrite, Vec<CommittedOffset>), ApiError> {
+    ) -> Result<(KvWrite, Vec<NewOffset>), ApiError> {
         let mut write = KvWrite::default();
-        let mut committed = Vec::with_capacity(offsets.len());
         for c in offsets {
             if c.metadata
                 .as_ref()
@@ -190,41 +232,43 @@ impl GroupCore {
                 ));
             }
             write.puts.push((
-                offset_key(&self.name, &c.topic, c.partition),
+                offset_key(&self.name, c.topic, c.partition),
                 encode_value(c.offset, c.metadata.as_deref(), now_ms),
             ));
-            committed.push(CommittedOffset {
-                topic: c.topic.clone(),
-                partition: c.partition,
-                offset: c.offset,
-                metadata: c.metadata.clone(),
-                commit_timestamp: now_ms,
-            });
         }
-        Ok((write, committed))
+        Ok((write, offsets.to_vec()))
     }
 
-    pub fn apply(&mut self, committed: Vec<CommittedOffset>) {
+    /// Records offsets whose write committed at `now_ms`.
+    pub fn apply(&mut self, committed: Vec<NewOffset>, now_ms: i64) {
         for c in committed {
-            self.offsets.insert((c.topic.clone(), c.partition), c);
+            self.offsets.insert(
+                (c.topic, c.partition),
+                Committed {
+                    offset: c.offset,
+                    metadata: c.metadata,
+                    commit_timestamp: now_ms,
+                },
+            );
         }
     }
 
-    /// Forget a deleted topic's offsets; returns the write that removes them.
-    pub fn plan_forget_topic(&self, topic: &str) -> KvWrite {
+    /// The write that removes a deleted topic's offsets (tidying only: a new topic of the same
+    /// name has another id and never sees them).
+    pub fn plan_forget_topic(&self, topic: TopicId) -> KvWrite {
         KvWrite {
             puts: vec![],
             deletes: self
                 .offsets
                 .keys()
-                .filter(|(t, _)| t == topic)
-                .map(|(t, p)| offset_key(&self.name, t, *p))
+                .filter(|(t, _)| *t == topic)
+                .map(|(t, p)| offset_key(&self.name, *t, *p))
                 .collect(),
         }
     }
 
-    pub fn forget_topic(&mut self, topic: &str) {
-        self.offsets.retain(|(t, _), _| t != topic);
+    pub fn forget_topic(&mut self, topic: TopicId) {
+        self.offsets.retain(|(t, _), _| *t != topic);
     }
 }
 
@@ -251,14 +295,19 @@ mod tests {
 
     #[test]
     fn keys_and_values_round_trip_and_group_prefix_is_exact() {
-        let key = offset_key("g", "orders", PartitionId(3));
+        let key = offset_key("g", TopicId(7), PartitionId(3));
         assert_eq!(
             decode_offset_key(&key),
-            Some(("g".into(), "orders".into(), PartitionId(3)))
+            Some(OffsetKey::Offset {
+                group: "g".into(),
+                topic: TopicId(7),
+                partition: PartitionId(3)
+            })
         );
         assert!(key.starts_with(&group_key_prefix("g")));
         // "g" must not match the rows of group "gg".
-        assert!(!offset_key("gg", "orders", PartitionId(3)).starts_with(&group_key_prefix("g")));
+        assert!(!offset_key("gg", TopicId(7), PartitionId(3)).starts_with(&group_key_prefix("g")));
+        assert_eq!(decode_offset_key(&key[..key.len() - 1]), None);
         let value = encode_value(Offset(42), Some("meta"), 1000);
         assert_eq!(
             decode_value(&value),
@@ -269,28 +318,55 @@ mod tests {
         assert_eq!(decode_value(&value[..5]), None);
     }
 
+    fn commit(topic: u64, offset: u64) -> NewOffset {
+        NewOffset {
+            topic: TopicId(topic),
+            partition: PartitionId(1),
+            offset: Offset(offset),
+            metadata: None,
+        }
+    }
+
     #[test]
-    fn commits_reload_from_rows() {
+    fn commits_reload_from_rows_and_rows_keyed_by_name_are_skipped() {
         let core = GroupCore::load("g", &[]).unwrap();
-        let (write, committed) = core
-            .plan_commit(
-                &[OffsetCommit {
-                    topic: "t".into(),
-                    partition: PartitionId(1),
-                    offset: Offset(10),
-                    metadata: None,
-                }],
-                99,
-            )
-            .unwrap();
+        let (write, committed) = core.plan_commit(&[commit(4, 10)], 99).unwrap();
         let mut applied = core.clone();
-        applied.apply(committed);
-        let reloaded = GroupCore::load("g", &write.puts).unwrap();
+        applied.apply(committed, 99);
+        let mut rows = write.puts.clone();
+        // A row from before topic ids: version 1, group "g", topic "t", partition 1.
+        let mut by_name = BytesMut::new();
+        by_name.put_u16(KEY_VERSION_NAMES);
+        put_str(&mut by_name, "g");
+        put_str(&mut by_name, "t");
+        by_name.put_u32(1);
+        rows.push((by_name.freeze(), encode_value(Offset(3), None, 1)));
+        let reloaded = GroupCore::load("g", &rows).unwrap();
         assert_eq!(reloaded, applied);
         assert_eq!(
-            reloaded.committed("t", PartitionId(1)).unwrap().offset,
+            reloaded
+                .committed(TopicId(4), PartitionId(1))
+                .unwrap()
+                .offset,
             Offset(10)
         );
+    }
+
+    #[test]
+    fn a_recreated_topic_does_not_inherit_the_old_positions() {
+        let mut core = GroupCore::load("g", &[]).unwrap();
+        let (write, committed) = core.plan_commit(&[commit(4, 10)], 1).unwrap();
+        core.apply(committed, 1);
+        // Topic 4 was deleted and a topic of the same name created: id 5. Even with the old
+        // rows still there, the new topic has no position.
+        let reloaded = GroupCore::load("g", &write.puts).unwrap();
+        assert_eq!(reloaded.committed(TopicId(5), PartitionId(1)), None);
+        assert_eq!(
+            core.plan_forget_topic(TopicId(4)).deletes,
+            vec![offset_key("g", TopicId(4), PartitionId(1))]
+        );
+        core.forget_topic(TopicId(4));
+        assert_eq!(core.all().count(), 0);
     }
 
     #[test]

@@ -7,4 +7,3 @@ mod router;
 
 pub use coordinator::GroupCoordinator;
 pub use router::GroupRouter;
-pub(crate) use router::TopicDeleted;

@@ -1,58 +1,109 @@
-//! Finds a group's coordinator, starting it on first use from the committed rows of the
-//! `__consumer_offsets` partition the group hashes to.
+//! Finds a group's coordinator. A group lives on the `__consumer_offsets` partition it hashes
+//! to; its coordinator runs on the node that leads that partition, started on first use from
+//! the partition's committed rows. A request that reaches another node is forwarded to that
+//! leader (once: a forwarded request is served or refused, never forwarded again).
 
 use super::coordinator::{ForgetTopic, GroupCoordinator};
 use super::core::{
     decode_offset_key, group_key_prefix, offsets_partition_for, validate_group_name, GroupCore,
+    OffsetKey,
 };
 use crate::api::{
     ApiError, CommitOffsets, CommittedOffset, DescribeGroup, ErrorCode, FetchOffsets,
-    GroupDescription, ListGroups, OffsetReset, ResetOffsets,
+    GroupDescription, ListGroups, OffsetReset, Request, ResetOffsets, Response,
 };
-use crate::directory::Directory;
+use crate::directory::{Directory, ReplicaHandle};
+use crate::metadata::{MetadataView, NodeState, OFFSETS_TOPIC};
 use crate::partition::ProposeKv;
-use crate::topics::OFFSETS_TOPIC;
+use crate::peers::{forward, no_leader, FromPeer};
 use actix::prelude::*;
-use gregor_cluster::KvWrite;
-use gregor_storage::Clock;
+use gregor_cluster::{GroupRole, KvWrite, Transport};
+use gregor_storage::{Clock, NodeId, TopicId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+/// A running coordinator and the term of the offsets partition's leadership it was loaded in:
+/// a coordinator outlives no leadership change (another leader may have committed since).
+struct Running {
+    addr: Addr<GroupCoordinator>,
+    term: u64,
+}
+
 pub struct GroupRouter {
     directory: Arc<Directory>,
+    transport: Arc<dyn Transport>,
     clock: Arc<dyn Clock>,
-    coordinators: BTreeMap<String, Addr<GroupCoordinator>>,
-    /// Every group with committed offsets, for `ListGroups`.
-    known: BTreeSet<String>,
+    coordinators: BTreeMap<String, Running>,
+    /// The topics of the applied metadata: one that goes has its offsets tidied away.
+    topics: BTreeSet<TopicId>,
+}
+
+/// Where a group request is served.
+enum Route {
+    Here(Addr<GroupCoordinator>),
+    Leader(NodeId),
 }
 
 impl GroupRouter {
-    /// Scans the offsets state once to learn which groups exist.
-    pub(crate) fn new(directory: Arc<Directory>, clock: Arc<dyn Clock>) -> Result<Self, String> {
-        let known = groups_with_offsets(&directory)?;
-        Ok(GroupRouter {
+    pub(crate) fn new(
+        directory: Arc<Directory>,
+        transport: Arc<dyn Transport>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let topics = topic_ids(&directory.view());
+        GroupRouter {
             directory,
+            transport,
             clock,
             coordinators: BTreeMap::new(),
-            known,
-        })
+            topics,
+        }
     }
 
-    fn coordinator(&mut self, group: &str) -> Result<Addr<GroupCoordinator>, ApiError> {
+    fn route(&mut self, group: &str, from_peer: bool) -> Result<Route, ApiError> {
         validate_group_name(group)?;
-        if let Some(addr) = self.coordinators.get(group) {
-            if addr.connected() {
-                return Ok(addr.clone());
-            }
-        }
-        let entry = self.directory.topic(OFFSETS_TOPIC).ok_or_else(|| {
+        let offsets = self.directory.topic(OFFSETS_TOPIC).map_err(|_| {
             ApiError::new(
                 ErrorCode::UNAVAILABLE,
-                "the offsets topic is not loaded yet; retry",
+                "the offsets topic is not created yet; retry",
             )
         })?;
-        let partition = offsets_partition_for(group, entry.record.partitions);
-        let replica = &entry.replicas[partition.0 as usize];
+        let partition = offsets_partition_for(group, offsets.record.partitions);
+        let offsets_group = offsets.record.group_of(partition);
+        let local = self.directory.local(offsets_group);
+        let Some(replica) = local.filter(|r| r.group.role() == GroupRole::Leader) else {
+            self.coordinators.remove(group);
+            return match self.directory.leader(offsets_group) {
+                Some(leader) if leader != self.directory.node() && !from_peer => {
+                    Ok(Route::Leader(leader))
+                }
+                _ => Err(no_leader(&format!(
+                    "the offsets partition of group '{group}'"
+                ))),
+            };
+        };
+        let term = replica.group.term();
+        if let Some(running) = self.coordinators.get(group) {
+            if running.term == term && running.addr.connected() {
+                return Ok(Route::Here(running.addr.clone()));
+            }
+        }
+        let addr = self.start_coordinator(group, &replica)?;
+        self.coordinators.insert(
+            group.to_string(),
+            Running {
+                addr: addr.clone(),
+                term,
+            },
+        );
+        Ok(Route::Here(addr))
+    }
+
+    fn start_coordinator(
+        &self,
+        group: &str,
+        replica: &ReplicaHandle,
+    ) -> Result<Addr<GroupCoordinator>, ApiError> {
         let rows = replica
             .group
             .store()
@@ -64,157 +115,236 @@ impl GroupRouter {
                 )
             })?;
         let core = GroupCore::load(group, &rows).map_err(ApiError::internal)?;
-        let addr = GroupCoordinator::new(
+        Ok(GroupCoordinator::new(
             core,
             replica.addr.clone(),
             self.directory.clone(),
             self.clock.clone(),
         )
-        .start();
-        self.coordinators.insert(group.to_string(), addr.clone());
-        Ok(addr)
+        .start())
     }
 
-    fn forward<M>(&mut self, group: &str, message: M) -> ResponseFuture<Result<M::Reply, ApiError>>
+    fn serve<M>(
+        &mut self,
+        group: &str,
+        message: M,
+        from_peer: bool,
+    ) -> ResponseFuture<Result<M::Reply, ApiError>>
     where
-        M: Message<Result = Result<<M as Routed>::Reply, ApiError>> + Routed + Send + 'static,
+        M: Message<Result = Result<<M as Routed>::Reply, ApiError>>
+            + Routed
+            + Into<Request>
+            + Send
+            + 'static,
         GroupCoordinator: Handler<M>,
         <M as Routed>::Reply: Send + 'static,
     {
-        match self.coordinator(group) {
-            Err(error) => Box::pin(async move { Err(error) }),
-            Ok(addr) => Box::pin(async move {
-                addr.send(message).await.map_err(|_| {
+        let route = self.route(group, from_peer);
+        let transport = self.transport.clone();
+        Box::pin(async move {
+            match route? {
+                Route::Here(addr) => addr.send(message).await.map_err(|_| {
                     ApiError::new(
                         ErrorCode::UNAVAILABLE,
                         "the group coordinator stopped; retry",
                     )
-                })?
-            }),
-        }
+                })?,
+                Route::Leader(leader) => {
+                    let response = forward(&*transport, leader, message.into()).await?;
+                    M::reply(response)
+                }
+            }
+        })
     }
 }
 
-/// Every group that has at least one committed offset row.
+/// The groups with a committed offset for a topic that exists, in the offsets partitions this
+/// node has a replica of.
 fn groups_with_offsets(directory: &Directory) -> Result<BTreeSet<String>, String> {
     let mut known = BTreeSet::new();
-    if let Some(entry) = directory.topic(OFFSETS_TOPIC) {
-        for replica in &entry.replicas {
-            let rows = replica
-                .group
-                .store()
-                .kv_scan_prefix(replica.group.id(), b"")
-                .map_err(|e| format!("reading committed offsets: {e}"))?;
-            known.extend(
-                rows.iter()
-                    .filter_map(|(k, _)| decode_offset_key(k))
-                    .map(|(g, _, _)| g),
-            );
-        }
+    for replica in offsets_replicas(directory) {
+        let rows = replica
+            .group
+            .store()
+            .kv_scan_prefix(replica.group.id(), b"")
+            .map_err(|e| format!("reading committed offsets: {e}"))?;
+        known.extend(rows.iter().filter_map(|(k, _)| match decode_offset_key(k) {
+            Some(OffsetKey::Offset { group, topic, .. }) => directory.name_of(topic).map(|_| group),
+            _ => None,
+        }));
     }
     Ok(known)
 }
 
-/// Messages the router forwards, with their success type.
+/// The `__consumer_offsets` replicas running here.
+fn offsets_replicas(directory: &Directory) -> Vec<ReplicaHandle> {
+    directory
+        .locals()
+        .into_iter()
+        .filter(|r| r.topic.name == OFFSETS_TOPIC)
+        .collect()
+}
+
+/// Messages the router serves through a coordinator, with their success type.
 pub trait Routed {
     type Reply;
+    /// The reply in a peer's response.
+    ///
+    /// # Errors
+    /// A response of another kind.
+    fn reply(response: Response) -> Result<Self::Reply, ApiError>;
 }
-impl Routed for CommitOffsets {
-    type Reply = ();
+
+macro_rules! routed {
+    ($($request:ident -> $reply:ty;)*) => {
+        $(
+            impl Routed for $request {
+                type Reply = $reply;
+                fn reply(response: Response) -> Result<$reply, ApiError> {
+                    match response {
+                        Response::$request(reply) => Ok(reply),
+                        other => Err(ApiError::internal(format!(
+                            "{} answered with {}", stringify!($request), other.kind()
+                        ))),
+                    }
+                }
+            }
+
+            impl Handler<$request> for GroupRouter {
+                type Result = ResponseFuture<Result<$reply, ApiError>>;
+                fn handle(&mut self, request: $request, _: &mut Self::Context) -> Self::Result {
+                    let group = request.group.clone();
+                    self.serve(&group, request, false)
+                }
+            }
+
+            impl Handler<FromPeer<$request>> for GroupRouter {
+                type Result = ResponseFuture<Result<$reply, ApiError>>;
+                fn handle(
+                    &mut self,
+                    FromPeer(request): FromPeer<$request>,
+                    _: &mut Self::Context,
+                ) -> Self::Result {
+                    let group = request.group.clone();
+                    self.serve(&group, request, true)
+                }
+            }
+        )*
+    };
 }
-impl Routed for FetchOffsets {
-    type Reply = Vec<CommittedOffset>;
+
+routed! {
+    CommitOffsets -> ();
+    FetchOffsets -> Vec<CommittedOffset>;
+    DescribeGroup -> GroupDescription;
+    ResetOffsets -> Vec<OffsetReset>;
 }
-impl Routed for DescribeGroup {
-    type Reply = GroupDescription;
-}
-impl Routed for ResetOffsets {
-    type Reply = Vec<OffsetReset>;
+
+fn topic_ids(view: &MetadataView) -> BTreeSet<TopicId> {
+    view.topics().map(|t| t.record.id).collect()
 }
 
 impl Actor for GroupRouter {
     type Context = Context<Self>;
-}
 
-impl Handler<CommitOffsets> for GroupRouter {
-    type Result = ResponseFuture<Result<(), ApiError>>;
-    fn handle(&mut self, request: CommitOffsets, _: &mut Self::Context) -> Self::Result {
-        let group = request.group.clone();
-        // An empty commit changes no offset, so it does not make a group exist either (one
-        // that exists only in memory would vanish at the next restart).
-        if validate_group_name(&group).is_ok() && !request.offsets.is_empty() {
-            self.known.insert(group.clone());
-        }
-        self.forward(&group, request)
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let changes = futures::stream::unfold(self.directory.watch_view(), |mut rx| async move {
+            rx.changed().await.ok()?;
+            let view = rx.borrow_and_update().clone();
+            Some((view, rx))
+        });
+        ctx.add_stream(changes);
     }
 }
 
-impl Handler<ResetOffsets> for GroupRouter {
-    type Result = ResponseFuture<Result<Vec<OffsetReset>, ApiError>>;
-    fn handle(&mut self, request: ResetOffsets, _: &mut Self::Context) -> Self::Result {
-        let group = request.group.clone();
-        if !request.dry_run
-            && validate_group_name(&group).is_ok()
-            && self.directory.topic(&request.topic).is_some()
-        {
-            self.known.insert(group.clone());
-        }
-        self.forward(&group, request)
-    }
-}
-
-impl Handler<FetchOffsets> for GroupRouter {
-    type Result = ResponseFuture<Result<Vec<CommittedOffset>, ApiError>>;
-    fn handle(&mut self, request: FetchOffsets, _: &mut Self::Context) -> Self::Result {
-        let group = request.group.clone();
-        self.forward(&group, request)
-    }
-}
-
-impl Handler<DescribeGroup> for GroupRouter {
-    type Result = ResponseFuture<Result<GroupDescription, ApiError>>;
-    fn handle(&mut self, request: DescribeGroup, _: &mut Self::Context) -> Self::Result {
-        let group = request.group.clone();
-        if let Err(invalid) = validate_group_name(&group) {
-            return Box::pin(async move { Err(invalid) });
-        }
-        if !self.known.contains(&group) {
-            let error = ApiError::new(
-                ErrorCode::UNKNOWN_GROUP,
-                format!(
-                    "group '{group}' has no committed offsets; list groups with: gregor group list"
-                ),
+/// A deleted topic's offsets are tidied away by every node, in the offsets partitions it leads.
+impl StreamHandler<Arc<MetadataView>> for GroupRouter {
+    fn handle(&mut self, view: Arc<MetadataView>, ctx: &mut Self::Context) {
+        let now = topic_ids(&view);
+        for &topic in self.topics.difference(&now) {
+            let me = ctx.address();
+            ctx.spawn(
+                async move {
+                    // Tidying only: a topic created again under this name has another id.
+                    if !matches!(me.send(TopicDeleted(topic)).await, Ok(Ok(()))) {
+                        tracing::warn!(%topic, "a deleted topic's offsets were not tidied away");
+                    }
+                }
+                .into_actor(self),
             );
-            return Box::pin(async move { Err(error) });
         }
-        self.forward(&group, request)
+        self.topics = now;
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+impl GroupRouter {
+    /// Every group this node and, unless the request came from a peer, every other live
+    /// member knows of.
+    fn list_groups(&mut self, from_peer: bool) -> ResponseFuture<Result<Vec<String>, ApiError>> {
+        let local = groups_with_offsets(&self.directory).map_err(ApiError::internal);
+        let view = self.directory.view();
+        let me = self.directory.node();
+        let peers: Vec<NodeId> = if from_peer {
+            Vec::new()
+        } else {
+            view.nodes()
+                .filter(|n| n.id != me && n.state != NodeState::Removed)
+                .map(|n| n.id)
+                .collect()
+        };
+        let transport = self.transport.clone();
+        Box::pin(async move {
+            let mut groups = local?;
+            for peer in peers {
+                // A node that does not answer only shrinks the list: every partition has
+                // replicas elsewhere.
+                match forward(&*transport, peer, ListGroups {}.into()).await {
+                    Ok(Response::ListGroups(more)) => groups.extend(more),
+                    Ok(other) => {
+                        tracing::warn!(%peer, kind = other.kind(), "ListGroups answered oddly")
+                    }
+                    Err(error) => tracing::debug!(%peer, %error, "a node did not list its groups"),
+                }
+            }
+            Ok(groups.into_iter().collect())
+        })
     }
 }
 
 impl Handler<ListGroups> for GroupRouter {
-    type Result = Result<Vec<String>, ApiError>;
+    type Result = ResponseFuture<Result<Vec<String>, ApiError>>;
     fn handle(&mut self, _: ListGroups, _: &mut Self::Context) -> Self::Result {
-        Ok(self.known.iter().cloned().collect())
+        self.list_groups(false)
     }
 }
 
-/// A topic was deleted: remove its committed offsets from every group.
+impl Handler<FromPeer<ListGroups>> for GroupRouter {
+    type Result = ResponseFuture<Result<Vec<String>, ApiError>>;
+    fn handle(&mut self, _: FromPeer<ListGroups>, _: &mut Self::Context) -> Self::Result {
+        self.list_groups(true)
+    }
+}
+
+/// A topic was deleted: tidy its committed offsets away in the offsets partitions this node
+/// leads (their followers apply the same writes). Tidying only: a topic created again under
+/// the same name has another id.
 #[derive(Message)]
 #[rtype(result = "Result<(), ApiError>")]
-pub(crate) struct TopicDeleted(pub String);
+pub(crate) struct TopicDeleted(pub TopicId);
 
 impl Handler<TopicDeleted> for GroupRouter {
-    type Result = AtomicResponse<Self, Result<(), ApiError>>;
+    type Result = ResponseFuture<Result<(), ApiError>>;
 
     fn handle(&mut self, TopicDeleted(topic): TopicDeleted, _: &mut Self::Context) -> Self::Result {
         let coordinators: Vec<Addr<GroupCoordinator>> =
-            self.coordinators.values().cloned().collect();
-        let partitions = self
-            .directory
-            .topic(OFFSETS_TOPIC)
-            .map(|entry| entry.replicas)
-            .unwrap_or_default();
-        let forget = async move {
+            self.coordinators.values().map(|r| r.addr.clone()).collect();
+        let partitions: Vec<ReplicaHandle> = offsets_replicas(&self.directory)
+            .into_iter()
+            .filter(|r| r.group.role() == GroupRole::Leader)
+            .collect();
+        Box::pin(async move {
             let stopped =
                 || ApiError::new(ErrorCode::UNAVAILABLE, "a group coordinator stopped; retry");
             // Running coordinators forget through their own mailbox, so their cached offsets
@@ -222,7 +352,7 @@ impl Handler<TopicDeleted> for GroupRouter {
             for coordinator in coordinators {
                 if coordinator.connected() {
                     coordinator
-                        .send(ForgetTopic(topic.clone()))
+                        .send(ForgetTopic(topic))
                         .await
                         .map_err(|_| stopped())??;
                 }
@@ -241,7 +371,12 @@ impl Handler<TopicDeleted> for GroupRouter {
                     })?;
                 let deletes: Vec<_> = rows
                     .into_iter()
-                    .filter(|(key, _)| decode_offset_key(key).is_some_and(|(_, t, _)| t == topic))
+                    .filter(|(key, _)| {
+                        matches!(
+                            decode_offset_key(key),
+                            Some(OffsetKey::Offset { topic: t, .. }) if t == topic
+                        )
+                    })
                     .map(|(key, _)| key)
                     .collect();
                 if !deletes.is_empty() {
@@ -257,12 +392,6 @@ impl Handler<TopicDeleted> for GroupRouter {
                 }
             }
             Ok(())
-        };
-        // Groups whose only offsets were for this topic are no longer listed.
-        AtomicResponse::new(Box::pin(forget.into_actor(self).map(|result, act, _| {
-            result?;
-            act.known = groups_with_offsets(&act.directory).map_err(ApiError::internal)?;
-            Ok(())
-        })))
+        })
     }
 }

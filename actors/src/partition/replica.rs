@@ -7,7 +7,7 @@ use crate::api::{
     ApiError, ErrorCode, Fetch, FetchReply, ListOffsets, ListOffsetsReply, OffsetSpec, Produce,
     ProduceReply,
 };
-use crate::topics::TopicRecord;
+use crate::metadata::TopicRecord;
 use actix::prelude::*;
 use gregor_cluster::{ApplyOutcome, Command, GroupRole, KvWrite, ProposeError, RaftGroup};
 use gregor_storage::batch::{BatchError, BatchView};
@@ -83,6 +83,12 @@ impl PartitionReplica {
             parked: Vec::new(),
             next_park_id: 0,
         }
+    }
+
+    /// Reads are served from the newest applied state, which the group may have published
+    /// before this actor's stream delivered it (right after a restart re-applied the log).
+    fn catch_up(&mut self) {
+        self.state = *self.applied.borrow();
     }
 
     fn group_id(&self) -> GroupId {
@@ -399,6 +405,7 @@ impl Handler<Fetch> for PartitionReplica {
     type Result = ResponseFuture<Result<FetchReply, ApiError>>;
 
     fn handle(&mut self, request: Fetch, ctx: &mut Self::Context) -> Self::Result {
+        self.catch_up();
         if self.topic.internal {
             let error = internal_topic(&self.topic.name);
             return Box::pin(async move { Err(error) });
@@ -439,6 +446,7 @@ impl Handler<ListOffsets> for PartitionReplica {
     type Result = Result<ListOffsetsReply, ApiError>;
 
     fn handle(&mut self, request: ListOffsets, _: &mut Self::Context) -> Self::Result {
+        self.catch_up();
         match request.spec {
             OffsetSpec::Earliest => Ok(ListOffsetsReply {
                 offset: self.state.log_start_offset,

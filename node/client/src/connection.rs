@@ -15,7 +15,9 @@ use gregor_protocol::api::{
 use gregor_protocol::frame::{decode_response, encode_frame, read_frame, MAX_REPLY_FRAME_BYTES};
 use gregor_protocol::NodeId;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -47,6 +49,40 @@ pub struct ConnectionConfig {
     /// Largest reply accepted. Fetch replies are bounded by the fetch size, so this only stops
     /// a broken peer from making us allocate gigabytes.
     pub max_response_bytes: u32,
+    /// How a broker address becomes a byte stream; `None`: TCP. The simulation hands in its
+    /// in-memory network here, so simulated clients run this very code.
+    pub connector: Option<Connector>,
+}
+
+/// A byte stream to a broker, as a [`Connector`] hands it out.
+pub trait BrokerStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> BrokerStream for S {}
+
+/// What a [`Connector`] returns: the stream, once connected.
+pub type ConnectFuture =
+    Pin<Box<dyn Future<Output = io::Result<Box<dyn BrokerStream>>> + Send + 'static>>;
+
+/// Opens a byte stream to a broker address in place of a TCP connect (the seam for in-memory
+/// transports). The connect timeout still applies around it.
+#[derive(Clone)]
+pub struct Connector(Arc<dyn Fn(&str) -> ConnectFuture + Send + Sync>);
+
+impl Connector {
+    /// A connector that calls `connect` with the broker's address.
+    pub fn new(connect: impl Fn(&str) -> ConnectFuture + Send + Sync + 'static) -> Connector {
+        Connector(Arc::new(connect))
+    }
+
+    fn connect(&self, addr: &str) -> ConnectFuture {
+        (self.0)(addr)
+    }
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connector")
+    }
 }
 
 impl Default for ConnectionConfig {
@@ -57,6 +93,7 @@ impl Default for ConnectionConfig {
             request_timeout: Duration::from_secs(30),
             max_in_flight: 256,
             max_response_bytes: MAX_REPLY_FRAME_BYTES,
+            connector: None,
         }
     }
 }
@@ -200,6 +237,15 @@ impl Connection {
     /// refuses the handshake (e.g. `UNSUPPORTED_VERSION`), [`ClientError::Protocol`] when the
     /// peer does not speak this protocol.
     pub async fn connect(addr: &str, config: &ConnectionConfig) -> Result<Connection, ClientError> {
+        if let Some(connector) = &config.connector {
+            let stream = tokio::time::timeout(config.connect_timeout, connector.connect(addr))
+                .await
+                .map_err(|_| {
+                    ClientError::connect(addr, io::Error::new(io::ErrorKind::TimedOut, "timed out"))
+                })?
+                .map_err(|e| ClientError::connect(addr, e))?;
+            return Self::over_stream(addr, stream, config).await;
+        }
         let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| {

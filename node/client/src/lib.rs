@@ -29,7 +29,7 @@ mod producer;
 pub use admin::{Admin, NewTopic};
 pub use clock::{Clock, SystemClock};
 pub use cluster::{ClientConfig, Cluster, Route, DEFAULT_BOOTSTRAP};
-pub use connection::{Connection, ConnectionConfig};
+pub use connection::{BrokerStream, ConnectFuture, Connection, ConnectionConfig, Connector};
 pub use consumer::{
     AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, SeekTo, TopicPartition,
 };

@@ -190,6 +190,7 @@ mod tests {
                     replicas: vec![NodeId(1)],
                     log_start_offset: Offset(0),
                     high_watermark: Offset(42),
+                    lagging: vec![],
                 },
                 PartitionDescription {
                     partition: PartitionId(1),
@@ -197,6 +198,7 @@ mod tests {
                     replicas: vec![NodeId(1)],
                     log_start_offset: Offset(3),
                     high_watermark: Offset(7),
+                    lagging: vec![],
                 },
             ],
         };

@@ -80,7 +80,7 @@ impl LinkFaults {
         }
     }
 
-    fn sample_delay(&self, rng: &mut SmallRng) -> Duration {
+    pub(crate) fn sample_delay(&self, rng: &mut SmallRng) -> Duration {
         let jitter_us = self.delay.jitter.as_micros() as u64;
         let mut delay = self.delay.base + Duration::from_micros(rng.gen_range(0..=jitter_us));
         if let Some(spike) = self.spike {

@@ -16,10 +16,12 @@
 mod faults;
 mod gossip;
 mod rpc;
+mod stream;
 
 pub use faults::{Delay, DelaySpike, LinkFaults};
 pub use gossip::SimGossipTransport;
 pub use rpc::SimTransport;
+pub use stream::SimStream;
 
 use faults::Fate;
 use gregor_cluster::{PeerHandler, RpcKind};
@@ -73,6 +75,8 @@ pub struct NetCounters {
 pub struct NetStats {
     pub rpc: NetCounters,
     pub gossip: NetCounters,
+    /// Client connections: connects and stream chunks.
+    pub client: NetCounters,
 }
 
 /// What a traced message was.
@@ -87,6 +91,15 @@ pub enum NetMessage {
         id: u64,
     },
     Gossip {
+        bytes: usize,
+    },
+    /// A client connecting to a node.
+    Connect {
+        conn: u64,
+    },
+    /// A chunk of a client connection's bytes (0 bytes: the connection itself, when reset).
+    Stream {
+        conn: u64,
         bytes: usize,
     },
 }
@@ -105,6 +118,8 @@ pub enum NetOutcome {
     Vanished,
     /// A duplicate request's reply, which nobody waits for.
     ReplyDiscarded,
+    /// A client connection was torn down (its link went down, or an end crashed).
+    Reset,
 }
 
 /// One entry of the network's trace.
@@ -152,6 +167,8 @@ struct NetState {
     links: BTreeMap<(NodeId, NodeId), LinkFaults>,
     nodes: BTreeMap<NodeId, NodeSlot>,
     gossip_sockets: BTreeMap<SocketAddr, GossipSocket>,
+    listeners: BTreeMap<NodeId, stream::Listener>,
+    connections: BTreeMap<u64, stream::Connection>,
     next_message_id: u64,
     next_socket_id: u64,
     stats: NetStats,
@@ -163,6 +180,7 @@ struct NetState {
 enum Channel {
     Rpc,
     Gossip,
+    Client,
 }
 
 impl SimNetwork {
@@ -176,6 +194,8 @@ impl SimNetwork {
             links: BTreeMap::new(),
             nodes: BTreeMap::new(),
             gossip_sockets: BTreeMap::new(),
+            listeners: BTreeMap::new(),
+            connections: BTreeMap::new(),
             next_message_id: 0,
             next_socket_id: 0,
             stats: NetStats::default(),
@@ -301,6 +321,7 @@ impl SimNetwork {
         slot.handler = None;
         slot.incarnation += 1;
         state.gossip_sockets.retain(|_, socket| socket.node != node);
+        state.reset_connections_of(node);
     }
 
     /// `node` is back, serving inbound requests with `handler`. Take new transports for it.
@@ -424,10 +445,13 @@ impl NetState {
         let counters = match channel {
             Channel::Rpc => &mut self.stats.rpc,
             Channel::Gossip => &mut self.stats.gossip,
+            Channel::Client => &mut self.stats.client,
         };
         match outcome {
             NetOutcome::Sent => counters.sent += 1,
-            NetOutcome::Cut | NetOutcome::Lost | NetOutcome::Vanished => counters.dropped += 1,
+            NetOutcome::Cut | NetOutcome::Lost | NetOutcome::Vanished | NetOutcome::Reset => {
+                counters.dropped += 1
+            }
             NetOutcome::Duplicated => counters.duplicated += 1,
             NetOutcome::Delivered => counters.delivered += 1,
             NetOutcome::ReplyDiscarded => {}

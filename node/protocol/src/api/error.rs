@@ -50,6 +50,7 @@ error_codes! {
     INVALID_PARTITIONS = 15, false;
     INVALID_REPLICATION_FACTOR = 16, false;
     INTERNAL_TOPIC = 17, false;
+    UNKNOWN_NODE = 18, false;
     RECORD_TOO_LARGE = 20, false;
     CORRUPT_BATCH = 21, false;
     INVALID_BATCH = 22, false;

@@ -6,6 +6,9 @@
 //! a request to its reply that clients use ([`ApiRequest`]), and, with the `actix` feature, the
 //! `actix::Message` impl that makes each request an in-process message of the broker's actors.
 
+use super::cluster::{
+    ClusterStatus, ClusterStatusReply, DrainNode, InitProducerId, ProducerIdentity,
+};
 use super::error::ApiError;
 use super::groups::{
     CommitOffsets, CommittedOffset, DescribeGroup, FetchOffsets, GroupDescription, ListGroups,
@@ -113,6 +116,9 @@ request_kinds! {
     ListGroups -> Vec<String>;
     DescribeGroup -> GroupDescription;
     ResetOffsets -> Vec<OffsetReset>;
+    InitProducerId -> ProducerIdentity;
+    ClusterStatus -> ClusterStatusReply;
+    DrainNode -> ();
 }
 
 /// A request on the wire: `{"id": u64, "request": {"kind": ..., "body": ...}}`.

@@ -6,6 +6,7 @@
 //! append-only. PROTOCOL.md describes the encoding.
 
 mod bin;
+mod cluster;
 mod error;
 mod groups;
 mod handshake;
@@ -13,6 +14,9 @@ mod kinds;
 mod records;
 mod topics;
 
+pub use cluster::{
+    ClusterStatus, ClusterStatusReply, DrainNode, InitProducerId, NodeStatus, ProducerIdentity,
+};
 pub use error::{ApiError, ErrorCode, ErrorDetail};
 pub use groups::{
     CommitOffsets, CommittedOffset, DescribeGroup, FetchOffsets, GroupDescription,

@@ -94,6 +94,10 @@ pub struct PartitionDescription {
     pub log_start_offset: Offset,
     /// One past the last committed offset: the next offset a consumer will read.
     pub high_watermark: Offset,
+    /// Replicas that are not caught-up voters of the partition's group, as its leader last
+    /// said (empty when unknown).
+    #[serde(default)]
+    pub lagging: Vec<NodeId>,
 }
 
 /// Where each partition's leader is, for client routing.

@@ -1,0 +1,136 @@
+//! What the metadata group records: members, topics and where each partition's replicas live.
+
+use crate::api::{TopicConfig, TopicSummary};
+use gregor_storage::{GroupId, NodeId, PartitionId, TopicId};
+use serde::{Deserialize, Serialize};
+
+/// A member's standing in the cluster. Only `Active` members receive new replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum NodeState {
+    Active,
+    /// Everything is being moved off it; it receives nothing new.
+    Draining,
+    /// Gone for good: its id is never registered again.
+    Removed,
+}
+
+impl NodeState {
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeState::Active => "active",
+            NodeState::Draining => "draining",
+            NodeState::Removed => "removed",
+        }
+    }
+}
+
+/// A registered member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: NodeId,
+    /// Where clients reach it.
+    pub client_addr: String,
+    /// Where peers reach it (node transport and gossip).
+    pub peer_addr: String,
+    pub rack: Option<String>,
+    pub state: NodeState,
+}
+
+/// A topic as the metadata group stores it, without its partitions' placement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub id: TopicId,
+    pub name: String,
+    pub partitions: u32,
+    pub replication_factor: u16,
+    pub internal: bool,
+    pub config: TopicConfig,
+}
+
+impl TopicRecord {
+    pub fn group_of(&self, partition: PartitionId) -> GroupId {
+        GroupId::for_partition(self.id, partition)
+    }
+
+    pub fn summary(&self) -> TopicSummary {
+        TopicSummary {
+            name: self.name.clone(),
+            partitions: self.partitions,
+            replication_factor: self.replication_factor,
+            internal: self.internal,
+        }
+    }
+}
+
+/// Where one partition's replicas are, and where they are going.
+///
+/// `revision` is the metadata log index of the last change to this assignment; a move names
+/// the revision it was planned against, so two planners cannot both move from one state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionAssignment {
+    /// The replica set in force. The first is the founding replica and preferred leader.
+    pub replicas: Vec<NodeId>,
+    /// A move in progress: the set the partition's Raft membership is converging to.
+    pub target: Option<Vec<NodeId>>,
+    /// Newcomers of a redirected move that the new target dropped. They may already be Raft
+    /// members, so they keep their replicas until the move completes (the partition leader
+    /// removes them from the membership first).
+    #[serde(default)]
+    pub retiring: Vec<NodeId>,
+    pub revision: u64,
+}
+
+impl PartitionAssignment {
+    /// Every node that must host a replica now: the set in force, then a move's newcomers,
+    /// then the retiring ones.
+    pub fn members(&self) -> Vec<NodeId> {
+        let mut members = self.replicas.clone();
+        for node in self.target.iter().flatten().chain(&self.retiring) {
+            if !members.contains(node) {
+                members.push(*node);
+            }
+        }
+        members
+    }
+
+    pub fn hosts(&self, node: NodeId) -> bool {
+        self.replicas.contains(&node)
+            || self.target.as_ref().is_some_and(|t| t.contains(&node))
+            || self.retiring.contains(&node)
+    }
+
+    pub fn preferred_leader(&self) -> NodeId {
+        self.replicas[0]
+    }
+
+    /// The set this partition ends up with once any move completes.
+    pub fn destination(&self) -> &[NodeId] {
+        self.target.as_deref().unwrap_or(&self.replicas)
+    }
+}
+
+/// A topic with its partitions' placement, as the applied metadata holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicView {
+    pub record: TopicRecord,
+    /// The metadata log index of the topic's creation: a partition whose assignment still has
+    /// this revision has never moved, so its first replica may found its Raft group.
+    pub created_revision: u64,
+    pub assignments: Vec<PartitionAssignment>,
+}
+
+impl TopicView {
+    pub fn assignment(&self, partition: PartitionId) -> Option<&PartitionAssignment> {
+        self.assignments.get(partition.0 as usize)
+    }
+
+    /// Whether `node` founds `partition`'s group: it is the first replica of an assignment
+    /// unchanged since the topic was created.
+    pub fn founds(&self, partition: PartitionId, node: NodeId) -> bool {
+        self.assignment(partition).is_some_and(|a| {
+            a.revision == self.created_revision
+                && a.target.is_none()
+                && a.preferred_leader() == node
+        })
+    }
+}

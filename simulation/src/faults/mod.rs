@@ -1,0 +1,232 @@
+//! Faults: their kinds and the swarm choice ([`kinds`]), plans of timed actions ([`plan`]),
+//! scripts ([`script`]), and carrying actions out against a running cluster (here).
+
+pub mod kinds;
+pub mod plan;
+pub mod script;
+
+pub use kinds::{FaultChoice, FaultKind};
+pub use plan::{Action, CrashSpec, Plan, Step};
+pub use script::Script;
+
+use crate::check::{Checker, Violation};
+use crate::cluster::SimCluster;
+use crate::node::{CrashKind, SimNode};
+use gregor_storage::NodeId;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// What carrying out faults taught the run.
+#[derive(Default)]
+pub struct FaultLog {
+    /// Nodes that could not restart from what their disk kept, and the like.
+    pub violations: RefCell<Vec<Violation>>,
+    /// The largest absolute clock skew set on any node.
+    pub max_skew_ms: Cell<i64>,
+    /// Actions carried out (skipped ones, such as a crash of a node that is down, excluded).
+    pub struck: Cell<u64>,
+}
+
+/// Carries out `plan` against `cluster`, each step at its time after `origin`, until `stop`
+/// turns true. A step under way when it does is finished first (a node half started would
+/// hold its disk).
+pub async fn run_plan(
+    plan: Plan,
+    cluster: Rc<SimCluster>,
+    origin: Instant,
+    log: Rc<FaultLog>,
+    mut stop: watch::Receiver<bool>,
+) {
+    for step in plan.steps {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop) => return,
+            () = tokio::time::sleep_until(origin + Duration::from_millis(step.at_ms)) => {}
+        }
+        apply(&step.action, &cluster, &log).await;
+    }
+}
+
+/// Carries out one action now.
+pub async fn apply(action: &Action, cluster: &SimCluster, log: &FaultLog) {
+    let trace = &cluster.trace;
+    let net = &cluster.net;
+    let known = |node: &NodeId| cluster.ids().contains(node);
+    let done = match action {
+        Action::Crash { node, how } if known(node) => crash(cluster.node(*node), *how, cluster),
+        Action::Restart { node } if known(node) => restart(cluster.node(*node), cluster, log).await,
+        Action::FailFsync { node } if known(node) => {
+            let node = cluster.node(*node);
+            match node.model_disk().filter(|_| node.is_up()) {
+                Some(disk) => {
+                    disk.fail_next_persist();
+                    node.fsync_fault_armed.set(true);
+                    true
+                }
+                None => false,
+            }
+        }
+        Action::Partition { sides } => {
+            let sides: Vec<&[NodeId]> = sides.iter().map(Vec::as_slice).collect();
+            net.partition(&sides);
+            true
+        }
+        Action::OneWay { from, to } => {
+            net.isolate_one_way(*from, *to);
+            true
+        }
+        Action::Isolate { node } => {
+            net.isolate(*node);
+            true
+        }
+        Action::Heal => {
+            net.heal();
+            true
+        }
+        Action::Loss(p) => {
+            net.update_all_links(|l| l.loss = *p);
+            true
+        }
+        Action::Duplicate(p) => {
+            net.update_all_links(|l| l.duplicate = *p);
+            true
+        }
+        Action::Jitter(ms) => {
+            net.update_all_links(|l| l.delay.jitter = Duration::from_millis(*ms));
+            true
+        }
+        Action::Spikes(spike) => {
+            let spike = spike.map(|(probability, ms)| crate::net::DelaySpike {
+                probability,
+                extra: Duration::from_millis(ms),
+            });
+            net.update_all_links(|l| l.spike = spike);
+            true
+        }
+        Action::CutClients { node } if known(node) => {
+            cut_clients(cluster, *node);
+            true
+        }
+        Action::SlowDisk { node, slow } if known(node) => {
+            cluster.node(*node).latency.set(*slow);
+            true
+        }
+        Action::Skew { node, skew_ms } if known(node) => {
+            cluster.node(*node).clock.set_skew_ms(*skew_ms);
+            log.max_skew_ms
+                .set(log.max_skew_ms.get().max(skew_ms.abs()));
+            true
+        }
+        // Needs the cluster layer: the metadata leader and leadership transfer.
+        Action::IsolateMetadataLeader | Action::StepDown => false,
+        _ => false,
+    };
+    if done {
+        log.struck.set(log.struck.get() + 1);
+        trace.event(format_args!("fault {action}"));
+    } else {
+        trace.event(format_args!("fault {action} (nothing to do)"));
+    }
+}
+
+fn crash(node: &SimNode, how: CrashSpec, cluster: &SimCluster) -> bool {
+    let unsynced = node.model_disk().map_or(0, |d| d.unsynced_batches());
+    let keep = |permille: u32| unsynced * permille as usize / 1_000;
+    let kind = match (how, node.model_disk()) {
+        (_, None) | (CrashSpec::Process, _) => CrashKind::Process,
+        (CrashSpec::PowerLoss { keep_permille }, Some(_)) => CrashKind::PowerLoss {
+            keep: keep(keep_permille),
+        },
+        (
+            CrashSpec::TornWrite {
+                keep_permille,
+                torn_bytes,
+            },
+            Some(_),
+        ) => CrashKind::TornWrite {
+            keep: keep(keep_permille),
+            torn_bytes,
+        },
+    };
+    let crashed = node.crash(kind, &cluster.net);
+    if crashed {
+        cluster.trace.event(format_args!(
+            "node {} down: {kind} ({unsynced} batches were unsynced)",
+            node.id()
+        ));
+    }
+    crashed
+}
+
+/// Starts a node that is down. A start that fails on the injected fsync failure is expected
+/// (the failure may strike while the node recovers) and is tried once more; any other failure
+/// is a violation: what the disk kept must always be recoverable.
+async fn restart(node: &SimNode, cluster: &SimCluster, log: &FaultLog) -> bool {
+    if node.is_up() {
+        return false;
+    }
+    loop {
+        match node.start(&cluster.net).await {
+            Ok(()) => {
+                node.fsync_fault_armed.set(false);
+                cluster.trace.event(format_args!("node {} up", node.id()));
+                return true;
+            }
+            Err(error) if node.fsync_fault_armed.replace(false) => {
+                cluster
+                    .trace
+                    .event(format_args!("{error} (the injected fsync failure); again"));
+            }
+            Err(error) => {
+                log.violations
+                    .borrow_mut()
+                    .push(Violation::new(Checker::Recovery, error));
+                return false;
+            }
+        }
+    }
+}
+
+/// Every client's links to `node` go down, both ways.
+fn cut_clients(cluster: &SimCluster, node: NodeId) {
+    for client in cluster.issued_client_ids() {
+        let mut down = cluster.net.link(NodeId(client), node);
+        down.up = false;
+        cluster.net.set_link(NodeId(client), node, down);
+        cluster.net.set_link(node, NodeId(client), down);
+    }
+}
+
+/// Ends every fault: links up and clean, disks fast, every node running again.
+pub async fn heal_all(cluster: &SimCluster, log: &FaultLog) {
+    cluster.trace.event("heal everything");
+    cluster.net.heal();
+    cluster.net.update_all_links(|l| {
+        l.loss = 0.0;
+        l.duplicate = 0.0;
+        l.delay.jitter = Duration::from_millis(plan::DEFAULT_JITTER_MS);
+        l.spike = None;
+    });
+    for node in cluster.nodes() {
+        node.latency.set(None);
+        if node.fsync_fault_armed.get() {
+            // The injected failure has not struck yet: it strikes now, not in the liveness
+            // phase.
+            if let Some(store) = node.store() {
+                let _ = store.sync();
+                node.fsync_fault_armed.set(false);
+            }
+        }
+        // A node whose storage failed stops serving and waits for a restart, which is what an
+        // operator (or a supervisor) gives it.
+        if node.is_poisoned() {
+            crash(node, CrashSpec::PowerLoss { keep_permille: 0 }, cluster);
+        }
+        if !node.is_up() {
+            restart(node, cluster, log).await;
+        }
+    }
+}
