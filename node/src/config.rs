@@ -31,7 +31,8 @@ pub use cluster::{
 };
 
 use crate::server::ServerConfig;
-use gregor_actors::NodeConfig;
+use gregor_actors::operations::{OperationSettings, VoterTarget};
+use gregor_actors::{ClusterSettings, NodeConfig};
 use gregor_cluster::RaftTuning;
 use gregor_protocol::api::MAX_PARTITIONS;
 use gregor_protocol::frame::DEFAULT_MAX_FRAME_BYTES;
@@ -618,7 +619,7 @@ fn validate(raw: RawConfig, origins: &Origins) -> Result<ServeConfig, ConfigErro
             offsets_partitions,
             retention_check_interval_ms,
             cache_bytes,
-            cluster: Default::default(),
+            cluster: cluster_settings(&clustered),
         },
         listen,
         server: ServerConfig {
@@ -635,6 +636,21 @@ fn validate(raw: RawConfig, origins: &Origins) -> Result<ServeConfig, ConfigErro
         raft: clustered.raft,
         advertised_from_listen,
     })
+}
+
+/// What the node's actors need of the cluster settings: its rack, the dead-node grace and the
+/// metadata voter count.
+fn cluster_settings(clustered: &cluster::ValidCluster) -> ClusterSettings {
+    let mut operations = OperationSettings::default();
+    if let Some(cluster) = &clustered.cluster {
+        operations.dead_grace = cluster.dead_node_grace;
+        operations.voters = VoterTarget::Count(cluster.metadata_voters as usize);
+    }
+    ClusterSettings {
+        rack: clustered.rack.clone(),
+        operations,
+        ..ClusterSettings::default()
+    }
 }
 
 /// A `host:port` checked for shape only; names are resolved when binding or connecting.

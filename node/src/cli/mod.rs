@@ -4,6 +4,7 @@
 //! error (clap's, or a [`UsageError`] found after parsing).
 
 pub mod args;
+pub mod cluster;
 pub mod consume;
 pub mod dev;
 pub mod format;
@@ -45,6 +46,8 @@ pub enum Command {
     Group(group::GroupArgs),
     /// Measure produce and consume throughput and latency
     Perf(perf::PerfArgs),
+    /// Show the cluster's members, or drain a node
+    Cluster(cluster::ClusterArgs),
     /// Development helpers: a local cluster in one command
     Dev(dev::DevArgs),
 }
@@ -115,6 +118,7 @@ fn run_client(command: Command) -> anyhow::Result<()> {
             Command::Group(args) => group::run(args).await,
             Command::Perf(args) => perf::run(args).await,
             Command::Dev(args) => dev::run(args).await,
+            Command::Cluster(args) => cluster::run(args).await,
         }
     })
 }

@@ -122,6 +122,15 @@ pub fn describe(topic: &TopicDescription) -> String {
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(","),
+                if p.lagging.is_empty() {
+                    "-".to_owned()
+                } else {
+                    p.lagging
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
                 p.log_start_offset.to_string(),
                 p.high_watermark.to_string(),
             ]
@@ -143,6 +152,7 @@ pub fn describe(topic: &TopicDescription) -> String {
                 "PARTITION",
                 "LEADER",
                 "REPLICAS",
+                "LAGGING",
                 "LOG-START",
                 "HIGH-WATERMARK"
             ],
@@ -195,10 +205,10 @@ mod tests {
                 PartitionDescription {
                     partition: PartitionId(1),
                     leader: None,
-                    replicas: vec![NodeId(1)],
+                    replicas: vec![NodeId(1), NodeId(2), NodeId(3)],
                     log_start_offset: Offset(3),
                     high_watermark: Offset(7),
-                    lagging: vec![],
+                    lagging: vec![NodeId(2), NodeId(3)],
                 },
             ],
         };
@@ -207,11 +217,11 @@ mod tests {
             "Topic: orders  Partitions: 2  ReplicationFactor: 1  Configs: retention.ms=604800000 (7days), retention.bytes=-1 (unlimited), max.message.bytes=1048576\n"
         ), "{text}");
         assert!(
-            text.contains("PARTITION  LEADER  REPLICAS  LOG-START  HIGH-WATERMARK\n"),
+            text.contains("PARTITION  LEADER  REPLICAS  LAGGING  LOG-START  HIGH-WATERMARK\n"),
             "{text}"
         );
         assert!(
-            text.contains("\n1          none    1         3          7\n"),
+            text.contains("\n1          none    1,2,3     2,3      3          7\n"),
             "{text}"
         );
     }

@@ -1,10 +1,17 @@
 //! `gregor serve`: run a node until SIGINT or SIGTERM.
 
-use crate::config::{self, AddressList, ConfigSources, Flush, RawConfig, ServeConfig};
+mod seams;
+
+use crate::config::{
+    self, AddressList, ClusterConfig, ConfigSources, Flush, RawConfig, ServeConfig,
+};
 use crate::server;
 use anyhow::Context;
+use gregor_actors::{NodeConfig, NodeEnv};
+use gregor_protocol::NodeId;
 use std::io::ErrorKind;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
@@ -106,14 +113,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         env: config::env_snapshot()?,
         flags: args.overrides(),
     })?;
-    if let Some(cluster) = &config.cluster {
-        anyhow::bail!(
-            "--peer-listen {} asks for a cluster member, which this build cannot run yet; \
-             start the node without --peer-listen/--join (and without peer_listen in the config \
-             file or GREGOR_PEER_LISTEN) to run it alone",
-            cluster.peer_listen
-        );
-    }
     let system = actix_rt::System::new();
     let system_stopped = system.stop_future();
     let served = system.block_on(serve(config, async {
@@ -149,16 +148,39 @@ async fn serve(
     let config = config.bound_to(bound);
     let node = config.node.clone();
 
-    let broker = gregor_actors::start_node(node.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot start node {} with data directory {}; check that it is writable and not \
-             used by another gregor process",
-                node.node_id,
-                node.data_dir.display()
-            )
-        })?;
+    let (env, peers) = match &config.cluster {
+        None => {
+            let env = NodeEnv {
+                raft_tuning: config.raft,
+                ..NodeEnv::production()
+            };
+            (env, None)
+        }
+        Some(cluster) => {
+            let seams = seams::bind(&config, cluster).await?;
+            announce(&node, cluster, &seams);
+            (seams.env, Some(seams.transport))
+        }
+    };
+    let broker = with_progress(
+        node.node_id,
+        peers.is_some(),
+        gregor_actors::start_node_with(node.clone(), env),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot start node {} with data directory {}; check that it is writable and not \
+             used by another gregor process{}",
+            node.node_id,
+            node.data_dir.display(),
+            if peers.is_some() {
+                ", and that the --join peers are up and of the same --cluster-id"
+            } else {
+                ""
+            }
+        )
+    })?;
 
     info!(
         "gregor node {} serving on {} (data in {})",
@@ -183,6 +205,60 @@ async fn serve(
     broker.shutdown().await;
     info!("gregor node {} stopped", node.node_id);
     Ok(())
+}
+
+/// Says whether this node founds, joins or rejoins its cluster, before the wait that follows.
+fn announce(node: &NodeConfig, cluster: &ClusterConfig, seams: &seams::ClusterSeams) {
+    let has_data = std::fs::read_dir(&node.data_dir).is_ok_and(|mut d| d.next().is_some());
+    let id = node.node_id;
+    if has_data {
+        info!(
+            "node {id} restarting as a member of cluster '{}' (peers reach it at {})",
+            cluster.cluster_id, seams.advertised
+        );
+    } else if seams.seeds.is_empty() {
+        info!(
+            "node {id} founding a new cluster '{}' (peers reach it at {}; others join with \
+             --join {})",
+            cluster.cluster_id, seams.advertised, seams.advertised
+        );
+    } else {
+        let seeds: Vec<String> = seams.seeds.iter().map(ToString::to_string).collect();
+        info!(
+            "node {id} joining cluster '{}' through {} (peers reach it at {})",
+            cluster.cluster_id,
+            seeds.join(","),
+            seams.advertised
+        );
+    }
+}
+
+/// Runs the node's start, saying every few seconds what it is still waiting for.
+async fn with_progress<T>(
+    node: NodeId,
+    clustered: bool,
+    start: impl std::future::Future<Output = T>,
+) -> T {
+    const EVERY: Duration = Duration::from_secs(5);
+    tokio::pin!(start);
+    let mut waited = Duration::ZERO;
+    loop {
+        tokio::select! {
+            done = &mut start => return done,
+            () = tokio::time::sleep(EVERY) => {
+                waited += EVERY;
+                if clustered {
+                    info!(
+                        "node {node} still starting after {} s: waiting for the metadata leader \
+                         to register it and for its replicas to start",
+                        waited.as_secs()
+                    );
+                } else {
+                    info!("node {node} still starting after {} s", waited.as_secs());
+                }
+            }
+        }
+    }
 }
 
 async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
