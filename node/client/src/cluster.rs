@@ -37,7 +37,8 @@ pub struct ClientConfig {
     /// ...up to this.
     pub retry_backoff_max: Duration,
     /// A broker that could not be reached (or dropped a request) is skipped this long; the
-    /// skip doubles with each consecutive failure...
+    /// skip doubles with each consecutive failure... Zero (the default of
+    /// [`ClientConfig::new`]) never skips; [`ClientConfig::reconnect_backoff`] sets it.
     pub reconnect_backoff: Duration,
     /// ...up to this. One answer clears it.
     pub reconnect_backoff_max: Duration,
@@ -60,8 +61,8 @@ impl ClientConfig {
             retries: 10,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
-            reconnect_backoff: Duration::from_millis(50),
-            reconnect_backoff_max: Duration::from_secs(1),
+            reconnect_backoff: Duration::ZERO,
+            reconnect_backoff_max: Duration::ZERO,
             seed: super::seed_from_clock(),
         }
     }
@@ -81,6 +82,15 @@ impl ClientConfig {
     /// Sets how many times a retriable failure is retried (0: never).
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
+        self
+    }
+
+    /// Skips a broker that failed for `first`, doubling per consecutive failure up to `max`
+    /// (Kafka's reconnect backoff; 50 ms and 1 s are its defaults), so a dead broker is not
+    /// dialled in a tight loop while metadata catches up.
+    pub fn reconnect_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.reconnect_backoff = first;
+        self.reconnect_backoff_max = max.max(first);
         self
     }
 

@@ -300,8 +300,7 @@ async fn when_the_leader_dies_the_client_follows_the_new_leader_and_skips_the_de
     let (world, brokers) = three_brokers(false).await;
     let mut config = config(&address(&world, 2));
     // Long enough that the check at the end cannot outlive it.
-    config.reconnect_backoff = Duration::from_secs(30);
-    config.reconnect_backoff_max = Duration::from_secs(30);
+    config = config.reconnect_backoff(Duration::from_secs(30), Duration::from_secs(30));
     let cluster = Cluster::connect(config).await.expect("connect");
     cluster
         .request(to_leader(0), produce(0))

@@ -73,6 +73,7 @@ impl ConnectArgs {
     pub fn client_config(&self, client_id: &str) -> ClientConfig {
         ClientConfig::new(&self.bootstrap)
             .client_id(client_id)
+            .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(1))
             .request_timeout(Duration::from_millis(self.request_timeout_ms))
     }
 }
