@@ -449,6 +449,10 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
         max_pending_bytes: 64 * 1024 * 1024,
         max_entry_bytes: 8 * 1024 * 1024,
         propose_timeout: Duration::from_secs(30),
+        addresses: {
+            let view = state.subscribe();
+            Arc::new(move |node| view.borrow().node(node).map(|n| n.client_addr.clone()))
+        },
     };
     let propose_timeout = settings.propose_timeout;
     let factory = ReplicaFactory {

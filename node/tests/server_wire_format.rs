@@ -245,11 +245,22 @@ fn scalars_newtypes_and_small_enums_encode_as_documented() {
     same_both_ways(
         &ErrorDetail::Leader {
             leader: Some(NodeId(2)),
+            address: None,
         },
         &map(&[("Leader", map(&[("leader", i(2))]))]),
     );
     same_both_ways(
-        &ErrorDetail::Leader { leader: None },
+        &ErrorDetail::Leader {
+            leader: Some(NodeId(2)),
+            address: Some("b:9092".into()),
+        },
+        &map(&[("Leader", map(&[("leader", i(2)), ("address", s("b:9092"))]))]),
+    );
+    same_both_ways(
+        &ErrorDetail::Leader {
+            leader: None,
+            address: None,
+        },
         &map(&[("Leader", map(&[("leader", V::Nil)]))]),
     );
 }

@@ -278,6 +278,10 @@ const NOT_PROVOKED_HERE: &[(&str, &str)] = &[
     ("TIMEOUT", "needs a commit slower than the produce's timeout, which a healthy node does not give reliably"),
     ("UNAVAILABLE", "needs a partition without a leader, or a node starting or stopping"),
     ("STORAGE", "needs a failing disk"),
+    ("OUT_OF_ORDER_SEQUENCE", "idempotent batches: actors/tests/replication.rs a_retried_idempotent_batch_is_written_once_even_across_failover and the leader's check in actors/src/partition/idempotence.rs"),
+    ("UNKNOWN_PRODUCER_ID", "idempotent batches: actors/tests/replication.rs a_retried_idempotent_batch_is_written_once_even_across_failover"),
+    ("INVALID_PRODUCER_EPOCH", "needs a newer epoch of a producer id, which InitProducerId never gives (epoch 0): actors/src/partition/idempotence.rs epochs_fence_and_restart_sequences"),
+    ("DUPLICATE_SEQUENCE", "needs a retry older than the five batches a partition remembers: actors/src/partition/idempotence.rs batches_older_than_the_window_are_duplicates_without_an_offset"),
 ];
 
 /// Sends `request` on a handshaken connection and returns its error code.

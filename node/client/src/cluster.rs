@@ -318,10 +318,17 @@ impl Cluster {
 
     /// Updates the routing cache from a failure, so the retry goes somewhere better.
     fn learn_from(&self, route: &Route, err: &ClientError) {
+        let mut state = lock(&self.inner.state);
+        if let Some((leader, address)) = err.leader_address() {
+            // Saves a metadata round trip before dialling a leader this client never met.
+            state
+                .brokers
+                .entry(leader)
+                .or_insert_with(|| address.to_owned());
+        }
         let Route::Leader { topic, partition } = route else {
             return;
         };
-        let mut state = lock(&self.inner.state);
         match (err.code(), err.leader_hint()) {
             (Some(ErrorCode::NOT_LEADER), Some(leader)) => {
                 if let Some(p) = state

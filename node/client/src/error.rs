@@ -196,12 +196,28 @@ impl ClientError {
         }
     }
 
+    /// Where the leader named by `NOT_LEADER` takes clients, if the broker said.
+    pub(crate) fn leader_address(&self) -> Option<(NodeId, &str)> {
+        match self {
+            ClientError::Api(ApiError {
+                code: ErrorCode::NOT_LEADER,
+                detail:
+                    Some(ErrorDetail::Leader {
+                        leader: Some(leader),
+                        address: Some(address),
+                    }),
+                ..
+            }) => Some((*leader, address.as_str())),
+            _ => None,
+        }
+    }
+
     /// The leader hint that came with `NOT_LEADER`, if any.
     pub(crate) fn leader_hint(&self) -> Option<NodeId> {
         match self {
             ClientError::Api(ApiError {
                 code: ErrorCode::NOT_LEADER,
-                detail: Some(ErrorDetail::Leader { leader }),
+                detail: Some(ErrorDetail::Leader { leader, .. }),
                 ..
             }) => *leader,
             _ => None,
