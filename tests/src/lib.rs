@@ -82,7 +82,10 @@ impl Node {
             .arg(data_dir)
             .args(["--listen", address])
             .args(args)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("GREGOR_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -90,9 +93,16 @@ impl Node {
             .expect("starting gregor serve");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = mpsc::channel();
+        // GREGOR_TEST_ECHO=1 copies every node's log to the test's stderr, prefixed by its
+        // address: the way to see what a cluster did in a failing run.
+        let echo = std::env::var_os("GREGOR_TEST_ECHO").is_some();
+        let prefix = address.to_string();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
+                if echo {
+                    eprintln!("[{prefix}] {line}");
+                }
+                if tx.send(line).is_err() && !echo {
                     break;
                 }
             }
