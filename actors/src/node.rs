@@ -39,6 +39,7 @@ use actix::prelude::*;
 use gregor_cluster::membership::{
     DiskUsage, GossipTransport, Membership, MembershipConfig, NodeInfo,
 };
+use gregor_cluster::peer::AddressBook;
 use gregor_cluster::{
     ClusterNode, Dispatcher, NoPeers, NodeMessageHandler, RaftGroup, RaftTuning, RpcError, Start,
     Transport,
@@ -154,6 +155,10 @@ pub struct ClusterEnv {
     pub membership: MembershipConfig,
     /// Where peers reach this node.
     pub peer_addr: SocketAddr,
+    /// The peer transport's address book, kept in step with gossip from the moment gossip
+    /// starts (a joining node must be reachable before it can finish starting). `None` when
+    /// the transport routes by node id without addresses (tests, the simulation).
+    pub peer_addresses: Option<AddressBook>,
 }
 
 /// Where a node's store comes from.
@@ -611,6 +616,10 @@ async fn start_liveness(
     let membership = Membership::start(cluster.membership.clone(), info, &*cluster.gossip)
         .await
         .map_err(|e| failed("starting gossip", &e))?;
+    if let Some(book) = &cluster.peer_addresses {
+        // The task ends when gossip stops.
+        drop(book.follow(membership.watch()));
+    }
     let liveness = Liveness::Gossip(membership.watch());
     Ok((liveness, Some(Arc::new(membership))))
 }

@@ -50,6 +50,9 @@ pub(super) async fn drive(
             term: m.current_term,
             ready: leads && readiness.ready_in(m.current_term),
         };
+        if *status.borrow() != next {
+            tracing::debug!(%group, role = ?next.role, leader = ?next.leader, term = next.term, ready = next.ready, last_log = m.last_log_index, last_applied, "group status");
+        }
         publish(&status, next);
         if m.state == State::Shutdown {
             return;

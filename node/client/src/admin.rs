@@ -4,13 +4,13 @@
 use super::cluster::{expect_reply, ClientConfig, Cluster, Route};
 use super::error::ClientError;
 use gregor_protocol::api::{
-    ClusterMetadata, CommitOffsets, CommittedOffset, ConsumerGroupHeartbeat,
-    ConsumerGroupHeartbeatReply, CreateTopic, DeleteTopic, DescribeGroup, DescribeTopic,
-    FetchOffsets, GroupDescription, ListGroups, ListOffsets, ListOffsetsReply, ListTopics,
-    MemberRef, OffsetCommit, OffsetReset, OffsetSpec, Request, ResetOffsets, ResetTarget,
-    TopicConfigOverrides, TopicDescription, TopicSummary,
+    ClusterMetadata, ClusterStatus, ClusterStatusReply, CommitOffsets, CommittedOffset,
+    ConsumerGroupHeartbeat, ConsumerGroupHeartbeatReply, CreateTopic, DeleteTopic, DescribeGroup,
+    DescribeTopic, DrainNode, FetchOffsets, GroupDescription, ListGroups, ListOffsets,
+    ListOffsetsReply, ListTopics, MemberRef, OffsetCommit, OffsetReset, OffsetSpec, Request,
+    ResetOffsets, ResetTarget, TopicConfigOverrides, TopicDescription, TopicSummary,
 };
-use gregor_protocol::PartitionId;
+use gregor_protocol::{NodeId, PartitionId};
 
 /// Administrative requests. Cheap to clone.
 #[derive(Clone)]
@@ -222,6 +222,32 @@ impl Admin {
         expect_reply::<ListGroups>(
             self.cluster
                 .request(Route::Any, Request::ListGroups(ListGroups {}))
+                .await?,
+        )
+    }
+
+    /// The cluster's members as the node answering sees them: liveness, addresses, replica and
+    /// leader counts, metadata roles and leader.
+    ///
+    /// # Errors
+    /// The request's failure.
+    pub async fn cluster_status(&self) -> Result<ClusterStatusReply, ClientError> {
+        expect_reply::<ClusterStatus>(
+            self.cluster
+                .request(Route::Any, Request::ClusterStatus(ClusterStatus {}))
+                .await?,
+        )
+    }
+
+    /// Starts moving every replica off `node`; [`Admin::cluster_status`] shows the progress
+    /// (the node's replica count falls to 0).
+    ///
+    /// # Errors
+    /// `UNKNOWN_NODE`, or the request's failure.
+    pub async fn drain_node(&self, node: NodeId) -> Result<(), ClientError> {
+        expect_reply::<DrainNode>(
+            self.cluster
+                .request(Route::Any, Request::DrainNode(DrainNode { node_id: node }))
                 .await?,
         )
     }
