@@ -53,6 +53,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// How often a starting node looks again at the voters of a replica it waits for.
+const VOTERS_RECHECK: Duration = Duration::from_millis(100);
+
 /// How long the metadata group of a node alone may take to elect it.
 const LEADERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -670,12 +673,14 @@ async fn wait_until_ready(
         settled.wait_for(|s| *s >= view).await.map_err(|_| ())?;
         let only_here = std::collections::BTreeSet::from([node]);
         for replica in directory.locals() {
-            if replica.group.voters() == only_here && !replica.group.wait_until_ready(timeout).await
-            {
-                return Err(());
+            // A replica that joins has async-raft's initial configuration (itself alone) until
+            // its leader first reaches it: it is waited for until it shows its real voters, or
+            // is ready, rather than taken for a replica only this node can lead.
+            while replica.group.voters() == only_here && !replica.group.is_ready() {
+                tokio::time::sleep(VOTERS_RECHECK).await;
             }
         }
-        Ok(())
+        Ok::<(), ()>(())
     };
     match tokio::time::timeout(timeout, ready).await {
         Ok(Ok(())) => Ok(()),

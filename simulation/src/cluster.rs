@@ -5,11 +5,14 @@ use crate::net::{NetEvent, NetMessage, SimNetConfig, SimNetwork};
 use crate::node::{client_address, node_of_address, SimNode};
 use crate::trace::SharedTrace;
 use gregor_client::{BrokerStream, ClientConfig, Connector};
-use gregor_storage::NodeId;
-use std::cell::Cell;
+use gregor_cluster::{GroupRole, RaftGroup};
+use gregor_storage::{GroupId, NodeId, PartitionId};
+use rand::rngs::SmallRng;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Network ids of clients start here, apart from nodes.
@@ -21,6 +24,8 @@ pub struct SimCluster {
     pub trace: SharedTrace,
     nodes: BTreeMap<NodeId, Rc<SimNode>>,
     next_client: Cell<u64>,
+    /// Choices faults make when they strike (which group's leader steps down).
+    pub fault_rng: RefCell<SmallRng>,
 }
 
 impl SimCluster {
@@ -41,7 +46,47 @@ impl SimCluster {
             trace,
             nodes: nodes.into_iter().map(|n| (n.id(), Rc::new(n))).collect(),
             next_client: Cell::new(FIRST_CLIENT_ID),
+            fault_rng: RefCell::new(crate::rng::stream(seed, "fault-choices")),
         }
+    }
+
+    /// The Raft groups running on node `id` now: its metadata group and every partition
+    /// replica the applied metadata names that runs there. None while the node is down.
+    pub fn groups_on(&self, id: NodeId) -> Vec<Arc<RaftGroup>> {
+        let Some(broker) = self.node(id).broker() else {
+            return Vec::new();
+        };
+        let view = broker.view();
+        let mut groups = vec![broker.metadata_group()];
+        for topic in view.topics() {
+            for partition in 0..topic.assignments.len() {
+                let group = topic.record.group_of(PartitionId(partition as u32));
+                groups.extend(broker.replica_group(group));
+            }
+        }
+        groups
+    }
+
+    /// Every group led by a running node, with its leader, in node and group order.
+    pub fn leaderships(&self) -> Vec<(NodeId, Arc<RaftGroup>)> {
+        let mut led = Vec::new();
+        for id in self.up_ids() {
+            for group in self.groups_on(id) {
+                if group.role() == GroupRole::Leader {
+                    led.push((id, group));
+                }
+            }
+        }
+        led
+    }
+
+    /// The running node that leads the metadata group in the newest term, if any.
+    pub fn metadata_leader(&self) -> Option<NodeId> {
+        self.leaderships()
+            .into_iter()
+            .filter(|(_, group)| group.id() == GroupId::METADATA)
+            .max_by_key(|(_, group)| group.term())
+            .map(|(node, _)| node)
     }
 
     pub fn node(&self, id: NodeId) -> &Rc<SimNode> {
@@ -73,7 +118,7 @@ impl SimCluster {
                 if let Err(error) = node.start(&self.net).await {
                     self.trace
                         .event(format!("node {} failed to start: {error}", node.id()));
-                    errors.push(error);
+                    errors.push(error.to_string());
                 }
             }
         }

@@ -20,6 +20,8 @@ pub mod determinism;
 pub mod faults;
 pub mod group_check;
 pub mod history;
+mod isolate;
+pub mod leaders;
 pub mod net;
 pub mod node;
 mod panics;
@@ -29,9 +31,4 @@ mod tamper;
 pub mod trace;
 pub mod workload;
 
-pub use run::{run, Report, RunConfig, Sabotage};
-
-/// Whether this build has the cluster layer (issue 6): peer RPCs served by a dispatcher,
-/// replicated partitions, the metadata leader. Without it, runs have one node and the faults
-/// between nodes do not apply.
-pub const CLUSTER_LAYER: bool = false;
+pub use run::{run, run_in_this_process, Report, RunConfig, Sabotage};

@@ -5,12 +5,16 @@ use crate::clock::SimClock;
 use crate::net::{SimNetwork, SimStream};
 use bytes::Bytes;
 use gregor::server::{serve_connection, ServerConfig};
-use gregor_actors::{start_node_with, Broker, NodeConfig, NodeEnv, StorageSeam};
+use gregor_actors::operations::{OperationSettings, VoterTarget};
+use gregor_actors::{
+    start_node_with, Broker, ClusterEnv, ClusterSettings, NodeConfig, NodeEnv, StorageSeam,
+};
+use gregor_cluster::membership::{GossipTuning, MembershipConfig};
 use gregor_cluster::rpc::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use gregor_cluster::{Command, PeerHandler, RaftTuning, RpcError};
+use gregor_cluster::{Command, Dispatcher, PeerHandler, RaftTuning, RpcError};
 use gregor_storage::{
     Crash, FlushPolicy, GroupId, ModelDisk, NodeId, Store, StoreOptions, SyncMode, SyncRunner,
 };
@@ -18,6 +22,7 @@ use rand::rngs::SmallRng;
 use rand::Rng;
 use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -123,6 +128,26 @@ pub struct NodeSetup {
     /// `Always` in every real run; `Never` only in the self-test of a disk that acknowledges
     /// writes it did not make durable.
     pub flush: FlushPolicy,
+    /// `None`: the node runs alone. `Some`: it is a member of a cluster of these nodes.
+    pub cluster: Option<ClusterSetup>,
+}
+
+/// What a cluster member is told about its cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSetup {
+    /// Every node of the cluster (this one included). The lowest founds the cluster on its
+    /// first start; every other start joins through the others.
+    pub members: Vec<NodeId>,
+    /// Voters of the metadata group the metadata leader grows to.
+    pub voters: usize,
+    /// How long a node may be dead before the metadata leader moves its replicas away.
+    pub dead_grace_ms: u64,
+}
+
+/// The peer (and gossip) address of node `id`.
+pub fn peer_address(id: NodeId) -> SocketAddr {
+    let [.., high, low] = (id.0 as u16).to_be_bytes();
+    SocketAddr::from(([10, 0, high, low], 7000))
 }
 
 /// The address clients dial for node `id`.
@@ -166,8 +191,26 @@ pub struct SimNode {
     pub fsync_fault_armed: Cell<bool>,
 }
 
+/// Why a node did not start.
+#[derive(Debug, Clone)]
+pub struct StartFailure {
+    pub message: String,
+    /// It opened its store and started, but did not catch up with the cluster's metadata
+    /// within [`STARTUP_BOUND`]: cut off from its peers, not a recovery bug.
+    pub catching_up: bool,
+}
+
+impl fmt::Display for StartFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// How long a crashed incarnation may take to stop before its restart gives up waiting.
 const TEARDOWN_BOUND: Duration = Duration::from_secs(60);
+/// How long a cluster member may take to catch up with the metadata and start its replicas;
+/// one that cannot (cut off from the metadata leader) fails its start and is tried again.
+pub const STARTUP_BOUND: Duration = Duration::from_secs(20);
 
 impl SimNode {
     pub fn new(setup: NodeSetup, clock: Arc<SimClock>, latency: DiskLatency) -> SimNode {
@@ -230,7 +273,7 @@ impl SimNode {
     /// # Errors
     /// The store or the node could not start: after a crash that is a bug (what the disk kept
     /// must always be recoverable).
-    pub async fn start(&self, net: &SimNetwork) -> Result<(), String> {
+    pub async fn start(&self, net: &SimNetwork) -> Result<(), StartFailure> {
         assert!(!self.is_up(), "node {} is already running", self.id());
         self.wait_for_teardown().await;
         let fence = Arc::new(AtomicBool::new(false));
@@ -244,35 +287,51 @@ impl SimNode {
             Disk::Model(disk) => Store::open_model(disk, options),
             Disk::Fjall(dir) => Store::open(dir.path(), options),
         };
-        let store =
-            opened.map_err(|e| format!("node {} cannot open its store: {e:?}", self.id()))?;
+        let store = opened.map_err(|e| StartFailure {
+            message: format!("node {} cannot open its store: {e:?}", self.id()),
+            catching_up: false,
+        })?;
+        // A cluster member serves its peers from the start (gossip needs its socket, and the
+        // metadata leader must reach it to bring it in); a node alone refuses them.
+        let cluster = self.cluster_env(net);
+        let handler: Arc<dyn PeerHandler> = match &cluster {
+            Some(cluster) => cluster.dispatcher.clone(),
+            None => Arc::new(NoDispatcher),
+        };
+        if self.registered.replace(true) {
+            net.restart(self.id(), handler);
+        } else {
+            net.register(self.id(), handler);
+        }
         let env = NodeEnv {
             clock: self.clock.clone(),
             transport: net.transport(self.id()),
             raft_tuning: self.raft_tuning(),
             sync_mode,
             storage: StorageSeam::Opened(store.clone()),
-            // One node alone: the simulated cluster layer is not wired in yet.
-            cluster: None,
+            cluster,
         };
         let broker = match start_node_with(self.node_config(), env).await {
             Ok(broker) => broker,
             Err(error) => {
-                // Whatever the failed start left running must not touch the disk again.
+                // Whatever the failed start left running must not touch the disk or the
+                // network again.
                 fence.store(true, Ordering::SeqCst);
                 match &self.disk {
                     Disk::Model(disk) => disk.crash(Crash::ProcessCrash),
                     Disk::Fjall(_) => store.fence("the simulated node failed to start"),
                 }
-                return Err(format!("node {} cannot start: {error}", self.id()));
+                net.crash(self.id());
+                let message = format!("node {} cannot start: {error}", self.id());
+                // The one failure that is not about the disk: a cluster member that could not
+                // reach its peers in time to catch up with the metadata.
+                let catching_up = message.contains("did not catch up");
+                return Err(StartFailure {
+                    message,
+                    catching_up,
+                });
             }
         };
-        let handler = peer_handler(&broker);
-        if self.registered.replace(true) {
-            net.restart(self.id(), handler);
-        } else {
-            net.register(self.id(), handler);
-        }
         let (stop_serving, stopping) = watch::channel(false);
         let accept = actix_rt::spawn(accept_clients(
             net.listen(self.id()),
@@ -352,6 +411,40 @@ impl SimNode {
         }
     }
 
+    /// The cluster seams of this incarnation: its dispatcher, and gossip over `net`.
+    fn cluster_env(&self, net: &SimNetwork) -> Option<ClusterEnv> {
+        let setup = self.setup.cluster.as_ref()?;
+        let founding = self.starts.get() == 0 && setup.members.first() == Some(&self.id());
+        let seeds = if founding {
+            Vec::new()
+        } else {
+            setup
+                .members
+                .iter()
+                .filter(|n| **n != self.id())
+                .map(|n| peer_address(*n))
+                .collect()
+        };
+        let membership = MembershipConfig {
+            cluster_id: "simulation".into(),
+            generation: u64::from(self.starts.get()) + 1,
+            listen_addr: peer_address(self.id()),
+            seeds,
+            tuning: GossipTuning {
+                gossip_interval: Duration::from_millis(200),
+                initial_interval: Duration::from_millis(200),
+                max_interval: Duration::from_millis(800),
+                ..GossipTuning::default()
+            },
+        };
+        Some(ClusterEnv {
+            dispatcher: Dispatcher::new(),
+            gossip: Arc::new(net.gossip_transport(self.id())),
+            membership,
+            peer_addr: peer_address(self.id()),
+        })
+    }
+
     fn raft_tuning(&self) -> RaftTuning {
         RaftTuning {
             election_timeout_min_ms: self.setup.election_timeout_ms,
@@ -373,6 +466,22 @@ impl SimNode {
         config.offsets_partitions = self.setup.offsets_partitions;
         config.retention_check_interval_ms = self.setup.retention_check_ms;
         config.cache_bytes = 4 << 20;
+        if let Some(cluster) = &self.setup.cluster {
+            config.cluster = ClusterSettings {
+                operations: OperationSettings {
+                    dead_grace: Duration::from_millis(cluster.dead_grace_ms),
+                    voters: VoterTarget::Count(cluster.voters),
+                    offsets_partitions: self.setup.offsets_partitions,
+                    offsets_replication_factor: 3,
+                    ..OperationSettings::default()
+                },
+                operations_interval: Duration::from_millis(500),
+                startup_timeout: STARTUP_BOUND,
+                hint_interval: Duration::from_millis(250),
+                full_hint_every: 8,
+                ..ClusterSettings::default()
+            };
+        }
         config
     }
 }
@@ -414,11 +523,6 @@ async fn accept_clients(
             stopping.clone(),
         ));
     }
-}
-
-/// What serves the requests peers send this node.
-fn peer_handler(_broker: &Broker) -> Arc<dyn PeerHandler> {
-    Arc::new(NoDispatcher)
 }
 
 /// A node without an inbound peer path (the single-node foundation): every request fails,

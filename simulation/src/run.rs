@@ -8,14 +8,14 @@ use crate::cluster::SimCluster;
 use crate::faults::{self, FaultChoice, FaultKind, FaultLog, Plan, Script};
 use crate::history::{AckLevel, History, SendOutcome};
 use crate::net::SimNetConfig;
-use crate::node::{DiskKind, DiskLatency, NodeSetup, SimNode};
+use crate::node::{ClusterSetup, DiskKind, DiskLatency, NodeSetup, SimNode};
 use crate::rng;
 use crate::trace::{SharedTrace, Trace};
 use crate::workload::{self, ProducerSpec, Recorder, TopicSpec, Workload, WorkloadConfig};
 use gregor_storage::{FlushPolicy, NodeId};
 use rand::rngs::SmallRng;
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -70,7 +70,7 @@ impl RunConfig {
     pub fn new(seed: u64) -> RunConfig {
         RunConfig {
             seed,
-            nodes: if crate::CLUSTER_LAYER { 3 } else { 1 },
+            nodes: 3,
             faults: FaultChoice::Swarm,
             safety_ms: 20_000,
             liveness_bound_ms: 60_000,
@@ -101,14 +101,14 @@ impl RunConfig {
 }
 
 /// What a run did and found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub seed: u64,
     /// The trace digest, in hex: the same seed must give the same digest.
     pub digest: String,
     pub events: u64,
     pub nodes: u32,
-    pub disk: &'static str,
+    pub disk: String,
     pub faults: Vec<String>,
     /// Fault actions carried out.
     pub faults_struck: u64,
@@ -143,11 +143,25 @@ impl Report {
     }
 }
 
-/// Runs one seed on a fresh thread (see [`crate::determinism`]) and reports.
+/// Runs one seed in a child process of its own, on a fresh thread (see
+/// [`crate::determinism`]), and reports. A process of its own because tokio seeds each new
+/// runtime's generator (which `select!` draws from) from a process-wide counter: the n-th run
+/// of a process would otherwise differ from the first.
 ///
 /// # Panics
-/// If the binary lacks `deterministic_getrandom!()`, or the harness itself panics.
+/// If the binary lacks `deterministic_getrandom!()`, or the child cannot be forked.
 pub fn run(config: RunConfig) -> Report {
+    let fallback = config.clone();
+    crate::isolate::in_child(move || run_in_this_process(config))
+        .unwrap_or_else(|died| harness_failure(&fallback, &died))
+}
+
+/// Runs one seed on a fresh thread of this process: a replay only while this process has made
+/// no tokio runtime before (see [`run`]).
+///
+/// # Panics
+/// If the binary lacks `deterministic_getrandom!()`.
+pub fn run_in_this_process(config: RunConfig) -> Report {
     let seed = config.seed;
     crate::panics::install_hook();
     crate::determinism::on_fresh_thread(seed, format!("sim-{seed}"), move || {
@@ -176,7 +190,12 @@ fn harness_panic(config: &RunConfig, payload: &(dyn std::any::Any + Send)) -> Re
         .cloned()
         .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
         .unwrap_or_else(|| "unknown panic".into());
-    let mut violations = vec![format!("harness: the run panicked: {message}")];
+    harness_failure(config, &format!("the run panicked: {message}"))
+}
+
+/// The report of a run the harness could not finish.
+fn harness_failure(config: &RunConfig, what: &str) -> Report {
+    let mut violations = vec![format!("harness: {what}")];
     violations.extend(
         crate::panics::take()
             .into_iter()
@@ -187,7 +206,7 @@ fn harness_panic(config: &RunConfig, payload: &(dyn std::any::Any + Send)) -> Re
         digest: "-".into(),
         events: 0,
         nodes: config.nodes,
-        disk: "-",
+        disk: "-".into(),
         faults: Vec::new(),
         faults_struck: 0,
         sends: 0,
@@ -249,9 +268,25 @@ fn shape(config: &RunConfig, rng: &mut SmallRng) -> Shape {
 }
 
 fn node_setups(shape: &Shape, config: &RunConfig, rng: &mut SmallRng) -> Vec<NodeSetup> {
-    (1..=u64::from(shape.nodes))
+    let members: Vec<NodeId> = (1..=u64::from(shape.nodes)).map(NodeId).collect();
+    // A stream of its own, so that the cluster's shape does not shift the run's other draws.
+    let mut cluster_rng = rng::stream(config.seed, "cluster");
+    let voters = if cluster_rng.gen_bool(0.5) { 3 } else { 5 };
+    let short_grace = cluster_rng.gen_range(2_000..8_000);
+    let cluster = (shape.nodes > 1).then(|| ClusterSetup {
+        members: members.clone(),
+        voters: voters.min(shape.nodes as usize),
+        // With membership faults a dead node's replicas move away while the run goes on.
+        dead_grace_ms: if shape.kinds.contains(&FaultKind::Membership) {
+            short_grace
+        } else {
+            600_000
+        },
+    });
+    members
+        .iter()
         .map(|id| NodeSetup {
-            id: NodeId(id),
+            id: *id,
             disk: shape.disk,
             election_timeout_ms: rng.gen_range(300..700),
             heartbeat_ms: 100,
@@ -262,6 +297,7 @@ fn node_setups(shape: &Shape, config: &RunConfig, rng: &mut SmallRng) -> Vec<Nod
             } else {
                 FlushPolicy::Always
             },
+            cluster: cluster.clone(),
         })
         .collect()
 }
@@ -375,6 +411,7 @@ async fn run_here(config: RunConfig) -> Report {
         },
         trace.clone(),
     );
+    let observer = crate::leaders::observe(cluster.clone(), recorder.clone());
     let log = Rc::new(FaultLog::default());
     let mut workload_config = workload_config(&shape, config.sabotage, &mut rng);
     if let Some(acks) = config.acks {
@@ -394,6 +431,10 @@ async fn run_here(config: RunConfig) -> Report {
     .await;
     let notes = match started {
         Ok(mut workload) => {
+            // The plan's times count from the start of the run: steps due while the cluster
+            // was still forming (a few virtual seconds with several nodes) strike as soon as
+            // the workload runs.
+            trace.event("safety phase");
             let safety = origin + Duration::from_millis(shape.safety_ms);
             let (stop_plan, plan_stopping) = tokio::sync::watch::channel(false);
             let plan_task = actix_rt::spawn(faults::run_plan(
@@ -414,11 +455,13 @@ async fn run_here(config: RunConfig) -> Report {
                 crate::tamper::tamper_one_record(&cluster, &recorder).await;
             }
             violations.extend(workload::final_reads(&workload, bound, &mut rng).await);
+            observer.abort();
             let (found, notes) = check_history(&cluster, &recorder, &log, config.sabotage);
             violations.extend(found);
             notes
         }
         Err(error) => {
+            observer.abort();
             violations.push(Violation::new(Checker::Liveness, error));
             Notes::default()
         }
@@ -518,8 +561,8 @@ fn report(
         events: trace.events(),
         nodes: shape.nodes,
         disk: match shape.disk {
-            DiskKind::Model => "model",
-            DiskKind::Fjall => "fjall",
+            DiskKind::Model => "model".into(),
+            DiskKind::Fjall => "fjall".into(),
         },
         faults: shape.kinds.iter().map(|k| k.name().to_owned()).collect(),
         faults_struck: log.struck.get(),

@@ -104,9 +104,9 @@ impl FaultKind {
         )
     }
 
-    /// Whether the fault can strike a cluster of `nodes` nodes in this build. Faults between
-    /// nodes need two; leadership churn, membership changes and the metadata leader need the
-    /// cluster layer (issue 6), which the single-node foundation lacks.
+    /// Whether the fault can strike a cluster of `nodes` nodes: faults between nodes, the
+    /// metadata leader's isolation and membership changes need two or more (a node alone runs
+    /// without the cluster layer's peers); leadership churn needs a group with a leader.
     pub fn applies_to(self, nodes: u32) -> bool {
         match self {
             FaultKind::Partition
@@ -115,10 +115,10 @@ impl FaultKind {
             | FaultKind::MessageLoss
             | FaultKind::Duplication
             | FaultKind::Reordering
-            | FaultKind::DelaySpikes => nodes >= 2,
-            FaultKind::IsolateMetadataLeader
+            | FaultKind::DelaySpikes
+            | FaultKind::IsolateMetadataLeader
             | FaultKind::LeadershipChurn
-            | FaultKind::Membership => crate::CLUSTER_LAYER && nodes >= 2,
+            | FaultKind::Membership => nodes >= 2,
             _ => true,
         }
     }

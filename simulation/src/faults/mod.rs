@@ -12,8 +12,11 @@ pub use script::Script;
 use crate::check::{Checker, Violation};
 use crate::cluster::SimCluster;
 use crate::node::{CrashKind, SimNode};
+use gregor_actors::api::{DrainNode, Request};
 use gregor_storage::NodeId;
+use rand::Rng;
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -28,6 +31,8 @@ pub struct FaultLog {
     pub max_skew_ms: Cell<i64>,
     /// Actions carried out (skipped ones, such as a crash of a node that is down, excluded).
     pub struck: Cell<u64>,
+    /// Nodes asked to drain.
+    pub drained: RefCell<BTreeSet<NodeId>>,
 }
 
 /// Carries out `plan` against `cluster`, each step at its time after `origin`, until `stop`
@@ -57,7 +62,9 @@ pub async fn apply(action: &Action, cluster: &SimCluster, log: &FaultLog) {
     let known = |node: &NodeId| cluster.ids().contains(node);
     let done = match action {
         Action::Crash { node, how } if known(node) => crash(cluster.node(*node), *how, cluster),
-        Action::Restart { node } if known(node) => restart(cluster.node(*node), cluster, log).await,
+        Action::Restart { node } if known(node) => {
+            restart(cluster.node(*node), cluster, log, Phase::Safety).await
+        }
         Action::FailFsync { node } if known(node) => {
             let node = cluster.node(*node);
             match node.model_disk().filter(|_| node.is_up()) {
@@ -120,8 +127,16 @@ pub async fn apply(action: &Action, cluster: &SimCluster, log: &FaultLog) {
                 .set(log.max_skew_ms.get().max(skew_ms.abs()));
             true
         }
-        // Needs the cluster layer: the metadata leader and leadership transfer.
-        Action::IsolateMetadataLeader | Action::StepDown => false,
+        Action::IsolateMetadataLeader => match cluster.metadata_leader() {
+            Some(leader) => {
+                trace.event(format_args!("the metadata leader is node {leader}"));
+                net.isolate(leader);
+                true
+            }
+            None => false,
+        },
+        Action::StepDown => step_down(cluster).await,
+        Action::Drain { node } if known(node) => drain(cluster, *node, log).await,
         _ => false,
     };
     if done {
@@ -161,10 +176,22 @@ fn crash(node: &SimNode, how: CrashSpec, cluster: &SimCluster) -> bool {
     crashed
 }
 
+/// When a node is restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Under faults: a cluster member cut off from its peers may fail to catch up in time; it
+    /// stays down until the heal.
+    Safety,
+    /// After the heal: every node must start.
+    Heal,
+}
+
 /// Starts a node that is down. A start that fails on the injected fsync failure is expected
-/// (the failure may strike while the node recovers) and is tried once more; any other failure
-/// is a violation: what the disk kept must always be recoverable.
-async fn restart(node: &SimNode, cluster: &SimCluster, log: &FaultLog) -> bool {
+/// (the failure may strike while the node recovers) and is tried once more; a start that could
+/// not catch up with the cluster under faults is left for the heal; any other failure is a
+/// violation: what the disk kept must always be recoverable, and a healed cluster must take
+/// its nodes back.
+async fn restart(node: &SimNode, cluster: &SimCluster, log: &FaultLog, phase: Phase) -> bool {
     if node.is_up() {
         return false;
     }
@@ -180,14 +207,70 @@ async fn restart(node: &SimNode, cluster: &SimCluster, log: &FaultLog) -> bool {
                     .trace
                     .event(format_args!("{error} (the injected fsync failure); again"));
             }
+            Err(error) if error.catching_up && phase == Phase::Safety => {
+                cluster
+                    .trace
+                    .event(format_args!("{error} (under faults); it stays down"));
+                return false;
+            }
             Err(error) => {
+                let checker = if error.catching_up {
+                    Checker::Liveness
+                } else {
+                    Checker::Recovery
+                };
                 log.violations
                     .borrow_mut()
-                    .push(Violation::new(Checker::Recovery, error));
+                    .push(Violation::new(checker, error.message));
                 return false;
             }
         }
     }
+}
+
+/// The leader of a group chosen at random among those led by running nodes steps down.
+async fn step_down(cluster: &SimCluster) -> bool {
+    let led = cluster.leaderships();
+    if led.is_empty() {
+        return false;
+    }
+    let pick = cluster.fault_rng.borrow_mut().gen_range(0..led.len());
+    let (node, group) = &led[pick];
+    let outcome = group.step_down().await;
+    cluster.trace.event(format_args!(
+        "node {node} steps down from group {} term {}: {outcome:?}",
+        group.id(),
+        group.term()
+    ));
+    outcome.is_ok()
+}
+
+/// Asks the cluster (through any running node, which forwards it to the metadata leader) to
+/// drain `node`, while at least three nodes would stay undrained (or one node of a cluster of
+/// three is drained).
+async fn drain(cluster: &SimCluster, node: NodeId, log: &FaultLog) -> bool {
+    let may_drain = (cluster.ids().len().saturating_sub(3)).max(1);
+    {
+        let drained = log.drained.borrow();
+        if drained.contains(&node) || drained.len() >= may_drain {
+            return false;
+        }
+    }
+    let Some(via) = cluster
+        .up_ids()
+        .first()
+        .and_then(|id| cluster.node(*id).broker())
+    else {
+        return false;
+    };
+    let request = Request::DrainNode(DrainNode { node_id: node });
+    let outcome = tokio::time::timeout(Duration::from_secs(5), via.handle(request)).await;
+    cluster
+        .trace
+        .event(format_args!("drain node {node}: {outcome:?}"));
+    // Whether or not the answer came, the drain may have been applied.
+    log.drained.borrow_mut().insert(node);
+    matches!(outcome, Ok(Ok(_)))
 }
 
 /// Every client's links to `node` go down, both ways.
@@ -226,7 +309,7 @@ pub async fn heal_all(cluster: &SimCluster, log: &FaultLog) {
             crash(node, CrashSpec::PowerLoss { keep_permille: 0 }, cluster);
         }
         if !node.is_up() {
-            restart(node, cluster, log).await;
+            restart(node, cluster, log, Phase::Heal).await;
         }
     }
 }

@@ -76,6 +76,11 @@ pub enum Action {
     },
     /// The leader of a random group steps down.
     StepDown,
+    /// The node is drained: the metadata leader moves its replicas to other nodes (it keeps
+    /// running; a drain is never undone).
+    Drain {
+        node: NodeId,
+    },
 }
 
 /// Jitter of a healthy link (the network's default), restored when reordering ends.
@@ -225,7 +230,8 @@ fn strike(kind: FaultKind, nodes: &[NodeId], rng: &mut SmallRng) -> Vec<(u64, Ac
         }
         FaultKind::ClientLinks => healed(Action::CutClients { node }, lasting),
         FaultKind::LeadershipChurn => vec![(0, Action::StepDown)],
-        FaultKind::Membership | FaultKind::TopicChurn | FaultKind::Retention => Vec::new(),
+        FaultKind::Membership => vec![(0, Action::Drain { node })],
+        FaultKind::TopicChurn | FaultKind::Retention => Vec::new(),
     }
 }
 
@@ -289,6 +295,7 @@ impl fmt::Display for Action {
             ),
             Action::Skew { node, skew_ms } => write!(f, "skew {node} {skew_ms:+}"),
             Action::StepDown => write!(f, "step-down"),
+            Action::Drain { node } => write!(f, "drain {node}"),
         }
     }
 }

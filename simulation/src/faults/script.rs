@@ -23,7 +23,7 @@
 //! `torn-write N keep=PERMILLE torn=BYTES`, `restart N`, `fail-fsync N`, `partition 1,2|3`,
 //! `one-way 1->2`, `isolate N`, `isolate-metadata-leader`, `heal`, `loss P`, `duplicate P`,
 //! `jitter MS`, `spikes P MS` / `spikes off`, `cut-clients N`,
-//! `slow-disk N MIN..MAX stall=P:MS` / `slow-disk N off`, `skew N +MS`, `step-down`.
+//! `slow-disk N MIN..MAX stall=P:MS` / `slow-disk N off`, `skew N +MS`, `step-down`, `drain N`.
 //! A plan printed by `--print-plan` is a valid script.
 
 use super::kinds::FaultKind;
@@ -248,6 +248,9 @@ fn parse_action(text: &str) -> Result<Action, String> {
             skew_ms: number(arg(2)?.trim_start_matches('+'))?,
         },
         "step-down" => Action::StepDown,
+        "drain" => Action::Drain {
+            node: node(arg(1)?)?,
+        },
         other => return Err(format!("unknown action '{other}'")),
     })
 }

@@ -333,6 +333,14 @@ fn dump_group(store: &Store, group: GroupId) -> Option<ReplicaDump> {
     })
 }
 
+/// async-raft's membership configuration as the cluster crate stores it (msgpack of its two
+/// sets), read in order.
+#[derive(serde::Deserialize)]
+struct Membership {
+    members: std::collections::BTreeSet<u64>,
+    members_after_consensus: Option<std::collections::BTreeSet<u64>>,
+}
+
 fn payload_digest(payload: &EntryPayload) -> u64 {
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
     let mut eat = |bytes: &[u8]| {
@@ -345,7 +353,20 @@ fn payload_digest(payload: &EntryPayload) -> u64 {
         EntryPayload::Blank => eat(b"blank"),
         EntryPayload::Membership(bytes) => {
             eat(b"membership");
-            eat(bytes);
+            // async-raft keeps members in hash sets, so equal configurations can be encoded in
+            // different orders: their digest is of the sets, sorted.
+            match rmp_serde::from_slice::<Membership>(bytes) {
+                Ok(membership) => {
+                    for node in &membership.members {
+                        eat(&node.to_be_bytes());
+                    }
+                    eat(b"after");
+                    for node in membership.members_after_consensus.iter().flatten() {
+                        eat(&node.to_be_bytes());
+                    }
+                }
+                Err(_) => eat(bytes),
+            }
         }
         EntryPayload::Records(batches) => {
             eat(b"records");

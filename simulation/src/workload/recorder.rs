@@ -2,7 +2,8 @@
 //! trace.
 
 use crate::history::{
-    Commit, CommittedRead, FinalRead, History, LogStartSeen, Poll, Send, SendOutcome, TopicLife, Tp,
+    Commit, CommittedRead, FinalRead, History, LeaderSeen, LogStartSeen, Poll, Send, SendOutcome,
+    TopicLife, Tp,
 };
 use crate::trace::SharedTrace;
 use std::cell::{Ref, RefCell};
@@ -85,6 +86,14 @@ impl Recorder {
             read.group, read.tp, read.offset
         ));
         self.history.borrow_mut().committed_reads.push(read);
+    }
+
+    pub fn leader(&self, seen: LeaderSeen) {
+        self.trace.event(format_args!(
+            "leader group={} term={} node={}",
+            seen.group, seen.term, seen.node
+        ));
+        self.history.borrow_mut().leaders.push(seen);
     }
 
     pub fn log_start(&self, seen: LogStartSeen) {
