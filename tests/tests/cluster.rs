@@ -298,8 +298,10 @@ async fn read_everything(bootstrap: &str, topic: &str) -> BTreeMap<(u32, u64), S
 }
 
 #[test]
-#[ignore = "fails today: after SIGTERM of all three nodes and a concurrent restart, one node \
-            does not catch up with the metadata within its 60 s startup timeout"]
+#[ignore = "fails today: after SIGTERM of all three nodes (taken soon after the topic's \
+            creation, while __consumer_offsets replicas still move) and a concurrent restart, one \
+            node's groups all run again but its start (wait_until_ready in actors/src/node.rs) \
+            does not finish within 60 s; which of its conditions stays unmet is not yet known"]
 fn after_every_node_restarts_every_partition_has_a_leader_and_the_data() {
     let mut cluster = ProcessCluster::start(3, SERVE_ARGS);
     create_topic(&cluster, "orders");
