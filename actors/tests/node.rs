@@ -818,6 +818,7 @@ async fn commit_offset(node: &Broker, group: &str, topic: &str, offset: u64) {
             offset: Offset(offset),
             metadata: None,
         }],
+        member: None,
     };
     node.handle(Request::CommitOffsets(commit)).await.unwrap();
 }
