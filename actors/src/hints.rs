@@ -103,10 +103,11 @@ impl LeaderHints {
         self.leaders.remove(&group);
     }
 
-    /// Hints about a node that died are dropped: its partitions elect new leaders, which will
-    /// say so.
-    pub fn forget_node(&mut self, node: NodeId) {
-        self.leaders.retain(|_, known| known.leader != node);
+    /// Drops the hints of every leader `is_live` says is gone. A partition whose leader died
+    /// and that cannot elect another (no live majority) would otherwise name the dead node for
+    /// ever: no newer term ever comes to replace its hint.
+    pub fn forget_dead(&mut self, is_live: impl Fn(NodeId) -> bool) {
+        self.leaders.retain(|_, known| is_live(known.leader));
     }
 
     /// Leaders per node.
@@ -174,7 +175,26 @@ mod tests {
             hints.counts(),
             BTreeMap::from([(NodeId(1), 1), (NodeId(2), 1)])
         );
-        hints.forget_node(NodeId(2));
+        hints.forget_dead(|n| n != NodeId(2));
         assert_eq!(leader(&hints, 4), None);
+    }
+
+    #[test]
+    fn a_dead_leaders_hints_are_dropped_and_a_live_ones_kept() {
+        let mut hints = LeaderHints::default();
+        let full = |led: Vec<Led>| LeadershipHint {
+            full: true,
+            led,
+            lost: vec![],
+        };
+        hints.receive(NodeId(1), &full(vec![led(1, 1)]));
+        hints.receive(NodeId(2), &full(vec![led(2, 5), led(3, 5)]));
+        hints.forget_dead(|n| n != NodeId(2));
+        assert_eq!(leader(&hints, 1), Some((1, 1)));
+        assert_eq!(leader(&hints, 2), None);
+        assert_eq!(leader(&hints, 3), None);
+        // The group's next leader is taken whatever term it won in.
+        hints.receive(NodeId(3), &full(vec![led(2, 6)]));
+        assert_eq!(leader(&hints, 2), Some((3, 6)));
     }
 }

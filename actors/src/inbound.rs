@@ -116,6 +116,9 @@ impl NodeMessages {
             Request::ResetOffsets(r) => {
                 Response::ResetOffsets(ask(&self.groups, FromPeer(r)).await??)
             }
+            Request::ConsumerGroupHeartbeat(r) => {
+                Response::ConsumerGroupHeartbeat(ask(&self.groups, FromPeer(r)).await??)
+            }
         })
     }
 }

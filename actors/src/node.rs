@@ -39,6 +39,7 @@ use actix::prelude::*;
 use gregor_cluster::membership::{
     DiskUsage, GossipTransport, Membership, MembershipConfig, NodeInfo,
 };
+use gregor_cluster::peer::AddressBook;
 use gregor_cluster::{
     ClusterNode, Dispatcher, NoPeers, NodeMessageHandler, RaftGroup, RaftTuning, RpcError, Start,
     Transport,
@@ -157,6 +158,10 @@ pub struct ClusterEnv {
     pub membership: MembershipConfig,
     /// Where peers reach this node.
     pub peer_addr: SocketAddr,
+    /// The peer transport's address book, kept in step with gossip from the moment gossip
+    /// starts (a joining node must be reachable before it can finish starting). `None` when
+    /// the transport routes by node id without addresses (tests, the simulation).
+    pub peer_addresses: Option<AddressBook>,
 }
 
 /// Where a node's store comes from.
@@ -233,7 +238,7 @@ impl Broker {
     }
 
     /// The group router: send it `CommitOffsets`, `FetchOffsets`, `ListGroups`,
-    /// `DescribeGroup`, `ResetOffsets`.
+    /// `DescribeGroup`, `ResetOffsets`, `ConsumerGroupHeartbeat`.
     pub fn groups(&self) -> Addr<GroupRouter> {
         self.groups.clone()
     }
@@ -304,6 +309,9 @@ impl Broker {
             Request::ListGroups(r) => Response::ListGroups(ask(self.groups(), r).await??),
             Request::DescribeGroup(r) => Response::DescribeGroup(ask(self.groups(), r).await??),
             Request::ResetOffsets(r) => Response::ResetOffsets(ask(self.groups(), r).await??),
+            Request::ConsumerGroupHeartbeat(r) => {
+                Response::ConsumerGroupHeartbeat(ask(self.groups(), r).await??)
+            }
             Request::InitProducerId(r) => Response::InitProducerId(ask(self.metadata(), r).await??),
             Request::ClusterStatus(r) => Response::ClusterStatus(ask(self.metadata(), r).await??),
             Request::DrainNode(r) => Response::DrainNode(ask(self.metadata(), r).await??),
@@ -447,6 +455,10 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
         max_pending_bytes: 64 * 1024 * 1024,
         max_entry_bytes: 8 * 1024 * 1024,
         propose_timeout: Duration::from_secs(30),
+        addresses: {
+            let view = state.subscribe();
+            Arc::new(move |node| view.borrow().node(node).map(|n| n.client_addr.clone()))
+        },
     };
     let propose_timeout = settings.propose_timeout;
     let factory = ReplicaFactory {
@@ -607,6 +619,10 @@ async fn start_liveness(
     let membership = Membership::start(cluster.membership.clone(), info, &*cluster.gossip)
         .await
         .map_err(|e| failed("starting gossip", &e))?;
+    if let Some(book) = &cluster.peer_addresses {
+        // The task ends when gossip stops.
+        drop(book.follow(membership.watch()));
+    }
     let liveness = Liveness::Gossip(membership.watch());
     Ok((liveness, Some(Arc::new(membership))))
 }

@@ -64,7 +64,7 @@ impl HintPublisher {
             .filter(|r| r.group.role() == GroupRole::Leader)
             .map(|r| {
                 let group = r.group.id();
-                let voters = r.group.voters();
+                let voters = r.group.settled_voters();
                 let lagging = view
                     .partition_of_group(group)
                     .map(|p| {
@@ -100,6 +100,11 @@ impl HintPublisher {
     }
 
     fn publish(&mut self) {
+        // Gossip is the only one to say a leader died: its partitions may elect no successor.
+        let me = self.directory.node();
+        self.directory
+            .hints()
+            .forget_dead(|n| n == me || self.liveness.is_live(n));
         let leading = self.leading();
         let load = (self.directory.running().len() as u32, leading.len() as u32);
         if let Some(membership) = self.membership.clone().filter(|_| load != self.load) {

@@ -147,6 +147,7 @@ async fn produce(cluster: &TestCluster, topic: &str, p: u32, value: &str) -> Off
                 assert!(tokio::time::Instant::now() < deadline, "{error:?}");
                 if let Some(ErrorDetail::Leader {
                     leader: Some(leader),
+                    ..
                 }) = error.detail
                 {
                     if cluster.nodes.contains_key(&leader) {

@@ -6,6 +6,7 @@ use gregor_actors::{start_node_with, Broker, NodeConfig, NodeEnv, StorageSeam};
 use gregor_storage::batch::{BatchBuilder, BatchView, NewRecord};
 use gregor_storage::{
     Clock, Crash, FlushPolicy, ModelDisk, Offset, PartitionId, Store, StoreOptions, SyncMode,
+    SyncRunner,
 };
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -347,6 +348,7 @@ fn records_topics_and_committed_offsets_survive_a_restart() {
                 offset: Offset(2),
                 metadata: Some("m".into()),
             }],
+            member: None,
         };
         node.handle(Request::CommitOffsets(commit)).await.unwrap();
         node.shutdown().await;
@@ -605,6 +607,7 @@ fn committed_offsets_survive_log_compaction_and_restart() {
                     offset: Offset(offset),
                     metadata: None,
                 }],
+                member: None,
             };
             node.handle(Request::CommitOffsets(commit)).await.unwrap();
         }
@@ -648,6 +651,7 @@ fn committed_offsets_survive_log_compaction_and_restart() {
                 offset: Offset(6),
                 metadata: None,
             }],
+            member: None,
         };
         node.handle(Request::CommitOffsets(commit)).await.unwrap();
         assert_eq!(
@@ -671,6 +675,7 @@ fn deleting_a_topic_forgets_its_committed_offsets_in_every_group() {
                 offset: Offset(0),
                 metadata: None,
             }],
+            member: None,
         };
         let committed = |node: Broker, group: &'static str| async move {
             match node
@@ -791,5 +796,87 @@ fn a_node_on_a_model_disk_keeps_what_was_synced_and_writes_nothing_to_its_data_d
         node.shutdown().await;
         let entries = std::fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(entries, 0, "the data directory was written to");
+    });
+}
+
+/// Completes each fsync 300 ms after it was asked for, as a slow disk does.
+fn slow_fsyncs() -> SyncMode {
+    SyncMode::External(SyncRunner::new(|job| {
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            job.run();
+        });
+    }))
+}
+
+async fn commit_offset(node: &Broker, group: &str, topic: &str, offset: u64) {
+    let commit = CommitOffsets {
+        group: group.into(),
+        offsets: vec![OffsetCommit {
+            topic: topic.into(),
+            partition: PartitionId(0),
+            offset: Offset(offset),
+            metadata: None,
+        }],
+        member: None,
+    };
+    node.handle(Request::CommitOffsets(commit)).await.unwrap();
+}
+
+/// A power cut takes the unsynced apply of the offsets partition's last entries; the restarted
+/// node (a lone member leads again in its old term) must answer from its committed log, not
+/// from that rolled-back applied state, for its partitions as for its group coordinators.
+#[test]
+fn acknowledged_offsets_and_records_survive_a_power_cut_on_a_slow_disk() {
+    run(|dir, clock| async move {
+        let disk = ModelDisk::new();
+        let start_on_model = || {
+            let mut config = NodeConfig::single_node(dir.path());
+            config.offsets_partitions = 1;
+            let options = StoreOptions {
+                flush: FlushPolicy::Always,
+                sync_mode: slow_fsyncs(),
+                cache_bytes: 1 << 20,
+            };
+            let store = Store::open_model(&disk, options).unwrap();
+            let env = NodeEnv {
+                clock: clock.clone(),
+                storage: StorageSeam::Opened(store),
+                ..NodeEnv::production()
+            };
+            start_node_with(config, env)
+        };
+        let node = start_on_model().await.unwrap();
+        create(&node, "t", 1, TopicConfigOverrides::default()).await;
+        for value in ["a", "b", "c"] {
+            produce(&node, "t", 0, vec![batch(&[value], T0)])
+                .await
+                .unwrap();
+        }
+        for offset in 1..=3 {
+            commit_offset(&node, "g", "t", offset).await;
+        }
+        disk.crash(Crash::PowerLoss { keep: 0 });
+        node.shutdown().await;
+
+        let node = start_on_model().await.unwrap();
+        assert_eq!(high_watermark(&node, "t", 0).await, Offset(3));
+        let Response::FetchOffsets(committed) = node
+            .handle(Request::FetchOffsets(FetchOffsets {
+                group: "g".into(),
+                topic: None,
+            }))
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(committed.len(), 1);
+        assert_eq!(
+            committed[0].offset,
+            Offset(3),
+            "an acknowledged commit went back"
+        );
+        node.shutdown().await;
     });
 }

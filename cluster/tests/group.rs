@@ -253,3 +253,84 @@ fn an_unfinished_founding_is_finished_after_a_restart() {
         group.shutdown().await;
     });
 }
+
+/// Sync jobs held until the test lets them run: a disk whose fsyncs have not completed yet.
+#[derive(Clone, Default)]
+struct HeldSyncs(Arc<std::sync::Mutex<(bool, Vec<gregor_storage::SyncJob>)>>);
+
+impl HeldSyncs {
+    fn runner(&self) -> gregor_storage::SyncRunner {
+        let held = self.clone();
+        gregor_storage::SyncRunner::new(move |job| {
+            let mut state = held.0.lock().unwrap();
+            if state.0 {
+                drop(state);
+                job.run();
+            } else {
+                state.1.push(job);
+            }
+        })
+    }
+
+    /// Completes every held fsync and every later one at once.
+    fn release(&self) {
+        let jobs = {
+            let mut state = self.0.lock().unwrap();
+            state.0 = true;
+            std::mem::take(&mut state.1)
+        };
+        for job in jobs {
+            job.run();
+        }
+    }
+}
+
+/// async-raft restarts a lone member as leader in its stored term, without an election, so
+/// the entry its applied state ends on is already "of its own term". After a power cut took
+/// the unsynced apply of committed entries, that leader must not count as ready (and serve
+/// reads) before it re-applied its committed log.
+#[test]
+fn a_lone_member_restarted_in_its_old_term_is_ready_only_once_it_reapplied_its_log() {
+    runtime().block_on(async {
+        let disk = gregor_storage::ModelDisk::new();
+        let options = |sync_mode| StoreOptions {
+            sync_mode,
+            ..StoreOptions::default()
+        };
+        let group = start(Store::open_model(&disk, options(SyncMode::Inline)).unwrap()).await;
+        let timeout = Duration::from_secs(5);
+        for _ in 0..3 {
+            group
+                .propose(Command::append(vec![batch(2)]), timeout)
+                .await
+                .unwrap();
+        }
+        let term = group.term();
+        // The last apply is not fsynced; the log is.
+        disk.crash(gregor_storage::Crash::PowerLoss { keep: 0 });
+        group.shutdown().await;
+        drop(group);
+
+        let syncs = HeldSyncs::default();
+        let store = Store::open_model(&disk, options(SyncMode::External(syncs.runner()))).unwrap();
+        let committed = store.last_entry(GROUP).unwrap().unwrap().index;
+        assert_eq!(store.partition_state(GROUP).unwrap().next_offset, Offset(4));
+        assert!(store.partition_state(GROUP).unwrap().last_applied < committed);
+        let group = start(store).await;
+        assert_eq!(
+            group.term(),
+            term,
+            "a lone member leads again in its old term"
+        );
+        assert!(
+            !group.wait_until_ready(Duration::from_secs(2)).await,
+            "ready with applied state {:?} behind its committed log (index {committed})",
+            *group.applied().borrow()
+        );
+
+        syncs.release();
+        assert!(group.wait_until_ready(timeout).await);
+        assert_eq!(group.applied().borrow().next_offset, Offset(6));
+        group.shutdown().await;
+    });
+}

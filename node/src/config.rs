@@ -8,6 +8,9 @@
 //! this build does not read: a misspelt or retired key is an error, never silently ignored.
 //! [`EXAMPLE_CONFIG`] is a complete file with every key at its default.
 //!
+//! The cluster keys (`peer_listen`, `join`, ...) are described in [`cluster`]: without
+//! `peer_listen` the node runs alone, as `gregor serve` with no arguments does.
+//!
 //! Paths in the file are relative to the working directory of the process, as on the command
 //! line, not to the file.
 //!
@@ -20,8 +23,17 @@
 //!   on slow disks; survives a crash of the process but not of the machine, unless the other
 //!   replicas still hold the data. With one replica, a power cut can lose acknowledged records.
 
+mod cluster;
+
+pub use cluster::{
+    AddressList, ClusterConfig, DEFAULT_CLUSTER_ID, DEFAULT_DEAD_NODE_GRACE_MS,
+    DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_METADATA_VOTERS,
+};
+
 use crate::server::ServerConfig;
-use gregor_actors::NodeConfig;
+use gregor_actors::operations::{OperationSettings, VoterTarget};
+use gregor_actors::{ClusterSettings, NodeConfig};
+use gregor_cluster::RaftTuning;
 use gregor_protocol::api::MAX_PARTITIONS;
 use gregor_protocol::frame::DEFAULT_MAX_FRAME_BYTES;
 use gregor_protocol::NodeId;
@@ -97,6 +109,27 @@ handshake_timeout_ms = 10000
 idle_timeout_ms = 600000
 # On SIGINT/SIGTERM, how long requests in flight may take before their connections are dropped.
 shutdown_grace_ms = 5000
+
+# --- The cluster. Without peer_listen the node runs alone.
+# Where peers reach this node: TCP for the node-to-node transport and UDP for gossip, one port.
+# peer_listen = "127.0.0.1:9093"
+# host:port that peers are told to use; defaults to the bound peer_listen address.
+# advertised_peer_address = "broker1.example.com:9093"
+# Peer addresses of any members to join through; none founds a new cluster. A node that has
+# data restarts as the member it was, whatever this says.
+# join = ["broker1.example.com:9093", "broker2.example.com:9093"]
+# Replicas of a partition go to distinct racks (or zones) first.
+# rack = "eu-west-1a"
+# Nodes of another cluster id are refused.
+cluster_id = "gregor"
+# Nodes voting in the metadata group (1, 3 or 5); the others follow it as learners.
+metadata_voters = 3
+# How long a node may be dead before its replicas are placed on other nodes.
+dead_node_grace_ms = 600000
+# Raft: a follower that hears no leader for 1 to 1.5 times this stands for election.
+election_timeout_ms = 800
+# Raft: how often a leader tells its followers it is alive; at most half the election timeout.
+heartbeat_interval_ms = 250
 "#;
 
 /// When acknowledged writes reach the disk; see the module documentation for the trade-off.
@@ -244,6 +277,15 @@ settings! {
     handshake_timeout_ms: u64,
     idle_timeout_ms: u64,
     shutdown_grace_ms: u64,
+    peer_listen: String,
+    advertised_peer_address: String,
+    join: AddressList,
+    cluster_id: String,
+    rack: String,
+    metadata_voters: u32,
+    dead_node_grace_ms: u64,
+    election_timeout_ms: u64,
+    heartbeat_interval_ms: u64,
 }
 
 type Origins = BTreeMap<&'static str, Origin>;
@@ -341,6 +383,12 @@ pub struct ServeConfig {
     /// `host:port` to bind; port 0 asks the OS for a free port.
     pub listen: String,
     pub server: ServerConfig,
+    /// `None`: the node runs alone.
+    pub cluster: Option<ClusterConfig>,
+    /// The rack (or zone) this node is in, published to the cluster.
+    pub rack: Option<String>,
+    /// Election timeout and heartbeat interval of every Raft group of the node.
+    pub raft: RaftTuning,
     /// Whether `node.advertised_address` is a stand-in copied from `listen`, to be replaced by
     /// the address actually bound.
     advertised_from_listen: bool,
@@ -548,6 +596,19 @@ fn validate(raw: RawConfig, origins: &Origins) -> Result<ServeConfig, ConfigErro
         SHUTDOWN_GRACE_MS,
     )?;
 
+    let clustered = cluster::validate(cluster::RawCluster {
+        peer_listen: raw.peer_listen,
+        advertised_peer_address: raw.advertised_peer_address,
+        join: raw.join,
+        cluster_id: raw.cluster_id,
+        rack: raw.rack,
+        metadata_voters: raw.metadata_voters,
+        dead_node_grace_ms: raw.dead_node_grace_ms,
+        election_timeout_ms: raw.election_timeout_ms,
+        heartbeat_interval_ms: raw.heartbeat_interval_ms,
+    })
+    .map_err(|(key, value, reason)| invalid(key, &value, reason))?;
+
     Ok(ServeConfig {
         node: NodeConfig {
             node_id: NodeId(node_id),
@@ -558,7 +619,7 @@ fn validate(raw: RawConfig, origins: &Origins) -> Result<ServeConfig, ConfigErro
             offsets_partitions,
             retention_check_interval_ms,
             cache_bytes,
-            cluster: Default::default(),
+            cluster: cluster_settings(&clustered),
         },
         listen,
         server: ServerConfig {
@@ -570,8 +631,26 @@ fn validate(raw: RawConfig, origins: &Origins) -> Result<ServeConfig, ConfigErro
             shutdown_grace,
             ..ServerConfig::default()
         },
+        cluster: clustered.cluster,
+        rack: clustered.rack,
+        raft: clustered.raft,
         advertised_from_listen,
     })
+}
+
+/// What the node's actors need of the cluster settings: its rack, the dead-node grace and the
+/// metadata voter count.
+fn cluster_settings(clustered: &cluster::ValidCluster) -> ClusterSettings {
+    let mut operations = OperationSettings::default();
+    if let Some(cluster) = &clustered.cluster {
+        operations.dead_grace = cluster.dead_node_grace;
+        operations.voters = VoterTarget::Count(cluster.metadata_voters as usize);
+    }
+    ClusterSettings {
+        rack: clustered.rack.clone(),
+        operations,
+        ..ClusterSettings::default()
+    }
 }
 
 /// A `host:port` checked for shape only; names are resolved when binding or connecting.
@@ -663,6 +742,11 @@ mod tests {
         assert_eq!(config.server.handshake_timeout, Duration::from_secs(10));
         assert_eq!(config.server.idle_timeout, Duration::from_secs(600));
         assert_eq!(config.server.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(config.cluster, None);
+        assert_eq!(config.rack, None);
+        assert_eq!(config.raft.election_timeout_min_ms, 800);
+        assert_eq!(config.raft.election_timeout_max_ms, 1200);
+        assert_eq!(config.raft.heartbeat_interval_ms, 250);
     }
 
     #[test]
@@ -675,12 +759,37 @@ mod tests {
             format!("{:?}", defaults.node)
         );
         assert_eq!(from_file.server, defaults.server);
-        // Every key but the commented-out advertised_address is spelled out in the example.
-        let spelled_out = KEYS
-            .iter()
-            .filter(|k| EXAMPLE_CONFIG.contains(&format!("\n{k} = ")))
-            .count();
-        assert_eq!(spelled_out, KEYS.len() - 1);
+        // Every key is in the example: those without a default commented out, the rest set.
+        let commented_out = [
+            "advertised_address",
+            "peer_listen",
+            "advertised_peer_address",
+            "join",
+            "rack",
+        ];
+        for key in KEYS {
+            let line = if commented_out.contains(key) {
+                format!("\n# {key} = ")
+            } else {
+                format!("\n{key} = ")
+            };
+            assert!(
+                EXAMPLE_CONFIG.contains(&line),
+                "{key} is not in the example"
+            );
+        }
+        let uncommented: String = EXAMPLE_CONFIG
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(setting) if KEYS.iter().any(|k| setting.starts_with(&format!("{k} = "))) => {
+                    setting
+                }
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let everything = parse_file(&uncommented, Path::new("all.toml")).expect("all keys parse");
+        assert!(everything.peer_listen.is_some() && everything.join.is_some());
         assert_eq!(raw.version, Some(CONFIG_VERSION));
     }
 
@@ -703,6 +812,15 @@ mod tests {
             handshake_timeout_ms = 2500
             idle_timeout_ms = 60000
             shutdown_grace_ms = 0
+            peer_listen = "0.0.0.0:19093"
+            advertised_peer_address = "broker7.example.com:19093"
+            join = ["broker1.example.com:19093", "10.0.0.2:19093"]
+            cluster_id = "prod-eu"
+            rack = "eu-1a"
+            metadata_voters = 5
+            dead_node_grace_ms = 60000
+            election_timeout_ms = 2000
+            heartbeat_interval_ms = 500
         "#;
         let config = load(Some(text), &[], RawConfig::default()).expect("valid");
         assert_eq!(config.node.node_id, NodeId(7));
@@ -720,6 +838,61 @@ mod tests {
         assert_eq!(config.server.handshake_timeout, Duration::from_millis(2500));
         assert_eq!(config.server.idle_timeout, Duration::from_secs(60));
         assert_eq!(config.server.shutdown_grace, Duration::ZERO);
+        assert_eq!(
+            config.cluster,
+            Some(ClusterConfig {
+                peer_listen: "0.0.0.0:19093".into(),
+                advertised_peer_address: Some("broker7.example.com:19093".into()),
+                join: vec!["broker1.example.com:19093".into(), "10.0.0.2:19093".into()],
+                cluster_id: "prod-eu".into(),
+                metadata_voters: 5,
+                dead_node_grace: Duration::from_secs(60),
+            })
+        );
+        assert_eq!(config.rack.as_deref(), Some("eu-1a"));
+        assert_eq!(config.raft.election_timeout_min_ms, 2000);
+        assert_eq!(config.raft.election_timeout_max_ms, 3000);
+        assert_eq!(config.raft.heartbeat_interval_ms, 500);
+    }
+
+    #[test]
+    fn join_comes_from_a_comma_separated_flag_or_variable() {
+        let config = load(
+            None,
+            &[
+                ("GREGOR_PEER_LISTEN", "127.0.0.1:7001"),
+                ("GREGOR_JOIN", "127.0.0.1:7002, 127.0.0.1:7003"),
+            ],
+            RawConfig::default(),
+        )
+        .expect("valid");
+        let cluster = config.cluster.expect("a cluster node");
+        assert_eq!(cluster.join, ["127.0.0.1:7002", "127.0.0.1:7003"]);
+        assert_eq!(cluster.peer_listen, "127.0.0.1:7001");
+        assert_eq!(cluster.advertised_peer_address, None);
+        assert_eq!(cluster.cluster_id, "gregor");
+        assert_eq!(cluster.metadata_voters, 3);
+        assert_eq!(cluster.dead_node_grace, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn cluster_keys_without_a_peer_address_say_to_add_one() {
+        for (line, expected_key) in [
+            ("join = \"127.0.0.1:7002\"", "join"),
+            (
+                "advertised_peer_address = \"10.0.0.1:7001\"",
+                "advertised_peer_address",
+            ),
+        ] {
+            let err = load(
+                Some(&format!("version = 1\n{line}\n")),
+                &[],
+                RawConfig::default(),
+            )
+            .expect_err(line);
+            assert!(err.to_string().contains("--peer-listen"), "{err}");
+            assert_eq!(invalid_key(err).0, expected_key);
+        }
     }
 
     #[test]
@@ -874,6 +1047,26 @@ mod tests {
             ("idle_timeout_ms = 10", "idle_timeout_ms"),
             ("shutdown_grace_ms = 3600000", "shutdown_grace_ms"),
             ("data_dir = \"\"", "data_dir"),
+            ("peer_listen = \"nohost\"", "peer_listen"),
+            ("peer_listen = \"0.0.0.0:7001\"", "peer_listen"),
+            (
+                "peer_listen = \"127.0.0.1:7001\"\nadvertised_peer_address = \"[::]:7001\"",
+                "advertised_peer_address",
+            ),
+            (
+                "peer_listen = \"127.0.0.1:7001\"\njoin = [\"127.0.0.1:0\"]",
+                "join",
+            ),
+            ("join = [\"host\"]", "join"),
+            ("cluster_id = \"\"", "cluster_id"),
+            ("cluster_id = \"my cluster\"", "cluster_id"),
+            ("rack = \"a/b\"", "rack"),
+            ("metadata_voters = 2", "metadata_voters"),
+            ("metadata_voters = 7", "metadata_voters"),
+            ("dead_node_grace_ms = 10", "dead_node_grace_ms"),
+            ("election_timeout_ms = 10", "election_timeout_ms"),
+            ("heartbeat_interval_ms = 500", "heartbeat_interval_ms"),
+            ("heartbeat_interval_ms = 1", "heartbeat_interval_ms"),
         ];
         for (line, expected_key) in bad_files {
             let err = load(

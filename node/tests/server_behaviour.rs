@@ -308,7 +308,8 @@ async fn produce_errors_with_acks_travel_with_their_detail() {
     assert_eq!(
         error.detail,
         Some(ErrorDetail::Leader {
-            leader: Some(NodeId(7))
+            leader: Some(NodeId(7)),
+            address: None,
         })
     );
 }

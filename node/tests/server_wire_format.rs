@@ -245,11 +245,22 @@ fn scalars_newtypes_and_small_enums_encode_as_documented() {
     same_both_ways(
         &ErrorDetail::Leader {
             leader: Some(NodeId(2)),
+            address: None,
         },
         &map(&[("Leader", map(&[("leader", i(2))]))]),
     );
     same_both_ways(
-        &ErrorDetail::Leader { leader: None },
+        &ErrorDetail::Leader {
+            leader: Some(NodeId(2)),
+            address: Some("b:9092".into()),
+        },
+        &map(&[("Leader", map(&[("leader", i(2)), ("address", s("b:9092"))]))]),
+    );
+    same_both_ways(
+        &ErrorDetail::Leader {
+            leader: None,
+            address: None,
+        },
         &map(&[("Leader", map(&[("leader", V::Nil)]))]),
     );
 }
@@ -375,6 +386,7 @@ fn every_request_kind_encodes_as_documented() {
                     offset: Offset(10),
                     metadata: None,
                 }],
+                member: None,
             }),
             map(&[
                 ("group", s("billing")),
@@ -422,6 +434,36 @@ fn every_request_kind_encodes_as_documented() {
         (
             Request::DrainNode(DrainNode { node_id: NodeId(3) }),
             map(&[("node_id", i(3))]),
+        ),
+        (
+            Request::ConsumerGroupHeartbeat(ConsumerGroupHeartbeat {
+                group: "billing".into(),
+                member_id: "".into(),
+                member_epoch: 0,
+                instance_id: None,
+                rack: None,
+                client_id: "c".into(),
+                subscription: Some(Subscription::Pattern("orders.*".into())),
+                server_assignor: None,
+                owned: Some(vec![]),
+                rebalance_timeout_ms: 300_000,
+                session_timeout_ms: None,
+                host: None,
+            }),
+            map(&[
+                ("group", s("billing")),
+                ("member_id", s("")),
+                ("member_epoch", i(0)),
+                ("instance_id", V::Nil),
+                ("rack", V::Nil),
+                ("client_id", s("c")),
+                ("subscription", map(&[("Pattern", s("orders.*"))])),
+                ("server_assignor", V::Nil),
+                ("owned", arr(&[])),
+                ("rebalance_timeout_ms", i(300_000)),
+                ("session_timeout_ms", V::Nil),
+                ("host", V::Nil),
+            ]),
         ),
     ];
     let mut kinds_seen = std::collections::BTreeSet::new();
@@ -628,6 +670,9 @@ fn every_response_kind_encodes_as_documented() {
                     log_end: Offset(15),
                     lag: 5,
                 }],
+                state: "empty".into(),
+                group_epoch: 2,
+                members: vec![],
             }),
             map(&[
                 ("group", s("billing")),
@@ -639,6 +684,32 @@ fn every_response_kind_encodes_as_documented() {
                         ("committed", i(10)),
                         ("log_end", i(15)),
                         ("lag", i(5)),
+                    ])]),
+                ),
+                ("state", s("empty")),
+                ("group_epoch", i(2)),
+                ("members", arr(&[])),
+            ]),
+        ),
+        (
+            Response::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatReply {
+                member_id: "c-4.1".into(),
+                member_epoch: 3,
+                heartbeat_interval_ms: 5_000,
+                assignment: Some(vec![TopicPartitions {
+                    topic: "orders".into(),
+                    partitions: vec![PartitionId(0), PartitionId(2)],
+                }]),
+            }),
+            map(&[
+                ("member_id", s("c-4.1")),
+                ("member_epoch", i(3)),
+                ("heartbeat_interval_ms", i(5_000)),
+                (
+                    "assignment",
+                    arr(&[map(&[
+                        ("topic", s("orders")),
+                        ("partitions", arr(&[i(0), i(2)])),
                     ])]),
                 ),
             ]),

@@ -18,6 +18,7 @@ pub mod clock;
 pub mod cluster;
 pub mod determinism;
 pub mod faults;
+pub mod group_check;
 pub mod history;
 mod isolate;
 pub mod leaders;

@@ -442,6 +442,8 @@ impl SimNode {
             gossip: Arc::new(net.gossip_transport(self.id())),
             membership,
             peer_addr: peer_address(self.id()),
+            // The simulated network routes by node id: no address book to follow.
+            peer_addresses: None,
         })
     }
 

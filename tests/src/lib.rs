@@ -69,11 +69,23 @@ impl Node {
     /// # Panics
     /// If it exits or stays silent past the startup timeout.
     pub fn start(data_dir: &Path, address: &str) -> Node {
+        Node::start_with(data_dir, address, &[])
+    }
+
+    /// [`Node::start`] with more `gregor serve` arguments (`--node-id`, `--peer-listen`, ...).
+    ///
+    /// # Panics
+    /// As [`Node::start`].
+    pub fn start_with(data_dir: &Path, address: &str, args: &[String]) -> Node {
         let mut child = Command::new(gregor_binary())
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", address])
-            .env("RUST_LOG", "info")
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("GREGOR_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -81,9 +93,16 @@ impl Node {
             .expect("starting gregor serve");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = mpsc::channel();
+        // GREGOR_TEST_ECHO=1 copies every node's log to the test's stderr, prefixed by its
+        // address: the way to see what a cluster did in a failing run.
+        let echo = std::env::var_os("GREGOR_TEST_ECHO").is_some();
+        let prefix = address.to_string();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
+                if echo {
+                    eprintln!("[{prefix}] {line}");
+                }
+                if tx.send(line).is_err() && !echo {
                     break;
                 }
             }
@@ -108,6 +127,18 @@ impl Node {
             data_dir: data_dir.to_path_buf(),
             stderr_lines: rx,
         }
+    }
+
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT, ...) to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "sending signal {signal}");
     }
 
     /// Starts a node on a free port.
@@ -192,4 +223,178 @@ pub fn failure(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout)
     );
     String::from_utf8(output.stderr.clone()).expect("utf-8 output")
+}
+
+/// A loopback port free for both TCP and UDP (a peer port carries both).
+pub fn free_peer_port() -> u16 {
+    loop {
+        let port = free_port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Polls `done` until it holds or `within` passes; returns how long it took.
+///
+/// # Panics
+/// When the deadline passes first, saying what was awaited.
+pub fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let started = wall_clock();
+    while !done() {
+        assert!(
+            started.elapsed() < within,
+            "{what}: not within {} s",
+            within.as_secs_f64()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started.elapsed()
+}
+
+/// Where one node of a [`ProcessCluster`] lives; kept across restarts.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub id: u64,
+    pub listen: String,
+    pub peer_listen: String,
+    pub data_dir: PathBuf,
+}
+
+/// N `gregor serve` processes on loopback forming one cluster: node 1 founds it, the others
+/// join through it. Nodes can be killed, stopped, restarted and added.
+pub struct ProcessCluster {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    pub specs: Vec<NodeSpec>,
+    pub nodes: std::collections::BTreeMap<u64, Node>,
+    /// Extra `serve` arguments every node gets (timeouts, voters).
+    pub serve_args: Vec<String>,
+}
+
+impl ProcessCluster {
+    /// Starts `n` nodes at once and waits until every one serves.
+    pub fn start(n: u64, serve_args: &[&str]) -> ProcessCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_path_buf();
+        let mut cluster = ProcessCluster {
+            _dir: dir,
+            root,
+            specs: Vec::new(),
+            nodes: std::collections::BTreeMap::new(),
+            serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
+        };
+        for _ in 0..n {
+            cluster.add_spec();
+        }
+        let ids: Vec<u64> = cluster.specs.iter().map(|s| s.id).collect();
+        cluster.start_nodes(&ids);
+        cluster
+    }
+
+    fn add_spec(&mut self) -> u64 {
+        let id = self.specs.len() as u64 + 1;
+        self.specs.push(NodeSpec {
+            id,
+            listen: format!("127.0.0.1:{}", free_port()),
+            peer_listen: format!("127.0.0.1:{}", free_peer_port()),
+            data_dir: self.root.join(format!("node-{id}")),
+        });
+        id
+    }
+
+    fn spec(&self, id: u64) -> &NodeSpec {
+        &self.specs[id as usize - 1]
+    }
+
+    fn args_of(&self, id: u64) -> Vec<String> {
+        let spec = self.spec(id);
+        let mut args = vec![
+            "--node-id".to_string(),
+            id.to_string(),
+            "--peer-listen".to_string(),
+            spec.peer_listen.clone(),
+        ];
+        if id != 1 {
+            args.push("--join".into());
+            args.push(self.specs[0].peer_listen.clone());
+        }
+        args.extend(self.serve_args.iter().cloned());
+        args
+    }
+
+    /// Starts the given (stopped) nodes concurrently and waits until each serves.
+    pub fn start_nodes(&mut self, ids: &[u64]) {
+        let started: Vec<(u64, Node)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ids
+                .iter()
+                .map(|&id| {
+                    let spec = self.spec(id).clone();
+                    let args = self.args_of(id);
+                    scope.spawn(move || (id, Node::start_with(&spec.data_dir, &spec.listen, &args)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a node failed to start"))
+                .collect()
+        });
+        self.nodes.extend(started);
+    }
+
+    /// Adds and starts one more node, joining through node 1.
+    pub fn add_node(&mut self) -> u64 {
+        let id = self.add_spec();
+        self.start_nodes(&[id]);
+        id
+    }
+
+    /// Every node's client address, as a bootstrap list.
+    pub fn bootstrap(&self) -> String {
+        self.specs
+            .iter()
+            .map(|s| s.listen.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The client address of node `id`.
+    pub fn address(&self, id: u64) -> String {
+        self.spec(id).listen.clone()
+    }
+
+    /// `kill -9` node `id`; its data stays for a restart.
+    pub fn kill9(&mut self, id: u64) {
+        self.nodes.remove(&id).expect("a running node").kill9();
+    }
+
+    /// SIGTERM every node and wait, then start them all again; returns how long until every
+    /// node serves again.
+    pub fn restart_all(&mut self) -> Duration {
+        let nodes = std::mem::take(&mut self.nodes);
+        for (_, node) in nodes {
+            let (status, lines) = node.terminate();
+            assert!(status.success(), "a node did not stop cleanly: {lines:?}");
+        }
+        let started = wall_clock();
+        let ids: Vec<u64> = self.specs.iter().map(|s| s.id).collect();
+        self.start_nodes(&ids);
+        started.elapsed()
+    }
+
+    /// Runs a client command with every node as bootstrap.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(gregor_binary())
+            .args(args)
+            .env("GREGOR_BOOTSTRAP", self.bootstrap())
+            .stdin(Stdio::null())
+            .output()
+            .expect("running a gregor client command")
+    }
+}
+
+/// Real processes run on wall time: these tests measure and wait in it, outside any simulation.
+#[allow(clippy::disallowed_methods)]
+pub fn wall_clock() -> std::time::Instant {
+    std::time::Instant::now()
 }

@@ -278,6 +278,11 @@ const NOT_PROVOKED_HERE: &[(&str, &str)] = &[
     ("TIMEOUT", "needs a commit slower than the produce's timeout, which a healthy node does not give reliably"),
     ("UNAVAILABLE", "needs a partition without a leader, or a node starting or stopping"),
     ("STORAGE", "needs a failing disk"),
+    ("OUT_OF_ORDER_SEQUENCE", "idempotent batches: actors/tests/replication.rs a_retried_idempotent_batch_is_written_once_even_across_failover and the leader's check in actors/src/partition/idempotence.rs"),
+    ("UNKNOWN_PRODUCER_ID", "idempotent batches: actors/tests/replication.rs a_retried_idempotent_batch_is_written_once_even_across_failover"),
+    ("INVALID_PRODUCER_EPOCH", "needs a newer epoch of a producer id, which InitProducerId never gives (epoch 0): actors/src/partition/idempotence.rs epochs_fence_and_restart_sequences"),
+    ("DUPLICATE_SEQUENCE", "needs a retry older than the five batches a partition remembers: actors/src/partition/idempotence.rs batches_older_than_the_window_are_duplicates_without_an_offset"),
+    ("GROUP_MAX_SIZE_REACHED", "needs 1000 members: actors/src/groups/membership_tests.rs bad_heartbeats_are_refused_and_change_nothing, with a smaller maximum"),
 ];
 
 /// Sends `request` on a handshaken connection and returns its error code.
@@ -412,6 +417,7 @@ fn provoke_every_error(node: &Node) -> Vec<ErrorCode> {
             offset: Offset(0),
             metadata: Some("m".repeat(4097)),
         }],
+        member: None,
     });
     codes.push(refused(&mut stream, 26, commit));
     let describe_group = |name: &str| Request::DescribeGroup(DescribeGroup { group: name.into() });
@@ -420,6 +426,113 @@ fn provoke_every_error(node: &Node) -> Vec<ErrorCode> {
         node_id: gregor_protocol::NodeId(99),
     };
     codes.push(refused(&mut stream, 27, Request::DrainNode(drain)));
+    codes.extend(provoke_group_errors(&mut stream));
+    codes
+}
+
+/// The membership protocol's refusals, on a group with one static member.
+fn provoke_group_errors(stream: &mut TcpStream) -> Vec<ErrorCode> {
+    use gregor_actors::api::{
+        CommitOffsets, ConsumerGroupHeartbeat, MemberRef, OffsetCommit, ResetOffsets, ResetTarget,
+        Subscription,
+    };
+    let join = ConsumerGroupHeartbeat {
+        group: "members".into(),
+        member_id: String::new(),
+        member_epoch: 0,
+        instance_id: Some("i".into()),
+        rack: None,
+        client_id: "c".into(),
+        subscription: Some(Subscription::Topics(vec!["small".into()])),
+        server_assignor: None,
+        owned: None,
+        rebalance_timeout_ms: 60_000,
+        session_timeout_ms: None,
+        host: None,
+    };
+    let Response::ConsumerGroupHeartbeat(member) =
+        read_ok(stream, 100, Request::ConsumerGroupHeartbeat(join.clone()))
+    else {
+        panic!("a heartbeat answered with another kind")
+    };
+    let heartbeat = |changes: &dyn Fn(&mut ConsumerGroupHeartbeat)| {
+        let mut hb = join.clone();
+        changes(&mut hb);
+        Request::ConsumerGroupHeartbeat(hb)
+    };
+    let commit = |group: &str, offset: u64, member: Option<MemberRef>| {
+        Request::CommitOffsets(CommitOffsets {
+            group: group.into(),
+            offsets: vec![OffsetCommit {
+                topic: "small".into(),
+                partition: PartitionId(0),
+                offset: Offset(offset),
+                metadata: None,
+            }],
+            member,
+        })
+    };
+    let mut codes = vec![
+        refused(stream, 101, heartbeat(&|_| {})),
+        refused(
+            stream,
+            102,
+            heartbeat(&|hb| {
+                hb.member_id = "nobody".into();
+                hb.member_epoch = 1;
+            }),
+        ),
+        refused(
+            stream,
+            103,
+            heartbeat(&|hb| hb.member_id = member.member_id.clone()),
+        ),
+        refused(
+            stream,
+            104,
+            commit(
+                "members",
+                1,
+                Some(MemberRef {
+                    member_id: member.member_id.clone(),
+                    member_epoch: member.member_epoch + 5,
+                }),
+            ),
+        ),
+        refused(
+            stream,
+            105,
+            heartbeat(&|hb| {
+                hb.instance_id = None;
+                hb.subscription = Some(Subscription::Pattern("(".into()));
+            }),
+        ),
+        refused(
+            stream,
+            106,
+            heartbeat(&|hb| {
+                hb.instance_id = None;
+                hb.server_assignor = Some("roundrobin".into());
+            }),
+        ),
+        refused(
+            stream,
+            107,
+            heartbeat(&|hb| {
+                hb.instance_id = None;
+                hb.session_timeout_ms = Some(10);
+            }),
+        ),
+    ];
+    let reset = ResetOffsets {
+        group: "members".into(),
+        topic: "small".into(),
+        to: ResetTarget::Earliest,
+        dry_run: false,
+    };
+    codes.push(refused(stream, 108, Request::ResetOffsets(reset)));
+    read_ok(stream, 109, commit("back", 5, None));
+    codes.push(refused(stream, 110, commit("back", 3, None)));
     codes
 }
 

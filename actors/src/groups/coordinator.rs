@@ -1,40 +1,151 @@
-//! The coordinator of one consumer group. Its committed offsets are key-value rows in the
+//! The coordinator of one consumer group: its members (the membership protocol's state,
+//! [`ConsumerGroup`]) and its committed offsets ([`GroupCore`]). Both are key-value rows in the
 //! `__consumer_offsets` partition the group hashes to, written through that partition's Raft
-//! group, so they are durable and rebuilt from the state machine after a restart.
+//! group before a reply says they changed, and rebuilt from its state machine by the next
+//! coordinator. A coordinator lives for one leadership term of that partition and stops itself
+//! when the term ends.
 
+use super::assignor::Tp;
 use super::core::{GroupCore, NewOffset};
+use super::membership::{CommitBy, ConsumerGroup, Env, GroupConfig};
+use super::records::{self, Rows};
 use crate::api::{
-    ApiError, CommitOffsets, CommittedOffset, DescribeGroup, ErrorCode, FetchOffsets,
-    GroupDescription, GroupPartitionLag, ListOffsets, OffsetReset, OffsetSpec, ResetOffsets,
-    ResetTarget,
+    ApiError, CommitOffsets, CommittedOffset, ConsumerGroupHeartbeat, ConsumerGroupHeartbeatReply,
+    DescribeGroup, ErrorCode, FetchOffsets, GroupDescription, GroupPartitionLag, ListOffsets,
+    OffsetReset, OffsetSpec, ResetOffsets, ResetTarget,
 };
 use crate::directory::Directory;
 use crate::partition::{PartitionReplica, ProposeKv};
 use actix::prelude::*;
-use gregor_cluster::KvWrite;
+use gregor_cluster::{GroupRole, KvWrite, RaftGroup};
 use gregor_storage::{Clock, Offset, PartitionId, TopicId};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How often sessions are checked and subscribed topics looked at for new partitions.
+const TICK: Duration = Duration::from_millis(250);
 
 pub struct GroupCoordinator {
     core: GroupCore,
+    members: ConsumerGroup,
+    /// The membership rows as last written, so that a change writes only its difference.
+    persisted: Rows,
+    config: GroupConfig,
     offsets_replica: Addr<PartitionReplica>,
+    /// Weak: a coordinator must not keep a stopped group (and its database) alive.
+    offsets_group: Weak<RaftGroup>,
+    term: u64,
     directory: Arc<Directory>,
     clock: Arc<dyn Clock>,
+    /// Sessions are measured on tokio's clock from here (not persisted: a new coordinator
+    /// gives every member a fresh session).
+    started: Instant,
+}
+
+/// Where a coordinator's state lives and the term it serves.
+pub(crate) struct Placement {
+    pub offsets_replica: Addr<PartitionReplica>,
+    pub offsets_group: Arc<RaftGroup>,
+    pub term: u64,
 }
 
 impl GroupCoordinator {
     pub(crate) fn new(
         core: GroupCore,
-        offsets_replica: Addr<PartitionReplica>,
+        members: ConsumerGroup,
+        placement: Placement,
+        config: GroupConfig,
         directory: Arc<Directory>,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let persisted = if members.meta == Default::default() && members.is_empty() {
+            Rows::new()
+        } else {
+            records::rows(core.name(), &members)
+        };
         GroupCoordinator {
             core,
-            offsets_replica,
+            members,
+            persisted,
+            config,
+            offsets_replica: placement.offsets_replica,
+            offsets_group: Arc::downgrade(&placement.offsets_group),
+            term: placement.term,
             directory,
             clock,
+            started: Instant::now(),
         }
+    }
+
+    /// Milliseconds on the session clock.
+    fn session_now_ms(&self) -> i64 {
+        self.started.elapsed().as_millis() as i64
+    }
+
+    /// Every non-internal topic and its partition count, as this node's metadata has them.
+    fn topics(&self) -> BTreeMap<String, u32> {
+        self.directory
+            .view()
+            .topics()
+            .filter(|t| !t.record.internal)
+            .map(|t| (t.record.name.clone(), t.record.partitions))
+            .collect()
+    }
+
+    /// Makes `next` the group's membership: at once when its rows are unchanged, else once
+    /// they are written.
+    fn persist(&mut self, next: ConsumerGroup) -> ResponseActFuture<Self, Result<(), ApiError>> {
+        let rows = records::rows(self.core.name(), &next);
+        let write = records::diff(&self.persisted, &rows);
+        if write.puts.is_empty() && write.deletes.is_empty() {
+            self.members = next;
+            return Box::pin(fut::ready(Ok(())));
+        }
+        let replica = self.offsets_replica.clone();
+        Box::pin(
+            async move { replicate(&replica, write).await }
+                .into_actor(self)
+                .map(move |result, act, _| {
+                    result?;
+                    act.members = next;
+                    act.persisted = rows;
+                    Ok(())
+                }),
+        )
+    }
+
+    /// Ends sessions that ran out and picks up subscribed topics' new partitions; stops the
+    /// coordinator once its term is over.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let leading = self
+            .offsets_group
+            .upgrade()
+            .is_some_and(|g| g.role() == GroupRole::Leader && g.term() == self.term);
+        if !leading {
+            ctx.stop();
+            return;
+        }
+        if self.members.is_empty() {
+            return;
+        }
+        let topics = self.topics();
+        let mut next = self.members.clone();
+        let env = Env {
+            now_ms: self.session_now_ms(),
+            topics: &topics,
+            config: &self.config,
+        };
+        let expired = next.expire(&env);
+        if !expired.is_empty() {
+            tracing::info!(group = self.core.name(), ?expired, "sessions ended");
+        }
+        ctx.wait(self.persist(next).map(|result, act, _| {
+            if let Err(error) = result {
+                tracing::warn!(group = act.core.name(), %error, "group change not written");
+            }
+        }));
     }
 
     /// Replicates `commits`, then records them; the mailbox stays closed meanwhile, so two
@@ -55,6 +166,36 @@ impl GroupCoordinator {
                 Ok(())
             }),
         ))
+    }
+
+    /// Checks one commit against the membership and against the committed offset, which
+    /// never moves back except by a reset.
+    fn check_commit(
+        &self,
+        by: &CommitBy,
+        topic: &str,
+        id: TopicId,
+        partition: PartitionId,
+        offset: Offset,
+    ) -> Result<(), ApiError> {
+        self.members.check_commit(
+            by,
+            &Tp {
+                topic: topic.to_string(),
+                partition,
+            },
+        )?;
+        match self.core.committed(id, partition) {
+            Some(c) if c.offset > offset => Err(ApiError::new(
+                ErrorCode::OFFSET_MOVES_BACK,
+                format!(
+                    "{topic}/{partition} is committed at {}, past {offset}; committed offsets \
+                     move back only by a reset (gregor group reset); nothing was committed",
+                    c.offset
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The group's committed offsets as the API shows them: by topic name, for topics that
@@ -88,6 +229,31 @@ async fn replicate(replica: &Addr<PartitionReplica>, write: KvWrite) -> Result<(
 
 impl Actor for GroupCoordinator {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(TICK, Self::tick);
+    }
+}
+
+impl Handler<ConsumerGroupHeartbeat> for GroupCoordinator {
+    type Result = AtomicResponse<Self, Result<ConsumerGroupHeartbeatReply, ApiError>>;
+
+    fn handle(&mut self, hb: ConsumerGroupHeartbeat, _: &mut Self::Context) -> Self::Result {
+        let topics = self.topics();
+        let mut next = self.members.clone();
+        let env = Env {
+            now_ms: self.session_now_ms(),
+            topics: &topics,
+            config: &self.config,
+        };
+        match next.heartbeat(hb, &env) {
+            Ok(reply) => AtomicResponse::new(Box::pin(
+                self.persist(next)
+                    .map(move |result, _, _| result.map(|()| reply)),
+            )),
+            Err(error) => AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
+        }
+    }
 }
 
 impl Handler<CommitOffsets> for GroupCoordinator {
@@ -95,8 +261,22 @@ impl Handler<CommitOffsets> for GroupCoordinator {
 
     fn handle(&mut self, request: CommitOffsets, _: &mut Self::Context) -> Self::Result {
         let mut commits = Vec::with_capacity(request.offsets.len());
+        let by = CommitBy {
+            member: request
+                .member
+                .as_ref()
+                .map(|m| (m.member_id.as_str(), m.member_epoch)),
+        };
         for commit in request.offsets {
-            match self.directory.partition(&commit.topic, commit.partition) {
+            let checked = self
+                .directory
+                .partition(&commit.topic, commit.partition)
+                .and_then(|(topic, p)| {
+                    let id = topic.record.id;
+                    self.check_commit(&by, &commit.topic, id, commit.partition, commit.offset)?;
+                    Ok((topic, p))
+                });
+            match checked {
                 Ok((topic, _)) if !topic.record.internal => commits.push(NewOffset {
                     topic: topic.record.id,
                     partition: commit.partition,
@@ -151,7 +331,7 @@ impl Handler<DescribeGroup> for GroupCoordinator {
                 }
             })
             .collect();
-        if partitions.is_empty() {
+        if partitions.is_empty() && self.members.is_empty() && self.persisted.is_empty() {
             let group = self.core.name();
             return Err(ApiError::new(
                 ErrorCode::UNKNOWN_GROUP,
@@ -163,6 +343,9 @@ impl Handler<DescribeGroup> for GroupCoordinator {
         Ok(GroupDescription {
             group: self.core.name().to_string(),
             partitions,
+            state: self.members.state().to_string(),
+            group_epoch: self.members.meta.epoch,
+            members: self.members.describe_members(),
         })
     }
 }
@@ -171,6 +354,18 @@ impl Handler<ResetOffsets> for GroupCoordinator {
     type Result = AtomicResponse<Self, Result<Vec<OffsetReset>, ApiError>>;
 
     fn handle(&mut self, request: ResetOffsets, _: &mut Self::Context) -> Self::Result {
+        if !self.members.is_empty() {
+            let error = ApiError::new(
+                ErrorCode::NON_EMPTY_GROUP,
+                format!(
+                    "group '{}' has {} active members; stop them (or wait for their sessions to \
+                     end) before resetting its offsets",
+                    self.core.name(),
+                    self.members.members.len()
+                ),
+            );
+            return AtomicResponse::new(Box::pin(fut::ready(Err(error))));
+        }
         let topic = match self.directory.topic(&request.topic) {
             Ok(topic) if !topic.record.internal => topic,
             Ok(_) => {
@@ -291,6 +486,19 @@ impl Handler<ResetOffsets> for GroupCoordinator {
                 )
             },
         )))
+    }
+}
+
+/// Stop now (the node is shutting down).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct StopCoordinator;
+
+impl Handler<StopCoordinator> for GroupCoordinator {
+    type Result = ();
+
+    fn handle(&mut self, _: StopCoordinator, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 

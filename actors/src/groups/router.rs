@@ -3,14 +3,17 @@
 //! the partition's committed rows. A request that reaches another node is forwarded to that
 //! leader (once: a forwarded request is served or refused, never forwarded again).
 
-use super::coordinator::{ForgetTopic, GroupCoordinator};
+use super::coordinator::{ForgetTopic, GroupCoordinator, Placement, StopCoordinator};
 use super::core::{
     decode_offset_key, group_key_prefix, offsets_partition_for, validate_group_name, GroupCore,
     OffsetKey,
 };
+use super::membership::GroupConfig;
+use super::records;
 use crate::api::{
-    ApiError, CommitOffsets, CommittedOffset, DescribeGroup, ErrorCode, FetchOffsets,
-    GroupDescription, ListGroups, OffsetReset, Request, ResetOffsets, Response,
+    ApiError, CommitOffsets, CommittedOffset, ConsumerGroupHeartbeat, ConsumerGroupHeartbeatReply,
+    DescribeGroup, ErrorCode, FetchOffsets, GroupDescription, ListGroups, OffsetReset, Request,
+    ResetOffsets, Response,
 };
 use crate::directory::{Directory, ReplicaHandle};
 use crate::metadata::{MetadataView, NodeState, OFFSETS_TOPIC};
@@ -24,7 +27,7 @@ use std::sync::Arc;
 
 /// A running coordinator and the term of the offsets partition's leadership it was loaded in:
 /// a coordinator outlives no leadership change (another leader may have committed since).
-struct Running {
+struct RunningCoordinator {
     addr: Addr<GroupCoordinator>,
     term: u64,
 }
@@ -33,7 +36,8 @@ pub struct GroupRouter {
     directory: Arc<Directory>,
     transport: Arc<dyn Transport>,
     clock: Arc<dyn Clock>,
-    coordinators: BTreeMap<String, Running>,
+    config: GroupConfig,
+    coordinators: BTreeMap<String, RunningCoordinator>,
     /// The topics of the applied metadata: one that goes has its offsets tidied away.
     topics: BTreeSet<TopicId>,
 }
@@ -55,6 +59,7 @@ impl GroupRouter {
             directory,
             transport,
             clock,
+            config: GroupConfig::default(),
             coordinators: BTreeMap::new(),
             topics,
         }
@@ -72,7 +77,7 @@ impl GroupRouter {
         let offsets_group = offsets.record.group_of(partition);
         let local = self.directory.local(offsets_group);
         let Some(replica) = local.filter(|r| r.group.role() == GroupRole::Leader) else {
-            self.coordinators.remove(group);
+            self.stop_coordinator(group);
             return match self.directory.leader(offsets_group) {
                 Some(leader) if leader != self.directory.node() && !from_peer => {
                     Ok(Route::Leader(leader))
@@ -88,10 +93,23 @@ impl GroupRouter {
                 return Ok(Route::Here(running.addr.clone()));
             }
         }
-        let addr = self.start_coordinator(group, &replica)?;
+        if !replica.group.is_ready() {
+            // Until this leader applied an entry of its leadership, its applied rows can lack
+            // commits made before it (a power cut un-applies them; a new leader applies its
+            // predecessors' entries only with its own): a coordinator loaded now would answer
+            // with older offsets for its whole term.
+            return Err(ApiError::new(
+                ErrorCode::UNAVAILABLE,
+                format!(
+                    "the offsets partition of group '{group}' is catching up with its log; retry"
+                ),
+            ));
+        }
+        let addr = self.start_coordinator(group, &replica, term)?;
+        self.stop_coordinator(group);
         self.coordinators.insert(
             group.to_string(),
-            Running {
+            RunningCoordinator {
                 addr: addr.clone(),
                 term,
             },
@@ -99,25 +117,48 @@ impl GroupRouter {
         Ok(Route::Here(addr))
     }
 
+    /// Stops `group`'s coordinator of an earlier term at once, so that its timer cannot write
+    /// the group's rows after another coordinator took over.
+    fn stop_coordinator(&mut self, group: &str) {
+        if let Some(previous) = self.coordinators.remove(group) {
+            previous.addr.do_send(StopCoordinator);
+        }
+    }
+
+    /// A coordinator for the term `term`, rebuilt from the group's rows.
     fn start_coordinator(
         &self,
         group: &str,
         replica: &ReplicaHandle,
+        term: u64,
     ) -> Result<Addr<GroupCoordinator>, ApiError> {
-        let rows = replica
-            .group
-            .store()
-            .kv_scan_prefix(replica.group.id(), &group_key_prefix(group))
-            .map_err(|e| {
-                ApiError::new(
-                    ErrorCode::STORAGE,
-                    format!("reading committed offsets: {e}"),
-                )
-            })?;
+        let scan = |prefix: &[u8]| {
+            replica
+                .group
+                .store()
+                .kv_scan_prefix(replica.group.id(), prefix)
+                .map_err(|e| {
+                    ApiError::new(ErrorCode::STORAGE, format!("reading group {group:?}: {e}"))
+                })
+        };
+        let rows = scan(&group_key_prefix(group))?;
         let core = GroupCore::load(group, &rows).map_err(ApiError::internal)?;
+        let mut membership_rows = Vec::new();
+        for prefix in records::prefixes(group) {
+            membership_rows.extend(scan(&prefix)?);
+        }
+        let members =
+            records::load(group, &membership_rows, term, 0).map_err(ApiError::internal)?;
+        let placement = Placement {
+            offsets_replica: replica.addr.clone(),
+            offsets_group: replica.group.clone(),
+            term,
+        };
         Ok(GroupCoordinator::new(
             core,
-            replica.addr.clone(),
+            members,
+            placement,
+            self.config,
             self.directory.clone(),
             self.clock.clone(),
         )
@@ -158,8 +199,8 @@ impl GroupRouter {
     }
 }
 
-/// The groups with a committed offset for a topic that exists, in the offsets partitions this
-/// node has a replica of.
+/// The groups with a committed offset for a topic that exists, or with members (now or
+/// before), in the offsets partitions this node has a replica of.
 fn groups_with_offsets(directory: &Directory) -> Result<BTreeSet<String>, String> {
     let mut known = BTreeSet::new();
     for replica in offsets_replicas(directory) {
@@ -170,7 +211,7 @@ fn groups_with_offsets(directory: &Directory) -> Result<BTreeSet<String>, String
             .map_err(|e| format!("reading committed offsets: {e}"))?;
         known.extend(rows.iter().filter_map(|(k, _)| match decode_offset_key(k) {
             Some(OffsetKey::Offset { group, topic, .. }) => directory.name_of(topic).map(|_| group),
-            _ => None,
+            _ => records::group_of(k),
         }));
     }
     Ok(known)
@@ -238,6 +279,7 @@ routed! {
     FetchOffsets -> Vec<CommittedOffset>;
     DescribeGroup -> GroupDescription;
     ResetOffsets -> Vec<OffsetReset>;
+    ConsumerGroupHeartbeat -> ConsumerGroupHeartbeatReply;
 }
 
 fn topic_ids(view: &MetadataView) -> BTreeSet<TopicId> {
@@ -246,6 +288,14 @@ fn topic_ids(view: &MetadataView) -> BTreeSet<TopicId> {
 
 impl Actor for GroupRouter {
     type Context = Context<Self>;
+
+    /// Coordinators run timers of their own: they stop with the router.
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        for running in std::mem::take(&mut self.coordinators).into_values() {
+            running.addr.do_send(StopCoordinator);
+        }
+        Running::Stop
+    }
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let changes = futures::stream::unfold(self.directory.watch_view(), |mut rx| async move {

@@ -196,7 +196,7 @@ fn lagging(
     if local.group.role() != GroupRole::Leader {
         return None;
     }
-    let voters = local.group.voters();
+    let voters = local.group.settled_voters();
     Some(
         assignment
             .members()

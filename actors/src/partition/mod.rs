@@ -1,7 +1,11 @@
 //! [`PartitionReplica`]: the actor that owns one partition's Raft group on this node.
 
 pub mod core;
+mod idempotence;
 mod replica;
 
 pub(crate) use replica::{compact_applied_log, propose_error as propose_error_pub};
-pub use replica::{PartitionReplica, ProposeKv, ReplicaSettings, StopReplica, MAX_FETCH_BYTES};
+pub use replica::{
+    AddressBook, PartitionReplica, ProposeKv, ReplicaSettings, StopReplica, MAX_FETCH_BYTES,
+    MAX_FETCH_WAIT_MS, MAX_PARKED_FETCHES,
+};

@@ -1,22 +1,29 @@
-//! The partition replica actor: validates produce requests, gathers them into Raft entries,
-//! serves fetches from committed data (parking long polls until data arrives), answers offset
-//! lookups and runs retention.
+//! The partition replica actor. As the group's ready leader (it has applied an entry of its own
+//! term) it validates and deduplicates produce requests, gathers them into Raft entries, serves
+//! fetches from committed data (parking long polls until data arrives), answers offset lookups
+//! and proposes retention. Anywhere else it answers `NOT_LEADER` naming the leader; on losing
+//! leadership it fails what waits on it with `NOT_LEADER`, which clients retry at the new leader.
 
 use super::core::{distribute, EntryPlan, ProduceBuffer};
+use super::idempotence::{Decision, Proposals, Stamp};
 use crate::api::{
-    ApiError, ErrorCode, Fetch, FetchReply, ListOffsets, ListOffsetsReply, OffsetSpec, Produce,
-    ProduceReply,
+    Acks, ApiError, ErrorCode, Fetch, FetchReply, ListOffsets, ListOffsetsReply, OffsetSpec,
+    Produce, ProduceReply,
 };
 use crate::metadata::TopicRecord;
 use actix::prelude::*;
-use gregor_cluster::{ApplyOutcome, Command, GroupRole, KvWrite, ProposeError, RaftGroup};
+use gregor_cluster::{ApplyOutcome, Command, GroupStatus, KvWrite, ProposeError, RaftGroup};
 use gregor_storage::batch::{BatchError, BatchView};
 use gregor_storage::{
-    Clock, GroupId, Offset, PartitionId, PartitionState, RetentionPolicy, StorageError, Store,
+    Clock, GroupId, NodeId, Offset, PartitionId, PartitionState, RetentionPolicy, StorageError,
+    Store,
 };
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
+
+/// Where clients reach a node, if this node knows (from the applied metadata).
+pub type AddressBook = Arc<dyn Fn(NodeId) -> Option<String> + Send + Sync>;
 
 /// Node-wide knobs every replica shares.
 #[derive(Clone)]
@@ -28,19 +35,44 @@ pub struct ReplicaSettings {
     pub max_entry_bytes: usize,
     /// Upper bound on one Raft proposal; an isolated async-raft leader never answers.
     pub propose_timeout: Duration,
+    /// Fills in the leader's address in `NOT_LEADER` replies.
+    pub addresses: AddressBook,
 }
 
 /// Most batch bytes one fetch reply carries, whatever the client asks for: replies are built in
 /// memory, so a client asking for 4 GiB must not get it (Kafka's broker has `fetch.max.bytes`).
 pub const MAX_FETCH_BYTES: u32 = 32 * 1024 * 1024;
+/// Longest a fetch may wait for data, whatever the client asks for: a parked fetch holds a
+/// timer and its request, and a client that asks for days must not pin them that long.
+pub const MAX_FETCH_WAIT_MS: u32 = 30_000;
+/// Most fetches waiting on one partition; beyond it a fetch is answered at once with what is
+/// there, so waiting memory stays bounded whatever the clients do.
+pub const MAX_PARKED_FETCHES: usize = 1024;
+/// Longest a request waits for a leader elected moments ago to become ready (it applies the
+/// blank entry of its term within a round trip) before it is answered `NOT_LEADER`.
+const READY_WAIT: Duration = Duration::from_secs(5);
+/// `AdvanceLogStart` proposals one retention check makes at most (each covers up to 256
+/// entries): a backlog is worked off over several checks.
+const RETENTION_ROUNDS: u32 = 16;
 
 type ProduceReplyTx = oneshot::Sender<Result<ProduceReply, ApiError>>;
 type FetchReplyTx = oneshot::Sender<Result<FetchReply, ApiError>>;
+
+/// A produce request waiting for its entry.
+#[derive(Debug)]
+struct Waiter {
+    /// Names the request's batches among this leader's proposals.
+    write: u64,
+    acks: Acks,
+    reply: ProduceReplyTx,
+}
 
 struct ParkedFetch {
     id: u64,
     request: Fetch,
     reply: FetchReplyTx,
+    /// The wait's timer, cancelled when the fetch is answered sooner.
+    timer: SpawnHandle,
 }
 
 pub struct PartitionReplica {
@@ -51,9 +83,17 @@ pub struct PartitionReplica {
     settings: ReplicaSettings,
     state: PartitionState,
     applied: watch::Receiver<PartitionState>,
-    buffer: ProduceBuffer<ProduceReplyTx>,
+    status: watch::Receiver<GroupStatus>,
+    buffer: ProduceBuffer<Waiter>,
+    /// Idempotent batches this leader proposed in its term and has not seen applied.
+    proposals: Proposals,
+    next_write: u64,
+    /// The term in which an entry of this leader had an unknown outcome (timed out): offsets
+    /// cannot be predicted for acks=1 in that term, which then waits for the apply.
+    unsettled_term: Option<u64>,
     write_in_flight: bool,
     flush_scheduled: bool,
+    retention_in_flight: bool,
     parked: Vec<ParkedFetch>,
     next_park_id: u64,
 }
@@ -67,6 +107,7 @@ impl PartitionReplica {
     ) -> Self {
         let applied = group.applied();
         let state = *applied.borrow();
+        let status = group.status();
         let store = group.store().clone();
         let buffer = ProduceBuffer::new(settings.max_pending_bytes, settings.max_entry_bytes);
         PartitionReplica {
@@ -77,9 +118,14 @@ impl PartitionReplica {
             settings,
             state,
             applied,
+            status,
             buffer,
+            proposals: Proposals::default(),
+            next_write: 0,
+            unsettled_term: None,
             write_in_flight: false,
             flush_scheduled: false,
+            retention_in_flight: false,
             parked: Vec::new(),
             next_park_id: 0,
         }
@@ -95,14 +141,28 @@ impl PartitionReplica {
         self.group.id()
     }
 
-    fn check_leader(&self) -> Result<(), ApiError> {
-        match self.group.role() {
-            GroupRole::Leader => Ok(()),
-            _ => Err(ApiError::not_leader(self.group.leader())),
+    fn not_leader(&self) -> ApiError {
+        let leader = self.group.leader().filter(|l| *l != self.group.node());
+        let address = leader.and_then(|l| (self.settings.addresses)(l));
+        ApiError::not_leader_at(leader, address)
+    }
+
+    /// Whether this node leads but has not applied its own term's entry yet: a request waits
+    /// for it (see [`wait_ready`]) rather than bouncing off `NOT_LEADER`.
+    fn becoming_ready(&self) -> bool {
+        self.group.role() == gregor_cluster::GroupRole::Leader && !self.group.is_ready()
+    }
+
+    /// Serving needs a ready leader: its applied state holds everything committed before it.
+    fn check_ready(&self) -> Result<(), ApiError> {
+        if self.group.is_ready() {
+            Ok(())
+        } else {
+            Err(self.not_leader())
         }
     }
 
-    fn validate_produce(&self, request: &Produce) -> Result<(), ApiError> {
+    fn validate_produce(&self, request: &Produce) -> Result<Vec<Option<Stamp>>, ApiError> {
         if self.topic.internal {
             return Err(internal_topic(&self.topic.name));
         }
@@ -112,6 +172,7 @@ impl PartitionReplica {
                 "a produce request needs at least one batch",
             ));
         }
+        let mut stamps = Vec::with_capacity(request.batches.len());
         for batch in &request.batches {
             if batch.len() > self.topic.config.max_message_bytes as usize {
                 return Err(ApiError::new(
@@ -130,8 +191,24 @@ impl PartitionReplica {
                 }
                 other => ApiError::new(ErrorCode::INVALID_BATCH, other.to_string()),
             })?;
+            stamps.push(Stamp::of(batch)?);
         }
-        self.check_leader()
+        self.check_ready()?;
+        Ok(stamps)
+    }
+
+    /// Checks idempotent batches against the applied producer state and this term's proposals.
+    fn deduplicate(&mut self, stamps: &[Option<Stamp>]) -> Result<Decision, ApiError> {
+        self.proposals.enter_term(self.group.term());
+        let (store, group) = (&self.store, self.group.id());
+        self.proposals.decide(stamps, |producer| {
+            store.producer_state(group, producer).map_err(|error| {
+                ApiError::new(
+                    ErrorCode::STORAGE,
+                    format!("reading the producer state failed: {error}"),
+                )
+            })
+        })
     }
 
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
@@ -149,46 +226,108 @@ impl PartitionReplica {
         }
     }
 
+    /// Where the next entry's records will go if it commits, when this leader can tell: every
+    /// earlier entry of its term has been applied, so the applied log end is exact.
+    fn predicted_base(&self) -> Option<Offset> {
+        if self.unsettled_term == Some(self.group.term()) {
+            return None;
+        }
+        self.store
+            .partition_state(self.group_id())
+            .ok()
+            .map(|s| s.next_offset)
+    }
+
     fn flush(&mut self, ctx: &mut Context<Self>) {
         if self.write_in_flight {
+            return;
+        }
+        if !self.group.is_ready() {
+            self.fail_waiting(self.not_leader());
             return;
         }
         let Some(EntryPlan { batches, writes }) = self.buffer.take_entry() else {
             return;
         };
         self.write_in_flight = true;
+        let log_start = self.state.log_start_offset;
+        let ids: Vec<u64> = writes.iter().map(|(w, _)| w.write).collect();
+        let (early, mut writes) = split_early(writes, self.predicted_base());
         let group = self.group.clone();
         let timeout = self.settings.propose_timeout;
-        let propose = async move { group.propose(Command::append(batches), timeout).await };
+        let term = self.group.term();
+        let propose = async move {
+            let command = Command::append(batches);
+            if early.is_empty() {
+                return group.propose(command, timeout).await;
+            }
+            let (durable, on_durable) = oneshot::channel();
+            let proposal = group.propose_notifying(command, durable, timeout);
+            tokio::pin!(proposal);
+            tokio::select! {
+                biased;
+                result = &mut proposal => return result,
+                notice = on_durable => if notice.is_ok() {
+                    for (reply, offset) in early {
+                        let _ = reply.send(Ok(ProduceReply { base_offset: offset, log_start_offset: log_start }));
+                    }
+                },
+            }
+            proposal.await
+        };
         ctx.spawn(propose.into_actor(self).map(move |result, act, ctx| {
             act.write_in_flight = false;
             let log_start = act.state.log_start_offset;
             match result {
                 Ok((_, ApplyOutcome::Appended { base_offset, .. })) => {
+                    act.proposals.applied(&ids);
                     for (reply, offset) in distribute(Offset(base_offset), writes) {
-                        let _ = reply.send(Ok(ProduceReply {
-                            base_offset: offset,
-                            log_start_offset: log_start,
-                        }));
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Ok(ProduceReply {
+                                base_offset: offset,
+                                log_start_offset: log_start,
+                            }));
+                        }
                     }
                 }
                 Ok((index, other)) => {
                     let error = ApiError::internal(format!(
                         "entry {index} applied as {other:?}, not as records"
                     ));
-                    for (reply, _) in writes {
-                        let _ = reply.send(Err(error.clone()));
-                    }
+                    answer_all(&mut writes, &error);
                 }
                 Err(error) => {
-                    let error = propose_error(error);
-                    for (reply, _) in writes {
-                        let _ = reply.send(Err(error.clone()));
+                    // The entry may still commit: its batches stay among this term's proposals
+                    // (a retry of them waits for the outcome) and offsets are not predicted.
+                    if !matches!(error, ProposeError::MembershipChanging) {
+                        act.unsettled_term = Some(term);
                     }
+                    answer_all(&mut writes, &propose_error(error));
                 }
             }
             act.schedule_flush(ctx);
         }));
+    }
+
+    /// Fails every produce request still queued.
+    fn fail_waiting(&mut self, error: ApiError) {
+        for waiter in self.buffer.drain() {
+            let _ = waiter.reply.send(Err(error.clone()));
+        }
+    }
+
+    /// Leadership changed: what waits on this node as leader goes to the new one.
+    fn on_status(&mut self, ctx: &mut Context<Self>) {
+        if self.group.is_ready() {
+            return;
+        }
+        let error = self.not_leader();
+        self.fail_waiting(error.clone());
+        for fetch in std::mem::take(&mut self.parked) {
+            ctx.cancel_future(fetch.timer);
+            let _ = fetch.reply.send(Err(error.clone()));
+        }
+        self.proposals.clear();
     }
 
     fn offset_range_error(&self, offset: Offset) -> ApiError {
@@ -232,11 +371,12 @@ impl PartitionReplica {
         }
     }
 
-    fn wake_parked(&mut self) {
+    fn wake_parked(&mut self, ctx: &mut Context<Self>) {
         let parked = std::mem::take(&mut self.parked);
         for fetch in parked {
             match self.try_fetch(&fetch.request, false) {
                 Some(result) => {
+                    ctx.cancel_future(fetch.timer);
                     let _ = fetch.reply.send(result);
                 }
                 None => self.parked.push(fetch),
@@ -244,45 +384,116 @@ impl PartitionReplica {
         }
     }
 
-    fn enforce_retention(&mut self) {
+    fn park(
+        &mut self,
+        request: Fetch,
+        wait: Duration,
+        ctx: &mut Context<Self>,
+    ) -> oneshot::Receiver<Result<FetchReply, ApiError>> {
+        let (tx, rx) = oneshot::channel();
+        let id = self.next_park_id;
+        self.next_park_id += 1;
+        let timer = ctx.run_later(wait, move |act, _| {
+            if let Some(at) = act.parked.iter().position(|p| p.id == id) {
+                act.catch_up();
+                let fetch = act.parked.swap_remove(at);
+                let result = act
+                    .try_fetch(&fetch.request, true)
+                    .expect("a must-answer fetch answers");
+                let _ = fetch.reply.send(result);
+            }
+        });
+        self.parked.push(ParkedFetch {
+            id,
+            request,
+            reply: tx,
+            timer,
+        });
+        rx
+    }
+
+    fn check_retention(&mut self, ctx: &mut Context<Self>) {
         if self.topic.internal {
             // Internal partitions keep their state in the key-value state machine, so applied
-            // entries are history that only the log still holds: drop it.
+            // entries are history that only the log still holds: each replica drops its own.
             compact_applied_log(&self.store, self.group_id(), self.state.last_applied);
             return;
         }
-        if self.topic.config.retention_ms < 0 && self.topic.config.retention_bytes < 0 {
+        if self.retention_in_flight || !self.group.is_ready() {
             return;
         }
+        self.propose_retention(RETENTION_ROUNDS, ctx);
+    }
+
+    /// The leader decides how far the log start moves and proposes it; every replica carries
+    /// it out when it applies the entry, so all agree on the log start.
+    fn propose_retention(&mut self, rounds: u32, ctx: &mut Context<Self>) {
         let policy = RetentionPolicy {
             retention_ms: self.topic.config.retention_ms,
             retention_bytes: self.topic.config.retention_bytes,
         };
-        // Bounded: a backlog is worked off over several ticks rather than blocking the actor.
-        for _ in 0..16 {
-            match self.store.enforce_retention(
-                self.group_id(),
-                policy,
-                self.settings.clock.now_ms(),
-            ) {
-                Ok(outcome) => {
-                    if outcome.removed_entries > 0 {
-                        tracing::debug!(topic = %self.topic.name, partition = %self.partition,
-                            log_start = %outcome.log_start_offset, "retention removed old batches");
-                    }
-                    if !outcome.more {
-                        break;
-                    }
+        if rounds == 0 || policy == RetentionPolicy::KEEP_FOREVER {
+            return;
+        }
+        let now = self.settings.clock.now_ms();
+        let target = match self.store.plan_retention(self.group_id(), policy, now) {
+            Ok(Some(target)) => target,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::error!(topic = %self.topic.name, partition = %self.partition, %error, "planning retention failed");
+                return;
+            }
+        };
+        self.retention_in_flight = true;
+        let group = self.group.clone();
+        let timeout = self.settings.propose_timeout;
+        let command = Command::AdvanceLogStart { offset: target.0 };
+        let propose = async move { group.propose(command, timeout).await };
+        ctx.spawn(propose.into_actor(self).map(move |result, act, ctx| {
+            act.retention_in_flight = false;
+            match result {
+                Ok((_, outcome)) => {
+                    tracing::debug!(topic = %act.topic.name, partition = %act.partition, ?outcome, "retention advanced the log start");
+                    act.propose_retention(rounds - 1, ctx);
                 }
                 Err(error) => {
-                    tracing::error!(topic = %self.topic.name, partition = %self.partition, %error, "retention failed");
-                    break;
+                    tracing::debug!(topic = %act.topic.name, partition = %act.partition, %error, "retention not proposed")
                 }
             }
+        }));
+    }
+}
+
+/// Takes out the acks=1 requests to answer once the entry is durable here, with the offsets
+/// they will get (when `base` is known); the rest keep their reply for the apply.
+#[allow(clippy::type_complexity)]
+fn split_early(
+    writes: Vec<(Waiter, u64)>,
+    base: Option<Offset>,
+) -> (
+    Vec<(ProduceReplyTx, Offset)>,
+    Vec<(Option<ProduceReplyTx>, u64)>,
+) {
+    let mut early = Vec::new();
+    let mut rest = Vec::with_capacity(writes.len());
+    let mut next = base;
+    for (waiter, count) in writes {
+        match next {
+            Some(offset) if waiter.acks == Acks::Leader => {
+                early.push((waiter.reply, offset));
+                rest.push((None, count));
+            }
+            _ => rest.push((Some(waiter.reply), count)),
         }
-        // Subscribers (this actor, describe, group resets) learn the new log start.
-        if let Err(error) = self.group.publish_state() {
-            tracing::error!(topic = %self.topic.name, partition = %self.partition, %error, "reading partition state failed");
+        next = next.map(|o| Offset(o.0 + count));
+    }
+    (early, rest)
+}
+
+fn answer_all(writes: &mut Vec<(Option<ProduceReplyTx>, u64)>, error: &ApiError) {
+    for (reply, _) in writes.drain(..) {
+        if let Some(reply) = reply {
+            let _ = reply.send(Err(error.clone()));
         }
     }
 }
@@ -330,20 +541,26 @@ pub(crate) fn propose_error(error: ProposeError) -> ApiError {
     }
 }
 
+/// A stream of a watch channel's values after the current one.
+fn changes<T: Clone + Send + Sync + 'static>(
+    rx: watch::Receiver<T>,
+) -> impl futures::Stream<Item = T> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.changed().await.ok()?;
+        let value = rx.borrow_and_update().clone();
+        Some((value, rx))
+    })
+}
+
 impl Actor for PartitionReplica {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
-        let applied = self.applied.clone();
-        let changes = futures::stream::unfold(applied, |mut rx| async move {
-            rx.changed().await.ok()?;
-            let state = *rx.borrow_and_update();
-            Some((state, rx))
-        });
-        ctx.add_stream(changes);
-        ctx.run_interval(self.settings.retention_check_interval, |act, _| {
-            act.enforce_retention()
+        ctx.add_stream(changes(self.applied.clone()));
+        ctx.add_stream(changes(self.status.clone()));
+        ctx.run_interval(self.settings.retention_check_interval, |act, ctx| {
+            act.check_retention(ctx)
         });
     }
 
@@ -352,9 +569,7 @@ impl Actor for PartitionReplica {
             ErrorCode::UNAVAILABLE,
             "the partition is shutting down; retry",
         );
-        for reply in self.buffer.drain() {
-            let _ = reply.send(Err(stopping.clone()));
-        }
+        self.fail_waiting(stopping.clone());
         for fetch in self.parked.drain(..) {
             let _ = fetch.reply.send(Err(stopping.clone()));
         }
@@ -363,9 +578,17 @@ impl Actor for PartitionReplica {
 }
 
 impl StreamHandler<PartitionState> for PartitionReplica {
-    fn handle(&mut self, state: PartitionState, _: &mut Self::Context) {
+    fn handle(&mut self, state: PartitionState, ctx: &mut Self::Context) {
         self.state = state;
-        self.wake_parked();
+        self.wake_parked(ctx);
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+impl StreamHandler<GroupStatus> for PartitionReplica {
+    fn handle(&mut self, _: GroupStatus, ctx: &mut Self::Context) {
+        self.on_status(ctx);
     }
 
     fn finished(&mut self, _: &mut Self::Context) {}
@@ -375,15 +598,40 @@ impl Handler<Produce> for PartitionReplica {
     type Result = ResponseFuture<Result<ProduceReply, ApiError>>;
 
     fn handle(&mut self, request: Produce, ctx: &mut Self::Context) -> Self::Result {
-        if let Err(error) = self.validate_produce(&request) {
-            return Box::pin(async move { Err(error) });
+        if self.becoming_ready() {
+            let wait = Duration::from_millis(u64::from(request.timeout_ms.max(1)));
+            return wait_ready(self, ctx, request, wait);
         }
+        let decision = self
+            .validate_produce(&request)
+            .and_then(|stamps| self.deduplicate(&stamps));
+        let stamps = match decision {
+            Ok(Decision::Write(stamps)) => stamps,
+            Ok(Decision::Duplicate(base_offset)) => {
+                let reply = ProduceReply {
+                    base_offset,
+                    log_start_offset: self.state.log_start_offset,
+                };
+                return Box::pin(async move { Ok(reply) });
+            }
+            Err(error) => return Box::pin(async move { Err(error) }),
+        };
         let (tx, rx) = oneshot::channel();
-        if let Err(tx) = self.buffer.push(request.batches, tx) {
-            let _ = tx.send(Err(ApiError::new(
-                ErrorCode::UNAVAILABLE,
-                "the partition's write queue is full; retry with backoff",
-            )));
+        let write = self.next_write;
+        self.next_write += 1;
+        let waiter = Waiter {
+            write,
+            acks: request.acks,
+            reply: tx,
+        };
+        match self.buffer.push(request.batches, waiter) {
+            Ok(()) => self.proposals.add(write, &stamps),
+            Err(waiter) => {
+                let _ = waiter.reply.send(Err(ApiError::new(
+                    ErrorCode::UNAVAILABLE,
+                    "the partition's write queue is full; retry with backoff",
+                )));
+            }
         }
         self.schedule_flush(ctx);
         let timeout_ms = request.timeout_ms.max(1);
@@ -391,7 +639,8 @@ impl Handler<Produce> for PartitionReplica {
             match tokio::time::timeout(Duration::from_millis(u64::from(timeout_ms)), rx).await {
                 Ok(Ok(result)) => result,
                 Ok(Err(_)) => Err(ApiError::new(ErrorCode::UNAVAILABLE, "the partition stopped; retry")),
-                // The write stays queued and may still commit, as in Kafka: a retry can duplicate.
+                // The write stays queued and may still commit, as in Kafka: a retry of an
+                // idempotent batch is deduplicated, of another one can duplicate.
                 Err(_) => Err(ApiError::new(
                     ErrorCode::TIMEOUT,
                     format!("the batch was not acknowledged within {timeout_ms} ms; it may still be written"),
@@ -405,32 +654,23 @@ impl Handler<Fetch> for PartitionReplica {
     type Result = ResponseFuture<Result<FetchReply, ApiError>>;
 
     fn handle(&mut self, request: Fetch, ctx: &mut Self::Context) -> Self::Result {
+        if self.becoming_ready() {
+            return wait_ready(self, ctx, request, READY_WAIT);
+        }
         self.catch_up();
         if self.topic.internal {
             let error = internal_topic(&self.topic.name);
             return Box::pin(async move { Err(error) });
         }
-        let wait = Duration::from_millis(u64::from(request.max_wait_ms));
-        if let Some(result) = self.try_fetch(&request, wait.is_zero()) {
+        if let Err(error) = self.check_ready() {
+            return Box::pin(async move { Err(error) });
+        }
+        let wait = Duration::from_millis(u64::from(request.max_wait_ms.min(MAX_FETCH_WAIT_MS)));
+        let must_answer = wait.is_zero() || self.parked.len() >= MAX_PARKED_FETCHES;
+        if let Some(result) = self.try_fetch(&request, must_answer) {
             return Box::pin(async move { result });
         }
-        let (tx, rx) = oneshot::channel();
-        let id = self.next_park_id;
-        self.next_park_id += 1;
-        self.parked.push(ParkedFetch {
-            id,
-            request,
-            reply: tx,
-        });
-        ctx.run_later(wait, move |act, _| {
-            if let Some(at) = act.parked.iter().position(|p| p.id == id) {
-                let fetch = act.parked.swap_remove(at);
-                let result = act
-                    .try_fetch(&fetch.request, true)
-                    .expect("a must-answer fetch answers");
-                let _ = fetch.reply.send(result);
-            }
-        });
+        let rx = self.park(request, wait, ctx);
         Box::pin(async move {
             rx.await.unwrap_or_else(|_| {
                 Err(ApiError::new(
@@ -443,9 +683,20 @@ impl Handler<Fetch> for PartitionReplica {
 }
 
 impl Handler<ListOffsets> for PartitionReplica {
-    type Result = Result<ListOffsetsReply, ApiError>;
+    type Result = ResponseFuture<Result<ListOffsetsReply, ApiError>>;
 
-    fn handle(&mut self, request: ListOffsets, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, request: ListOffsets, ctx: &mut Self::Context) -> Self::Result {
+        if self.becoming_ready() {
+            return wait_ready(self, ctx, request, READY_WAIT);
+        }
+        let result = self.list_offsets(request);
+        Box::pin(async move { result })
+    }
+}
+
+impl PartitionReplica {
+    fn list_offsets(&mut self, request: ListOffsets) -> Result<ListOffsetsReply, ApiError> {
+        self.check_ready()?;
         self.catch_up();
         match request.spec {
             OffsetSpec::Earliest => Ok(ListOffsetsReply {
@@ -475,6 +726,35 @@ impl Handler<ListOffsets> for PartitionReplica {
             },
         }
     }
+}
+
+/// Waits (at most `wait`, and `READY_WAIT`) for this new leader to become ready, then hands
+/// `request` to the replica again.
+fn wait_ready<M, T>(
+    replica: &PartitionReplica,
+    ctx: &mut Context<PartitionReplica>,
+    request: M,
+    wait: Duration,
+) -> ResponseFuture<Result<T, ApiError>>
+where
+    M: Message<Result = Result<T, ApiError>> + Send + 'static,
+    T: Send + 'static,
+    PartitionReplica: Handler<M>,
+{
+    let group = replica.group.clone();
+    let not_leader = replica.not_leader();
+    let me = ctx.address();
+    Box::pin(async move {
+        if !group.wait_until_ready(wait.min(READY_WAIT)).await {
+            return Err(not_leader);
+        }
+        me.send(request).await.unwrap_or_else(|_| {
+            Err(ApiError::new(
+                ErrorCode::UNAVAILABLE,
+                "the partition stopped; retry",
+            ))
+        })
+    })
 }
 
 /// Replicate a key-value write through this (internal) partition's Raft group.

@@ -134,6 +134,7 @@ impl TestCluster {
                 gossip: Arc::new(self.gossip.clone()),
                 membership,
                 peer_addr: peer_addr(node),
+                peer_addresses: None,
             }),
             ..NodeEnv::production()
         };

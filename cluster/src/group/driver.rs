@@ -26,8 +26,11 @@ pub(super) async fn drive(
     status: watch::Sender<GroupStatus>,
 ) {
     let mut applied = storage.subscribe();
-    // The term in which this node, leading, has applied an entry of its own term.
-    let mut ready_term = None;
+    let log = StoredLog {
+        store: storage.store(),
+        group,
+    };
+    let mut readiness = Readiness::default();
     loop {
         let m = metrics.borrow_and_update().clone();
         let target = m.last_applied.max(*apply_target.borrow_and_update());
@@ -38,25 +41,18 @@ pub(super) async fn drive(
         }
         let last_applied = applied.borrow_and_update().last_applied;
         let leads = m.state == State::Leader && m.current_leader == Some(node.0);
-        if leads && ready_term != Some(m.current_term) {
-            let log = StoredLog {
-                store: storage.store(),
-                group,
-            };
-            match log.term_of(last_applied) {
-                Ok(Some(term)) if term == m.current_term => ready_term = Some(term),
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(group = %group, %error, "reading the applied entry's term failed")
-                }
-            }
+        if let Err(error) = readiness.observe(&log, leads, m.current_term, last_applied) {
+            tracing::warn!(group = %group, %error, "reading the log for readiness failed");
         }
         let next = GroupStatus {
             role: role_of(&m),
             leader: leader_of(&m),
             term: m.current_term,
-            ready: leads && ready_term == Some(m.current_term),
+            ready: leads && readiness.ready_in(m.current_term),
         };
+        if *status.borrow() != next {
+            tracing::debug!(%group, role = ?next.role, leader = ?next.leader, term = next.term, ready = next.ready, last_log = m.last_log_index, last_applied, "group status");
+        }
         publish(&status, next);
         if m.state == State::Shutdown {
             return;
@@ -70,6 +66,56 @@ pub(super) async fn drive(
             _ = apply_target.changed() => {},
             _ = applied.changed() => {},
         }
+    }
+}
+
+/// Whether this node, leading, has applied everything committed before its leadership began.
+///
+/// Applying an entry of its own term is the usual test, but async-raft restarts a lone member
+/// as leader in its stored term, without an election: after a power cut took the (unsynced)
+/// apply of committed entries, the applied state can already end on an entry of that term
+/// while committed entries after it wait to be applied again. So the leader must also have
+/// applied up to the end of its log as it stood when its leadership was first seen: every
+/// entry committed before then is in that log (Raft's leader completeness).
+#[derive(Debug, Default)]
+struct Readiness {
+    /// The term of the leadership seen and the last index of our log when it was first seen.
+    leading: Option<(u64, u64)>,
+    /// The term in which this node, leading, became ready.
+    ready_term: Option<u64>,
+}
+
+impl Readiness {
+    fn observe(
+        &mut self,
+        log: &impl LogView,
+        leads: bool,
+        term: u64,
+        last_applied: u64,
+    ) -> anyhow::Result<()> {
+        if !leads {
+            self.leading = None;
+            return Ok(());
+        }
+        if self.ready_term == Some(term) {
+            return Ok(());
+        }
+        let floor = match self.leading {
+            Some((seen, floor)) if seen == term => floor,
+            _ => {
+                let (last_index, _) = log.last()?;
+                self.leading = Some((term, last_index));
+                last_index
+            }
+        };
+        if last_applied >= floor && log.term_of(last_applied)? == Some(term) {
+            self.ready_term = Some(term);
+        }
+        Ok(())
+    }
+
+    fn ready_in(&self, term: u64) -> bool {
+        self.ready_term == Some(term)
     }
 }
 
@@ -101,4 +147,47 @@ fn publish(status: &watch::Sender<GroupStatus>, next: GroupStatus) {
         }
         changed
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Readiness;
+    use crate::dispatch::log::MemoryLog;
+
+    #[test]
+    fn a_leader_in_its_old_term_is_ready_once_it_applied_its_log_as_it_found_it() {
+        // A lone member restarted in term 2: entries 1..=4 (terms 1, 2, 2, 2), applied to 2.
+        let mut log = MemoryLog {
+            floor: (0, 0),
+            terms: vec![1, 2, 2, 2],
+        };
+        let mut readiness = Readiness::default();
+        readiness.observe(&log, true, 2, 2).unwrap();
+        assert!(
+            !readiness.ready_in(2),
+            "entry 2 is of term 2, but 3 and 4 wait"
+        );
+        log.terms.push(2); // its blank entry
+        readiness.observe(&log, true, 2, 3).unwrap();
+        assert!(!readiness.ready_in(2));
+        readiness.observe(&log, true, 2, 4).unwrap();
+        assert!(readiness.ready_in(2), "everything it found is applied");
+    }
+
+    #[test]
+    fn an_elected_leader_still_needs_an_entry_of_its_own_term() {
+        let mut log = MemoryLog {
+            floor: (0, 0),
+            terms: vec![1, 1],
+        };
+        let mut readiness = Readiness::default();
+        readiness.observe(&log, true, 3, 2).unwrap();
+        assert!(!readiness.ready_in(3), "entry 2 is of an older term");
+        log.terms.push(3);
+        readiness.observe(&log, true, 3, 3).unwrap();
+        assert!(readiness.ready_in(3));
+        readiness.observe(&log, false, 3, 3).unwrap();
+        readiness.observe(&log, true, 4, 3).unwrap();
+        assert!(!readiness.ready_in(4), "a new leadership is judged afresh");
+    }
 }

@@ -218,6 +218,20 @@ impl RaftGroup {
             .collect()
     }
 
+    /// The voters a majority is counted among whatever change is under way: while a change is
+    /// joint these are the old configuration's alone, since until it completes a majority of
+    /// the old one is still needed (a newcomer does not yet make the group survive a loss).
+    pub fn settled_voters(&self) -> std::collections::BTreeSet<NodeId> {
+        self.metrics
+            .borrow()
+            .membership_config
+            .members
+            .iter()
+            .copied()
+            .map(NodeId)
+            .collect()
+    }
+
     /// Waits until this node leads the group, or `timeout` passes.
     pub async fn wait_for_leadership(&self, timeout: Duration) -> bool {
         let mut metrics = self.metrics.clone();
@@ -387,13 +401,49 @@ pub(crate) fn role_of(m: &RaftMetrics) -> GroupRole {
     }
 }
 
+/// async-raft keeps naming a node that stepped down (after a membership change) as the leader
+/// in its own metrics until an election: a node that is not in the leader state leads nothing.
 pub(crate) fn leader_of(m: &RaftMetrics) -> Option<NodeId> {
-    m.current_leader.filter(|l| *l != NO_LEADER).map(NodeId)
+    m.current_leader
+        .filter(|l| *l != NO_LEADER && (*l != m.id || m.state == State::Leader))
+        .map(NodeId)
 }
 
 fn admin_raft_error(error: RaftError) -> AdminError {
     match error {
         RaftError::ShuttingDown => AdminError::ShuttingDown,
         other => AdminError::Fatal(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_raft::raft::MembershipConfig;
+
+    fn metrics(id: u64, state: State, current_leader: Option<u64>) -> RaftMetrics {
+        RaftMetrics {
+            id,
+            state,
+            current_term: 2,
+            last_log_index: 3,
+            last_applied: 3,
+            current_leader,
+            membership_config: MembershipConfig::new_initial(id),
+        }
+    }
+
+    #[test]
+    fn a_node_that_stepped_down_does_not_name_itself_leader() {
+        assert_eq!(
+            leader_of(&metrics(1, State::Leader, Some(1))),
+            Some(NodeId(1))
+        );
+        assert_eq!(leader_of(&metrics(1, State::Follower, Some(1))), None);
+        assert_eq!(
+            leader_of(&metrics(1, State::Follower, Some(2))),
+            Some(NodeId(2))
+        );
+        assert_eq!(leader_of(&metrics(1, State::Candidate, None)), None);
     }
 }

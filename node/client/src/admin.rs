@@ -4,12 +4,13 @@
 use super::cluster::{expect_reply, ClientConfig, Cluster, Route};
 use super::error::ClientError;
 use gregor_protocol::api::{
-    ClusterMetadata, CommitOffsets, CommittedOffset, CreateTopic, DeleteTopic, DescribeGroup,
-    DescribeTopic, FetchOffsets, GroupDescription, ListGroups, ListOffsets, ListOffsetsReply,
-    ListTopics, OffsetCommit, OffsetReset, OffsetSpec, Request, ResetOffsets, ResetTarget,
-    TopicConfigOverrides, TopicDescription, TopicSummary,
+    ClusterMetadata, ClusterStatus, ClusterStatusReply, CommitOffsets, CommittedOffset,
+    ConsumerGroupHeartbeat, ConsumerGroupHeartbeatReply, CreateTopic, DeleteTopic, DescribeGroup,
+    DescribeTopic, DrainNode, FetchOffsets, GroupDescription, ListGroups, ListOffsets,
+    ListOffsetsReply, ListTopics, MemberRef, OffsetCommit, OffsetReset, OffsetSpec, Request,
+    ResetOffsets, ResetTarget, TopicConfigOverrides, TopicDescription, TopicSummary,
 };
-use gregor_protocol::PartitionId;
+use gregor_protocol::{NodeId, PartitionId};
 
 /// Administrative requests. Cheap to clone.
 #[derive(Clone)]
@@ -165,11 +166,38 @@ impl Admin {
         group: &str,
         offsets: Vec<OffsetCommit>,
     ) -> Result<(), ClientError> {
+        self.commit_offsets_as(group, offsets, None).await
+    }
+
+    /// Commits `offsets` for `group` as `member` (a member of the group commits only
+    /// partitions it owns, at its current epoch); `None` as [`Admin::commit_offsets`].
+    ///
+    /// # Errors
+    /// `STALE_MEMBER_EPOCH`, `UNKNOWN_MEMBER_ID`, `OFFSET_MOVES_BACK`, ... from the broker.
+    pub async fn commit_offsets_as(
+        &self,
+        group: &str,
+        offsets: Vec<OffsetCommit>,
+        member: Option<MemberRef>,
+    ) -> Result<(), ClientError> {
         let request = Request::CommitOffsets(CommitOffsets {
             group: group.to_owned(),
             offsets,
+            member,
         });
         expect_reply::<CommitOffsets>(self.cluster.request(Route::Any, request).await?)
+    }
+
+    /// One heartbeat of a consumer group member (the consumer sends these itself).
+    ///
+    /// # Errors
+    /// `UNKNOWN_MEMBER_ID`, `FENCED_MEMBER_EPOCH`, ... from the broker.
+    pub async fn consumer_group_heartbeat(
+        &self,
+        heartbeat: ConsumerGroupHeartbeat,
+    ) -> Result<ConsumerGroupHeartbeatReply, ClientError> {
+        let request = Request::ConsumerGroupHeartbeat(heartbeat);
+        expect_reply::<ConsumerGroupHeartbeat>(self.cluster.request(Route::Any, request).await?)
     }
 
     /// The group's committed offsets, for one topic or all.
@@ -194,6 +222,32 @@ impl Admin {
         expect_reply::<ListGroups>(
             self.cluster
                 .request(Route::Any, Request::ListGroups(ListGroups {}))
+                .await?,
+        )
+    }
+
+    /// The cluster's members as the node answering sees them: liveness, addresses, replica and
+    /// leader counts, metadata roles and leader.
+    ///
+    /// # Errors
+    /// The request's failure.
+    pub async fn cluster_status(&self) -> Result<ClusterStatusReply, ClientError> {
+        expect_reply::<ClusterStatus>(
+            self.cluster
+                .request(Route::Any, Request::ClusterStatus(ClusterStatus {}))
+                .await?,
+        )
+    }
+
+    /// Starts moving every replica off `node`; [`Admin::cluster_status`] shows the progress
+    /// (the node's replica count falls to 0).
+    ///
+    /// # Errors
+    /// `UNKNOWN_NODE`, or the request's failure.
+    pub async fn drain_node(&self, node: NodeId) -> Result<(), ClientError> {
+        expect_reply::<DrainNode>(
+            self.cluster
+                .request(Route::Any, Request::DrainNode(DrainNode { node_id: node }))
                 .await?,
         )
     }

@@ -1,6 +1,8 @@
 //! A handle on the cluster: one connection per broker, the metadata that routes a request to
 //! its partition's leader, and the retry policy.
 
+mod health;
+
 use super::connection::{Connection, ConnectionConfig};
 use super::error::ClientError;
 use gregor_protocol::api::{
@@ -8,11 +10,13 @@ use gregor_protocol::api::{
     Response,
 };
 use gregor_protocol::{NodeId, PartitionId};
+use health::{Broker, Health};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Default broker address, as in `gregor serve`'s default listener.
 pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
@@ -32,6 +36,12 @@ pub struct ClientConfig {
     pub retry_backoff: Duration,
     /// ...up to this.
     pub retry_backoff_max: Duration,
+    /// A broker that could not be reached (or dropped a request) is skipped this long; the
+    /// skip doubles with each consecutive failure... Zero (the default of
+    /// [`ClientConfig::new`]) never skips; [`ClientConfig::reconnect_backoff`] sets it.
+    pub reconnect_backoff: Duration,
+    /// ...up to this. One answer clears it.
+    pub reconnect_backoff_max: Duration,
     /// Seed of every random choice the client makes (retry jitter, sticky partitions), so a
     /// run can be replayed. [`ClientConfig::new`] takes it from the clock.
     pub seed: u64,
@@ -51,6 +61,8 @@ impl ClientConfig {
             retries: 10,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
+            reconnect_backoff: Duration::ZERO,
+            reconnect_backoff_max: Duration::ZERO,
             seed: super::seed_from_clock(),
         }
     }
@@ -70,6 +82,15 @@ impl ClientConfig {
     /// Sets how many times a retriable failure is retried (0: never).
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
+        self
+    }
+
+    /// Skips a broker that failed for `first`, doubling per consecutive failure up to `max`
+    /// (Kafka's reconnect backoff; 50 ms and 1 s are its defaults), so a dead broker is not
+    /// dialled in a tight loop while metadata catches up.
+    pub fn reconnect_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.reconnect_backoff = first;
+        self.reconnect_backoff_max = max.max(first);
         self
     }
 
@@ -106,6 +127,7 @@ struct ClusterInner {
     config: ClientConfig,
     state: Mutex<ClusterState>,
     jitter: Mutex<SmallRng>,
+    health: Mutex<Health>,
 }
 
 #[derive(Default)]
@@ -136,11 +158,13 @@ impl Cluster {
     /// The last connection error when no bootstrap broker can be reached.
     pub async fn connect(config: ClientConfig) -> Result<Cluster, ClientError> {
         let jitter = SmallRng::seed_from_u64(config.seed ^ BACKOFF_SALT);
+        let health = Health::new(config.reconnect_backoff, config.reconnect_backoff_max);
         let cluster = Cluster {
             inner: Arc::new(ClusterInner {
                 config,
                 state: Mutex::new(ClusterState::default()),
                 jitter: Mutex::new(jitter),
+                health: Mutex::new(health),
             }),
         };
         cluster.bootstrap().await?;
@@ -209,8 +233,17 @@ impl Cluster {
             if route == Route::Any {
                 redirect = err.leader_hint().or(redirect);
             }
-            tracing::debug!(attempt, error = %err, "retrying");
-            tokio::time::sleep(self.backoff(attempt)).await;
+            let pause = self.backoff(attempt);
+            tracing::debug!(
+                attempt = attempt + 1,
+                of = self.inner.config.retries,
+                route = ?route,
+                request = request.kind(),
+                pause_ms = pause.as_millis() as u64,
+                error = %err,
+                "retrying"
+            );
+            tokio::time::sleep(pause).await;
             attempt += 1;
         }
     }
@@ -230,19 +263,72 @@ impl Cluster {
                 self.leader_connection(topic, *partition).await?
             }
         };
-        match expect {
+        let result = match expect {
             Expect::Reply(None) => conn.send(request).await.map(Some),
             Expect::Reply(Some(timeout)) => conn.send_timeout(request, *timeout).await.map(Some),
             Expect::NoReply => conn.send_no_reply(request).await.map(|()| None),
+        };
+        self.record(&Broker::Node(conn.node_id()), &result);
+        result
+    }
+
+    /// Remembers whether a broker answered: one that did not is skipped for a while.
+    fn record<T>(&self, broker: &Broker, result: &Result<T, ClientError>) {
+        let unreachable = matches!(
+            result,
+            Err(ClientError::Connect { .. }
+                | ClientError::Io { .. }
+                | ClientError::Timeout { .. }
+                | ClientError::Disconnected { .. })
+        );
+        let mut health = lock(&self.inner.health);
+        if unreachable {
+            let skip = health.failed(broker.clone(), Instant::now());
+            tracing::debug!(%broker, skip_ms = skip.as_millis() as u64, failures = health.consecutive_failures(broker), "broker skipped");
+        } else if result.is_ok() || matches!(result, Err(ClientError::Api(_))) {
+            health.succeeded(broker);
         }
+    }
+
+    /// Fails at once, without dialling, if `broker` failed lately and its skip has not run out.
+    fn check_skipped(&self, broker: &Broker, addr: &str) -> Result<(), ClientError> {
+        let health = lock(&self.inner.health);
+        match health.skipped_until(broker, Instant::now()) {
+            None => Ok(()),
+            Some(until) => Err(ClientError::connect(
+                addr,
+                std::io::Error::other(format!(
+                    "{broker} failed {} times in a row and is skipped for {} ms more",
+                    health.consecutive_failures(broker),
+                    until.saturating_duration_since(Instant::now()).as_millis()
+                )),
+            )),
+        }
+    }
+
+    /// Opens a connection and records whether it worked.
+    async fn dial(&self, broker: Broker, addr: &str) -> Result<Connection, ClientError> {
+        let result = Connection::connect(addr, &self.inner.config.connection).await;
+        self.record(&broker, &result);
+        if let Ok(conn) = &result {
+            lock(&self.inner.health).succeeded(&Broker::Node(conn.node_id()));
+        }
+        result
     }
 
     /// Updates the routing cache from a failure, so the retry goes somewhere better.
     fn learn_from(&self, route: &Route, err: &ClientError) {
+        let mut state = lock(&self.inner.state);
+        if let Some((leader, address)) = err.leader_address() {
+            // Saves a metadata round trip before dialling a leader this client never met.
+            state
+                .brokers
+                .entry(leader)
+                .or_insert_with(|| address.to_owned());
+        }
         let Route::Leader { topic, partition } = route else {
             return;
         };
-        let mut state = lock(&self.inner.state);
         match (err.code(), err.leader_hint()) {
             (Some(ErrorCode::NOT_LEADER), Some(leader)) => {
                 if let Some(p) = state
@@ -279,20 +365,26 @@ impl Cluster {
         capped.mul_f64(factor)
     }
 
+    /// Connects to the first broker that answers among the bootstrap addresses and the brokers
+    /// metadata named, those not skipped after a recent failure first, and makes it home.
     async fn bootstrap(&self) -> Result<Connection, ClientError> {
-        let config = &self.inner.config;
+        let candidates = self.bootstrap_candidates();
         let mut last_error = None;
-        for addr in &config.bootstrap {
-            match Connection::connect(addr, &config.connection).await {
+        for (broker, addr) in candidates {
+            match self.dial(broker, &addr).await {
                 Ok(conn) => {
                     let node = conn.node_id();
                     let mut state = lock(&self.inner.state);
                     state.home = Some(node);
                     state.brokers.entry(node).or_insert_with(|| addr.clone());
                     state.connections.insert(node, conn.clone());
+                    tracing::debug!(%addr, %node, "connected to a broker");
                     return Ok(conn);
                 }
-                Err(e) => last_error = Some(e),
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "broker unreachable; trying the next");
+                    last_error = Some(e);
+                }
             }
         }
         Err(last_error.unwrap_or_else(|| {
@@ -302,15 +394,42 @@ impl Cluster {
         }))
     }
 
+    /// The bootstrap addresses, then the brokers learnt from metadata at addresses not already
+    /// listed, healthy ones first.
+    fn bootstrap_candidates(&self) -> Vec<(Broker, String)> {
+        let bootstrap = &self.inner.config.bootstrap;
+        let mut candidates: Vec<(Broker, String)> = bootstrap
+            .iter()
+            .map(|addr| (Broker::Address(addr.clone()), addr.clone()))
+            .collect();
+        {
+            let state = lock(&self.inner.state);
+            for (node, addr) in &state.brokers {
+                if !bootstrap.contains(addr) {
+                    candidates.push((Broker::Node(*node), addr.clone()));
+                }
+            }
+        }
+        lock(&self.inner.health).order(candidates, Instant::now())
+    }
+
     /// The bootstrap broker's connection, or any live one, or a fresh bootstrap.
     async fn home_connection(&self) -> Result<Connection, ClientError> {
         let live = {
             let state = lock(&self.inner.state);
+            let health = lock(&self.inner.health);
+            let now = Instant::now();
+            let usable = |c: &&Connection| {
+                !c.is_closed()
+                    && health
+                        .skipped_until(&Broker::Node(c.node_id()), now)
+                        .is_none()
+            };
             let home = state
                 .home
                 .and_then(|id| state.connections.get(&id))
-                .filter(|c| !c.is_closed());
-            home.or_else(|| state.connections.values().find(|c| !c.is_closed()))
+                .filter(usable);
+            home.or_else(|| state.connections.values().find(usable))
                 .cloned()
         };
         match live {
@@ -354,7 +473,15 @@ impl Cluster {
                     .ok_or(ClientError::UnknownNode(node))?
             }
         };
-        let conn = Connection::connect(&addr, &self.inner.config.connection).await?;
+        self.check_skipped(&Broker::Node(node), &addr)?;
+        let conn = match self.dial(Broker::Node(node), &addr).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // The node may have moved, or be gone: the next metadata says.
+                lock(&self.inner.state).brokers.remove(&node);
+                return Err(e);
+            }
+        };
         if conn.node_id() != node {
             tracing::warn!(%addr, expected = %node, found = %conn.node_id(), "address belongs to another node");
         }
@@ -444,13 +571,23 @@ impl Cluster {
         let mut attempt = 0;
         let reply = loop {
             let result = match self.home_connection().await {
-                Ok(conn) => conn.send(request.clone()).await,
+                Ok(conn) => {
+                    let result = conn.send(request.clone()).await;
+                    self.record(&Broker::Node(conn.node_id()), &result);
+                    if result.is_err() {
+                        // Ask another broker next time: this one may be going away.
+                        lock(&self.inner.state).home = None;
+                    }
+                    result
+                }
                 Err(e) => Err(e),
             };
             match result {
                 Ok(reply) => break reply,
                 Err(e) if attempt < self.inner.config.retries && e.may_retry(&request) => {
-                    tokio::time::sleep(self.backoff(attempt)).await;
+                    let pause = self.backoff(attempt);
+                    tracing::debug!(attempt = attempt + 1, pause_ms = pause.as_millis() as u64, error = %e, "retrying a metadata request");
+                    tokio::time::sleep(pause).await;
                     attempt += 1;
                 }
                 Err(e) => return Err(e),

@@ -100,6 +100,17 @@ pub enum ClientError {
         max: usize,
     },
 
+    /// A partition has no committed offset and `auto_offset_reset` is `Error` (Kafka's
+    /// `none`).
+    #[error(
+        "partition {partition} has no committed offset and auto_offset_reset is 'error'; seek it \
+         first or choose earliest or latest"
+    )]
+    NoPosition {
+        /// The partition, as `topic/partition`.
+        partition: String,
+    },
+
     /// The call does not make sense in this state (for example, committing without a group).
     #[error("{0}")]
     Usage(String),
@@ -173,6 +184,7 @@ impl ClientError {
             | ClientError::RecordTooLarge { .. }
             | ClientError::RequestTooLarge { .. }
             | ClientError::Usage(_)
+            | ClientError::NoPosition { .. }
             | ClientError::Closed => false,
         }
     }
@@ -196,12 +208,28 @@ impl ClientError {
         }
     }
 
+    /// Where the leader named by `NOT_LEADER` takes clients, if the broker said.
+    pub(crate) fn leader_address(&self) -> Option<(NodeId, &str)> {
+        match self {
+            ClientError::Api(ApiError {
+                code: ErrorCode::NOT_LEADER,
+                detail:
+                    Some(ErrorDetail::Leader {
+                        leader: Some(leader),
+                        address: Some(address),
+                    }),
+                ..
+            }) => Some((*leader, address.as_str())),
+            _ => None,
+        }
+    }
+
     /// The leader hint that came with `NOT_LEADER`, if any.
     pub(crate) fn leader_hint(&self) -> Option<NodeId> {
         match self {
             ClientError::Api(ApiError {
                 code: ErrorCode::NOT_LEADER,
-                detail: Some(ErrorDetail::Leader { leader }),
+                detail: Some(ErrorDetail::Leader { leader, .. }),
                 ..
             }) => *leader,
             _ => None,

@@ -5,12 +5,14 @@
 use bytes::Bytes;
 use gregor_client::{
     AutoOffsetReset, ClientConfig, ClientError, Connection, ConnectionConfig, Consumer,
-    ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo, TopicPartition,
+    ConsumerConfig, DeliveryHandle, Producer, ProducerConfig, ProducerRecord, SeekTo,
+    TopicPartition,
 };
 use gregor_protocol::api::{
     Acks, ApiError, BrokerInfo, ClusterMetadata, CommittedOffset, ErrorCode, FetchReply,
     HelloReply, ListGroups, ListOffsetsReply, OffsetSpec, PartitionMetadata, Produce, ProduceReply,
-    Request, RequestFrame, Response, ResponseFrame, TopicMetadata, PROTOCOL_VERSION,
+    ProducerIdentity, Request, RequestFrame, Response, ResponseFrame, TopicMetadata,
+    PROTOCOL_VERSION,
 };
 use gregor_protocol::batch::{
     stamp, BatchBuilder, BatchView, Compression, NewRecord, MAX_DECOMPRESSED_BYTES,
@@ -403,6 +405,8 @@ struct BrokerState {
     produce_requests: usize,
     /// Errors for the next produce requests, in order.
     produce_failures: VecDeque<ApiError>,
+    /// Producer ids handed out so far.
+    producer_ids: i64,
 }
 
 type Shared = Arc<Mutex<BrokerState>>;
@@ -603,6 +607,13 @@ fn serve(
                 })
                 .collect();
             Ok(Response::FetchOffsets(offsets))
+        }
+        Request::InitProducerId(_) => {
+            s.producer_ids += 1;
+            Ok(Response::InitProducerId(ProducerIdentity {
+                producer_id: s.producer_ids,
+                producer_epoch: 0,
+            }))
         }
         other => Err(ApiError::new(
             ErrorCode::UNKNOWN_REQUEST,
@@ -1045,4 +1056,85 @@ async fn compressed_batches_reach_the_broker_compressed_and_consumers_read_them_
             .collect();
         assert_eq!(read, values, "{codec}");
     }
+}
+
+/// `(producer id, epoch, base sequence, records)` of every batch the partition stored.
+fn stamps(broker: &MemoryBroker, topic: &str, partition: usize) -> Vec<(i64, i16, i32, u32)> {
+    broker.state().topics[topic][partition]
+        .batches
+        .iter()
+        .map(|b| {
+            let view = BatchView::validate(b).expect("valid");
+            (
+                view.producer_id(),
+                view.producer_epoch(),
+                view.base_sequence(),
+                view.record_count(),
+            )
+        })
+        .collect()
+}
+
+async fn send_and_flush(producer: &Producer, values: &[&[u8]]) -> Vec<DeliveryHandle> {
+    let mut handles = Vec::new();
+    for value in values {
+        handles.push(
+            producer
+                .send(ProducerRecord::new("t", value))
+                .await
+                .expect("queued"),
+        );
+    }
+    producer.flush().await;
+    handles
+}
+
+#[tokio::test]
+async fn an_idempotent_producer_numbers_its_batches_and_retries_keep_the_number() {
+    let broker = MemoryBroker::start(&[("t", 1)]).await;
+    broker
+        .state()
+        .produce_failures
+        .push_back(ApiError::new(ErrorCode::TIMEOUT, "lost reply"));
+    let producer = Producer::connect(producer_config(&broker).linger_ms(0))
+        .await
+        .expect("connect");
+    for handle in send_and_flush(&producer, &[b"a", b"b", b"c"]).await {
+        handle.await.expect("delivered after a retry");
+    }
+    for handle in send_and_flush(&producer, &[b"d"]).await {
+        handle.await.expect("delivered");
+    }
+    let first = stamps(&broker, "t", 0);
+    let mut next = 0;
+    for (producer_id, epoch, sequence, records) in &first {
+        assert_eq!((*producer_id, *epoch, *sequence), (1, 0, next), "{first:?}");
+        next += *records as i32;
+    }
+    assert_eq!(next, 4);
+    // A request refused for good leaves the sequence in doubt: a new producer id follows.
+    broker
+        .state()
+        .produce_failures
+        .push_back(ApiError::new(ErrorCode::OUT_OF_ORDER_SEQUENCE, "gap"));
+    for handle in send_and_flush(&producer, &[b"e"]).await {
+        handle.await.expect_err("refused");
+    }
+    for handle in send_and_flush(&producer, &[b"f"]).await {
+        handle.await.expect("delivered");
+    }
+    assert_eq!(stamps(&broker, "t", 0).last(), Some(&(2, 0, 0, 1)));
+}
+
+#[tokio::test]
+async fn a_producer_without_idempotence_sends_unnumbered_batches() {
+    let broker = MemoryBroker::start(&[("t", 1)]).await;
+    let producer = Producer::connect(producer_config(&broker).enable_idempotence(false))
+        .await
+        .expect("connect");
+    for handle in send_and_flush(&producer, &[b"a"]).await {
+        handle.await.expect("delivered");
+    }
+    assert_eq!(stamps(&broker, "t", 0), vec![(-1, -1, -1, 1)]);
+    assert_eq!(broker.state().producer_ids, 0);
 }

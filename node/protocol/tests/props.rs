@@ -63,6 +63,7 @@ fn request() -> impl Strategy<Value = Request> {
                         offset: Offset(offset),
                         metadata
                     }],
+                    member: None,
                 })
             ),
         (

@@ -2,19 +2,27 @@
 //!
 //! It follows the topic until Ctrl-C (as Kafka's console consumer does) unless told when to
 //! stop: `--max N`, `--timeout-ms` of silence, or `--exit-at-end`.
+//!
+//! With `--group G` (and no `--partition`) it joins the group: several such processes share
+//! the topic's partitions, each record going to one of them; partitions given and taken away
+//! are reported on stderr. `--partition N` reads that partition alone (manual assignment),
+//! committing to the group only while the group has no members.
 
 use super::args::{parse_from, FromSpec};
 use super::format::RecordFormat;
 use super::ConnectArgs;
 use clap::Args;
-use gregor_client::{ClientError, Consumer, ConsumerConfig, SeekTo, TopicPartition};
+use gregor_client::{
+    AutoOffsetReset, ClientError, Consumer, ConsumerConfig, RebalanceListener, SeekTo,
+    TopicPartition,
+};
 use gregor_client::{Clock, SystemClock};
 use gregor_protocol::{Offset, PartitionId};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-/// How often a group's positions are committed while consuming.
+/// How often a group's positions are committed while consuming (from poll).
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest single wait, so that commits and stop conditions are checked regularly.
 const POLL_SLICE: Duration = Duration::from_millis(200);
@@ -51,6 +59,35 @@ pub struct ConsumeArgs {
     /// Exit once every partition has been read to its end
     #[arg(long)]
     pub exit_at_end: bool,
+    /// With --group: a static member's instance id; a restart within the session timeout
+    /// gets the same partitions back without a rebalance
+    #[arg(long, value_name = "ID")]
+    pub instance_id: Option<String>,
+    /// With --group: the member's session timeout [default: the broker's, 45 s]
+    #[arg(long, value_name = "MS")]
+    pub session_timeout_ms: Option<u64>,
+}
+
+/// Tells stderr which partitions the group gives and takes away.
+struct ReportChanges;
+
+impl RebalanceListener for ReportChanges {
+    fn on_assigned(&mut self, partitions: &[TopicPartition]) {
+        eprintln!("assigned: {}", list(partitions));
+    }
+
+    fn on_revoked(&mut self, partitions: &[TopicPartition]) {
+        eprintln!("revoked: {}", list(partitions));
+    }
+
+    fn on_lost(&mut self, partitions: &[TopicPartition]) {
+        eprintln!("lost: {}", list(partitions));
+    }
+}
+
+fn list(partitions: &[TopicPartition]) -> String {
+    let names: Vec<String> = partitions.iter().map(ToString::to_string).collect();
+    names.join(" ")
 }
 
 /// Why the loop stopped; all of them are a normal exit.
@@ -67,18 +104,39 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let mut config = ConsumerConfig::from_client(args.connect.client_config("gregor-consume"));
     config.group = args.group.clone();
     config.max_poll_records = POLL_RECORDS as usize;
+    config.auto_commit_interval = Some(COMMIT_INTERVAL);
+    config.instance_id = args.instance_id.clone();
+    config.session_timeout = args.session_timeout_ms.map(Duration::from_millis);
+    let member = args.group.is_some() && args.partition.is_none();
+    if member {
+        config.auto_offset_reset = match args.from {
+            FromSpec::Earliest => AutoOffsetReset::Earliest,
+            FromSpec::Latest => AutoOffsetReset::Latest,
+            _ => anyhow::bail!(
+                "with --group (and no --partition) the group assigns partitions, so --from takes \
+                 earliest or latest (for partitions the group has not committed); move a \
+                 group's offsets with: gregor group reset"
+            ),
+        };
+    }
     let mut consumer = Consumer::connect(config).await?;
-    let partitions = args.partition.map(|p| vec![PartitionId(p)]);
-    consumer.assign(&args.topic, partitions.as_deref()).await?;
-    for tp in consumer.assignment() {
-        if consumer.position(&tp).is_none() {
-            start_at(&mut consumer, &tp, args.from).await?;
+    if member {
+        consumer.set_rebalance_listener(ReportChanges);
+        consumer.subscribe(&[&args.topic])?;
+    } else {
+        let partitions = args.partition.map(|p| vec![PartitionId(p)]);
+        consumer.assign(&args.topic, partitions.as_deref()).await?;
+        for tp in consumer.assignment() {
+            if consumer.position(&tp).is_none() {
+                start_at(&mut consumer, &tp, args.from).await?;
+            }
         }
     }
 
     let (printed, stop, result) = consume_loop(&mut consumer, &args).await;
     if args.group.is_some() {
-        consumer.commit().await?;
+        // Commits, and leaves the group so that its partitions move at once.
+        consumer.close().await?;
     }
     result?;
     if stop != Stop::OutputClosed {
@@ -123,7 +181,6 @@ async fn consume_loop(
     let mut out = Vec::with_capacity(1 << 16);
     let mut printed = 0u64;
     let mut last_record = Instant::now();
-    let mut last_commit = Instant::now();
     let idle_limit = args.timeout_ms.map(Duration::from_millis);
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
@@ -131,7 +188,7 @@ async fn consume_loop(
         if args.max.is_some_and(|max| printed >= max) {
             return (printed, Stop::Max, Ok(()));
         }
-        if args.exit_at_end && consumer.at_end() {
+        if args.exit_at_end && consumer.at_end() && !consumer.assignment().is_empty() {
             return (printed, Stop::End, Ok(()));
         }
         let mut wait = POLL_SLICE;
@@ -177,12 +234,6 @@ async fn consume_loop(
                     )
                 }
             }
-        }
-        if args.group.is_some() && last_commit.elapsed() >= COMMIT_INTERVAL {
-            if let Err(e) = consumer.commit().await {
-                return (printed, Stop::Interrupted, Err(e.into()));
-            }
-            last_commit = Instant::now();
         }
     }
 }

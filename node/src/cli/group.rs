@@ -4,7 +4,9 @@ use super::args::{parse_datetime, parse_duration_ms};
 use super::{table, ConnectArgs};
 use clap::{ArgGroup, Args, Subcommand};
 use gregor_client::Admin;
-use gregor_protocol::api::{GroupDescription, OffsetReset, ResetTarget};
+use gregor_protocol::api::{
+    GroupDescription, MemberDescription, OffsetReset, ResetTarget, Subscription, TopicPartitions,
+};
 use gregor_protocol::Offset;
 
 #[derive(Debug, Args)]
@@ -19,10 +21,13 @@ pub struct GroupArgs {
 pub enum GroupCommand {
     /// List consumer groups
     List,
-    /// Show a group's committed offsets and lag
+    /// Show a group's state, members and their partitions, committed offsets and lag
     Describe {
         /// Consumer group name
         group: String,
+        /// Print the description as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Move a group's committed offsets on one topic
     Reset(ResetArgs),
@@ -86,8 +91,13 @@ pub async fn run(args: GroupArgs) -> anyhow::Result<()> {
                 println!("{group}");
             }
         }
-        GroupCommand::Describe { group } => {
-            print!("{}", describe(&admin.describe_group(&group).await?));
+        GroupCommand::Describe { group, json } => {
+            let description = admin.describe_group(&group).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&description)?);
+            } else {
+                print!("{}", describe(&description));
+            }
         }
         GroupCommand::Reset(reset) => {
             let changes = admin
@@ -115,23 +125,91 @@ pub fn describe(group: &GroupDescription) -> String {
                 p.committed.to_string(),
                 p.log_end.to_string(),
                 p.lag.to_string(),
+                owner_of(&group.members, &p.topic, p.partition.0),
             ]
         })
         .collect();
-    format!(
-        "Group: {}\n{}",
-        group.group,
-        table::render(
-            &[
-                "TOPIC",
-                "PARTITION",
-                "COMMITTED-OFFSET",
-                "LOG-END-OFFSET",
-                "LAG"
-            ],
-            &rows
-        )
+    let mut text = format!(
+        "Group: {}\nState: {}\nEpoch: {}\n",
+        group.group, group.state, group.group_epoch
+    );
+    if !group.members.is_empty() {
+        text.push_str(&format!("Members: {}\n", group.members.len()));
+        text.push_str(&members_table(&group.members));
+    }
+    text.push_str(&table::render(
+        &[
+            "TOPIC",
+            "PARTITION",
+            "COMMITTED-OFFSET",
+            "LOG-END-OFFSET",
+            "LAG",
+            "MEMBER",
+        ],
+        &rows,
+    ));
+    text
+}
+
+fn members_table(members: &[MemberDescription]) -> String {
+    let rows: Vec<Vec<String>> = members
+        .iter()
+        .map(|m| {
+            vec![
+                m.member_id.clone(),
+                m.instance_id.clone().unwrap_or_else(|| "-".into()),
+                m.client_id.clone(),
+                m.host.clone().unwrap_or_else(|| "-".into()),
+                m.member_epoch.to_string(),
+                match &m.subscription {
+                    Subscription::Topics(topics) => topics.join(","),
+                    Subscription::Pattern(pattern) => format!("/{pattern}/"),
+                },
+                partitions(&m.assigned),
+                partitions(&m.revoking),
+            ]
+        })
+        .collect();
+    table::render(
+        &[
+            "MEMBER",
+            "INSTANCE",
+            "CLIENT-ID",
+            "HOST",
+            "EPOCH",
+            "SUBSCRIBED",
+            "ASSIGNED",
+            "REVOKING",
+        ],
+        &rows,
     )
+}
+
+/// `orders/0,1 refunds/2`, or `-` for none.
+fn partitions(list: &[TopicPartitions]) -> String {
+    if list.is_empty() {
+        return "-".into();
+    }
+    let parts: Vec<String> = list
+        .iter()
+        .map(|t| {
+            let numbers: Vec<String> = t.partitions.iter().map(ToString::to_string).collect();
+            format!("{}/{}", t.topic, numbers.join(","))
+        })
+        .collect();
+    parts.join(" ")
+}
+
+fn owner_of(members: &[MemberDescription], topic: &str, partition: u32) -> String {
+    members
+        .iter()
+        .find(|m| {
+            m.assigned
+                .iter()
+                .chain(&m.revoking)
+                .any(|t| t.topic == topic && t.partitions.iter().any(|p| p.0 == partition))
+        })
+        .map_or_else(|| "-".into(), |m| m.member_id.clone())
 }
 
 /// One line per partition: `TOPIC PARTITION: OLD -> NEW`.
@@ -169,10 +247,33 @@ mod tests {
                 log_end: Offset(12),
                 lag: 7,
             }],
+            state: "stable".into(),
+            group_epoch: 3,
+            members: vec![MemberDescription {
+                member_id: "c-1.1".into(),
+                instance_id: None,
+                client_id: "c".into(),
+                host: None,
+                member_epoch: 3,
+                subscription: Subscription::Topics(vec!["orders".into()]),
+                assigned: vec![TopicPartitions {
+                    topic: "orders".into(),
+                    partitions: vec![PartitionId(0), PartitionId(1)],
+                }],
+                revoking: vec![],
+            }],
         });
-        assert_eq!(
-            text,
-            "Group: g\nTOPIC   PARTITION  COMMITTED-OFFSET  LOG-END-OFFSET  LAG\norders  0          5                 12              7\n"
+        assert!(
+            text.starts_with("Group: g\nState: stable\nEpoch: 3\nMembers: 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("c-1.1   -         c          -     3      orders      orders/0,1  -"),
+            "{text}"
+        );
+        assert!(
+            text.contains("orders  0          5                 12              7    c-1.1\n"),
+            "{text}"
         );
     }
 

@@ -4,7 +4,9 @@
 //! error (clap's, or a [`UsageError`] found after parsing).
 
 pub mod args;
+pub mod cluster;
 pub mod consume;
+pub mod dev;
 pub mod format;
 pub mod group;
 pub mod perf;
@@ -44,6 +46,10 @@ pub enum Command {
     Group(group::GroupArgs),
     /// Measure produce and consume throughput and latency
     Perf(perf::PerfArgs),
+    /// Show the cluster's members, or drain a node
+    Cluster(cluster::ClusterArgs),
+    /// Development helpers: a local cluster in one command
+    Dev(dev::DevArgs),
 }
 
 /// How every client command reaches the cluster.
@@ -67,6 +73,7 @@ impl ConnectArgs {
     pub fn client_config(&self, client_id: &str) -> ClientConfig {
         ClientConfig::new(&self.bootstrap)
             .client_id(client_id)
+            .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(1))
             .request_timeout(Duration::from_millis(self.request_timeout_ms))
     }
 }
@@ -111,6 +118,8 @@ fn run_client(command: Command) -> anyhow::Result<()> {
             Command::Consume(args) => consume::run(args).await,
             Command::Group(args) => group::run(args).await,
             Command::Perf(args) => perf::run(args).await,
+            Command::Dev(args) => dev::run(args).await,
+            Command::Cluster(args) => cluster::run(args).await,
         }
     })
 }
@@ -143,6 +152,41 @@ mod tests {
             panic!("not a topic command")
         };
         assert_eq!(args.connect.bootstrap, "h:1");
+    }
+
+    #[test]
+    fn the_cluster_flags_reach_the_config_layer() {
+        let cli = Cli::try_parse_from([
+            "gregor",
+            "serve",
+            "--peer-listen",
+            "127.0.0.1:7001",
+            "--join",
+            "127.0.0.1:7002,127.0.0.1:7003",
+            "--rack",
+            "r1",
+            "--metadata-voters",
+            "5",
+            "--election-timeout-ms",
+            "1000",
+        ])
+        .expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let raw = args.overrides();
+        assert_eq!(raw.peer_listen.as_deref(), Some("127.0.0.1:7001"));
+        assert_eq!(
+            raw.join.map(|j| j.0),
+            Some(vec![
+                "127.0.0.1:7002".to_owned(),
+                "127.0.0.1:7003".to_owned()
+            ])
+        );
+        assert_eq!(raw.rack.as_deref(), Some("r1"));
+        assert_eq!(raw.metadata_voters, Some(5));
+        assert_eq!(raw.election_timeout_ms, Some(1000));
+        assert_eq!(raw.heartbeat_interval_ms, None);
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct ProduceArgs {
     /// Batch compression: none, gzip, snappy, lz4 or zstd
     #[arg(long, default_value = "none", value_name = "CODEC")]
     pub compression: Compression,
+    /// Number batches with a producer id so that a retried batch is written once (true or
+    /// false; with --acks 0 batches are never numbered)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub idempotence: bool,
 }
 
 /// Splits a line into key and value at the first `separator`.
@@ -86,7 +90,8 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let config = ProducerConfig::from_client(args.connect.client_config("gregor-produce"))
         .acks(args.acks)
         .linger_ms(args.linger_ms)
-        .compression(args.compression);
+        .compression(args.compression)
+        .enable_idempotence(args.idempotence);
     let producer = Producer::connect(config).await?;
     let separator = args.key_separator.as_deref().map(str::as_bytes);
     let mut stdin = BufReader::with_capacity(1 << 20, tokio::io::stdin());

@@ -25,10 +25,13 @@ pub enum TopicCommand {
         #[arg(long)]
         internal: bool,
     },
-    /// Show a topic's partitions, leaders and offsets
+    /// Show a topic's partitions: leader, replicas, lagging replicas and offsets
     Describe {
         /// Topic name
         name: String,
+        /// Print the description as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Delete a topic and its records
     Delete {
@@ -88,8 +91,13 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
                 println!("{}", topic.name);
             }
         }
-        TopicCommand::Describe { name } => {
-            print!("{}", describe(&admin.describe_topic(&name).await?));
+        TopicCommand::Describe { name, json } => {
+            let topic = admin.describe_topic(&name).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&topic)?);
+            } else {
+                print!("{}", describe(&topic));
+            }
         }
         TopicCommand::Delete { name } => {
             admin.delete_topic(&name).await?;
@@ -114,6 +122,15 @@ pub fn describe(topic: &TopicDescription) -> String {
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(","),
+                if p.lagging.is_empty() {
+                    "-".to_owned()
+                } else {
+                    p.lagging
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
                 p.log_start_offset.to_string(),
                 p.high_watermark.to_string(),
             ]
@@ -135,6 +152,7 @@ pub fn describe(topic: &TopicDescription) -> String {
                 "PARTITION",
                 "LEADER",
                 "REPLICAS",
+                "LAGGING",
                 "LOG-START",
                 "HIGH-WATERMARK"
             ],
@@ -187,10 +205,10 @@ mod tests {
                 PartitionDescription {
                     partition: PartitionId(1),
                     leader: None,
-                    replicas: vec![NodeId(1)],
+                    replicas: vec![NodeId(1), NodeId(2), NodeId(3)],
                     log_start_offset: Offset(3),
                     high_watermark: Offset(7),
-                    lagging: vec![],
+                    lagging: vec![NodeId(2), NodeId(3)],
                 },
             ],
         };
@@ -199,11 +217,11 @@ mod tests {
             "Topic: orders  Partitions: 2  ReplicationFactor: 1  Configs: retention.ms=604800000 (7days), retention.bytes=-1 (unlimited), max.message.bytes=1048576\n"
         ), "{text}");
         assert!(
-            text.contains("PARTITION  LEADER  REPLICAS  LOG-START  HIGH-WATERMARK\n"),
+            text.contains("PARTITION  LEADER  REPLICAS  LAGGING  LOG-START  HIGH-WATERMARK\n"),
             "{text}"
         );
         assert!(
-            text.contains("\n1          none    1         3          7\n"),
+            text.contains("\n1          none    1,2,3     2,3      3          7\n"),
             "{text}"
         );
     }

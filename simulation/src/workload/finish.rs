@@ -25,7 +25,9 @@ pub async fn liveness(workload: &Workload, bound: Duration, rng: &mut SmallRng) 
     let deadline = Instant::now() + bound;
     let (_, mut client) = ctx.cluster.client_config(rng.gen(), Duration::from_secs(2));
     client.retries = 3;
-    let mut config = ProducerConfig::from_client(client).linger_ms(0);
+    let mut config = ProducerConfig::from_client(client)
+        .linger_ms(0)
+        .enable_idempotence(false);
     config.clock = ctx.clock.clone();
     let mut violations = Vec::new();
     let mut seq = 0;

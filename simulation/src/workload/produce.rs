@@ -86,9 +86,12 @@ async fn connect(ctx: &Ctx, spec: ProducerSpec, rng: &mut SmallRng) -> Option<Pr
         .cluster
         .client_config(rng.gen(), ctx.config.request_timeout);
     client.retries = spec.retries;
+    // The workload models its producers' idempotence itself (`spec.idempotent`, which the
+    // sabotage can claim falsely), so the client's own is off.
     let mut config = ProducerConfig::from_client(client)
         .acks(spec.acks.acks())
-        .linger_ms(rng.gen_range(0..10));
+        .linger_ms(rng.gen_range(0..10))
+        .enable_idempotence(false);
     config.clock = ctx.clock.clone();
     loop {
         match Producer::connect(config.clone()).await {

@@ -6,22 +6,29 @@
 //! buffered records round-robin across partitions and advances each position past what it
 //! handed out: positions (and so commits) cover exactly what the caller received.
 //!
-//! With a group, assigned partitions start from the group's committed offsets; the rest (and
-//! a position that falls off the log) follow `auto_offset_reset`. There is no group membership
-//! protocol yet: partitions are assigned explicitly.
+//! Partitions come either from [`Consumer::subscribe`] (group membership: the group's
+//! coordinator assigns them, and moves them between members as members come and go) or from
+//! [`Consumer::assign`] (manual). With a group, partitions start from the group's committed
+//! offsets; the rest (and a position that falls off the log) follow `auto_offset_reset`.
 
+mod listener;
+mod member;
 mod records;
 
+pub use listener::RebalanceListener;
 pub use records::ConsumerRecord;
 
 use super::admin::Admin;
 use super::cluster::{expect_reply, ClientConfig, Cluster, Route};
 use super::error::ClientError;
 use gregor_protocol::api::{
-    ApiError, CommittedOffset, ErrorCode, Fetch, FetchReply, OffsetCommit, OffsetSpec, Request,
+    ApiError, CommittedOffset, ErrorCode, Fetch, FetchReply, MemberRef, OffsetCommit, OffsetSpec,
+    Request, Subscription,
 };
 use gregor_protocol::{Offset, PartitionId};
+use member::{Member, MemberSettings};
 use records::decode_fetched;
+use std::collections::BTreeSet;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +43,8 @@ pub enum AutoOffsetReset {
     Earliest,
     /// The next record produced (the log end).
     Latest,
-    /// Fail the poll; the caller must `seek`.
+    /// Fail the poll with a typed error (`NoPosition`); the caller must `seek` (Kafka's
+    /// `none`).
     Error,
 }
 
@@ -96,6 +104,24 @@ pub struct ConsumerConfig {
     pub fetch_max_bytes: u32,
     /// Records one [`Consumer::poll`] returns at most.
     pub max_poll_records: usize,
+    /// Commit every position this often from `poll` (Kafka's `enable.auto.commit` and
+    /// `auto.commit.interval.ms`, default 5 s); `None`: only [`Consumer::commit`] commits.
+    pub auto_commit_interval: Option<Duration>,
+    /// Commit a partition's position when the group takes it away, before releasing it (on by
+    /// default), so its next owner starts exactly where this one stopped.
+    pub commit_on_revoke: bool,
+    /// Static membership (Kafka's `group.instance.id`): a member that restarts within its
+    /// session timeout gets its partitions back without a rebalance.
+    pub instance_id: Option<String>,
+    /// Rack of this consumer, for rack-aware assignment.
+    pub rack: Option<String>,
+    /// `"range"`, `"uniform"` or `"cooperative-sticky"`; `None`: the group's default.
+    pub server_assignor: Option<String>,
+    /// The member's session timeout; `None`: the broker's (45 s).
+    pub session_timeout: Option<Duration>,
+    /// A consumer that does not poll for this long leaves the group (default 5 min); it is
+    /// also how long the group waits for it to release a partition.
+    pub max_poll_interval: Duration,
 }
 
 impl ConsumerConfig {
@@ -114,7 +140,38 @@ impl ConsumerConfig {
             fetch_min_bytes: 1,
             fetch_max_bytes: 1024 * 1024,
             max_poll_records: 500,
+            auto_commit_interval: Some(Duration::from_secs(5)),
+            commit_on_revoke: true,
+            instance_id: None,
+            rack: None,
+            server_assignor: None,
+            session_timeout: None,
+            max_poll_interval: Duration::from_secs(300),
         }
+    }
+
+    /// Sets (or, with `None`, turns off) periodic commits from `poll`.
+    pub fn auto_commit(mut self, interval: Option<Duration>) -> Self {
+        self.auto_commit_interval = interval;
+        self
+    }
+
+    /// Makes this consumer a static member with this instance id.
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = Some(id.into());
+        self
+    }
+
+    /// Sets the member's session timeout (within the broker's bounds).
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the server-side assignor the member asks for.
+    pub fn server_assignor(mut self, name: impl Into<String>) -> Self {
+        self.server_assignor = Some(name.into());
+        self
     }
 
     /// Joins the consumer group `group`: positions start from its committed offsets and `commit` stores them.
@@ -141,6 +198,8 @@ struct PartitionState {
     /// Bumped by every seek, so a fetch started before it is recognised and dropped.
     epoch: u64,
     high_watermark: Option<Offset>,
+    /// Paused: no fetches, no records handed out, until resumed.
+    paused: bool,
 }
 
 impl PartitionState {
@@ -153,6 +212,7 @@ impl PartitionState {
             fetching: false,
             epoch: 0,
             high_watermark: None,
+            paused: false,
         }
     }
 
@@ -182,6 +242,12 @@ pub struct Consumer {
     /// Where the next poll starts handing out records, so no partition starves.
     rotation: usize,
     committed: BTreeMap<TopicPartition, Offset>,
+    /// Group membership, once subscribed.
+    member: Option<Member>,
+    /// In a mutex only so that the consumer stays `Sync`; it is used through `&mut self`.
+    listener: Option<std::sync::Mutex<Box<dyn RebalanceListener>>>,
+    last_auto_commit: Instant,
+    async_commits: JoinSet<Result<Vec<(TopicPartition, Offset)>, ClientError>>,
 }
 
 impl Consumer {
@@ -203,7 +269,123 @@ impl Consumer {
             fetches: JoinSet::new(),
             rotation: 0,
             committed: BTreeMap::new(),
+            member: None,
+            listener: None,
+            last_auto_commit: Instant::now(),
+            async_commits: JoinSet::new(),
         }
+    }
+
+    /// Joins the group (see [`ConsumerConfig::group`]) subscribed to `topics`; the group's
+    /// coordinator assigns partitions, which arrive with the following polls. Topics that do not
+    /// exist yet are picked up when they are created. Calling it again changes the subscription.
+    ///
+    /// # Errors
+    /// [`ClientError::Usage`] without a group or after [`Consumer::assign`].
+    pub fn subscribe(&mut self, topics: &[&str]) -> Result<(), ClientError> {
+        let topics = topics.iter().map(|t| t.to_string()).collect();
+        self.subscribe_to(Subscription::Topics(topics))
+    }
+
+    /// As [`Consumer::subscribe`], to every topic whose whole name matches `pattern` (a
+    /// regular expression the broker evaluates), including topics created later.
+    ///
+    /// # Errors
+    /// As [`Consumer::subscribe`]; an invalid pattern fails the next poll with `INVALID_REGEX`.
+    pub fn subscribe_pattern(&mut self, pattern: &str) -> Result<(), ClientError> {
+        self.subscribe_to(Subscription::Pattern(pattern.to_string()))
+    }
+
+    fn subscribe_to(&mut self, subscription: Subscription) -> Result<(), ClientError> {
+        let Some(group) = self.config.group.clone() else {
+            return Err(ClientError::Usage(
+                "subscribing needs a consumer group; set one (--group), or assign partitions"
+                    .into(),
+            ));
+        };
+        if let Some(member) = &self.member {
+            member.resubscribe(subscription);
+            return Ok(());
+        }
+        if !self.partitions.is_empty() {
+            return Err(ClientError::Usage(
+                "this consumer has manually assigned partitions; use a new consumer to subscribe"
+                    .into(),
+            ));
+        }
+        let settings = MemberSettings {
+            group,
+            client_id: self.cluster.config().connection.client_id.clone(),
+            instance_id: self.config.instance_id.clone(),
+            rack: self.config.rack.clone(),
+            server_assignor: self.config.server_assignor.clone(),
+            session_timeout: self.config.session_timeout,
+            rebalance_timeout: self.config.max_poll_interval,
+            max_poll_interval: self.config.max_poll_interval,
+        };
+        self.member = Some(Member::start(self.admin(), settings, subscription));
+        Ok(())
+    }
+
+    /// Called when the group gives this consumer partitions and takes them away.
+    pub fn set_rebalance_listener(&mut self, listener: impl RebalanceListener + 'static) {
+        self.listener = Some(std::sync::Mutex::new(Box::new(listener)));
+    }
+
+    /// The member id and epoch the group knows this consumer by, once it has joined.
+    pub fn member(&self) -> Option<(String, i32)> {
+        let member = self.member.as_ref()?;
+        let shared = member.lock();
+        (!shared.member_id.is_empty()).then(|| (shared.member_id.clone(), shared.epoch))
+    }
+
+    /// Stops fetching `partitions` and handing out their records until resumed; they stay
+    /// assigned.
+    pub fn pause(&mut self, partitions: &[TopicPartition]) {
+        self.set_paused(partitions, true);
+    }
+
+    /// Undoes [`Consumer::pause`].
+    pub fn resume(&mut self, partitions: &[TopicPartition]) {
+        self.set_paused(partitions, false);
+    }
+
+    fn set_paused(&mut self, partitions: &[TopicPartition], paused: bool) {
+        for tp in partitions {
+            if let Some(state) = self.partitions.get_mut(tp) {
+                state.paused = paused;
+            }
+        }
+    }
+
+    /// The partitions paused now.
+    pub fn paused(&self) -> Vec<TopicPartition> {
+        self.partitions
+            .iter()
+            .filter(|(_, s)| s.paused)
+            .map(|(tp, _)| tp.clone())
+            .collect()
+    }
+
+    /// Commits (with auto-commit or commit-on-revoke) and leaves the group: the group moves
+    /// this consumer's partitions at once (a static member's wait for it for its session
+    /// timeout instead).
+    ///
+    /// # Errors
+    /// The commit's or the leave's failure; the consumer is closed either way.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        let commit = if self.config.group.is_some()
+            && (self.config.auto_commit_interval.is_some() || self.config.commit_on_revoke)
+        {
+            self.commit().await
+        } else {
+            Ok(())
+        };
+        let leave = match self.member.take() {
+            Some(member) => member.leave().await,
+            None => Ok(()),
+        };
+        commit.and(leave)
     }
 
     /// The settings this consumer was made with.
@@ -244,6 +426,11 @@ impl Consumer {
         topic: &str,
         partitions: Option<&[PartitionId]>,
     ) -> Result<(), ClientError> {
+        if self.member.is_some() {
+            return Err(ClientError::Usage(
+                "this consumer is subscribed: the group assigns its partitions".into(),
+            ));
+        }
         let count = self.cluster.refresh_topic(topic).await?.len() as u32;
         let wanted: Vec<PartitionId> = match partitions {
             Some(list) => list.to_vec(),
@@ -342,22 +529,28 @@ impl Consumer {
     }
 
     /// Up to `max` records, waiting up to `timeout` for the first ones; empty if none came.
+    /// A subscribed consumer applies the group's assignment changes here: it commits and
+    /// releases the partitions taken away (telling the rebalance listener), then starts the
+    /// ones given, from the group's committed offsets.
     ///
     /// # Errors
-    /// [`ClientError::Usage`] with nothing assigned; `OFFSET_OUT_OF_RANGE` under
-    /// [`AutoOffsetReset::Error`]; a fetch failure that outlasted the retries.
+    /// [`ClientError::Usage`] with nothing assigned or subscribed; `OFFSET_OUT_OF_RANGE` or
+    /// no committed offset under [`AutoOffsetReset::Error`]; a fetch failure that outlasted the
+    /// retries; a membership failure no retry mends (`INVALID_REGEX`, ...).
     pub async fn poll_records(
         &mut self,
         timeout: Duration,
         max: usize,
     ) -> Result<Vec<ConsumerRecord>, ClientError> {
-        if self.partitions.is_empty() {
+        if self.partitions.is_empty() && self.member.is_none() {
             return Err(ClientError::Usage(
-                "no partitions are assigned; call assign first".into(),
+                "no partitions are assigned; call subscribe or assign first".into(),
             ));
         }
         let deadline = Instant::now() + timeout;
         loop {
+            self.apply_membership().await?;
+            self.maybe_auto_commit().await?;
             self.resolve_positions().await?;
             while let Some(done) = self.fetches.try_join_next() {
                 self.apply(joined(done))?;
@@ -367,8 +560,10 @@ impl Consumer {
             if !records.is_empty() {
                 return Ok(records);
             }
+            let changed = self.member.as_ref().map(|m| m.changed.clone());
             tokio::select! {
                 biased;
+                () = async { changed.as_ref().expect("guarded").notified().await }, if changed.is_some() => {}
                 Some(done) = self.fetches.join_next(), if !self.fetches.is_empty() => {
                     self.apply(joined(done))?;
                 }
@@ -380,34 +575,223 @@ impl Consumer {
     /// Commits every position that moved since the last commit.
     ///
     /// # Errors
-    /// [`ClientError::Usage`] without a group, or the commit's failure.
+    /// [`ClientError::Usage`] without a group, or the commit's failure (`STALE_MEMBER_EPOCH`
+    /// when the group moved a partition away meanwhile).
     pub async fn commit(&mut self) -> Result<(), ClientError> {
+        self.collect_async_commits();
+        let moved = self.moved_positions(None);
+        let committed = self.commit_request(moved)?.await?;
+        self.committed.extend(committed);
+        Ok(())
+    }
+
+    /// Starts committing every position that moved; the result arrives with the returned
+    /// handle (and the consumer records it at a later poll or commit).
+    ///
+    /// # Errors
+    /// [`ClientError::Usage`] without a group.
+    pub fn commit_async(
+        &mut self,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), ClientError>>, ClientError> {
+        self.collect_async_commits();
+        let moved = self.moved_positions(None);
+        let request = self.commit_request(moved)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.async_commits.spawn(async move {
+            let result = request.await;
+            let _ = tx.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
+            result
+        });
+        Ok(rx)
+    }
+
+    fn collect_async_commits(&mut self) {
+        while let Some(done) = self.async_commits.try_join_next() {
+            match done {
+                Ok(Ok(committed)) => self.committed.extend(committed),
+                Ok(Err(e)) => tracing::debug!(error = %e, "an asynchronous commit failed"),
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+    }
+
+    /// Positions (of `only`, or of every partition) that moved since their last commit.
+    fn moved_positions(
+        &self,
+        only: Option<&BTreeSet<TopicPartition>>,
+    ) -> Vec<(TopicPartition, Offset)> {
+        self.partitions
+            .iter()
+            .filter(|(tp, _)| only.is_none_or(|o| o.contains(*tp)))
+            .filter_map(|(tp, s)| s.position.map(|p| (tp.clone(), p)))
+            .filter(|(tp, p)| self.committed.get(tp) != Some(p))
+            .collect()
+    }
+
+    /// The commit of `moved`, as this consumer's member when it is one.
+    fn commit_request(
+        &self,
+        moved: Vec<(TopicPartition, Offset)>,
+    ) -> Result<
+        impl std::future::Future<Output = Result<Vec<(TopicPartition, Offset)>, ClientError>>
+            + Send
+            + 'static,
+        ClientError,
+    > {
         let Some(group) = self.config.group.clone() else {
             return Err(ClientError::Usage(
                 "committing needs a consumer group; set one (--group) or do not commit".into(),
             ));
         };
-        let moved: Vec<(TopicPartition, Offset)> = self
-            .partitions
-            .iter()
-            .filter_map(|(tp, s)| s.position.map(|p| (tp.clone(), p)))
-            .filter(|(tp, p)| self.committed.get(tp) != Some(p))
-            .collect();
-        if moved.is_empty() {
+        let member = self.member().map(|(member_id, member_epoch)| MemberRef {
+            member_id,
+            member_epoch,
+        });
+        let admin = self.admin();
+        Ok(async move {
+            if moved.is_empty() {
+                return Ok(moved);
+            }
+            let offsets = moved
+                .iter()
+                .map(|(tp, offset)| OffsetCommit {
+                    topic: tp.topic.to_string(),
+                    partition: tp.partition,
+                    offset: *offset,
+                    metadata: None,
+                })
+                .collect();
+            admin.commit_offsets_as(&group, offsets, member).await?;
+            Ok(moved)
+        })
+    }
+
+    async fn maybe_auto_commit(&mut self) -> Result<(), ClientError> {
+        let Some(interval) = self.config.auto_commit_interval else {
+            return Ok(());
+        };
+        if self.config.group.is_none() || self.last_auto_commit.elapsed() < interval {
             return Ok(());
         }
-        let offsets = moved
-            .iter()
-            .map(|(tp, offset)| OffsetCommit {
-                topic: tp.topic.to_string(),
-                partition: tp.partition,
-                offset: *offset,
-                metadata: None,
-            })
-            .collect();
-        self.admin().commit_offsets(&group, offsets).await?;
-        self.committed.extend(moved);
+        self.last_auto_commit = Instant::now();
+        match self.commit().await {
+            // The group moved a partition away meanwhile: its new owner carries on from the
+            // last good commit, and this consumer learns of the move at its next heartbeat.
+            Err(e) if stale_member(&e) => {
+                tracing::info!(error = %e, "auto-commit refused");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Applies what the group's coordinator said since the last poll: partitions lost,
+    /// taken away (committed first) or given.
+    async fn apply_membership(&mut self) -> Result<(), ClientError> {
+        let Some(member) = &self.member else {
+            return Ok(());
+        };
+        member.polled();
+        let (lost, target, fatal) = {
+            let mut shared = member.lock();
+            (
+                std::mem::take(&mut shared.lost),
+                shared.target.take(),
+                shared.fatal.take(),
+            )
+        };
+        if let Some(error) = fatal {
+            return Err(error);
+        }
+        if lost {
+            let dropped = self.assignment();
+            tracing::info!(partitions = dropped.len(), "group membership lost");
+            if let Some(listener) = self.listener_mut() {
+                listener.on_lost(&dropped);
+            }
+            self.partitions.clear();
+            self.committed.clear();
+            self.set_owned();
+        }
+        let Some(target) = target else {
+            return Ok(());
+        };
+        let owned: BTreeSet<TopicPartition> = self.partitions.keys().cloned().collect();
+        let revoked: BTreeSet<TopicPartition> = owned.difference(&target).cloned().collect();
+        if !revoked.is_empty() {
+            self.revoke(&revoked).await?;
+        }
+        let added: Vec<TopicPartition> = target.difference(&owned).cloned().collect();
+        if !added.is_empty() {
+            self.add_assigned(&added).await?;
+            if let Some(listener) = self.listener_mut() {
+                listener.on_assigned(&added);
+            }
+        }
+        self.set_owned();
+        if let Some(member) = &self.member {
+            // Released partitions wait for this heartbeat before going to their next owner.
+            if !revoked.is_empty() {
+                member.wake.notify_one();
+            }
+        }
         Ok(())
+    }
+
+    async fn revoke(&mut self, revoked: &BTreeSet<TopicPartition>) -> Result<(), ClientError> {
+        if self.config.commit_on_revoke && self.config.group.is_some() {
+            let moved = self.moved_positions(Some(revoked));
+            match self.commit_request(moved)?.await {
+                Ok(committed) => self.committed.extend(committed),
+                Err(e) if stale_member(&e) => {
+                    tracing::info!(error = %e, "commit on revoke refused")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let list: Vec<TopicPartition> = revoked.iter().cloned().collect();
+        if let Some(listener) = self.listener_mut() {
+            listener.on_revoked(&list);
+        }
+        self.partitions.retain(|tp, _| !revoked.contains(tp));
+        self.committed.retain(|tp, _| !revoked.contains(tp));
+        Ok(())
+    }
+
+    /// Starts `added` from the group's committed offsets.
+    async fn add_assigned(&mut self, added: &[TopicPartition]) -> Result<(), ClientError> {
+        let group = self.config.group.clone().expect("members have a group");
+        let topics: BTreeSet<&str> = added.iter().map(|tp| &*tp.topic).collect();
+        let mut committed = BTreeMap::new();
+        for topic in topics {
+            for c in self.admin().fetch_offsets(&group, Some(topic)).await? {
+                committed.insert(TopicPartition::new(&c.topic, c.partition), c.offset);
+            }
+        }
+        for tp in added {
+            let position = committed.get(tp).copied();
+            if let Some(offset) = position {
+                self.committed.insert(tp.clone(), offset);
+            }
+            self.partitions
+                .insert(tp.clone(), PartitionState::new(position));
+        }
+        Ok(())
+    }
+
+    fn listener_mut(&mut self) -> Option<&mut Box<dyn RebalanceListener>> {
+        let mutex = self.listener.as_mut()?;
+        Some(
+            mutex
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    fn set_owned(&self) {
+        if let Some(member) = &self.member {
+            member.lock().owned = self.partitions.keys().cloned().collect();
+        }
     }
 
     /// The group's committed offsets for `topic` (all topics for `None`).
@@ -439,9 +823,9 @@ impl Consumer {
                 AutoOffsetReset::Earliest => OffsetSpec::Earliest,
                 AutoOffsetReset::Latest => OffsetSpec::Latest,
                 AutoOffsetReset::Error => {
-                    return Err(ClientError::Usage(format!(
-                        "partition {tp} has no committed offset and auto_offset_reset is 'error'; seek it first"
-                    )))
+                    return Err(ClientError::NoPosition {
+                        partition: tp.to_string(),
+                    })
                 }
             };
             let offset = self.offset_of(&tp, spec).await?;
@@ -464,6 +848,7 @@ impl Consumer {
             // One fetch in flight while up to one fetch's worth waits in the buffer: the caller
             // works through one while the next is on its way, and memory stays bounded.
             if state.position.is_none()
+                || state.paused
                 || state.fetching
                 || state.buffered_bytes > config.fetch_max_bytes as usize
             {
@@ -546,7 +931,7 @@ impl Consumer {
         let mut states: Vec<&mut PartitionState> = self.partitions.values_mut().collect();
         states.rotate_left(self.rotation % count);
         self.rotation = self.rotation.wrapping_add(1);
-        for state in states {
+        for state in states.into_iter().filter(|s| !s.paused) {
             while out.len() < max {
                 let Some(record) = state.buffer.pop_front() else {
                     break;
@@ -561,6 +946,13 @@ impl Consumer {
         }
         out
     }
+}
+
+fn stale_member(e: &ClientError) -> bool {
+    matches!(
+        e.code(),
+        Some(ErrorCode::STALE_MEMBER_EPOCH | ErrorCode::UNKNOWN_MEMBER_ID)
+    )
 }
 
 fn joined(result: Result<FetchDone, tokio::task::JoinError>) -> FetchDone {

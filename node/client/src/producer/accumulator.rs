@@ -23,6 +23,9 @@ pub(crate) struct Limits {
     pub linger: Duration,
     pub max_request_bytes: usize,
     pub max_in_flight: usize,
+    /// Most batches in one request (an idempotent producer keeps at most five in flight per
+    /// partition: the partition remembers the last five batches of each producer).
+    pub max_batches_per_request: usize,
     /// Codec batches are compressed with when sealed; sizes above are before compression.
     pub compression: Compression,
 }
@@ -238,7 +241,8 @@ impl Accumulator {
                     let mut bytes = 0;
                     while let Some(next) = queue.sealed.front() {
                         if !batches.is_empty()
-                            && bytes + next.bytes.len() > limits.max_request_bytes
+                            && (bytes + next.bytes.len() > limits.max_request_bytes
+                                || batches.len() >= limits.max_batches_per_request)
                         {
                             break;
                         }
@@ -343,6 +347,7 @@ mod tests {
             linger: LINGER,
             max_request_bytes: 4 * batch_size,
             max_in_flight: 1,
+            max_batches_per_request: usize::MAX,
             compression: Compression::None,
         }
     }
@@ -461,6 +466,21 @@ mod tests {
         let bytes: usize = drained.jobs[0].batches.iter().map(|b| b.bytes.len()).sum();
         assert!(bytes <= 400);
         assert_eq!(drained.jobs[0].batches.len(), 2);
+    }
+
+    #[test]
+    fn requests_are_cut_at_max_batches_per_request() {
+        let mut acc = Accumulator::new(Limits {
+            max_request_bytes: 1 << 20,
+            max_batches_per_request: 5,
+            ..limits(200)
+        });
+        let t0 = Instant::now();
+        for _ in 0..14 {
+            add(&mut acc, 0, &[1u8; 150], t0);
+        }
+        let drained = acc.drain(t0, acc.next_seq(), false);
+        assert_eq!(drained.jobs[0].batches.len(), 5);
     }
 
     #[test]

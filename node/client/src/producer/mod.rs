@@ -11,8 +11,13 @@
 //! grow to `max_request_bytes` while one is in flight, which keeps throughput up. With
 //! `retries == 0`, `max_in_flight_per_partition` requests may be in flight.
 //!
-//! Delivery is at-least-once: a request whose reply is lost (timeout, dropped connection) is
-//! sent again and may be stored twice.
+//! Idempotence (the default, as in Kafka since 3.0): the producer takes a producer id
+//! (`InitProducerId`) and stamps every batch with it and the partition's next sequence; a
+//! request carries at most five batches and is retried with the same bytes, so a batch whose
+//! reply was lost is recognised by the partition leader and written once, also across a leader
+//! change. A request that fails for good leaves the sequence in doubt, so the next request takes
+//! a fresh producer id. With idempotence off (`enable_idempotence(false)`) delivery is
+//! at-least-once: a request whose reply is lost is sent again and may be stored twice.
 
 mod accumulator;
 mod delivery;
@@ -24,8 +29,8 @@ use super::cluster::{expect_reply, ClientConfig, Cluster, Route};
 use super::error::ClientError;
 use crate::clock::{Clock, SystemClock};
 use accumulator::{Accumulator, Append, Limits, ProduceJob};
-use gregor_protocol::api::{Acks, ApiError, ErrorCode, Produce, Request};
-use gregor_protocol::batch::{Compression, NewRecord};
+use gregor_protocol::api::{Acks, ApiError, ErrorCode, InitProducerId, Produce, Request};
+use gregor_protocol::batch::{set_producer, Compression, NewRecord};
 use gregor_protocol::partitioner::partition_for_key;
 use gregor_protocol::{Offset, PartitionId};
 use std::collections::BTreeMap;
@@ -37,6 +42,11 @@ use tokio::time::Instant;
 
 /// Salt for the sticky partitioner's random stream.
 const STICKY_SALT: u64 = 0x7374_6963_6b79_0000;
+/// Batches an idempotent producer has in flight per partition at most: a partition remembers
+/// the last five batches of each producer, so a retry of any of them is recognised.
+const MAX_BATCHES_IN_FLIGHT: usize = 5;
+/// Sequences are non-negative i32s that wrap from `i32::MAX` to 0.
+const SEQUENCE_SPACE: i64 = 1 << 31;
 
 /// A record header: name and optional value, as stored in the batch.
 pub type Header<'a> = (&'a [u8], Option<&'a [u8]>);
@@ -164,6 +174,9 @@ pub struct ProducerConfig {
     pub max_in_flight_per_partition: usize,
     /// How records without an explicit partition are placed.
     pub partitioner: Partitioner,
+    /// Stamp batches with a producer id and sequences so that retries are written once (on by
+    /// default). It keeps one request of at most five batches in flight per partition.
+    pub idempotence: bool,
     /// Codec for the batches (Kafka's `compression.type`); none by default. The broker stores
     /// batches as they are sent and consumers decompress them, so this trades producer CPU
     /// for bytes on the wire and on disk.
@@ -188,6 +201,7 @@ impl std::fmt::Debug for ProducerConfig {
                 &self.max_in_flight_per_partition,
             )
             .field("partitioner", &self.partitioner)
+            .field("idempotence", &self.idempotence)
             .field("compression", &self.compression)
             .finish_non_exhaustive()
     }
@@ -210,6 +224,7 @@ impl ProducerConfig {
             buffer_memory: 32 * 1024 * 1024,
             max_in_flight_per_partition: 5,
             partitioner: Partitioner::Default,
+            idempotence: true,
             compression: Compression::None,
             clock: Arc::new(SystemClock),
             on_batch_complete: None,
@@ -240,6 +255,12 @@ impl ProducerConfig {
         self
     }
 
+    /// Turns idempotence on (the default) or off.
+    pub fn enable_idempotence(mut self, on: bool) -> Self {
+        self.idempotence = on;
+        self
+    }
+
     /// Sets the partitioner.
     pub fn partitioner(mut self, partitioner: Partitioner) -> Self {
         self.partitioner = partitioner;
@@ -258,10 +279,15 @@ impl ProducerConfig {
             batch_size: self.batch_size,
             linger: self.linger,
             max_request_bytes,
-            max_in_flight: if self.client.retries > 0 {
+            max_in_flight: if self.client.retries > 0 || self.idempotence {
                 1
             } else {
                 self.max_in_flight_per_partition.max(1)
+            },
+            max_batches_per_request: if self.idempotence {
+                MAX_BATCHES_IN_FLIGHT
+            } else {
+                usize::MAX
             },
             compression: self.compression,
         }
@@ -296,6 +322,15 @@ struct Shared {
     wake: Notify,
     /// Every batch numbered below this value has completed.
     completed_below: watch::Sender<u64>,
+    /// The producer id and per-partition sequences (idempotence), taken at the first request.
+    identity: tokio::sync::Mutex<Option<Identity>>,
+}
+
+/// An idempotent producer's id and the next sequence of each partition it wrote to.
+struct Identity {
+    producer_id: i64,
+    epoch: i16,
+    next: BTreeMap<(Arc<str>, u32), i32>,
 }
 
 /// What `send` must do next.
@@ -429,6 +464,7 @@ impl Producer {
             state: Mutex::new(state),
             wake: Notify::new(),
             completed_below: watch::Sender::new(0),
+            identity: tokio::sync::Mutex::new(None),
         });
         tokio::spawn(run_sender(shared.clone()));
         Producer {
@@ -579,8 +615,77 @@ async fn run_sender(shared: Arc<Shared>) {
     }
 }
 
+/// Stamps the job's batches with the producer id and the partition's next sequences, taking a
+/// producer id first if there is none. Returns the id used.
+async fn stamp_job(shared: &Shared, job: &mut ProduceJob) -> Result<i64, ClientError> {
+    let mut identity = shared.identity.lock().await;
+    if identity.is_none() {
+        let reply = shared
+            .cluster
+            .request(Route::Any, Request::InitProducerId(InitProducerId {}))
+            .await?;
+        let given = expect_reply::<InitProducerId>(reply)?;
+        *identity = Some(Identity {
+            producer_id: given.producer_id,
+            epoch: given.producer_epoch,
+            next: BTreeMap::new(),
+        });
+    }
+    let identity = identity.as_mut().expect("set above");
+    let next = identity
+        .next
+        .entry((job.topic.clone(), job.partition))
+        .or_insert(0);
+    for batch in &mut job.batches {
+        let mut bytes = bytes::BytesMut::from(&batch.bytes[..]);
+        set_producer(&mut bytes, identity.producer_id, identity.epoch, *next);
+        batch.bytes = bytes.freeze();
+        *next = ((i64::from(*next) + i64::from(batch.records)) % SEQUENCE_SPACE) as i32;
+    }
+    Ok(identity.producer_id)
+}
+
+/// A request of producer `producer_id` failed for good: whether its batches were written is
+/// not known, so the partition's sequence is in doubt. The next request takes a new id.
+async fn forget_identity(shared: &Shared, producer_id: i64) {
+    let mut identity = shared.identity.lock().await;
+    if identity
+        .as_ref()
+        .is_some_and(|i| i.producer_id == producer_id)
+    {
+        *identity = None;
+    }
+}
+
 /// Sends one request (retried by the cluster handle) and completes its batches.
-async fn run_job(shared: Arc<Shared>, job: ProduceJob) {
+async fn run_job(shared: Arc<Shared>, mut job: ProduceJob) {
+    let config = &shared.config;
+    let stamped = if config.idempotence && config.acks != Acks::None {
+        Some(stamp_job(&shared, &mut job).await)
+    } else {
+        None
+    };
+    let result = match stamped {
+        Some(Err(e)) => Err(e),
+        Some(Ok(producer_id)) => {
+            let result = send_job(&shared, &job).await;
+            match result {
+                // Written before, at an offset the partition no longer remembers.
+                Err(e) if e.code() == Some(ErrorCode::DUPLICATE_SEQUENCE) => Ok(None),
+                Err(e) => {
+                    forget_identity(&shared, producer_id).await;
+                    Err(e)
+                }
+                ok => ok,
+            }
+        }
+        None => send_job(&shared, &job).await,
+    };
+    complete_job(&shared, job, result);
+}
+
+/// Sends the job's request, retried by the cluster handle; the base offset when there is one.
+async fn send_job(shared: &Shared, job: &ProduceJob) -> Result<Option<Offset>, ClientError> {
     let config = &shared.config;
     let partition = PartitionId(job.partition);
     let request = Request::Produce(Produce {
@@ -615,7 +720,13 @@ async fn run_job(shared: Arc<Shared>, job: ProduceJob) {
     if let Err(e) = &result {
         tracing::debug!(topic = %job.topic, %partition, error = %e, "produce failed");
     }
+    result
+}
 
+/// Completes the job's batches with `result` and gives back their memory.
+fn complete_job(shared: &Shared, job: ProduceJob, result: Result<Option<Offset>, ClientError>) {
+    let config = &shared.config;
+    let partition = PartitionId(job.partition);
     // The batches got contiguous offsets, in request order.
     let mut next_base = result.as_ref().ok().copied().flatten();
     for batch in &job.batches {

@@ -55,12 +55,26 @@ error_codes! {
     CORRUPT_BATCH = 21, false;
     INVALID_BATCH = 22, false;
     OFFSET_OUT_OF_RANGE = 23, false;
+    OUT_OF_ORDER_SEQUENCE = 24, false;
+    UNKNOWN_PRODUCER_ID = 25, false;
+    INVALID_PRODUCER_EPOCH = 26, false;
+    DUPLICATE_SEQUENCE = 27, false;
     NOT_LEADER = 30, true;
     TIMEOUT = 31, true;
     UNAVAILABLE = 32, true;
     INVALID_GROUP = 40, false;
     UNKNOWN_GROUP = 41, false;
     OFFSET_METADATA_TOO_LARGE = 42, false;
+    UNKNOWN_MEMBER_ID = 43, false;
+    FENCED_MEMBER_EPOCH = 44, false;
+    STALE_MEMBER_EPOCH = 45, false;
+    UNRELEASED_INSTANCE_ID = 46, true;
+    GROUP_MAX_SIZE_REACHED = 47, false;
+    INVALID_REGEX = 48, false;
+    NON_EMPTY_GROUP = 49, false;
+    UNSUPPORTED_ASSIGNOR = 51, false;
+    INVALID_SESSION_TIMEOUT = 52, false;
+    OFFSET_MOVES_BACK = 53, false;
     STORAGE = 50, false;
 }
 
@@ -78,8 +92,13 @@ pub enum ErrorDetail {
         log_start_offset: Offset,
         log_end_offset: Offset,
     },
-    /// With `NOT_LEADER`: where to go instead, if known.
-    Leader { leader: Option<NodeId> },
+    /// With `NOT_LEADER`: where to go instead, if known: the leader's id and the address
+    /// clients reach it at (absent when this node does not know it).
+    Leader {
+        leader: Option<NodeId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
+    },
 }
 
 /// An error reply: a stable code, a message for people, optional structured detail.
@@ -138,11 +157,16 @@ impl ApiError {
     }
 
     pub fn not_leader(leader: Option<NodeId>) -> Self {
+        ApiError::not_leader_at(leader, None)
+    }
+
+    /// `NOT_LEADER` naming the leader and, when known, where clients reach it.
+    pub fn not_leader_at(leader: Option<NodeId>, address: Option<String>) -> Self {
         ApiError::new(
             ErrorCode::NOT_LEADER,
             "this node does not lead the partition; refresh metadata",
         )
-        .with_detail(ErrorDetail::Leader { leader })
+        .with_detail(ErrorDetail::Leader { leader, address })
     }
 
     pub fn internal(message: impl Into<String>) -> Self {

@@ -11,8 +11,8 @@ use super::cluster::{
 };
 use super::error::ApiError;
 use super::groups::{
-    CommitOffsets, CommittedOffset, DescribeGroup, FetchOffsets, GroupDescription, ListGroups,
-    OffsetReset, ResetOffsets,
+    CommitOffsets, CommittedOffset, ConsumerGroupHeartbeat, ConsumerGroupHeartbeatReply,
+    DescribeGroup, FetchOffsets, GroupDescription, ListGroups, OffsetReset, ResetOffsets,
 };
 use super::handshake::{Hello, HelloReply};
 use super::records::{Fetch, FetchReply, ListOffsets, ListOffsetsReply, Produce, ProduceReply};
@@ -119,6 +119,7 @@ request_kinds! {
     InitProducerId -> ProducerIdentity;
     ClusterStatus -> ClusterStatusReply;
     DrainNode -> ();
+    ConsumerGroupHeartbeat -> ConsumerGroupHeartbeatReply;
 }
 
 /// A request on the wire: `{"id": u64, "request": {"kind": ..., "body": ...}}`.

@@ -19,8 +19,10 @@ pub use cluster::{
 };
 pub use error::{ApiError, ErrorCode, ErrorDetail};
 pub use groups::{
-    CommitOffsets, CommittedOffset, DescribeGroup, FetchOffsets, GroupDescription,
-    GroupPartitionLag, ListGroups, OffsetCommit, OffsetReset, ResetOffsets, ResetTarget,
+    CommitOffsets, CommittedOffset, ConsumerGroupHeartbeat, ConsumerGroupHeartbeatReply,
+    DescribeGroup, FetchOffsets, GroupDescription, GroupPartitionLag, ListGroups,
+    MemberDescription, MemberRef, OffsetCommit, OffsetReset, ResetOffsets, ResetTarget,
+    Subscription, TopicPartitions, JOIN_EPOCH, LEAVE_EPOCH, STATIC_LEAVE_EPOCH,
 };
 pub use handshake::{Hello, HelloReply, PROTOCOL_VERSION};
 pub use kinds::{ApiRequest, Request, RequestFrame, Response, ResponseFrame};

@@ -1,10 +1,17 @@
 //! `gregor serve`: run a node until SIGINT or SIGTERM.
 
-use crate::config::{self, ConfigSources, Flush, RawConfig, ServeConfig};
+mod seams;
+
+use crate::config::{
+    self, AddressList, ClusterConfig, ConfigSources, Flush, RawConfig, ServeConfig,
+};
 use crate::server;
 use anyhow::Context;
+use gregor_actors::{NodeConfig, NodeEnv};
+use gregor_protocol::NodeId;
 use std::io::ErrorKind;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
@@ -18,7 +25,9 @@ pub struct ServeArgs {
     /// TOML config file; starts with `version = 1`. Keys: node_id, data_dir, listen,
     /// advertised_address, flush, produce_linger_ms, offsets_partitions,
     /// retention_check_interval_ms, cache_bytes, max_frame_bytes, max_in_flight_per_connection,
-    /// max_connections, handshake_timeout_ms, idle_timeout_ms, shutdown_grace_ms
+    /// max_connections, handshake_timeout_ms, idle_timeout_ms, shutdown_grace_ms, peer_listen,
+    /// advertised_peer_address, join, cluster_id, rack, metadata_voters, dead_node_grace_ms,
+    /// election_timeout_ms, heartbeat_interval_ms
     #[arg(long, value_name = "FILE", env = "GREGOR_CONFIG")]
     pub config: Option<PathBuf>,
     /// Directory for this node's data [default: ./gregor-data]
@@ -37,6 +46,36 @@ pub struct ServeArgs {
     /// faster, a machine crash can lose acknowledged records [default: always]
     #[arg(long, value_enum)]
     pub flush: Option<Flush>,
+    /// Address for peers (node-to-node TCP and gossip UDP, one port); setting it makes this
+    /// node a member of a cluster [default: none, the node runs alone]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub peer_listen: Option<String>,
+    /// Peer address other nodes are told to use [default: the peer listen address]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertised_peer_address: Option<String>,
+    /// Peer addresses of members to join through, separated by commas; none founds a new
+    /// cluster (a node with data rejoins as the member it was)
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]")]
+    pub join: Option<AddressList>,
+    /// Nodes with another cluster id are refused [default: gregor]
+    #[arg(long, value_name = "ID")]
+    pub cluster_id: Option<String>,
+    /// Rack or zone of this node: replicas of a partition go to distinct racks first
+    #[arg(long, value_name = "NAME")]
+    pub rack: Option<String>,
+    /// Nodes voting in the metadata group: 1, 3 or 5 [default: 3]
+    #[arg(long, value_name = "N")]
+    pub metadata_voters: Option<u32>,
+    /// How long a node may be dead before its replicas move elsewhere [default: 600000]
+    #[arg(long, value_name = "MS")]
+    pub dead_node_grace_ms: Option<u64>,
+    /// Raft election timeout; a new leader is elected within about 1.5 times this after a
+    /// leader dies [default: 800]
+    #[arg(long, value_name = "MS")]
+    pub election_timeout_ms: Option<u64>,
+    /// Raft heartbeat interval, at most half the election timeout [default: 250]
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_interval_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -48,6 +87,15 @@ impl ServeArgs {
             node_id: self.node_id,
             advertised_address: self.advertised_address.clone(),
             flush: self.flush,
+            peer_listen: self.peer_listen.clone(),
+            advertised_peer_address: self.advertised_peer_address.clone(),
+            join: self.join.clone(),
+            cluster_id: self.cluster_id.clone(),
+            rack: self.rack.clone(),
+            metadata_voters: self.metadata_voters,
+            dead_node_grace_ms: self.dead_node_grace_ms,
+            election_timeout_ms: self.election_timeout_ms,
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
             ..RawConfig::default()
         }
     }
@@ -100,16 +148,39 @@ async fn serve(
     let config = config.bound_to(bound);
     let node = config.node.clone();
 
-    let broker = gregor_actors::start_node(node.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot start node {} with data directory {}; check that it is writable and not \
-             used by another gregor process",
-                node.node_id,
-                node.data_dir.display()
-            )
-        })?;
+    let (env, peers) = match &config.cluster {
+        None => {
+            let env = NodeEnv {
+                raft_tuning: config.raft,
+                ..NodeEnv::production()
+            };
+            (env, None)
+        }
+        Some(cluster) => {
+            let seams = seams::bind(&config, cluster).await?;
+            announce(&node, cluster, &seams);
+            (seams.env, Some(seams.transport))
+        }
+    };
+    let broker = with_progress(
+        node.node_id,
+        peers.is_some(),
+        gregor_actors::start_node_with(node.clone(), env),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot start node {} with data directory {}; check that it is writable and not \
+             used by another gregor process{}",
+            node.node_id,
+            node.data_dir.display(),
+            if peers.is_some() {
+                ", and that the --join peers are up and of the same --cluster-id"
+            } else {
+                ""
+            }
+        )
+    })?;
 
     info!(
         "gregor node {} serving on {} (data in {})",
@@ -134,6 +205,60 @@ async fn serve(
     broker.shutdown().await;
     info!("gregor node {} stopped", node.node_id);
     Ok(())
+}
+
+/// Says whether this node founds, joins or rejoins its cluster, before the wait that follows.
+fn announce(node: &NodeConfig, cluster: &ClusterConfig, seams: &seams::ClusterSeams) {
+    let has_data = std::fs::read_dir(&node.data_dir).is_ok_and(|mut d| d.next().is_some());
+    let id = node.node_id;
+    if has_data {
+        info!(
+            "node {id} restarting as a member of cluster '{}' (peers reach it at {})",
+            cluster.cluster_id, seams.advertised
+        );
+    } else if seams.seeds.is_empty() {
+        info!(
+            "node {id} founding a new cluster '{}' (peers reach it at {}; others join with \
+             --join {})",
+            cluster.cluster_id, seams.advertised, seams.advertised
+        );
+    } else {
+        let seeds: Vec<String> = seams.seeds.iter().map(ToString::to_string).collect();
+        info!(
+            "node {id} joining cluster '{}' through {} (peers reach it at {})",
+            cluster.cluster_id,
+            seeds.join(","),
+            seams.advertised
+        );
+    }
+}
+
+/// Runs the node's start, saying every few seconds what it is still waiting for.
+async fn with_progress<T>(
+    node: NodeId,
+    clustered: bool,
+    start: impl std::future::Future<Output = T>,
+) -> T {
+    const EVERY: Duration = Duration::from_secs(5);
+    tokio::pin!(start);
+    let mut waited = Duration::ZERO;
+    loop {
+        tokio::select! {
+            done = &mut start => return done,
+            () = tokio::time::sleep(EVERY) => {
+                waited += EVERY;
+                if clustered {
+                    info!(
+                        "node {node} still starting after {} s: waiting for the metadata leader \
+                         to register it and for its replicas to start",
+                        waited.as_secs()
+                    );
+                } else {
+                    info!("node {node} still starting after {} s", waited.as_secs());
+                }
+            }
+        }
+    }
 }
 
 async fn bind(listen: &str) -> anyhow::Result<TcpListener> {

