@@ -46,22 +46,27 @@ pub struct Containment {
     pub redundant_snapshot: bool,
 }
 
+impl Containment {
+    /// Every containment on: what production runs.
+    pub const ALL: Containment = Containment {
+        append_shape: true,
+        prev_check: true,
+        strip_matching: true,
+        follower_commit_clamp: true,
+        vote_rules: true,
+        restart_rescue: true,
+        leader_commit_clamp: true,
+        append_byte_bound: true,
+        append_own_timeout: true,
+        failure_delay: true,
+        bounded_buffers: true,
+        resend_tail: true,
+        redundant_snapshot: true,
+    };
+}
+
 impl Default for Containment {
     fn default() -> Self {
-        Containment {
-            append_shape: true,
-            prev_check: true,
-            strip_matching: true,
-            follower_commit_clamp: true,
-            vote_rules: true,
-            restart_rescue: true,
-            leader_commit_clamp: true,
-            append_byte_bound: true,
-            append_own_timeout: true,
-            failure_delay: true,
-            bounded_buffers: true,
-            resend_tail: true,
-            redundant_snapshot: true,
-        }
+        Containment::ALL
     }
 }

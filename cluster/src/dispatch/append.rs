@@ -297,21 +297,7 @@ mod tests {
         plan(log, rpc, containment, false)
     }
 
-    const ALL: Containment = Containment {
-        append_shape: true,
-        prev_check: true,
-        strip_matching: true,
-        follower_commit_clamp: true,
-        vote_rules: true,
-        restart_rescue: true,
-        leader_commit_clamp: true,
-        append_byte_bound: true,
-        append_own_timeout: true,
-        failure_delay: true,
-        bounded_buffers: true,
-        resend_tail: true,
-        redundant_snapshot: true,
-    };
+    const ALL: Containment = Containment::ALL;
 
     #[test]
     fn entries_must_follow_the_previous_entry_in_order() {
