@@ -2,16 +2,13 @@
 //! survives kill -9 of a partition leader under acks=all load with no acknowledged record lost,
 //! comes back after a restart of every node, and drains a node.
 
-use gregor::client::{
-    ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
-    TopicPartition,
-};
+mod common;
+
+use common::{lost, read_everything, Load};
+use gregor::client::{ClientConfig, ConsumerConfig, ProducerConfig};
 use gregor_actors::api::Acks;
-use gregor_storage::PartitionId;
 use gregor_tests::{eventually, success, wall_clock, ProcessCluster};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Short Raft timeouts, so a failover fits well inside a test.
@@ -136,8 +133,6 @@ fn three_nodes_form_a_cluster_and_serve_through_any_node() {
     }
 }
 
-type Acked = Arc<Mutex<BTreeMap<(u32, u64), String>>>;
-
 #[test]
 fn kill_9_of_a_leader_under_load_loses_no_acknowledged_record() {
     let mut cluster = ProcessCluster::start(3, SERVE_ARGS);
@@ -145,82 +140,38 @@ fn kill_9_of_a_leader_under_load_loses_no_acknowledged_record() {
     wait_for_full_replication(&cluster, "load", Duration::from_secs(30));
     let bootstrap = cluster.bootstrap();
     let runtime = runtime();
-    let acked: Acked = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let producing = runtime.spawn({
-        let (acked, stop, bootstrap) = (acked.clone(), stop.clone(), bootstrap.clone());
-        async move {
-            let mut config = ProducerConfig::from_client(client_config(&bootstrap));
-            assert!(config.idempotence, "idempotent by default");
-            config.acks = Acks::All;
-            config.linger = Duration::from_millis(2);
-            let producer = Producer::connect(config).await.unwrap();
-            let mut deliveries = tokio::task::JoinSet::new();
-            for i in 0u64.. {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let value = format!("record-{i}");
-                let key = format!("key-{}", i % 16);
-                let Ok(delivery) = producer
-                    .send(ProducerRecord::new("load", value.as_bytes()).key(key.as_bytes()))
-                    .await
-                else {
-                    break;
-                };
-                let acked = acked.clone();
-                deliveries.spawn(async move {
-                    if let Ok(meta) = delivery.await {
-                        let offset = meta.offset.expect("acks=all reports offsets");
-                        acked
-                            .lock()
-                            .unwrap()
-                            .insert((meta.partition.0, offset.0), value);
-                    }
-                });
-                while deliveries.try_join_next().is_some() {}
-                if i % 64 == 0 {
-                    tokio::task::yield_now().await;
-                }
-            }
-            while deliveries.join_next().await.is_some() {}
-        }
-    });
-    let count = || acked.lock().unwrap().len();
+    let mut config = ProducerConfig::from_client(client_config(&bootstrap));
+    assert!(config.idempotence, "idempotent by default");
+    config.acks = Acks::All;
+    config.linger = Duration::from_millis(2);
+    let load = Load::start(&runtime, config, "load");
     eventually(
         "2,000 records acknowledged",
         Duration::from_secs(60),
-        || count() >= 2_000,
+        || load.acknowledged() >= 2_000,
     );
     let victim = leaders(&cluster, "load")[0].expect("partition 0 has a leader");
-    let last_on_0 = || {
-        acked
-            .lock()
-            .unwrap()
-            .range((0, 0)..(1, 0))
-            .next_back()
-            .map(|((_, offset), _)| *offset)
-    };
     cluster.kill9(victim);
-    let killed_at = count();
-    let before = last_on_0();
+    let killed_at = load.acknowledged();
+    let before = load.last_acknowledged_on(0);
     // Failover as the producer sees it: acknowledgements resume on the victim's partition.
     let failover = eventually(
         "partition 0 acknowledges again after its leader's kill",
         Duration::from_secs(30),
-        || last_on_0() > before,
+        || load.last_acknowledged_on(0) > before,
     );
     eventually(
         "2,000 more records acknowledged after the kill",
         Duration::from_secs(60),
-        || count() >= killed_at + 2_000,
+        || load.acknowledged() >= killed_at + 2_000,
     );
-    stop.store(true, Ordering::SeqCst);
-    runtime.block_on(producing).unwrap();
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
-    let found = runtime.block_on(read_everything(&bootstrap, "load"));
+    let acked = load.stop(&runtime);
+    let found = runtime.block_on(read_everything(
+        ConsumerConfig::from_client(client_config(&bootstrap)),
+        "load",
+        PARTITIONS,
+    ));
 
-    let mut lost = Vec::new();
     let sequence = |value: &str| -> u64 { value["record-".len()..].parse().expect("record-N") };
     let mut last_of: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
     let mut disorder = Vec::new();
@@ -234,14 +185,7 @@ fn kill_9_of_a_leader_under_load_loses_no_acknowledged_record() {
             }
         }
     }
-    for ((partition, offset), value) in &acked {
-        match found.get(&(*partition, *offset)) {
-            Some(v) if v == value => {}
-            other => lost.push(format!(
-                "{partition}/{offset}: acked {value}, found {other:?}"
-            )),
-        }
-    }
+    let lost = lost(&acked, &found);
     let mut copies: BTreeMap<&str, usize> = BTreeMap::new();
     for value in found.values() {
         *copies.entry(value.as_str()).or_default() += 1;
@@ -270,31 +214,6 @@ fn kill_9_of_a_leader_under_load_loses_no_acknowledged_record() {
         "records out of send order within a partition: {:?}",
         &disorder[..disorder.len().min(5)]
     );
-}
-
-/// Every record of `topic`, by (partition, offset); offsets are checked contiguous.
-async fn read_everything(bootstrap: &str, topic: &str) -> BTreeMap<(u32, u64), String> {
-    let mut consumer = Consumer::connect(ConsumerConfig::from_client(client_config(bootstrap)))
-        .await
-        .unwrap();
-    consumer.assign(topic, None).await.unwrap();
-    for p in 0..PARTITIONS {
-        let tp = TopicPartition::new(topic, PartitionId(p));
-        consumer.seek(&tp, SeekTo::Earliest).await.unwrap();
-    }
-    let mut found = BTreeMap::new();
-    let mut next: BTreeMap<u32, u64> = BTreeMap::new();
-    while !consumer.at_end() {
-        for record in consumer.poll(Duration::from_secs(5)).await.unwrap() {
-            let p = record.partition.0;
-            let expected = next.entry(p).or_insert(0);
-            assert_eq!(record.offset.0, *expected, "offsets of {p} are contiguous");
-            *expected += 1;
-            let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
-            found.insert((p, record.offset.0), value);
-        }
-    }
-    found
 }
 
 #[test]
