@@ -136,3 +136,65 @@ fn a_step_toward_an_empty_target_is_refused_and_a_follower_cannot_step() {
         );
     });
 }
+
+/// async-raft counts a new configuration's quorum without its leader, so a configuration of
+/// the leader alone never commits and the group would accept nothing again. A two-voter group
+/// whose leader keeps its seat while the other voter is replaced (a drain of an RF 2 partition,
+/// or of the metadata group while it has two voters) must add the newcomer first.
+#[test]
+fn replacing_the_other_voter_of_a_two_voter_group_keeps_it_writable() {
+    runtime().block_on(async {
+        let cluster = TestCluster::new(&[1, 2, 3]).await;
+        cluster.form_group(GROUP, &[1, 2]).await;
+        cluster
+            .node(NodeId(3))
+            .start_group(GROUP, Start::Join)
+            .await
+            .unwrap();
+        let leader = cluster.wait_leader(GROUP, 10 * SECOND).await.unwrap();
+        let other = if leader == NodeId(1) { 2 } else { 1 };
+        let target = nodes(&[leader.0, 3]);
+        cluster.converge(GROUP, &target, 60 * SECOND).await;
+        let leader = cluster.wait_leader(GROUP, 10 * SECOND).await.unwrap();
+        assert_eq!(cluster.group(leader, GROUP).voters(), target);
+        let (last, _) = cluster
+            .propose(GROUP, append(1), 10 * SECOND)
+            .await
+            .expect("the group commits after the change");
+        let voters: Vec<NodeId> = target.iter().copied().collect();
+        cluster
+            .wait_applied_on(&voters, GROUP, last, 10 * SECOND)
+            .await;
+        assert!(!cluster
+            .group(NodeId(other), GROUP)
+            .voters()
+            .contains(&NodeId(other)));
+    });
+}
+
+/// Shrinking a group to one voter is refused: async-raft could neither commit that
+/// configuration from the leader alone nor elect the lone voter if another led. The group keeps
+/// its voters and stays writable.
+#[test]
+fn shrinking_a_two_voter_group_to_one_is_refused_and_it_stays_writable() {
+    runtime().block_on(async {
+        let cluster = TestCluster::new(&[1, 2]).await;
+        cluster.form_group(GROUP, &[1, 2]).await;
+        let leader = cluster.wait_leader(GROUP, 10 * SECOND).await.unwrap();
+        for target in [nodes(&[leader.0]), nodes(&[3 - leader.0])] {
+            assert!(matches!(
+                cluster
+                    .group(leader, GROUP)
+                    .change_membership_step(&target)
+                    .await,
+                Err(gregor_cluster::AdminError::InvalidTarget(_))
+            ));
+        }
+        let leader = cluster.wait_leader(GROUP, 10 * SECOND).await.unwrap();
+        assert_eq!(cluster.group(leader, GROUP).voters(), nodes(&[1, 2]));
+        cluster
+            .propose(GROUP, append(1), 10 * SECOND)
+            .await
+            .expect("the group still commits");
+    });
+}

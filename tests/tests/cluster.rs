@@ -217,10 +217,6 @@ fn kill_9_of_a_leader_under_load_loses_no_acknowledged_record() {
 }
 
 #[test]
-#[ignore = "fails today: after SIGTERM of all three nodes (taken soon after the topic's \
-            creation, while __consumer_offsets replicas still move) and a concurrent restart, one \
-            node's groups all run again but its start (wait_until_ready in actors/src/node.rs) \
-            does not finish within 60 s; which of its conditions stays unmet is not yet known"]
 fn after_every_node_restarts_every_partition_has_a_leader_and_the_data() {
     let mut cluster = ProcessCluster::start(3, SERVE_ARGS);
     create_topic(&cluster, "orders");
@@ -241,9 +237,9 @@ fn after_every_node_restarts_every_partition_has_a_leader_and_the_data() {
     assert_eq!(consumed.lines().count(), 50, "{consumed}");
 }
 
+/// A drain moves every replica off the node, the metadata group's seat included, while the
+/// cluster is still growing the offsets topic onto the nodes that joined.
 #[test]
-#[ignore = "fails today: with a fourth node added, node 2 still holds replicas 40 s after \
-            `cluster drain 2`"]
 fn a_drained_node_ends_with_no_replicas() {
     let mut cluster = ProcessCluster::start(3, SERVE_ARGS);
     // Three nodes hold RF 3 everywhere: a fourth gives the drained node's replicas a home.
@@ -261,8 +257,12 @@ fn a_drained_node_ends_with_no_replicas() {
             .and_then(|n| n["replicas"].as_u64())
             .expect("the node is listed")
     };
-    eventually("node 2 drained", Duration::from_secs(40), || {
+    let drained = eventually("node 2 drained", Duration::from_secs(45), || {
         replicas_of(2) == 0
     });
+    eprintln!(
+        "drain: node 2 held no replica {} ms after `cluster drain`",
+        drained.as_millis()
+    );
     assert!(replicas_of(fourth) > 0, "the new node took replicas");
 }

@@ -4,10 +4,11 @@
 //! election, so it counts them for nothing (and with no other voter commits alone), and it
 //! computes a joint configuration's commit from that bookkeeping. So: one node at a time (any
 //! majority of the old configuration then meets any majority of the new one, whatever the
-//! leader miscounts); removals before additions; an addition only to a learner that has caught
-//! up; client proposals fenced from the start of an addition until the leader that carried it
-//! out has stepped down, and then it steps down, so the next leader's bookkeeping holds the real
-//! membership. The outgoing `leader_commit` is clamped by the group's network meanwhile, so no
+//! leader miscounts); removals before additions, except one that would leave a single voter
+//! (which async-raft can neither commit from the leader alone nor elect; see
+//! `change_membership_step`); an addition only to a learner that has caught up; client proposals fenced
+//! from the start of an addition until the leader that carried it out has stepped down, and
+//! then it steps down, so the next leader's bookkeeping holds the real membership. The outgoing `leader_commit` is clamped by the group's network meanwhile, so no
 //! follower applies what the miscount would call committed.
 
 use super::{admin_raft_error, RaftGroup};
@@ -34,7 +35,9 @@ pub enum StepOutcome {
 impl RaftGroup {
     /// Does the next single safe step from the current voters toward `target`: removes one
     /// member not in it (this node last), else brings one missing node in (first as a learner
-    /// until it has caught up, then as a voter, after which this node steps down). Callers
+    /// until it has caught up, then as a voter, after which this node steps down). A removal
+    /// that would leave one voter comes after the addition; a target of one voter is refused
+    /// once there are more. Callers
     /// loop, on whichever node leads, until `Done`.
     ///
     /// # Errors
@@ -61,8 +64,21 @@ impl RaftGroup {
         if let Some(gone) = removal {
             let mut next = current.clone();
             next.remove(&gone);
-            self.change_to(&next).await?;
-            return Ok(StepOutcome::Removed(gone));
+            if next.len() > 1 {
+                self.change_to(&next).await?;
+                return Ok(StepOutcome::Removed(gone));
+            }
+            // async-raft 0.6.1 cannot bring a group down to one voter: its leader computes the
+            // new configuration's quorum from its followers only, so a configuration of the
+            // leader alone never commits and the group accepts nothing again; and a lone voter
+            // that does not lead stays a candidate for ever (it counts votes only as answers
+            // arrive, and has nobody to ask). So the addition comes first.
+            if target.len() < 2 {
+                return Err(AdminError::InvalidTarget(format!(
+                    "{target:?} has one voter, and async-raft cannot shrink a group of {} to one",
+                    current.len()
+                )));
+            }
         }
         let Some(joining) = target.difference(&current).next().copied() else {
             return Ok(StepOutcome::Done);
