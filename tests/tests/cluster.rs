@@ -93,6 +93,19 @@ fn wait_for_full_replication(cluster: &ProcessCluster, topic: &str, within: Dura
     );
 }
 
+/// The metadata group grows one voter at a time and cannot lose one while it has two: tests that
+/// stop a node wait for its three voters first.
+fn wait_for_metadata_voters(cluster: &ProcessCluster, voters: usize, within: Duration) {
+    eventually(&format!("{voters} metadata voters"), within, || {
+        let output = cluster.cli(&["cluster", "status", "--json"]);
+        let Ok(status) = serde_json::from_slice::<serde_json::Value>(&output.stdout) else {
+            return false;
+        };
+        let roles = status["nodes"].as_array().into_iter().flatten();
+        roles.filter(|n| n["metadata_role"] == "voter").count() == voters
+    });
+}
+
 fn wait_for_leaders(cluster: &ProcessCluster, topic: &str, within: Duration) -> Duration {
     eventually(
         &format!("every partition of {topic} has a leader"),
@@ -138,6 +151,7 @@ fn kill_9_of_a_leader_under_load_loses_no_acknowledged_record() {
     let mut cluster = ProcessCluster::start(3, SERVE_ARGS);
     create_topic(&cluster, "load");
     wait_for_full_replication(&cluster, "load", Duration::from_secs(30));
+    wait_for_metadata_voters(&cluster, 3, Duration::from_secs(30));
     let bootstrap = cluster.bootstrap();
     let runtime = runtime();
     let mut config = ProducerConfig::from_client(client_config(&bootstrap));
@@ -213,6 +227,60 @@ fn kill_9_of_a_leader_under_load_loses_no_acknowledged_record() {
         disorder.is_empty(),
         "records out of send order within a partition: {:?}",
         &disorder[..disorder.len().min(5)]
+    );
+}
+
+/// The leader of partition 0 as node `id` describes it (None: no leader, or no answer).
+fn leader_of_0_via(cluster: &ProcessCluster, id: u64, topic: &str) -> Option<u64> {
+    let output = cluster.nodes[&id].cli(&["topic", "describe", topic, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    json["partitions"][0]["leader"].as_u64()
+}
+
+/// A leader frozen by SIGSTOP (a long pause, a stalled VM) is replaced; what is acknowledged
+/// meanwhile is all there; and once it runs again it follows the new leader and serves
+/// every record through itself.
+#[test]
+fn a_paused_leader_is_replaced_and_catches_up_when_it_resumes() {
+    let cluster = ProcessCluster::start(3, SERVE_ARGS);
+    create_topic(&cluster, "orders");
+    wait_for_full_replication(&cluster, "orders", Duration::from_secs(30));
+    wait_for_metadata_voters(&cluster, 3, Duration::from_secs(30));
+    let victim = leaders(&cluster, "orders")[0].expect("partition 0 has a leader");
+    let other = (1..=3).find(|n| *n != victim).expect("three nodes");
+    cluster.nodes[&victim].signal(libc::SIGSTOP);
+    // Only live nodes are asked from here on: a stopped process accepts connections and never
+    // answers, so a client would wait out its request timeout on it.
+    let failover = eventually(
+        "another node leads partition 0",
+        Duration::from_secs(30),
+        || leader_of_0_via(&cluster, other, "orders").is_some_and(|l| l != victim),
+    );
+    let lines: String = (0..30).map(|i| format!("paused-{i}\n")).collect();
+    success(&cluster.nodes[&other].cli_with_stdin(
+        &["produce", "orders", "--partition", "0", "--acks", "all"],
+        lines.as_bytes(),
+    ));
+    cluster.nodes[&victim].signal(libc::SIGCONT);
+    eventually(
+        "the resumed node knows the new leader",
+        Duration::from_secs(30),
+        || leader_of_0_via(&cluster, victim, "orders").is_some_and(|l| l != victim),
+    );
+    let consumed = success(&cluster.nodes[&victim].cli(&[
+        "consume",
+        "orders",
+        "--partition",
+        "0",
+        "--from",
+        "earliest",
+        "--exit-at-end",
+    ]));
+    let expected: Vec<String> = (0..30).map(|i| format!("paused-{i}")).collect();
+    assert_eq!(consumed.lines().collect::<Vec<_>>(), expected);
+    eprintln!(
+        "paused leader: replaced {} ms after SIGSTOP",
+        failover.as_millis()
     );
 }
 

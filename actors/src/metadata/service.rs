@@ -9,9 +9,9 @@ use super::validate::OFFSETS_TOPIC;
 use super::{MetadataState, MetadataView, TopicView};
 use crate::api::{
     ApiError, BrokerInfo, ClusterMetadata, ClusterStatus, ClusterStatusReply, CreateTopic,
-    DeleteTopic, DescribeTopic, DrainNode, InitProducerId, ListTopics, Metadata, NodeStatus,
-    PartitionDescription, PartitionMetadata, ProducerIdentity, Response, TopicDescription,
-    TopicMetadata, TopicSummary,
+    DeleteTopic, DescribeTopic, DrainNode, ErrorCode, InitProducerId, ListTopics, Metadata,
+    NodeStatus, PartitionDescription, PartitionMetadata, ProducerIdentity, Response,
+    TopicDescription, TopicMetadata, TopicSummary,
 };
 use crate::directory::Directory;
 use crate::liveness::Liveness;
@@ -21,7 +21,7 @@ use crate::operations::Observed;
 use crate::partition::{compact_applied_log, propose_error_pub};
 use crate::peers::{forward, no_leader, propose_at, FromPeer};
 use actix::prelude::*;
-use gregor_cluster::{ApplyOutcome, Command, GroupRole, RaftGroup, Transport};
+use gregor_cluster::{ApplyOutcome, Command, GroupRole, ProposeError, RaftGroup, Transport};
 use gregor_storage::{GroupId, NodeId, PartitionId};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +31,8 @@ use tokio::sync::watch;
 ///
 /// # Errors
 /// `NOT_LEADER` (with the leader) when this node does not lead the metadata group, `TIMEOUT`
-/// (the command may still commit), `UNAVAILABLE` while shutting down.
+/// (the command may still commit), `UNAVAILABLE` while shutting down or while the group's
+/// voters change.
 pub async fn propose(
     metadata: &RaftGroup,
     command: &MetadataCommand,
@@ -40,7 +41,13 @@ pub async fn propose(
     let (index, outcome) = metadata
         .propose(Command::Machine(encode_command(command)), timeout)
         .await
-        .map_err(propose_error_pub)?;
+        .map_err(|error| match error {
+            ProposeError::MembershipChanging => ApiError::new(
+                ErrorCode::UNAVAILABLE,
+                "the metadata group's voters are changing; retry",
+            ),
+            other => propose_error_pub(other),
+        })?;
     match outcome {
         ApplyOutcome::Machine(bytes) => decode_outcome(&bytes).map_err(|e| {
             ApiError::internal(format!("metadata entry {index} answered unreadably: {e}"))
