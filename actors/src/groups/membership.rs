@@ -81,6 +81,11 @@ pub struct Member {
     pub last_heartbeat_ms: i64,
     #[serde(skip)]
     pub revoke_deadline_ms: Option<i64>,
+    /// The heartbeat interval its last reply gave it: its session lasts at least two of them,
+    /// so that a group's timeout lowered below that interval does not expel it before its
+    /// next heartbeat tells it the shorter one.
+    #[serde(skip)]
+    pub heartbeat_interval_ms: u32,
 }
 
 impl Member {
@@ -89,7 +94,8 @@ impl Member {
     }
 
     fn expires_at_ms(&self, session_timeout_ms: u32) -> i64 {
-        let session = self.last_heartbeat_ms + i64::from(session_timeout_ms);
+        let session_ms = session_timeout_ms.max(self.heartbeat_interval_ms.saturating_mul(2));
+        let session = self.last_heartbeat_ms + i64::from(session_ms);
         self.revoke_deadline_ms.map_or(session, |d| d.min(session))
     }
 }
@@ -186,7 +192,10 @@ impl ConsumerGroup {
         self.refresh(env);
         self.reconcile(&id, owned.as_ref(), env.now_ms);
         self.check();
-        Ok(self.reply(&id, owned.as_ref(), env.config))
+        let reply = self.reply(&id, owned.as_ref(), env.config);
+        let member = self.members.get_mut(&id).expect("joined or known");
+        member.heartbeat_interval_ms = reply.heartbeat_interval_ms;
+        Ok(reply)
     }
 
     fn validate(
@@ -331,6 +340,7 @@ impl ConsumerGroup {
             static_left: false,
             last_heartbeat_ms: env.now_ms,
             revoke_deadline_ms: None,
+            heartbeat_interval_ms: 0,
         };
         match previous {
             // The static member is back: it takes over its predecessor's partitions and

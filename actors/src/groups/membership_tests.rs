@@ -313,6 +313,25 @@ fn a_group_s_session_timeout_expels_its_quiet_member_and_the_default_does_not() 
 }
 
 #[test]
+fn a_lowered_group_timeout_waits_for_the_member_to_learn_its_shorter_interval() {
+    let mut h = group_timed_member(None);
+    let config = h.config;
+    // The member was told to heartbeat every 5 s; the group's timeout drops to 2 s.
+    h.group.set_session_timeout(Some(2_000), &config).unwrap();
+    h.now_ms += 4_999;
+    assert!(h.expire().is_empty(), "its next heartbeat is not due yet");
+    h.beat("quiet");
+    h.now_ms += 1_999;
+    assert!(h.expire().is_empty());
+    h.now_ms += 1;
+    assert_eq!(
+        h.expire().len(),
+        1,
+        "told 666 ms, it is held to the group's 2 s"
+    );
+}
+
+#[test]
 fn a_group_s_session_timeout_keeps_within_the_broker_s_bounds() {
     let mut h = group_timed_member(Some(2_000));
     let config = h.config;
