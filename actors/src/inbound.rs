@@ -116,6 +116,12 @@ impl NodeMessages {
             Request::ResetOffsets(r) => {
                 Response::ResetOffsets(ask(&self.groups, FromPeer(r)).await??)
             }
+            Request::AlterGroupConfig(r) => {
+                Response::AlterGroupConfig(ask(&self.groups, FromPeer(r)).await??)
+            }
+            Request::DescribeGroupConfig(r) => {
+                Response::DescribeGroupConfig(ask(&self.groups, FromPeer(r)).await??)
+            }
             Request::ConsumerGroupHeartbeat(r) => {
                 Response::ConsumerGroupHeartbeat(ask(&self.groups, FromPeer(r)).await??)
             }

@@ -27,6 +27,7 @@
 
 use crate::api::{ApiError, ErrorCode, Request, Response};
 use crate::directory::Directory;
+use crate::groups::membership::GroupConfig;
 use crate::groups::GroupRouter;
 use crate::inbound::NodeMessages;
 use crate::liveness::Liveness;
@@ -112,6 +113,9 @@ pub struct NodeConfig {
     /// Block cache for fjall.
     pub cache_bytes: u64,
     pub cluster: ClusterSettings,
+    /// Consumer groups' session timeout: the default and the bounds a group's configuration
+    /// or a member's request must keep within.
+    pub groups: GroupConfig,
 }
 
 impl NodeConfig {
@@ -127,6 +131,7 @@ impl NodeConfig {
             retention_check_interval_ms: 30_000,
             cache_bytes: 64 * 1024 * 1024,
             cluster: ClusterSettings::default(),
+            groups: GroupConfig::default(),
         }
     }
 }
@@ -238,7 +243,8 @@ impl Broker {
     }
 
     /// The group router: send it `CommitOffsets`, `FetchOffsets`, `ListGroups`,
-    /// `DescribeGroup`, `ResetOffsets`, `ConsumerGroupHeartbeat`.
+    /// `DescribeGroup`, `ResetOffsets`, `ConsumerGroupHeartbeat`, `AlterGroupConfig`,
+    /// `DescribeGroupConfig`.
     pub fn groups(&self) -> Addr<GroupRouter> {
         self.groups.clone()
     }
@@ -311,6 +317,12 @@ impl Broker {
             Request::ResetOffsets(r) => Response::ResetOffsets(ask(self.groups(), r).await??),
             Request::ConsumerGroupHeartbeat(r) => {
                 Response::ConsumerGroupHeartbeat(ask(self.groups(), r).await??)
+            }
+            Request::AlterGroupConfig(r) => {
+                Response::AlterGroupConfig(ask(self.groups(), r).await??)
+            }
+            Request::DescribeGroupConfig(r) => {
+                Response::DescribeGroupConfig(ask(self.groups(), r).await??)
             }
             Request::InitProducerId(r) => Response::InitProducerId(ask(self.metadata(), r).await??),
             Request::ClusterStatus(r) => Response::ClusterStatus(ask(self.metadata(), r).await??),
@@ -481,8 +493,13 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
     )
     .with_compaction(settings.retention_check_interval)
     .start();
-    let groups =
-        GroupRouter::new(directory.clone(), env.transport.clone(), env.clock.clone()).start();
+    let groups = GroupRouter::new(
+        directory.clone(),
+        env.transport.clone(),
+        env.clock.clone(),
+        config.groups,
+    )
+    .start();
     dispatcher.set_node_message_handler(Arc::new(Inbound(NodeMessages {
         metadata: metadata.clone(),
         groups: groups.clone(),

@@ -1,7 +1,7 @@
 //! Consumer group membership in a cluster: heartbeats reach the coordinator through any node,
 //! and when the node leading the group's `__consumer_offsets` partition stops, the next leader
-//! rebuilds the group from that partition (members, epochs, assignments), so members carry on
-//! without a rebalance.
+//! rebuilds the group from that partition (members, epochs, assignments, hosts), so members
+//! carry on without a rebalance.
 
 mod common;
 
@@ -13,6 +13,8 @@ use gregor_cluster::GroupRole;
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(120);
+/// The client's address as the server session of the node it connected to wrote it.
+const CLIENT_HOST: &str = "198.51.100.7";
 
 async fn retry(cluster: &TestCluster, via: u64, request: impl Into<Request> + Clone) -> Response {
     let deadline = tokio::time::Instant::now() + LONG;
@@ -70,7 +72,7 @@ fn heartbeat(
         owned,
         rebalance_timeout_ms: 60_000,
         session_timeout_ms: Some(60_000),
-        host: None,
+        host: Some(CLIENT_HOST.into()),
     }
 }
 
@@ -123,6 +125,9 @@ fn a_group_survives_the_loss_of_its_coordinator_s_node_without_a_rebalance() {
             panic!("not a description")
         };
         assert_eq!(description.members.len(), 1);
+        // The host is the client's, carried by the forwarded heartbeat (not the forwarding
+        // node's), and kept in the group's rows through the failover.
+        assert_eq!(description.members[0].host.as_deref(), Some(CLIENT_HOST));
         assert_eq!(description.state, "stable");
         assert_ne!(coordinator_node(&cluster, &alive), Some(leader));
         cluster.shutdown().await;

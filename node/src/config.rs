@@ -24,6 +24,7 @@
 //!   replicas still hold the data. With one replica, a power cut can lose acknowledged records.
 
 mod cluster;
+mod groups;
 
 pub use cluster::{
     AddressList, ClusterConfig, DEFAULT_CLUSTER_ID, DEFAULT_DEAD_NODE_GRACE_MS,
@@ -130,6 +131,14 @@ dead_node_grace_ms = 600000
 election_timeout_ms = 800
 # Raft: how often a leader tells its followers it is alive; at most half the election timeout.
 heartbeat_interval_ms = 250
+
+# --- Consumer groups. A member that sends no heartbeat for its session timeout is expelled
+# and its partitions go to the others. The timeout is the member's own request, else its
+# group's (gregor group config G --session-timeout 10s), else this default; both must keep
+# within the bounds (Kafka's group.consumer.*session.timeout.ms).
+group_session_timeout_ms = 45000
+group_min_session_timeout_ms = 1000
+group_max_session_timeout_ms = 1800000
 "#;
 
 /// When acknowledged writes reach the disk; see the module documentation for the trade-off.
@@ -286,6 +295,9 @@ settings! {
     dead_node_grace_ms: u64,
     election_timeout_ms: u64,
     heartbeat_interval_ms: u64,
+    group_session_timeout_ms: u32,
+    group_min_session_timeout_ms: u32,
+    group_max_session_timeout_ms: u32,
 }
 
 type Origins = BTreeMap<&'static str, Origin>;
@@ -609,6 +621,13 @@ fn validate(raw: RawConfig, origins: &Origins) -> Result<ServeConfig, ConfigErro
     })
     .map_err(|(key, value, reason)| invalid(key, &value, reason))?;
 
+    let group_config = groups::validate(groups::RawGroups {
+        session_timeout_ms: raw.group_session_timeout_ms,
+        min_session_timeout_ms: raw.group_min_session_timeout_ms,
+        max_session_timeout_ms: raw.group_max_session_timeout_ms,
+    })
+    .map_err(|(key, value, reason)| invalid(key, &value, reason))?;
+
     Ok(ServeConfig {
         node: NodeConfig {
             node_id: NodeId(node_id),
@@ -620,6 +639,7 @@ fn validate(raw: RawConfig, origins: &Origins) -> Result<ServeConfig, ConfigErro
             retention_check_interval_ms,
             cache_bytes,
             cluster: cluster_settings(&clustered),
+            groups: group_config,
         },
         listen,
         server: ServerConfig {

@@ -465,6 +465,19 @@ fn every_request_kind_encodes_as_documented() {
                 ("host", V::Nil),
             ]),
         ),
+        (
+            Request::AlterGroupConfig(AlterGroupConfig {
+                group: "billing".into(),
+                session_timeout_ms: Some(10_000),
+            }),
+            map(&[("group", s("billing")), ("session_timeout_ms", i(10_000))]),
+        ),
+        (
+            Request::DescribeGroupConfig(DescribeGroupConfig {
+                group: "billing".into(),
+            }),
+            map(&[("group", s("billing"))]),
+        ),
     ];
     let mut kinds_seen = std::collections::BTreeSet::new();
     for (id, (request, body)) in cases.into_iter().enumerate() {
@@ -497,6 +510,22 @@ fn serde_kind<T: Serialize>(tagged_value: &T) -> String {
 
 #[test]
 fn every_response_kind_encodes_as_documented() {
+    let group_config = GroupConfigDescription {
+        group: "billing".into(),
+        session_timeout_ms: Some(10_000),
+        effective_session_timeout_ms: 10_000,
+        default_session_timeout_ms: 45_000,
+        min_session_timeout_ms: 1_000,
+        max_session_timeout_ms: 1_800_000,
+    };
+    let group_config_body = map(&[
+        ("group", s("billing")),
+        ("session_timeout_ms", i(10_000)),
+        ("effective_session_timeout_ms", i(10_000)),
+        ("default_session_timeout_ms", i(45_000)),
+        ("min_session_timeout_ms", i(1_000)),
+        ("max_session_timeout_ms", i(1_800_000)),
+    ]);
     let description = TopicDescription {
         name: "orders".into(),
         replication_factor: 1,
@@ -673,6 +702,7 @@ fn every_response_kind_encodes_as_documented() {
                 state: "empty".into(),
                 group_epoch: 2,
                 members: vec![],
+                session_timeout_ms: 45_000,
             }),
             map(&[
                 ("group", s("billing")),
@@ -689,6 +719,7 @@ fn every_response_kind_encodes_as_documented() {
                 ("state", s("empty")),
                 ("group_epoch", i(2)),
                 ("members", arr(&[])),
+                ("session_timeout_ms", i(45_000)),
             ]),
         ),
         (
@@ -769,6 +800,14 @@ fn every_response_kind_encodes_as_documented() {
             ]),
         ),
         (Response::DrainNode(()), V::Nil),
+        (
+            Response::AlterGroupConfig(group_config.clone()),
+            group_config_body.clone(),
+        ),
+        (
+            Response::DescribeGroupConfig(group_config),
+            group_config_body,
+        ),
     ];
     let mut kinds_seen = std::collections::BTreeSet::new();
     for (id, (response, body)) in cases.into_iter().enumerate() {

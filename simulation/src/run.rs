@@ -24,6 +24,8 @@ use tokio::time::Instant;
 
 /// Share of runs (without faults that need the model disk) whose nodes store on real fjall.
 const FJALL_SHARE: f64 = 0.2;
+/// Members of the workload's shared consumer group.
+const GROUP_MEMBERS: u32 = 3;
 /// How long the cluster may take to accept the workload's topics.
 const SETUP_BOUND: Duration = Duration::from_secs(60);
 
@@ -43,6 +45,9 @@ pub struct Sabotage {
     pub hide_clock_skew: bool,
     /// After the liveness phase, a committed record in one replica's log is rewritten.
     pub tamper_replica: bool,
+    /// The shared group's members misreport to the group checker: they never say they
+    /// released a partition or left, and claim commits 1,000 records past what they sent.
+    pub misreport_groups: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -353,6 +358,8 @@ fn workload_config(shape: &Shape, sabotage: Sabotage, rng: &mut SmallRng) -> Wor
         replication_factor: shape.nodes.min(3) as u16,
         producers,
         consumers: rng.gen_range(1..=2),
+        group_members: GROUP_MEMBERS,
+        misreport_groups: sabotage.misreport_groups,
         topic_churn: shape.kinds.contains(&FaultKind::TopicChurn),
         oversized_records: true,
         send_pause_ms: (5, 80),
@@ -451,6 +458,7 @@ async fn run_here(config: RunConfig) -> Report {
             let bound = Duration::from_millis(config.liveness_bound_ms);
             violations.extend(workload::liveness(&workload, bound, &mut rng).await);
             workload.stop().await;
+            violations.extend(crate::group_check::judge(&workload.group_events()));
             if config.sabotage.tamper_replica {
                 crate::tamper::tamper_one_record(&cluster, &recorder).await;
             }

@@ -394,6 +394,84 @@ fn commits_are_checked_against_the_member_and_its_epoch_and_membership_survives_
     assert_eq!(reply.assignment, None, "nothing changed");
 }
 
+/// A member that asks for no session timeout of its own: its group's applies.
+fn start_without_own_timeout(node: &Node, topic: &str, group: &str, seen: &Seen) -> Member {
+    let mut command = Command::new(gregor_binary());
+    command.args(["consume", topic, "--group", group, "--format", "%p %o\\n"]);
+    Member::spawn(command, node, group, seen)
+}
+
+fn members_of(node: &Node, group: &str) -> usize {
+    describe_json(node, group).matches("\"member_id\"").count()
+}
+
+#[test]
+fn describe_shows_the_member_s_host_and_a_group_s_session_timeout_expels_it_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_fresh(dir.path());
+    let rt = runtime();
+    create_topic(&rt, &node, "orders");
+    let seen: Seen = Arc::default();
+
+    let set = success(&node.cli(&["group", "config", "quick", "--session-timeout", "2s"]));
+    assert!(
+        set.contains("Session timeout: 2000 ms (group config)"),
+        "{set}"
+    );
+    let refused = failure(&node.cli(&["group", "config", "quick", "--session-timeout", "100ms"]));
+    assert!(refused.contains("INVALID_SESSION_TIMEOUT"), "{refused}");
+    assert!(refused.contains("1000 to 1800000 ms"), "{refused}");
+    let shown = success(&node.cli(&["group", "config", "quick"]));
+    assert!(
+        shown.contains("Session timeout: 2000 ms (group config)"),
+        "{shown}"
+    );
+    let default = success(&node.cli(&["group", "config", "patient"]));
+    assert!(
+        default.contains("Session timeout: 45000 ms (broker default"),
+        "{default}"
+    );
+
+    let quick = start_without_own_timeout(&node, "orders", "quick", &seen);
+    let patient = start_without_own_timeout(&node, "orders", "patient", &seen);
+    wait_for("both members with partitions", || {
+        quick.has_partitions() && patient.has_partitions()
+    });
+    let json = describe_json(&node, "quick");
+    assert!(json.contains("\"host\": \"127.0.0.1\""), "{json}");
+    assert!(json.contains("\"session_timeout_ms\": 2000"), "{json}");
+    let text = success(&node.cli(&["group", "describe", "patient"]));
+    assert!(text.contains("127.0.0.1"), "{text}");
+
+    quick.kill9();
+    patient.kill9();
+    let killed = Instant::now();
+    wait_for("the quick group's member expelled", || {
+        members_of(&node, "quick") == 0
+    });
+    let expelled_after = killed.elapsed();
+    // Expelled by its group's 2 s, not by the broker's 45 s; the other group's member, dead
+    // just as long, still has its session.
+    assert!(
+        expelled_after < Duration::from_secs(20),
+        "{expelled_after:?}"
+    );
+    assert_eq!(
+        members_of(&node, "patient"),
+        1,
+        "the default 45 s are not over"
+    );
+
+    // The group's configuration is in its rows: it outlives a restart.
+    let address = node.address.clone();
+    let _ = node.terminate();
+    let node = Node::start(dir.path(), &address);
+    wait_for("the group's configuration after a restart", || {
+        let output = node.cli(&["group", "config", "quick"]);
+        String::from_utf8_lossy(&output.stdout).contains("Session timeout: 2000 ms (group config)")
+    });
+}
+
 fn admin_after_restart(runtime: &tokio::runtime::Runtime, node: &Node) -> Admin {
     let address = node.address.clone();
     runtime.block_on(async move {

@@ -10,9 +10,10 @@ use super::core::{GroupCore, NewOffset};
 use super::membership::{CommitBy, ConsumerGroup, Env, GroupConfig};
 use super::records::{self, Rows};
 use crate::api::{
-    ApiError, CommitOffsets, CommittedOffset, ConsumerGroupHeartbeat, ConsumerGroupHeartbeatReply,
-    DescribeGroup, ErrorCode, FetchOffsets, GroupDescription, GroupPartitionLag, ListOffsets,
-    OffsetReset, OffsetSpec, ResetOffsets, ResetTarget,
+    AlterGroupConfig, ApiError, CommitOffsets, CommittedOffset, ConsumerGroupHeartbeat,
+    ConsumerGroupHeartbeatReply, DescribeGroup, DescribeGroupConfig, ErrorCode, FetchOffsets,
+    GroupConfigDescription, GroupDescription, GroupPartitionLag, ListOffsets, OffsetReset,
+    OffsetSpec, ResetOffsets, ResetTarget,
 };
 use crate::directory::Directory;
 use crate::partition::{PartitionReplica, ProposeKv};
@@ -346,7 +347,50 @@ impl Handler<DescribeGroup> for GroupCoordinator {
             state: self.members.state().to_string(),
             group_epoch: self.members.meta.epoch,
             members: self.members.describe_members(),
+            session_timeout_ms: self.members.group_session_timeout_ms(&self.config),
         })
+    }
+}
+
+impl GroupCoordinator {
+    fn describe_config(&self) -> GroupConfigDescription {
+        GroupConfigDescription {
+            group: self.core.name().to_string(),
+            session_timeout_ms: self.members.meta.session_timeout_ms,
+            effective_session_timeout_ms: self.members.group_session_timeout_ms(&self.config),
+            default_session_timeout_ms: self.config.session_timeout_ms,
+            min_session_timeout_ms: self.config.min_session_timeout_ms,
+            max_session_timeout_ms: self.config.max_session_timeout_ms,
+        }
+    }
+}
+
+impl Handler<DescribeGroupConfig> for GroupCoordinator {
+    type Result = Result<GroupConfigDescription, ApiError>;
+
+    fn handle(&mut self, _: DescribeGroupConfig, _: &mut Self::Context) -> Self::Result {
+        Ok(self.describe_config())
+    }
+}
+
+/// The group's configuration is a field of its group row, written like any membership change.
+impl Handler<AlterGroupConfig> for GroupCoordinator {
+    type Result = AtomicResponse<Self, Result<GroupConfigDescription, ApiError>>;
+
+    fn handle(&mut self, request: AlterGroupConfig, _: &mut Self::Context) -> Self::Result {
+        let mut next = self.members.clone();
+        if let Err(error) = next.set_session_timeout(request.session_timeout_ms, &self.config) {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(error))));
+        }
+        AtomicResponse::new(Box::pin(self.persist(next).map(|result, act, _| {
+            result?;
+            tracing::info!(
+                group = act.core.name(),
+                session_timeout_ms = ?act.members.meta.session_timeout_ms,
+                "group config changed"
+            );
+            Ok(act.describe_config())
+        })))
     }
 }
 

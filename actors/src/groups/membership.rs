@@ -17,7 +17,9 @@ use regex_automata::meta::Regex;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Broker bounds and defaults of group timing (Kafka's defaults).
+/// Broker bounds and defaults of group timing (Kafka's defaults, but for the session timeout
+/// bounds, which are the classic protocol's wider ones so that a group can be configured for
+/// quick failover).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupConfig {
     pub session_timeout_ms: u32,
@@ -63,7 +65,9 @@ pub struct Member {
     pub subscription: Subscription,
     pub assignor: Option<String>,
     pub rebalance_timeout_ms: u32,
-    pub session_timeout_ms: u32,
+    /// The timeout the member asked for, if it did; else the group's applies (see
+    /// [`ConsumerGroup::session_timeout_ms`]).
+    pub session_timeout_ms: Option<u32>,
     pub epoch: i32,
     pub previous_epoch: i32,
     /// Partitions it owns.
@@ -77,6 +81,11 @@ pub struct Member {
     pub last_heartbeat_ms: i64,
     #[serde(skip)]
     pub revoke_deadline_ms: Option<i64>,
+    /// The heartbeat interval its last reply gave it: its session lasts at least two of them,
+    /// so that a group's timeout lowered below that interval does not expel it before its
+    /// next heartbeat tells it the shorter one.
+    #[serde(skip)]
+    pub heartbeat_interval_ms: u32,
 }
 
 impl Member {
@@ -84,9 +93,10 @@ impl Member {
         self.assigned.contains(tp) || self.revoking.contains(tp)
     }
 
-    fn expired(&self, now_ms: i64) -> bool {
-        now_ms >= self.last_heartbeat_ms + i64::from(self.session_timeout_ms)
-            || self.revoke_deadline_ms.is_some_and(|d| now_ms >= d)
+    fn expires_at_ms(&self, session_timeout_ms: u32) -> i64 {
+        let session_ms = session_timeout_ms.max(self.heartbeat_interval_ms.saturating_mul(2));
+        let session = self.last_heartbeat_ms + i64::from(session_ms);
+        self.revoke_deadline_ms.map_or(session, |d| d.min(session))
     }
 }
 
@@ -97,6 +107,10 @@ pub struct GroupMeta {
     pub target_epoch: i32,
     /// The subscribed topics' partition counts the target was computed from.
     pub partitions: BTreeMap<String, u32>,
+    /// The group's configured session timeout (Kafka's `group.consumer.session.timeout.ms`);
+    /// `None`: the broker's default.
+    #[serde(default)]
+    pub session_timeout_ms: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -178,7 +192,10 @@ impl ConsumerGroup {
         self.refresh(env);
         self.reconcile(&id, owned.as_ref(), env.now_ms);
         self.check();
-        Ok(self.reply(&id, owned.as_ref(), env.config))
+        let reply = self.reply(&id, owned.as_ref(), env.config);
+        let member = self.members.get_mut(&id).expect("joined or known");
+        member.heartbeat_interval_ms = reply.heartbeat_interval_ms;
+        Ok(reply)
     }
 
     fn validate(
@@ -190,15 +207,7 @@ impl ConsumerGroup {
             Assignor::from_name(name)?;
         }
         if let Some(ms) = hb.session_timeout_ms {
-            if !(config.min_session_timeout_ms..=config.max_session_timeout_ms).contains(&ms) {
-                return Err(ApiError::new(
-                    ErrorCode::INVALID_SESSION_TIMEOUT,
-                    format!(
-                        "session timeout {ms} ms is outside the broker's bounds {} to {} ms",
-                        config.min_session_timeout_ms, config.max_session_timeout_ms
-                    ),
-                ));
-            }
+            check_session_timeout(ms, config)?;
         }
         match &hb.subscription {
             None if hb.member_epoch == JOIN_EPOCH => Err(ApiError::new(
@@ -323,9 +332,7 @@ impl ConsumerGroup {
             subscription: subscription.clone(),
             assignor: hb.server_assignor.clone(),
             rebalance_timeout_ms: hb.rebalance_timeout_ms,
-            session_timeout_ms: hb
-                .session_timeout_ms
-                .unwrap_or(env.config.session_timeout_ms),
+            session_timeout_ms: hb.session_timeout_ms,
             epoch: 0,
             previous_epoch: 0,
             assigned: BTreeSet::new(),
@@ -333,6 +340,7 @@ impl ConsumerGroup {
             static_left: false,
             last_heartbeat_ms: env.now_ms,
             revoke_deadline_ms: None,
+            heartbeat_interval_ms: 0,
         };
         match previous {
             // The static member is back: it takes over its predecessor's partitions and
@@ -524,7 +532,7 @@ impl ConsumerGroup {
         let member = &self.members[id];
         let interval = config
             .heartbeat_interval_ms
-            .min(member.session_timeout_ms / 3);
+            .min(self.session_timeout_ms(member, config) / 3);
         let converging = !member.revoking.is_empty()
             || member.epoch != self.meta.target_epoch
             || self.target.get(id) != Some(&member.assigned);
@@ -546,7 +554,7 @@ impl ConsumerGroup {
         let expired: Vec<MemberId> = self
             .members
             .values()
-            .filter(|m| m.expired(env.now_ms))
+            .filter(|m| env.now_ms >= m.expires_at_ms(self.session_timeout_ms(m, env.config)))
             .map(|m| m.id.clone())
             .collect();
         for id in &expired {
@@ -560,14 +568,45 @@ impl ConsumerGroup {
     }
 
     /// The earliest time a member can expire.
-    pub fn next_expiry_ms(&self) -> Option<i64> {
+    pub fn next_expiry_ms(&self, config: &GroupConfig) -> Option<i64> {
         self.members
             .values()
-            .map(|m| {
-                let session = m.last_heartbeat_ms + i64::from(m.session_timeout_ms);
-                m.revoke_deadline_ms.map_or(session, |d| d.min(session))
-            })
+            .map(|m| m.expires_at_ms(self.session_timeout_ms(m, config)))
             .min()
+    }
+
+    /// The session timeout of members that do not ask for one: the group's, kept within the
+    /// broker's bounds (which may have narrowed since it was set), else the broker's default.
+    pub fn group_session_timeout_ms(&self, config: &GroupConfig) -> u32 {
+        self.meta
+            .session_timeout_ms
+            .map_or(config.session_timeout_ms, |ms| {
+                ms.clamp(config.min_session_timeout_ms, config.max_session_timeout_ms)
+            })
+    }
+
+    /// `member`'s session timeout: its own request, else the group's.
+    pub fn session_timeout_ms(&self, member: &Member, config: &GroupConfig) -> u32 {
+        member
+            .session_timeout_ms
+            .unwrap_or_else(|| self.group_session_timeout_ms(config))
+    }
+
+    /// Sets the group's session timeout (`None`: back to the broker's default); it applies to
+    /// its members from their next heartbeat or session check.
+    ///
+    /// # Errors
+    /// `INVALID_SESSION_TIMEOUT` outside the broker's bounds; the group is then unchanged.
+    pub fn set_session_timeout(
+        &mut self,
+        session_timeout_ms: Option<u32>,
+        config: &GroupConfig,
+    ) -> Result<(), ApiError> {
+        if let Some(ms) = session_timeout_ms {
+            check_session_timeout(ms, config)?;
+        }
+        self.meta.session_timeout_ms = session_timeout_ms;
+        Ok(())
     }
 
     /// Whether a commit of `tp` may be stored: a member commits only partitions it owns, at
@@ -662,6 +701,20 @@ impl ConsumerGroup {
         }
         assert!(self.target.keys().all(|m| self.members.contains_key(m)));
     }
+}
+
+fn check_session_timeout(ms: u32, config: &GroupConfig) -> Result<(), ApiError> {
+    if (config.min_session_timeout_ms..=config.max_session_timeout_ms).contains(&ms) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::INVALID_SESSION_TIMEOUT,
+        format!(
+            "session timeout {ms} ms is outside the broker's bounds {} to {} ms \
+             (group_min_session_timeout_ms, group_max_session_timeout_ms)",
+            config.min_session_timeout_ms, config.max_session_timeout_ms
+        ),
+    ))
 }
 
 fn fenced(member_id: &str, why: &str) -> ApiError {

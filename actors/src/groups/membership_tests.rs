@@ -22,6 +22,8 @@ struct Client {
     instance_id: Option<String>,
     subscription: Option<Subscription>,
     stuck: bool,
+    /// Asks for no session timeout of its own (the others ask for 3 s).
+    group_timeout: bool,
 }
 
 fn topics(spec: &[(&str, u32)]) -> BTreeMap<String, u32> {
@@ -40,7 +42,7 @@ fn heartbeat(group: &str, client: &Client, epoch: i32) -> ConsumerGroupHeartbeat
         server_assignor: None,
         owned: Some(by_topic(&client.owned)),
         rebalance_timeout_ms: 10_000,
-        session_timeout_ms: Some(3_000),
+        session_timeout_ms: (!client.group_timeout).then_some(3_000),
         host: None,
     }
 }
@@ -242,7 +244,10 @@ fn an_expired_session_frees_its_partitions_for_the_others() {
     h.now_ms += 2_000;
     h.beat("a");
     h.beat("b");
-    assert_eq!(h.group.next_expiry_ms(), Some(h.now_ms - 2_000 + 3_000));
+    assert_eq!(
+        h.group.next_expiry_ms(&h.config),
+        Some(h.now_ms - 2_000 + 3_000)
+    );
     h.now_ms += 1_500;
     let expired = h.expire();
     assert_eq!(expired, vec![h.clients["c"].member_id.clone()]);
@@ -251,6 +256,105 @@ fn an_expired_session_frees_its_partitions_for_the_others() {
     h.settle();
     assert_eq!(h.owned("a").len() + h.owned("b").len(), 6);
     h.assert_single_owners();
+}
+
+/// A harness whose one member, `quiet`, asks for no session timeout of its own.
+fn group_timed_member(session_timeout_ms: Option<u32>) -> Harness {
+    let mut h = Harness::new(&[("t", 2)]);
+    let config = h.config;
+    h.group
+        .set_session_timeout(session_timeout_ms, &config)
+        .unwrap();
+    let client = Client {
+        subscription: Some(topics_sub(&["t"])),
+        group_timeout: true,
+        ..Client::default()
+    };
+    h.clients.insert("quiet", client);
+    h.send("quiet", JOIN_EPOCH).unwrap();
+    h.settle();
+    h
+}
+
+#[test]
+fn a_group_s_session_timeout_expels_its_quiet_member_and_the_default_does_not() {
+    let mut short = group_timed_member(Some(2_000));
+    let mut default = group_timed_member(None);
+    assert_eq!(short.group.group_session_timeout_ms(&short.config), 2_000);
+    assert_eq!(
+        default.group.group_session_timeout_ms(&default.config),
+        45_000
+    );
+    // The heartbeat interval follows the group's timeout: a third of it when shorter than 5 s.
+    let quiet = heartbeat("g", &short.clients["quiet"], short.clients["quiet"].epoch);
+    let env = Env {
+        now_ms: short.now_ms,
+        topics: &short.topics,
+        config: &short.config,
+    };
+    let reply = short.group.heartbeat(quiet, &env).unwrap();
+    assert_eq!(reply.heartbeat_interval_ms, 666);
+    for h in [&mut short, &mut default] {
+        h.now_ms += 1_999;
+        assert!(h.expire().is_empty());
+    }
+    short.now_ms += 1;
+    default.now_ms += 1;
+    assert_eq!(short.expire().len(), 1, "expelled after the group's 2 s");
+    assert!(short.group.is_empty());
+    assert!(
+        default.expire().is_empty(),
+        "the broker's 45 s are not over"
+    );
+    default.now_ms += 45_000 - 2_000 - 1;
+    assert!(default.expire().is_empty());
+    default.now_ms += 1;
+    assert_eq!(default.expire().len(), 1);
+}
+
+#[test]
+fn a_lowered_group_timeout_waits_for_the_member_to_learn_its_shorter_interval() {
+    let mut h = group_timed_member(None);
+    let config = h.config;
+    // The member was told to heartbeat every 5 s; the group's timeout drops to 2 s.
+    h.group.set_session_timeout(Some(2_000), &config).unwrap();
+    h.now_ms += 4_999;
+    assert!(h.expire().is_empty(), "its next heartbeat is not due yet");
+    h.beat("quiet");
+    h.now_ms += 1_999;
+    assert!(h.expire().is_empty());
+    h.now_ms += 1;
+    assert_eq!(
+        h.expire().len(),
+        1,
+        "told 666 ms, it is held to the group's 2 s"
+    );
+}
+
+#[test]
+fn a_group_s_session_timeout_keeps_within_the_broker_s_bounds() {
+    let mut h = group_timed_member(Some(2_000));
+    let config = h.config;
+    let error = h.group.set_session_timeout(Some(500), &config).unwrap_err();
+    assert_eq!(error.code, ErrorCode::INVALID_SESSION_TIMEOUT);
+    assert!(
+        error.message.contains("1000 to 1800000 ms"),
+        "{}",
+        error.message
+    );
+    assert_eq!(h.group.meta.session_timeout_ms, Some(2_000), "unchanged");
+    // Bounds narrowed since the group set its value: the value is clamped into them.
+    h.config.min_session_timeout_ms = 5_000;
+    assert_eq!(h.group.group_session_timeout_ms(&h.config), 5_000);
+    h.config = GroupConfig::default();
+    // A member's own request takes precedence over the group's value.
+    h.join("own", topics_sub(&["t"]), None);
+    let own = h.group.members[&h.clients["own"].member_id].clone();
+    assert_eq!(h.group.session_timeout_ms(&own, &h.config), 3_000);
+    // And the value is a field of the stored group row.
+    let rows = super::super::records::rows("g", &h.group);
+    let reloaded = super::super::records::load("g", &rows.into_iter().collect::<Vec<_>>(), 8, 0);
+    assert_eq!(reloaded.unwrap().meta.session_timeout_ms, Some(2_000));
 }
 
 #[test]

@@ -11,9 +11,10 @@ use super::core::{
 use super::membership::GroupConfig;
 use super::records;
 use crate::api::{
-    ApiError, CommitOffsets, CommittedOffset, ConsumerGroupHeartbeat, ConsumerGroupHeartbeatReply,
-    DescribeGroup, ErrorCode, FetchOffsets, GroupDescription, ListGroups, OffsetReset, Request,
-    ResetOffsets, Response,
+    AlterGroupConfig, ApiError, CommitOffsets, CommittedOffset, ConsumerGroupHeartbeat,
+    ConsumerGroupHeartbeatReply, DescribeGroup, DescribeGroupConfig, ErrorCode, FetchOffsets,
+    GroupConfigDescription, GroupDescription, ListGroups, OffsetReset, Request, ResetOffsets,
+    Response,
 };
 use crate::directory::{Directory, ReplicaHandle};
 use crate::metadata::{MetadataView, NodeState, OFFSETS_TOPIC};
@@ -53,13 +54,14 @@ impl GroupRouter {
         directory: Arc<Directory>,
         transport: Arc<dyn Transport>,
         clock: Arc<dyn Clock>,
+        config: GroupConfig,
     ) -> Self {
         let topics = topic_ids(&directory.view());
         GroupRouter {
             directory,
             transport,
             clock,
-            config: GroupConfig::default(),
+            config,
             coordinators: BTreeMap::new(),
             topics,
         }
@@ -280,6 +282,8 @@ routed! {
     DescribeGroup -> GroupDescription;
     ResetOffsets -> Vec<OffsetReset>;
     ConsumerGroupHeartbeat -> ConsumerGroupHeartbeatReply;
+    AlterGroupConfig -> GroupConfigDescription;
+    DescribeGroupConfig -> GroupConfigDescription;
 }
 
 fn topic_ids(view: &MetadataView) -> BTreeSet<TopicId> {

@@ -4,11 +4,12 @@
 use super::cluster::{expect_reply, ClientConfig, Cluster, Route};
 use super::error::ClientError;
 use gregor_protocol::api::{
-    ClusterMetadata, ClusterStatus, ClusterStatusReply, CommitOffsets, CommittedOffset,
-    ConsumerGroupHeartbeat, ConsumerGroupHeartbeatReply, CreateTopic, DeleteTopic, DescribeGroup,
-    DescribeTopic, DrainNode, FetchOffsets, GroupDescription, ListGroups, ListOffsets,
-    ListOffsetsReply, ListTopics, MemberRef, OffsetCommit, OffsetReset, OffsetSpec, Request,
-    ResetOffsets, ResetTarget, TopicConfigOverrides, TopicDescription, TopicSummary,
+    AlterGroupConfig, ClusterMetadata, ClusterStatus, ClusterStatusReply, CommitOffsets,
+    CommittedOffset, ConsumerGroupHeartbeat, ConsumerGroupHeartbeatReply, CreateTopic, DeleteTopic,
+    DescribeGroup, DescribeGroupConfig, DescribeTopic, DrainNode, FetchOffsets,
+    GroupConfigDescription, GroupDescription, ListGroups, ListOffsets, ListOffsetsReply,
+    ListTopics, MemberRef, OffsetCommit, OffsetReset, OffsetSpec, Request, ResetOffsets,
+    ResetTarget, TopicConfigOverrides, TopicDescription, TopicSummary,
 };
 use gregor_protocol::{NodeId, PartitionId};
 
@@ -261,6 +262,39 @@ impl Admin {
             group: group.to_owned(),
         });
         expect_reply::<DescribeGroup>(self.cluster.request(Route::Any, request).await?)
+    }
+
+    /// `group`'s configuration and the broker's bounds for it.
+    ///
+    /// # Errors
+    /// `INVALID_GROUP`, ... from the broker.
+    pub async fn describe_group_config(
+        &self,
+        group: &str,
+    ) -> Result<GroupConfigDescription, ClientError> {
+        let request = Request::DescribeGroupConfig(DescribeGroupConfig {
+            group: group.to_owned(),
+        });
+        expect_reply::<DescribeGroupConfig>(self.cluster.request(Route::Any, request).await?)
+    }
+
+    /// Sets `group`'s session timeout in ms (Kafka's `group.consumer.session.timeout.ms`);
+    /// `None` goes back to the broker's default. Members that do not ask for a timeout of their
+    /// own get it from their next heartbeat.
+    ///
+    /// # Errors
+    /// `INVALID_SESSION_TIMEOUT` outside the broker's bounds (the message says them),
+    /// `INVALID_GROUP`, ... from the broker.
+    pub async fn alter_group_config(
+        &self,
+        group: &str,
+        session_timeout_ms: Option<u32>,
+    ) -> Result<GroupConfigDescription, ClientError> {
+        let request = Request::AlterGroupConfig(AlterGroupConfig {
+            group: group.to_owned(),
+            session_timeout_ms,
+        });
+        expect_reply::<AlterGroupConfig>(self.cluster.request(Route::Any, request).await?)
     }
 
     /// Moves `group`'s committed offsets on every partition of `topic`; with `dry_run`, only

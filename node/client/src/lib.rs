@@ -31,8 +31,8 @@ pub use clock::{Clock, SystemClock};
 pub use cluster::{ClientConfig, Cluster, Route, DEFAULT_BOOTSTRAP};
 pub use connection::{BrokerStream, ConnectFuture, Connection, ConnectionConfig, Connector};
 pub use consumer::{
-    AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, RebalanceListener, SeekTo,
-    TopicPartition,
+    AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, MembershipView, RebalanceListener,
+    SeekTo, TopicPartition,
 };
 pub use error::ClientError;
 /// The wire types the client's API speaks in (requests, replies, ids, record batches).

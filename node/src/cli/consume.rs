@@ -63,7 +63,8 @@ pub struct ConsumeArgs {
     /// gets the same partitions back without a rebalance
     #[arg(long, value_name = "ID")]
     pub instance_id: Option<String>,
-    /// With --group: the member's session timeout [default: the broker's, 45 s]
+    /// With --group: the member's session timeout, overriding its group's (`gregor group
+    /// config G --session-timeout`) [default: the group's, else the broker's 45 s]
     #[arg(long, value_name = "MS")]
     pub session_timeout_ms: Option<u64>,
 }

@@ -1,11 +1,13 @@
-//! `gregor group list|describe|reset`, like `kafka-consumer-groups`.
+//! `gregor group list|describe|config|reset`, like `kafka-consumer-groups` (and `kafka-configs
+//! --entity-type groups` for `config`).
 
 use super::args::{parse_datetime, parse_duration_ms};
 use super::{table, ConnectArgs};
 use clap::{ArgGroup, Args, Subcommand};
 use gregor_client::Admin;
 use gregor_protocol::api::{
-    GroupDescription, MemberDescription, OffsetReset, ResetTarget, Subscription, TopicPartitions,
+    GroupConfigDescription, GroupDescription, MemberDescription, OffsetReset, ResetTarget,
+    Subscription, TopicPartitions,
 };
 use gregor_protocol::Offset;
 
@@ -29,8 +31,41 @@ pub enum GroupCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show or set a group's configuration (its members' session timeout)
+    Config(ConfigArgs),
     /// Move a group's committed offsets on one topic
     Reset(ResetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Consumer group name
+    pub group: String,
+    /// Expel a member after this long without a heartbeat (10s, 2min; Kafka's
+    /// group.consumer.session.timeout.ms), within the broker's bounds; `default` goes back to
+    /// the broker's. Applies to members that ask for no timeout of their own.
+    #[arg(long, value_name = "DURATION|default", value_parser = parse_session_timeout)]
+    pub session_timeout: Option<SessionTimeout>,
+    /// Print the configuration as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A value for `--session-timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionTimeout {
+    Ms(u32),
+    BrokerDefault,
+}
+
+fn parse_session_timeout(s: &str) -> Result<SessionTimeout, String> {
+    if s.trim() == "default" {
+        return Ok(SessionTimeout::BrokerDefault);
+    }
+    let ms = parse_duration_ms(s)?;
+    u32::try_from(ms)
+        .map(SessionTimeout::Ms)
+        .map_err(|_| format!("'{s}' is too long a session timeout"))
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +134,23 @@ pub async fn run(args: GroupArgs) -> anyhow::Result<()> {
                 print!("{}", describe(&description));
             }
         }
+        GroupCommand::Config(config) => {
+            let description = match config.session_timeout {
+                None => admin.describe_group_config(&config.group).await?,
+                Some(timeout) => {
+                    let ms = match timeout {
+                        SessionTimeout::Ms(ms) => Some(ms),
+                        SessionTimeout::BrokerDefault => None,
+                    };
+                    admin.alter_group_config(&config.group, ms).await?
+                }
+            };
+            if config.json {
+                println!("{}", serde_json::to_string_pretty(&description)?);
+            } else {
+                print!("{}", config_report(&description));
+            }
+        }
         GroupCommand::Reset(reset) => {
             let changes = admin
                 .reset_offsets(&reset.group, &reset.topic, reset.target(), reset.dry_run)
@@ -133,6 +185,12 @@ pub fn describe(group: &GroupDescription) -> String {
         "Group: {}\nState: {}\nEpoch: {}\n",
         group.group, group.state, group.group_epoch
     );
+    if group.session_timeout_ms > 0 {
+        text.push_str(&format!(
+            "Session timeout: {} ms\n",
+            group.session_timeout_ms
+        ));
+    }
     if !group.members.is_empty() {
         text.push_str(&format!("Members: {}\n", group.members.len()));
         text.push_str(&members_table(&group.members));
@@ -149,6 +207,26 @@ pub fn describe(group: &GroupDescription) -> String {
         &rows,
     ));
     text
+}
+
+/// `gregor group config`'s text: the value, where it comes from, and the broker's bounds.
+pub fn config_report(config: &GroupConfigDescription) -> String {
+    let origin = match config.session_timeout_ms {
+        Some(_) => "group config".to_owned(),
+        None => format!(
+            "broker default; the group sets none (gregor group config {} --session-timeout \
+             DURATION)",
+            config.group
+        ),
+    };
+    format!(
+        "Group: {}\nSession timeout: {} ms ({origin})\nBroker bounds: {} to {} ms, default {} ms\n",
+        config.group,
+        config.effective_session_timeout_ms,
+        config.min_session_timeout_ms,
+        config.max_session_timeout_ms,
+        config.default_session_timeout_ms
+    )
 }
 
 fn members_table(members: &[MemberDescription]) -> String {
@@ -262,6 +340,7 @@ mod tests {
                 }],
                 revoking: vec![],
             }],
+            session_timeout_ms: 0,
         });
         assert!(
             text.starts_with("Group: g\nState: stable\nEpoch: 3\nMembers: 1\n"),
@@ -275,6 +354,54 @@ mod tests {
             text.contains("orders  0          5                 12              7    c-1.1\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn config_takes_a_duration_or_default_and_says_where_the_value_comes_from() {
+        use super::super::Cli;
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            let mut all = vec!["gregor", "group", "config", "g"];
+            all.extend_from_slice(args);
+            match Cli::try_parse_from(all).map(|cli| cli.command) {
+                Ok(super::super::Command::Group(GroupArgs {
+                    command: GroupCommand::Config(config),
+                    ..
+                })) => Ok(config.session_timeout),
+                Ok(_) => panic!("not a group config"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(parse(&[]), Ok(None));
+        assert_eq!(
+            parse(&["--session-timeout", "10s"]),
+            Ok(Some(SessionTimeout::Ms(10_000)))
+        );
+        assert_eq!(
+            parse(&["--session-timeout", "default"]),
+            Ok(Some(SessionTimeout::BrokerDefault))
+        );
+        assert!(parse(&["--session-timeout", "soon"]).is_err());
+        let mut config = GroupConfigDescription {
+            group: "g".into(),
+            session_timeout_ms: Some(10_000),
+            effective_session_timeout_ms: 10_000,
+            default_session_timeout_ms: 45_000,
+            min_session_timeout_ms: 1_000,
+            max_session_timeout_ms: 1_800_000,
+        };
+        let text = config_report(&config);
+        assert!(
+            text.contains("Session timeout: 10000 ms (group config)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Broker bounds: 1000 to 1800000 ms, default 45000 ms"),
+            "{text}"
+        );
+        config.session_timeout_ms = None;
+        config.effective_session_timeout_ms = 45_000;
+        assert!(config_report(&config).contains("45000 ms (broker default"));
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub(super) async fn serve<S, H>(
     handler: H,
     config: ServerConfig,
     identity: ServerIdentity,
+    peer: String,
     shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + 'static,
@@ -67,7 +68,7 @@ pub(super) async fn serve<S, H>(
     let requests = RequestReader {
         handshake_deadline: tokio::time::Instant::now() + config.handshake_timeout,
         slots: writer::slots(config.max_in_flight_per_connection),
-        session: Session::new(identity),
+        session: Session::new(identity, peer),
         silent_failure: Rc::new(Notify::new()),
         handler,
         config,

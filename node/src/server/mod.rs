@@ -15,7 +15,7 @@ mod connection;
 mod session;
 mod writer;
 
-pub use session::{Action, ServerIdentity, Session, CONNECTION_ERROR_ID};
+pub use session::{Action, ServerIdentity, Session, CONNECTION_ERROR_ID, IN_PROCESS_PEER};
 
 use gregor_actors::Broker;
 use gregor_protocol::api::{ApiError, Request, Response};
@@ -179,6 +179,7 @@ pub async fn serve<H: RequestHandler>(
                     handler.clone(),
                     config.clone(),
                     identity.clone(),
+                    peer.ip().to_string(),
                     stop_rx.clone(),
                 );
                 let span = tracing::debug_span!("connection", %peer);
@@ -224,8 +225,9 @@ pub async fn serve<H: RequestHandler>(
     }
 }
 
-/// Serves one connection over any byte stream until it closes; [`serve`] calls this for each
-/// TCP connection, and the simulation can hand in in-memory streams. The connection stops
+/// Serves one connection over any byte stream until it closes; [`serve`] does the same for each
+/// TCP connection, and the simulation hands in in-memory streams (whose clients are
+/// [`IN_PROCESS_PEER`]). The connection stops
 /// reading new requests once `shutdown` holds `true`.
 ///
 /// Must run inside a `LocalSet`: requests are spawned with `spawn_local`.
@@ -246,7 +248,8 @@ pub async fn serve_connection<S, H>(
         "max_in_flight_per_connection must be at least 1"
     );
     let identity = identity_of(&handler, &config);
-    connection::serve(stream, handler, config, identity, shutdown).await;
+    let peer = IN_PROCESS_PEER.to_owned();
+    connection::serve(stream, handler, config, identity, peer, shutdown).await;
 }
 
 fn report_connection_end(finished: Result<(), tokio::task::JoinError>) {

@@ -41,13 +41,20 @@ pub struct ServerIdentity {
 pub struct Session {
     identity: ServerIdentity,
     handshaken: bool,
+    /// The client's address as this server sees it (its IP for TCP, `in-process` for a stream
+    /// handed in by the process itself): a group member's `host` in `DescribeGroup`.
+    peer: String,
 }
 
+/// The `peer` of a connection that is not a socket (the simulation's in-memory streams).
+pub const IN_PROCESS_PEER: &str = "in-process";
+
 impl Session {
-    pub fn new(identity: ServerIdentity) -> Session {
+    pub fn new(identity: ServerIdentity, peer: String) -> Session {
         Session {
             identity,
             handshaken: false,
+            peer,
         }
     }
 
@@ -80,8 +87,13 @@ impl Session {
     fn on_request(&mut self, id: u64, request: Request) -> Action {
         match (request, self.handshaken) {
             (Request::Hello(hello), _) => self.on_hello(id, &hello),
-            (request, true) => {
+            (mut request, true) => {
                 let reply = !matches!(&request, Request::Produce(p) if p.acks == Acks::None);
+                // The member's host is what the server saw, never what the client claims; a
+                // heartbeat forwarded to the coordinator's node keeps it.
+                if let Request::ConsumerGroupHeartbeat(hb) = &mut request {
+                    hb.host = Some(self.peer.clone());
+                }
                 Action::Dispatch { id, request, reply }
             }
             (request, false) => handshake_required(id, request.kind()),
@@ -240,11 +252,14 @@ mod tests {
     use serde::Serialize;
 
     fn session() -> Session {
-        Session::new(ServerIdentity {
-            node_id: NodeId(3),
-            server_version: "9.9.9".into(),
-            max_frame_bytes: 4096,
-        })
+        Session::new(
+            ServerIdentity {
+                node_id: NodeId(3),
+                server_version: "9.9.9".into(),
+                max_frame_bytes: 4096,
+            },
+            "192.0.2.7".into(),
+        )
     }
 
     fn frame(id: u64, request: Request) -> Vec<u8> {
@@ -417,5 +432,33 @@ mod tests {
             code_of(&session().on_oversized_frame(1 << 30, 4096)),
             (0, ErrorCode::FRAME_TOO_LARGE, true)
         );
+    }
+
+    #[test]
+    fn a_heartbeat_carries_the_connection_s_address_not_the_client_s_claim() {
+        let mut s = session();
+        s.on_frame(&frame(1, hello(PROTOCOL_VERSION)));
+        let hb = gregor_protocol::api::ConsumerGroupHeartbeat {
+            group: "g".into(),
+            member_id: String::new(),
+            member_epoch: 0,
+            instance_id: None,
+            rack: None,
+            client_id: "c".into(),
+            subscription: None,
+            server_assignor: None,
+            owned: None,
+            rebalance_timeout_ms: 1_000,
+            session_timeout_ms: None,
+            host: Some("claimed".into()),
+        };
+        let Action::Dispatch {
+            request: Request::ConsumerGroupHeartbeat(dispatched),
+            ..
+        } = s.on_frame(&frame(2, hb.into()))
+        else {
+            panic!("a heartbeat after the handshake is dispatched");
+        };
+        assert_eq!(dispatched.host.as_deref(), Some("192.0.2.7"));
     }
 }

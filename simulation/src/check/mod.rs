@@ -35,6 +35,8 @@ pub enum Checker {
     AbortedRead,
     /// A committed offset read back lower than an acknowledged commit (or an earlier read).
     CommittedOffsetMovedBack,
+    /// Two members of one consumer group owning one partition at once (`group_check`).
+    GroupTwoOwners,
     /// A log start offset reported lower than one reported before.
     LogStartMovedBack,
     /// Two nodes leading one group in one term.
@@ -55,7 +57,7 @@ pub enum Checker {
 }
 
 impl Checker {
-    pub const ALL: [Checker; 17] = [
+    pub const ALL: [Checker; 18] = [
         Checker::LostWrite,
         Checker::Unseen,
         Checker::InconsistentOffsets,
@@ -65,6 +67,7 @@ impl Checker {
         Checker::NonmonotonicPoll,
         Checker::AbortedRead,
         Checker::CommittedOffsetMovedBack,
+        Checker::GroupTwoOwners,
         Checker::LogStartMovedBack,
         Checker::TwoLeadersInTerm,
         Checker::ReplicaDivergence,
@@ -86,6 +89,7 @@ impl Checker {
             Checker::NonmonotonicPoll => "nonmonotonic-poll",
             Checker::AbortedRead => "aborted-read",
             Checker::CommittedOffsetMovedBack => "committed-offset-moved-back",
+            Checker::GroupTwoOwners => "group-two-owners",
             Checker::LogStartMovedBack => "log-start-moved-back",
             Checker::TwoLeadersInTerm => "two-leaders-in-term",
             Checker::ReplicaDivergence => "replica-divergence",

@@ -3,16 +3,20 @@
 //!
 //! Producers send unique values (`topic#incarnation/p<producer>/<seq>`) with acks all, 1 or 0;
 //! consumers, each in a group of its own, poll every partition of the stable topics, commit
-//! their positions and now and then restart from the committed offsets (a new session); a
-//! prober reads log starts; with topic churn on, topics are created and deleted under load.
+//! their positions and now and then restart from the committed offsets (a new session); members
+//! of one shared group subscribe to the stable topics and are given partitions by the group's
+//! coordinator (`groups`); a prober reads log starts; with topic churn on, topics are created
+//! and deleted under load.
 
 mod admin;
 mod consume;
 mod finish;
+mod groups;
 mod produce;
 mod recorder;
 
 pub use finish::{dump_replicas, final_reads, liveness};
+pub use groups::GroupLog;
 pub use recorder::Recorder;
 
 use crate::clock::SimClock;
@@ -55,6 +59,10 @@ pub struct WorkloadConfig {
     pub replication_factor: u16,
     pub producers: Vec<ProducerSpec>,
     pub consumers: u32,
+    /// Members of the one shared group (`groups`).
+    pub group_members: u32,
+    /// Self-test only: the group members' record lies (see `Sabotage::misreport_groups`).
+    pub misreport_groups: bool,
     /// Create and delete other topics while the workload runs.
     pub topic_churn: bool,
     /// Now and then send a record larger than its topic allows.
@@ -147,6 +155,7 @@ impl Ctx {
 /// The running workload.
 pub struct Workload {
     ctx: Rc<Ctx>,
+    group_log: GroupLog,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -198,11 +207,27 @@ impl Workload {
                 crate::rng::stream(rng.gen(), "churn"),
             )));
         }
-        Ok(Workload { ctx, stop, tasks })
+        let group_log = GroupLog::new(ctx.config.misreport_groups);
+        for id in 0..ctx.config.group_members {
+            let rng = crate::rng::stream(rng.gen(), "group-member");
+            let task = groups::run(ctx.clone(), id, group_log.clone(), rng);
+            tasks.push(actix_rt::spawn(task));
+        }
+        Ok(Workload {
+            ctx,
+            group_log,
+            stop,
+            tasks,
+        })
     }
 
     pub(crate) fn ctx(&self) -> &Rc<Ctx> {
         &self.ctx
+    }
+
+    /// What the shared group's members saw, for the group checker.
+    pub fn group_events(&self) -> Vec<crate::group_check::GroupEvent> {
+        self.group_log.events()
     }
 
     /// Stops every task and waits for them (each drains its in-flight operations, bounded).

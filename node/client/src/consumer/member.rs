@@ -146,6 +146,15 @@ impl Member {
     }
 }
 
+/// A consumer dropped without `close` stops heartbeating, as a crashed process would: its
+/// session ends and the group moves its partitions. (Left running, the task would keep the
+/// partitions in the group's name for as long as the runtime lives, and nobody would read them.)
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     // The lock is never held across a panic that matters: recover the data.
     shared

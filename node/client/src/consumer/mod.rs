@@ -117,7 +117,8 @@ pub struct ConsumerConfig {
     pub rack: Option<String>,
     /// `"range"`, `"uniform"` or `"cooperative-sticky"`; `None`: the group's default.
     pub server_assignor: Option<String>,
-    /// The member's session timeout; `None`: the broker's (45 s).
+    /// The member's session timeout; `None`: its group's (`gregor group config`), else the
+    /// broker's (45 s).
     pub session_timeout: Option<Duration>,
     /// A consumer that does not poll for this long leaves the group (default 5 min); it is
     /// also how long the group waits for it to release a partition.
@@ -233,6 +234,21 @@ struct FetchDone {
     result: Result<FetchReply, ClientError>,
 }
 
+/// A consumer's group membership as it stands (see [`Consumer::membership`]).
+#[derive(Clone)]
+pub struct MembershipView(std::sync::Arc<std::sync::Mutex<member::Shared>>);
+
+impl MembershipView {
+    /// The member id and epoch, once the consumer has joined.
+    pub fn current(&self) -> Option<(String, i32)> {
+        let shared = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (!shared.member_id.is_empty()).then(|| (shared.member_id.clone(), shared.epoch))
+    }
+}
+
 /// Reads assigned partitions. Not shared: one task polls it.
 pub struct Consumer {
     cluster: Cluster,
@@ -334,9 +350,14 @@ impl Consumer {
 
     /// The member id and epoch the group knows this consumer by, once it has joined.
     pub fn member(&self) -> Option<(String, i32)> {
+        self.membership()?.current()
+    }
+
+    /// A handle on this consumer's membership that a [`RebalanceListener`] can keep, to know
+    /// the member epoch an assignment came with; `None` until [`Consumer::subscribe`].
+    pub fn membership(&self) -> Option<MembershipView> {
         let member = self.member.as_ref()?;
-        let shared = member.lock();
-        (!shared.member_id.is_empty()).then(|| (shared.member_id.clone(), shared.epoch))
+        Some(MembershipView(member.shared.clone()))
     }
 
     /// Stops fetching `partitions` and handing out their records until resumed; they stay

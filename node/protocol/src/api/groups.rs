@@ -70,6 +70,11 @@ pub struct GroupDescription {
     pub group_epoch: i32,
     #[serde(default)]
     pub members: Vec<MemberDescription>,
+    /// The session timeout of members that do not ask for one of their own, ms (the group's
+    /// configured value within the broker's bounds, else the broker's default); 0 from a
+    /// broker that does not say.
+    #[serde(default)]
+    pub session_timeout_ms: u32,
 }
 
 /// A member as `DescribeGroup` shows it.
@@ -186,4 +191,36 @@ pub struct OffsetReset {
     pub partition: PartitionId,
     pub previous: Option<Offset>,
     pub offset: Offset,
+}
+
+/// A group's configuration (Kafka's dynamic group configs): `AlterGroupConfig` sets it,
+/// `DescribeGroupConfig` shows it. Durable in the group's rows; a group that does not exist
+/// yet is created with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterGroupConfig {
+    pub group: String,
+    /// Kafka's `group.consumer.session.timeout.ms`: members that do not ask for a timeout of
+    /// their own are expelled after this long without a heartbeat. Within the broker's
+    /// bounds, else `INVALID_SESSION_TIMEOUT`; `None` goes back to the broker's default.
+    pub session_timeout_ms: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DescribeGroupConfig {
+    pub group: String,
+}
+
+/// A group's configuration and the broker's bounds for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupConfigDescription {
+    pub group: String,
+    /// The group's own value; `None`: the broker's default applies.
+    pub session_timeout_ms: Option<u32>,
+    /// What members that do not ask for a timeout of their own get.
+    pub effective_session_timeout_ms: u32,
+    /// The broker's default and bounds (`group.consumer.session.timeout.ms`,
+    /// `group.consumer.min.session.timeout.ms`, `group.consumer.max.session.timeout.ms`).
+    pub default_session_timeout_ms: u32,
+    pub min_session_timeout_ms: u32,
+    pub max_session_timeout_ms: u32,
 }

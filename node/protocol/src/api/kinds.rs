@@ -11,8 +11,9 @@ use super::cluster::{
 };
 use super::error::ApiError;
 use super::groups::{
-    CommitOffsets, CommittedOffset, ConsumerGroupHeartbeat, ConsumerGroupHeartbeatReply,
-    DescribeGroup, FetchOffsets, GroupDescription, ListGroups, OffsetReset, ResetOffsets,
+    AlterGroupConfig, CommitOffsets, CommittedOffset, ConsumerGroupHeartbeat,
+    ConsumerGroupHeartbeatReply, DescribeGroup, DescribeGroupConfig, FetchOffsets,
+    GroupConfigDescription, GroupDescription, ListGroups, OffsetReset, ResetOffsets,
 };
 use super::handshake::{Hello, HelloReply};
 use super::records::{Fetch, FetchReply, ListOffsets, ListOffsetsReply, Produce, ProduceReply};
@@ -120,6 +121,8 @@ request_kinds! {
     ClusterStatus -> ClusterStatusReply;
     DrainNode -> ();
     ConsumerGroupHeartbeat -> ConsumerGroupHeartbeatReply;
+    AlterGroupConfig -> GroupConfigDescription;
+    DescribeGroupConfig -> GroupConfigDescription;
 }
 
 /// A request on the wire: `{"id": u64, "request": {"kind": ..., "body": ...}}`.

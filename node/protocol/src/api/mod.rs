@@ -19,10 +19,11 @@ pub use cluster::{
 };
 pub use error::{ApiError, ErrorCode, ErrorDetail};
 pub use groups::{
-    CommitOffsets, CommittedOffset, ConsumerGroupHeartbeat, ConsumerGroupHeartbeatReply,
-    DescribeGroup, FetchOffsets, GroupDescription, GroupPartitionLag, ListGroups,
-    MemberDescription, MemberRef, OffsetCommit, OffsetReset, ResetOffsets, ResetTarget,
-    Subscription, TopicPartitions, JOIN_EPOCH, LEAVE_EPOCH, STATIC_LEAVE_EPOCH,
+    AlterGroupConfig, CommitOffsets, CommittedOffset, ConsumerGroupHeartbeat,
+    ConsumerGroupHeartbeatReply, DescribeGroup, DescribeGroupConfig, FetchOffsets,
+    GroupConfigDescription, GroupDescription, GroupPartitionLag, ListGroups, MemberDescription,
+    MemberRef, OffsetCommit, OffsetReset, ResetOffsets, ResetTarget, Subscription, TopicPartitions,
+    JOIN_EPOCH, LEAVE_EPOCH, STATIC_LEAVE_EPOCH,
 };
 pub use handshake::{Hello, HelloReply, PROTOCOL_VERSION};
 pub use kinds::{ApiRequest, Request, RequestFrame, Response, ResponseFrame};

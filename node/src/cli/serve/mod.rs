@@ -27,7 +27,8 @@ pub struct ServeArgs {
     /// retention_check_interval_ms, cache_bytes, max_frame_bytes, max_in_flight_per_connection,
     /// max_connections, handshake_timeout_ms, idle_timeout_ms, shutdown_grace_ms, peer_listen,
     /// advertised_peer_address, join, cluster_id, rack, metadata_voters, dead_node_grace_ms,
-    /// election_timeout_ms, heartbeat_interval_ms
+    /// election_timeout_ms, heartbeat_interval_ms, group_session_timeout_ms,
+    /// group_min_session_timeout_ms, group_max_session_timeout_ms
     #[arg(long, value_name = "FILE", env = "GREGOR_CONFIG")]
     pub config: Option<PathBuf>,
     /// Directory for this node's data [default: ./gregor-data]
@@ -76,6 +77,16 @@ pub struct ServeArgs {
     /// Raft heartbeat interval, at most half the election timeout [default: 250]
     #[arg(long, value_name = "MS")]
     pub heartbeat_interval_ms: Option<u64>,
+    /// Consumer groups' session timeout for members that ask for none and groups configured
+    /// with none (Kafka's group.consumer.session.timeout.ms) [default: 45000]
+    #[arg(long, value_name = "MS")]
+    pub group_session_timeout_ms: Option<u32>,
+    /// Shortest session timeout a group or member may have [default: 1000]
+    #[arg(long, value_name = "MS")]
+    pub group_min_session_timeout_ms: Option<u32>,
+    /// Longest session timeout a group or member may have [default: 1800000]
+    #[arg(long, value_name = "MS")]
+    pub group_max_session_timeout_ms: Option<u32>,
 }
 
 impl ServeArgs {
@@ -96,6 +107,9 @@ impl ServeArgs {
             dead_node_grace_ms: self.dead_node_grace_ms,
             election_timeout_ms: self.election_timeout_ms,
             heartbeat_interval_ms: self.heartbeat_interval_ms,
+            group_session_timeout_ms: self.group_session_timeout_ms,
+            group_min_session_timeout_ms: self.group_min_session_timeout_ms,
+            group_max_session_timeout_ms: self.group_max_session_timeout_ms,
             ..RawConfig::default()
         }
     }
