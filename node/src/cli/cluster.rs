@@ -11,6 +11,8 @@ use tokio::signal::unix::{signal, SignalKind};
 
 /// How often `drain` reports progress.
 const DRAIN_POLL: Duration = Duration::from_secs(1);
+/// Polls without a replica moving before `drain` says why that can be (30 s).
+const STALLED_POLLS: u32 = 30;
 
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
@@ -65,6 +67,7 @@ async fn drain(admin: &Admin, node: NodeId, no_wait: bool) -> anyhow::Result<()>
     }
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut last = None;
+    let mut unchanged = 0;
     loop {
         let status = admin.cluster_status().await?;
         let replicas = status
@@ -75,6 +78,17 @@ async fn drain(admin: &Admin, node: NodeId, no_wait: bool) -> anyhow::Result<()>
         if last != Some(replicas) {
             println!("node {node}: {replicas} replica(s) left");
             last = Some(replicas);
+            unchanged = 0;
+        } else {
+            unchanged += 1;
+            if unchanged == STALLED_POLLS {
+                println!(
+                    "nothing has moved for a while: a replica moves only to a live active node \
+                     that holds none of its partition's replicas; if every other node holds one, \
+                     add a node (gregor serve --join ...); partitions of replication factor 1 \
+                     never move"
+                );
+            }
         }
         if replicas == 0 {
             println!("node {node} holds no replicas; it can be stopped and removed");
