@@ -192,6 +192,10 @@ impl GroupInbound {
         }
     }
 
+    pub(crate) fn containment(&self) -> &Containment {
+        &self.containment
+    }
+
     fn log(&self) -> StoredLog<'_> {
         StoredLog {
             store: &self.store,
