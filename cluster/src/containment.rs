@@ -56,6 +56,11 @@ pub struct Containment {
     /// candidate asks nobody for a vote and counts votes only as replies arrive, so it never
     /// wins again.
     pub keep_lone_leader: bool,
+    /// (r) A node that refuses a member candidate whose log is behind moves some terms past
+    /// it instead of adopting its term: async-raft resets the election timer on every higher
+    /// term it adopts, so a stale candidate with the shorter timeout would keep the node that
+    /// could win from ever standing.
+    pub outpace_stale_candidates: bool,
 }
 
 impl Containment {
@@ -77,6 +82,7 @@ impl Containment {
         restart_leadership: true,
         conflict_below_floor: true,
         keep_lone_leader: true,
+        outpace_stale_candidates: true,
     };
 }
 
