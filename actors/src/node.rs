@@ -670,6 +670,17 @@ impl NodeMessageHandler for Inbound {
     }
 }
 
+/// Whether the group has log entries here (or removed some): a replica that joined and was
+/// never reached by its leader has none.
+fn holds_log(group: &gregor_cluster::RaftGroup) -> bool {
+    let store = group.store();
+    let id = group.id();
+    let stored = store.last_entry(id).map(|entry| entry.is_some());
+    let removed = store.log_floor(id).map(|floor| floor.index > 0);
+    // A store that cannot be read: keep waiting, as before.
+    stored.unwrap_or(true) || removed.unwrap_or(true)
+}
+
 /// Waits until this node is registered, the offsets topic exists, the reconciler has carried
 /// out the metadata as applied then (every replica assigned here runs), and every replica that
 /// only this node can lead has re-applied its committed log: before that it would serve reads
@@ -692,8 +703,12 @@ async fn wait_until_ready(
         for replica in directory.locals() {
             // A replica that joins has async-raft's initial configuration (itself alone) until
             // its leader first reaches it: it is waited for until it shows its real voters, or
-            // is ready, rather than taken for a replica only this node can lead.
-            while replica.group.voters() == only_here && !replica.group.is_ready() {
+            // is ready, rather than taken for a replica only this node can lead. One that holds
+            // no log yet has nothing to re-apply, and its leader may be down: not waited for.
+            while replica.group.voters() == only_here
+                && !replica.group.is_ready()
+                && holds_log(&replica.group)
+            {
                 tokio::time::sleep(VOTERS_RECHECK).await;
             }
         }

@@ -44,6 +44,23 @@ pub struct Containment {
     /// async-raft would set its view of our log back to the snapshot's index (storage keeps the
     /// entries after it), and the next time it leads write over them.
     pub redundant_snapshot: bool,
+    /// (o) Never let async-raft restart a node as leader of a term it did not win: it makes a
+    /// node whose newest configuration's first set has one member, and that is in either set,
+    /// leader of its stored term without an election (`restart_role`).
+    pub restart_leadership: bool,
+    /// (p) Leader side: a follower's conflict hint below the leader's log floor sends the
+    /// stream to a snapshot, instead of letting async-raft pair that index with the term of the
+    /// snapshot pointer (`GroupNetwork`).
+    pub conflict_below_floor: bool,
+    /// (q) Refuse to step down a leader that is its group's only voter: async-raft's lone
+    /// candidate asks nobody for a vote and counts votes only as replies arrive, so it never
+    /// wins again.
+    pub keep_lone_leader: bool,
+    /// (r) A node that refuses a member candidate whose log is behind moves some terms past
+    /// it instead of adopting its term: async-raft resets the election timer on every higher
+    /// term it adopts, so a stale candidate with the shorter timeout would keep the node that
+    /// could win from ever standing.
+    pub outpace_stale_candidates: bool,
 }
 
 impl Containment {
@@ -62,6 +79,10 @@ impl Containment {
         bounded_buffers: true,
         resend_tail: true,
         redundant_snapshot: true,
+        restart_leadership: true,
+        conflict_below_floor: true,
+        keep_lone_leader: true,
+        outpace_stale_candidates: true,
     };
 }
 

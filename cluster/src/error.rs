@@ -33,6 +33,9 @@ pub enum AdminError {
     Timeout { timeout_ms: u64 },
     #[error("invalid membership target: {0}")]
     InvalidTarget(String),
+    /// The group's only voter is this node: no other node could lead it.
+    #[error("this node is the group's only voter")]
+    OnlyVoter,
     #[error("the raft group is shutting down")]
     ShuttingDown,
     #[error("the raft group failed: {0}")]

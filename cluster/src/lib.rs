@@ -25,6 +25,7 @@ mod network;
 pub mod node;
 pub mod peer;
 mod raft_store;
+mod restart_role;
 pub mod rpc;
 pub mod transport;
 

@@ -10,6 +10,7 @@
 
 use crate::codec::{decode_membership, from_stored, to_stored};
 use crate::command::{ApplyOutcome, Command};
+use crate::restart_role::{self, RestartRole};
 use anyhow::{anyhow, Context, Result};
 use async_raft::raft::{Entry, EntryPayload, EntrySnapshotPointer, MembershipConfig};
 use async_raft::storage::{CurrentSnapshotData, HardState, InitialState};
@@ -53,6 +54,9 @@ pub(crate) struct GroupStorage {
     /// Counts the writes that can change the log (appends, truncations, snapshots): what the
     /// dispatcher checked against the log stays true while it does not move.
     log_version: Arc<AtomicU64>,
+    /// Whether a restart may leave async-raft leading a term this node did not win (see
+    /// `restart_role`): only the containment's test turns this off.
+    contain_restart_leadership: bool,
 }
 
 impl GroupStorage {
@@ -61,6 +65,7 @@ impl GroupStorage {
         group: GroupId,
         node: NodeId,
         machine: Option<Box<dyn StateMachine>>,
+        contain_restart_leadership: bool,
     ) -> Result<Self> {
         let state = store.partition_state(group)?;
         let (applied_tx, _) = watch::channel(state);
@@ -76,6 +81,7 @@ impl GroupStorage {
             durable_waiters: Mutex::new(BTreeMap::new()),
             leader_tail: Arc::new(AtomicU64::new(0)),
             log_version: Arc::new(AtomicU64::new(0)),
+            contain_restart_leadership,
         })
     }
 
@@ -290,12 +296,28 @@ impl RaftStorage<Command, ApplyOutcome> for GroupStorage {
         };
         let (last_log_index, last_log_term) = self.last_log()?;
         let state = self.store.partition_state(self.group)?;
+        let mut membership = self.get_membership_config().await?;
+        let mut hard_state = hard_state;
+        if self.contain_restart_leadership {
+            match restart_role::contain(self.node.0, &hard_state, last_log_index > 0, &membership) {
+                RestartRole::AsStored => {}
+                RestartRole::Follower(shown) => {
+                    tracing::info!(group = %self.group, stored = ?membership, "restarting as a follower: async-raft would lead a term this node did not win");
+                    membership = shown;
+                }
+                RestartRole::NextTerm(next) => {
+                    tracing::info!(group = %self.group, term = next.current_term, "a lone member that did not win its stored term votes for itself in the next one");
+                    self.save_hard_state(&next).await?;
+                    hard_state = next;
+                }
+            }
+        }
         Ok(InitialState {
             last_log_index,
             last_log_term,
             last_applied_log: state.last_applied,
             hard_state,
-            membership: self.get_membership_config().await?,
+            membership,
         })
     }
 
@@ -468,7 +490,7 @@ mod tests {
             cache_bytes: 1 << 20,
         };
         let store = Store::open_model(disk, options).expect("open");
-        GroupStorage::new(store, GROUP, NodeId(1), None).expect("storage")
+        GroupStorage::new(store, GROUP, NodeId(1), None, true).expect("storage")
     }
 
     fn blank(index: u64, term: u64) -> Entry<Command> {
@@ -721,8 +743,8 @@ mod tests {
             },
         )
         .expect("open");
-        let storage =
-            GroupStorage::new(store, GROUP, NodeId(1), Some(Box::new(Echo))).expect("storage");
+        let storage = GroupStorage::new(store, GROUP, NodeId(1), Some(Box::new(Echo)), true)
+            .expect("storage");
         let machine = |i: u64| normal(i, 1, Command::Machine(bytes::Bytes::from(format!("k{i}"))));
         let log: Vec<_> = (1..=200).map(machine).collect();
         storage.replicate_to_log(&log).await.expect("append");

@@ -92,3 +92,91 @@ fn a_follower_behind_the_leaders_log_start_catches_up_by_snapshot() {
         );
     });
 }
+
+/// A follower whose log floor is an entry of an older term meets a leader whose own floor is
+/// past it. Returns whether the leader sent it a previous entry (index, term) that the
+/// leader's log never held: the follower's floor index paired with another term, which
+/// async-raft takes from the snapshot pointer when it reads the removed entry.
+async fn floor_of_an_older_term(containment: Containment) -> bool {
+    let cluster = TestCluster::with(&[1, 2, 3], common::tuning(), containment).await;
+    cluster.form_group(GROUP, &[1, 2, 3]).await;
+    let first = cluster.wait_leader(GROUP, 10 * SECOND).await.unwrap();
+    let behind = cluster.ids().into_iter().find(|n| *n != first).unwrap();
+    let (trimmed, _) = write_then_trim(&cluster, 40).await;
+    cluster.wait_applied(GROUP, trimmed, 10 * SECOND).await;
+    let theirs = cluster.node(behind).store().log_floor(GROUP).unwrap();
+    assert!(theirs.index > 0, "retention removed the follower's head");
+
+    // The follower misses entries of the first leader's term too, so that the next leader's
+    // last entry (where its stream starts) is one the follower does not hold.
+    cluster.net.isolate(behind, &cluster.ids());
+    for _ in 0..3 {
+        cluster
+            .propose(GROUP, append(1), 10 * SECOND)
+            .await
+            .unwrap();
+    }
+    cluster.group(first, GROUP).step_down().await.unwrap();
+    write_then_trim(&cluster, 80).await;
+    let leader = cluster.wait_leader(GROUP, 10 * SECOND).await.unwrap();
+    let ours = cluster.node(leader).store().log_floor(GROUP).unwrap();
+    let their_last = cluster.logs(GROUP)[&behind].last().copied().unwrap();
+    assert!(
+        ours.index > their_last.0 && ours.term != theirs.term,
+        "the leader's floor {ours:?} lies past the follower's log (floor {theirs:?}, last {their_last:?}), in a newer term"
+    );
+    let (last, _) = cluster
+        .propose(GROUP, append(1), 10 * SECOND)
+        .await
+        .unwrap();
+
+    cluster.net.clear_appends();
+    cluster.net.heal();
+    cluster.wait_applied(GROUP, last, 20 * SECOND).await;
+    common::assert_prefix_consistent(&cluster.logs(GROUP));
+    cluster
+        .net
+        .appends()
+        .iter()
+        .any(|s| s.to == behind && s.prev.0 == theirs.index && s.prev.1 != theirs.term)
+}
+
+/// Ten appends, then retention up to `offset`: returns the retention entry's index.
+async fn write_then_trim(
+    cluster: &TestCluster,
+    offset: u64,
+) -> (u64, gregor_cluster::ApplyOutcome) {
+    for _ in 0..10 {
+        cluster
+            .propose(GROUP, append(4), 10 * SECOND)
+            .await
+            .unwrap();
+    }
+    let trimmed = cluster
+        .propose(GROUP, Command::AdvanceLogStart { offset }, 10 * SECOND)
+        .await
+        .unwrap();
+    let leader = cluster.wait_leader(GROUP, 10 * SECOND).await.unwrap();
+    cluster
+        .wait_applied_on(&[leader], GROUP, trimmed.0, 10 * SECOND)
+        .await;
+    trimmed
+}
+
+#[test]
+fn a_follower_whose_floor_is_of_an_older_term_gets_a_snapshot_not_a_pair_the_leader_never_held() {
+    runtime().block_on(async {
+        assert!(
+            !floor_of_an_older_term(Containment::default()).await,
+            "the leader sent the follower's floor index with another term"
+        );
+        let raw = Containment {
+            conflict_below_floor: false,
+            ..Containment::default()
+        };
+        assert!(
+            floor_of_an_older_term(raw).await,
+            "async-raft paired the index with the snapshot pointer's term"
+        );
+    });
+}

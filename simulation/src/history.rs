@@ -50,6 +50,9 @@ pub struct Send {
     pub producer: u32,
     /// The producer deduplicates retries (or the run claims it does, in a self-test).
     pub idempotent: bool,
+    /// The producer retries a send that failed: without idempotence a retried send may land
+    /// after a later one, which Kafka does not promise against (nonmonotonic-send skips it).
+    pub retries: bool,
     pub acks: AckLevel,
     pub tp: Tp,
     /// The producer's n-th send (all partitions).

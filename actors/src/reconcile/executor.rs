@@ -188,40 +188,53 @@ impl Reconciler {
                 factory.stop(replica).await;
             }
             let mut started = Vec::new();
+            let mut failed = false;
             let total = starts.len();
             for (i, (replica, mode)) in starts.into_iter().enumerate() {
                 let group = replica.group();
                 if let Err(error) = registry.hosted(group) {
                     tracing::error!(%group, %error, "recording a hosted replica failed");
+                    failed = true;
                     break;
                 }
                 match factory.start(&replica, &mode).await {
                     Ok(handle) => started.push(handle),
-                    Err(error) => tracing::warn!(%group, %error, "a replica did not start"),
+                    Err(error) => {
+                        tracing::warn!(%group, %error, "a replica did not start");
+                        failed = true;
+                    }
                 }
                 if (i + 1) % STARTUP_PROGRESS_EVERY == 0 {
                     tracing::info!(started = i + 1, of = total, "starting replicas");
                 }
             }
-            started
+            (started, failed)
         };
-        ctx.spawn(work.into_actor(self).map(move |started, act, ctx| {
-            for handle in started {
-                act.registered.hosted.insert(handle.group.id());
-                act.directory.insert(handle);
-            }
-            for group in after_stops {
-                act.queue_deletion(group);
-            }
-            act.busy = false;
-            if act.stopping {
-                act.stop_everything(ctx);
-                return;
-            }
-            // Whatever changed meanwhile, and whatever this pass could not finish.
-            act.dirty = false;
-            act.reconcile(ctx);
-        }));
+        ctx.spawn(
+            work.into_actor(self)
+                .map(move |(started, failed), act, ctx| {
+                    for handle in started {
+                        act.registered.hosted.insert(handle.group.id());
+                        act.directory.insert(handle);
+                    }
+                    for group in after_stops {
+                        act.queue_deletion(group);
+                    }
+                    act.busy = false;
+                    if act.stopping {
+                        act.stop_everything(ctx);
+                        return;
+                    }
+                    // Whatever changed meanwhile, and whatever this pass could not finish. A pass that
+                    // failed is retried by the periodic plan, not at once: a failure that does not go
+                    // away (a store poisoned by a failed fsync) would otherwise loop without yielding.
+                    let changed = std::mem::take(&mut act.dirty);
+                    if failed && !changed {
+                        return;
+                    }
+                    act.reconcile(ctx);
+                }),
+        );
     }
 
     fn queue_deletion(&mut self, group: GroupId) {

@@ -34,6 +34,12 @@ use vote::VotePlan;
 /// node has it, and [`crate::RaftGroup::leader`] reports it as no leader.
 pub(crate) const NO_LEADER: u64 = u64::MAX;
 
+/// How many terms past a stale candidate a node that refuses it moves (see
+/// `GroupInbound::outpace`): more than any candidate can start within one election timeout of
+/// this node, since a candidate waits at least its minimum election timeout between terms and
+/// no node's timeouts differ by such a factor.
+const STALE_TERM_LEAD: u64 = 16;
+
 /// What a node does with the messages its peers send that are not Raft (leadership hints,
 /// forwarded requests): the actors install one.
 #[async_trait::async_trait]
@@ -163,6 +169,8 @@ pub(crate) struct GroupInbound {
     containment: Containment,
     /// Moves whenever the group's log may have changed (see `GroupStorage`).
     log_version: Arc<AtomicU64>,
+    /// The highest term `outpace` moved async-raft to (see there).
+    outpaced_to: AtomicU64,
     /// The last entry a message from a leader verified, with the log version after it: a
     /// heartbeat naming it as its previous entry needs no log read while the version holds.
     last_match: std::sync::Mutex<Option<(u64, u64, u64)>>,
@@ -181,6 +189,7 @@ impl GroupInbound {
         GroupInbound {
             log_version,
             last_match: std::sync::Mutex::new(None),
+            outpaced_to: AtomicU64::new(0),
             group,
             metrics: raft.metrics(),
             raft,
@@ -190,6 +199,10 @@ impl GroupInbound {
             founding,
             containment,
         }
+    }
+
+    pub(crate) fn containment(&self) -> &Containment {
+        &self.containment
     }
 
     fn log(&self) -> StoredLog<'_> {
@@ -301,6 +314,9 @@ impl GroupInbound {
         match vote::plan_vote(members.as_ref(), ours, rpc) {
             VotePlan::Pass(rpc) => self.raft.vote(rpc).await.map_err(raft_error),
             VotePlan::RefuseTakingTerm(_) if self.leads() => Ok(self.refusal()),
+            VotePlan::RefuseTakingTerm(rpc) if self.containment.outpace_stale_candidates => {
+                self.outpace(rpc).await
+            }
             VotePlan::RefuseTakingTerm(rpc) => {
                 let response = self.raft.vote(rpc).await.map_err(raft_error)?;
                 if response.vote_granted {
@@ -315,6 +331,42 @@ impl GroupInbound {
             }
             VotePlan::Refuse => Ok(self.refusal()),
         }
+    }
+
+    /// Refuses a member candidate whose log is behind ours, in a term above ours.
+    ///
+    /// async-raft resets its election timer whenever it adopts a higher term, vote granted or
+    /// not, so taking the stale candidate's term as Raft says would keep this node (whose log
+    /// could win) from ever standing while the stale one stands every election timeout (for
+    /// ever, when its timeout is the shorter one). Instead this node moves
+    /// [`STALE_TERM_LEAD`] terms past the candidate, with one timer reset; the candidate's
+    /// next terms stay below that, are refused without touching the timer, and when this
+    /// node's timeout runs out it stands in a term the stale candidate will take and grant.
+    /// The candidate is answered in its own term, so it does not learn the lead.
+    async fn outpace(&self, rpc: VoteRequest) -> Result<VoteResponse, RpcError> {
+        let (reported, me) = {
+            let m = self.metrics.borrow();
+            (m.current_term, m.id)
+        };
+        // async-raft reports no metrics when it adopts a term through a refused vote.
+        let ours = reported.max(self.outpaced_to.load(Ordering::SeqCst));
+        if rpc.term <= ours {
+            return Ok(self.refusal());
+        }
+        // An empty log: async-raft takes the term and refuses (our log holds entries).
+        let ahead = VoteRequest::new(rpc.term + STALE_TERM_LEAD, me, 0, 0);
+        self.outpaced_to.fetch_max(ahead.term, Ordering::SeqCst);
+        let response = self.raft.vote(ahead).await.map_err(raft_error)?;
+        if response.vote_granted {
+            tracing::error!(group = %self.group, "async-raft granted a vote to an empty log over ours");
+            return Err(RpcError::Remote(
+                "vote refused: inconsistent log view".into(),
+            ));
+        }
+        Ok(VoteResponse {
+            term: rpc.term,
+            vote_granted: false,
+        })
     }
 
     fn refusal(&self) -> VoteResponse {

@@ -344,14 +344,30 @@ impl RaftGroup {
     /// adopts the next term as a follower; the group elects a leader after an election
     /// timeout, possibly this node again.
     ///
+    /// A group whose only voter is this node is not stepped down: async-raft's candidate
+    /// counts votes only as replies arrive, and a lone member asks no one, so it would stand
+    /// for election in term after term and never lead again.
+    ///
     /// # Errors
-    /// `NotLeader` if this node does not lead; `ShuttingDown`.
+    /// `NotLeader` if this node does not lead; `OnlyVoter`; `ShuttingDown`.
     pub async fn step_down(&self) -> Result<(), AdminError> {
         self.require_leader()?;
+        if self.inbound.containment().keep_lone_leader && self.is_only_voter() {
+            return Err(AdminError::OnlyVoter);
+        }
         self.inbound
             .step_down(self.node)
             .await
             .map_err(admin_raft_error)
+    }
+
+    /// The newest configuration is this node alone (settled, not joint).
+    fn is_only_voter(&self) -> bool {
+        let m = self.metrics.borrow();
+        let config = &m.membership_config;
+        config.members_after_consensus.is_none()
+            && config.members.len() == 1
+            && config.members.contains(&self.node.0)
     }
 
     fn require_leader(&self) -> Result<u64, AdminError> {

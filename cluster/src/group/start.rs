@@ -93,6 +93,7 @@ impl RaftGroup {
             group,
             env.node,
             machine,
+            env.containment.restart_leadership,
         )?);
         let network = Arc::new(GroupNetwork::new(
             group,

@@ -305,6 +305,26 @@ impl Shared {
         Ok(reply)
     }
 
+    /// async-raft's stream continues after a conflict from `conflict.index`, taking that
+    /// entry's term from the first entry `get_log_entries` returns for it; for an index below
+    /// our floor that is the snapshot pointer at the floor, whose term is not the entry's, and
+    /// the stream would send an AppendEntries whose previous entry is an (index, term) pair our
+    /// log never held (which a follower holding that index as its floor refuses). The entries
+    /// there are gone, so the follower needs a snapshot: index 0 sends the stream to read the
+    /// log from its start, find the pointer, and send one.
+    fn continue_by_snapshot_below_floor(&self, conflict: &mut ConflictOpt) {
+        let floor = match self.store.log_floor(self.group) {
+            Ok(floor) => floor.index,
+            Err(error) => {
+                tracing::warn!(group = %self.group, %error, "reading the log floor failed");
+                return;
+            }
+        };
+        if conflict.index > 0 && conflict.index < floor {
+            *conflict = ConflictOpt { term: 0, index: 0 };
+        }
+    }
+
     /// The entries after `prev` up to what this node appended as leader, when a heartbeat
     /// finds the follower behind it; none if they are not all in the log (a snapshot is due,
     /// which the stream sends itself).
@@ -382,24 +402,30 @@ impl RaftNetwork<Command> for GroupNetwork {
         } else {
             shared.clone().send_append(target, rpc).await
         };
-        match outcome {
-            Ok(reply) => Ok(reply.into()),
+        let mut response = match outcome {
+            Ok(reply) => reply.into(),
             Err(_) if carries_entries && shared.settings.containment.bounded_buffers => {
                 shared.fail_after(started).await;
-                Ok(AppendEntriesResponse {
+                AppendEntriesResponse {
                     term,
                     success: false,
                     conflict_opt: Some(ConflictOpt {
                         term: prev.1,
                         index: prev.0,
                     }),
-                })
+                }
             }
             Err(error) => {
                 shared.fail_after(started).await;
-                Err(error.into())
+                return Err(error.into());
+            }
+        };
+        if shared.settings.containment.conflict_below_floor {
+            if let Some(conflict) = response.conflict_opt.as_mut() {
+                shared.continue_by_snapshot_below_floor(conflict);
             }
         }
+        Ok(response)
     }
 
     async fn install_snapshot(

@@ -117,6 +117,16 @@ impl TestCluster {
     }
 
     pub async fn start_node_with(&mut self, id: NodeId, containment: Containment) {
+        self.start_node_tuned(id, self.tuning, containment).await
+    }
+
+    /// Starts the node with a Raft tuning of its own (its election timeouts, say).
+    pub async fn start_node_tuned(
+        &mut self,
+        id: NodeId,
+        tuning: RaftTuning,
+        containment: Containment,
+    ) {
         let store = open_store(&self.root.join(format!("node-{id}"))).await;
         let dispatcher = gregor_cluster::Dispatcher::new();
         let cluster = ClusterNode::with_containment(
@@ -124,7 +134,7 @@ impl TestCluster {
             store,
             self.net.transport(id),
             dispatcher.clone(),
-            self.tuning,
+            tuning,
             containment,
         );
         self.net.attach(id, dispatcher);

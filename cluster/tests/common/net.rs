@@ -2,6 +2,7 @@
 //! dispatchers after a latency, links can be cut one way or both, a link can be made to fail
 //! at once (to show what async-raft does with that), and every AppendEntries is recorded.
 
+use async_raft::raft::{ConflictOpt, EntryPayload};
 use gregor_cluster::rpc::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     RpcRequest, VoteRequest, VoteResponse,
@@ -40,6 +41,8 @@ struct Links {
     cut: BTreeSet<(NodeId, NodeId)>,
     failing_at_once: BTreeSet<(NodeId, NodeId)>,
     extra_delay: BTreeMap<(NodeId, NodeId), Duration>,
+    /// Nodes that get no AppendEntries carrying a settled (non-joint) configuration.
+    holding_final_config: BTreeSet<NodeId>,
 }
 
 pub struct TestNet {
@@ -120,6 +123,33 @@ impl TestNet {
         links.cut.clear();
         links.failing_at_once.clear();
         links.extra_delay.clear();
+        links.holding_final_config.clear();
+    }
+
+    /// `to` gets no settled configuration naming it, until `heal`: an AppendEntries carrying
+    /// one is cut short before it, and the leader is told to continue after the entries that
+    /// arrived (or, when none did, the call fails as over a cut link). So `to` can be held
+    /// between the joint configuration that adds it and the final one.
+    pub fn hold_final_configs(&self, to: NodeId) {
+        self.links.lock().unwrap().holding_final_config.insert(to);
+    }
+
+    /// How many of the message's entries `to` may get, when it is being held.
+    fn held_from(&self, to: NodeId, rpc: &AppendEntriesRequest<Command>) -> Option<usize> {
+        if !self
+            .links
+            .lock()
+            .unwrap()
+            .holding_final_config
+            .contains(&to)
+        {
+            return None;
+        }
+        rpc.entries.iter().position(|entry| {
+            matches!(&entry.payload, EntryPayload::ConfigChange(change)
+                if change.membership.members_after_consensus.is_none()
+                    && change.membership.members.contains(&to.0))
+        })
     }
 
     /// Calls from `from` to `to` fail without awaiting anything: what a careless transport
@@ -220,6 +250,41 @@ struct NetTransport {
     net: Arc<TestNet>,
 }
 
+impl NetTransport {
+    /// Delivers the first `keep` entries of `rpc` (see [`TestNet::hold_final_configs`]).
+    async fn deliver_held(
+        &self,
+        target: NodeId,
+        group: GroupId,
+        mut rpc: AppendEntriesRequest<Command>,
+        keep: usize,
+    ) -> Result<AppendEntriesResponse, RpcError> {
+        rpc.entries.truncate(keep);
+        let Some(last) = rpc.entries.last().map(|e| (e.index, e.term)) else {
+            tokio::time::sleep(FAILURE_DELAY).await;
+            return Err(unreachable(target));
+        };
+        let me = self.me;
+        let response = self
+            .net
+            .call(me, target, |h| async move {
+                h.append_entries(me, group, rpc).await
+            })
+            .await?;
+        if !response.success {
+            return Ok(response);
+        }
+        Ok(AppendEntriesResponse {
+            term: response.term,
+            success: false,
+            conflict_opt: Some(ConflictOpt {
+                term: last.1,
+                index: last.0,
+            }),
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl Transport for NetTransport {
     async fn append_entries(
@@ -255,6 +320,9 @@ impl Transport for NetTransport {
             unreachable!("decoded what was encoded");
         };
         let me = self.me;
+        if let Some(keep) = self.net.held_from(target, &rpc) {
+            return self.deliver_held(target, group, rpc, keep).await;
+        }
         if !self.net.record_appends {
             return self
                 .net

@@ -43,6 +43,7 @@ pub fn send(
     h.sends.push(Send {
         producer,
         idempotent: false,
+        retries: false,
         acks,
         tp: tp(),
         seq,

@@ -79,6 +79,7 @@ async fn write_once(
         let send = Send {
             producer: LIVENESS_PRODUCER,
             idempotent: false,
+            retries: true,
             acks: AckLevel::All,
             tp: tp.clone(),
             seq: *seq,

@@ -111,6 +111,7 @@ fn new_send(ctx: &Ctx, producer: u32, spec: ProducerSpec, tp: &Tp, seq: u64) -> 
     Send {
         producer,
         idempotent: spec.idempotent,
+        retries: spec.retries > 0,
         acks: spec.acks,
         tp: tp.clone(),
         seq,
