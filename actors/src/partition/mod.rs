@@ -2,6 +2,7 @@
 
 pub mod core;
 mod idempotence;
+mod ready_queue;
 mod replica;
 
 pub(crate) use replica::{compact_applied_log, propose_error as propose_error_pub};

@@ -6,6 +6,7 @@
 
 use super::core::{distribute, EntryPlan, ProduceBuffer};
 use super::idempotence::{Decision, Proposals, Stamp};
+use super::ready_queue::ReadyQueue;
 use crate::api::{
     Acks, ApiError, ErrorCode, Fetch, FetchReply, ListOffsets, ListOffsetsReply, OffsetSpec,
     Produce, ProduceReply,
@@ -96,6 +97,8 @@ pub struct PartitionReplica {
     retention_in_flight: bool,
     parked: Vec<ParkedFetch>,
     next_park_id: u64,
+    /// Produce requests waiting, in order, for this new leader to become ready.
+    ready_queue: ReadyQueue,
 }
 
 impl PartitionReplica {
@@ -128,6 +131,7 @@ impl PartitionReplica {
             retention_in_flight: false,
             parked: Vec::new(),
             next_park_id: 0,
+            ready_queue: ReadyQueue::default(),
         }
     }
 
@@ -598,9 +602,8 @@ impl Handler<Produce> for PartitionReplica {
     type Result = ResponseFuture<Result<ProduceReply, ApiError>>;
 
     fn handle(&mut self, request: Produce, ctx: &mut Self::Context) -> Self::Result {
-        if self.becoming_ready() {
-            let wait = Duration::from_millis(u64::from(request.timeout_ms.max(1)));
-            return wait_ready(self, ctx, request, wait);
+        if self.becoming_ready() || !self.ready_queue.is_empty() {
+            return self.queue_until_ready(request, ctx);
         }
         let decision = self
             .validate_produce(&request)
@@ -724,6 +727,55 @@ impl PartitionReplica {
                     format!("time index lookup failed: {error}"),
                 )),
             },
+        }
+    }
+}
+
+impl PartitionReplica {
+    /// Holds `request` until this leader is ready (at most `READY_WAIT`, and the request's
+    /// own timeout), behind every produce that came before it.
+    fn queue_until_ready(
+        &mut self,
+        request: Produce,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<ProduceReply, ApiError>> {
+        let wait = Duration::from_millis(u64::from(request.timeout_ms.max(1)));
+        let answer = self.ready_queue.push(request);
+        if !self.ready_queue.watched {
+            self.ready_queue.watched = true;
+            let group = self.group.clone();
+            let ready = async move { group.wait_until_ready(READY_WAIT).await };
+            ctx.spawn(
+                ready
+                    .into_actor(self)
+                    .map(|_, act, ctx| act.release_queued(ctx)),
+            );
+        }
+        let not_leader = self.not_leader();
+        Box::pin(async move {
+            match tokio::time::timeout(wait, answer).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(ApiError::new(
+                    ErrorCode::UNAVAILABLE,
+                    "the partition stopped; retry",
+                )),
+                Err(_) => Err(not_leader),
+            }
+        })
+    }
+
+    /// Hands the queued requests to the produce path in arrival order, or, if this node did
+    /// not become a ready leader in time, tells each where the leader is.
+    fn release_queued(&mut self, ctx: &mut Context<Self>) {
+        for (request, answer) in self.ready_queue.release() {
+            if self.becoming_ready() || !self.group.is_ready() {
+                let _ = answer.send(Err(self.not_leader()));
+                continue;
+            }
+            let reply = <Self as Handler<Produce>>::handle(self, request, ctx);
+            actix::spawn(async move {
+                let _ = answer.send(reply.await);
+            });
         }
     }
 }
