@@ -14,6 +14,7 @@ use crate::metadata::TopicRecord;
 use crate::storage_io::off_thread;
 use actix::prelude::*;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use gregor_cluster::{ApplyOutcome, Command, GroupStatus, KvWrite, ProposeError, RaftGroup};
 use gregor_storage::batch::{BatchError, BatchView};
 use gregor_storage::{
@@ -53,6 +54,8 @@ pub const MAX_PARKED_FETCHES: usize = 1024;
 /// Longest a request waits for a leader elected moments ago to become ready (it applies the
 /// blank entry of its term within a round trip) before it is answered `NOT_LEADER`.
 const READY_WAIT: Duration = Duration::from_secs(5);
+/// Reads expected to return at most this much run on the actor thread (see `read_for`).
+const INLINE_READ_BYTES: u64 = 64 * 1024;
 /// `AdvanceLogStart` proposals one retention check makes at most (each covers up to 256
 /// entries): a backlog is worked off over several checks.
 const RETENTION_ROUNDS: u32 = 16;
@@ -364,17 +367,36 @@ impl PartitionReplica {
         }
     }
 
-    /// Reads the batches a fetch asks for on a storage thread: a read of up to 32 MiB must not
-    /// hold up every other partition on the actor thread.
-    fn read_for(&self, request: &Fetch) -> impl std::future::Future<Output = FetchRead> {
+    /// Reads the batches a fetch asks for: on a storage thread when the read may be large (up
+    /// to 32 MiB, from the disk) and would hold up every other partition on the actor thread;
+    /// here when it reads only the newest few records (a consumer at the end of the log), which
+    /// come from memory faster than a hand-over to another thread and back.
+    fn read_for(&self, request: &Fetch) -> BoxFuture<'static, FetchRead> {
         let (store, group, offset) = (self.store.clone(), self.group_id(), request.offset);
         let max_bytes = request.max_bytes.min(MAX_FETCH_BYTES) as usize;
-        async move {
+        if self.expected_read_bytes(offset, max_bytes) <= INLINE_READ_BYTES {
+            let read = store.read_records(group, offset, max_bytes);
+            return Box::pin(futures::future::ready(read));
+        }
+        Box::pin(async move {
             off_thread(&store, move |store| {
                 store.read_records(group, offset, max_bytes)
             })
             .await
-        }
+        })
+    }
+
+    /// About how many bytes a read from `offset` returns, from the log's mean record size.
+    fn expected_read_bytes(&self, offset: Offset, max_bytes: usize) -> u64 {
+        let state = &self.state;
+        let records = state.next_offset.0.saturating_sub(offset.0);
+        let held = state
+            .next_offset
+            .0
+            .saturating_sub(state.log_start_offset.0)
+            .max(1);
+        let mean = state.size_bytes / held + 1;
+        records.saturating_mul(mean).min(max_bytes as u64)
     }
 
     /// The answer a read gives: `None` when it holds fewer than `min_bytes` and the fetch may
