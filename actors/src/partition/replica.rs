@@ -372,17 +372,25 @@ impl PartitionReplica {
     /// here when it reads only the newest few records (a consumer at the end of the log), which
     /// come from memory faster than a hand-over to another thread and back.
     fn read_for(&self, request: &Fetch) -> BoxFuture<'static, FetchRead> {
-        let (store, group, offset) = (self.store.clone(), self.group_id(), request.offset);
-        let max_bytes = request.max_bytes.min(MAX_FETCH_BYTES) as usize;
-        if self.expected_read_bytes(offset, max_bytes) <= INLINE_READ_BYTES {
-            let read = store.read_records(group, offset, max_bytes);
+        if let Some(read) = self.read_here(request) {
             return Box::pin(futures::future::ready(read));
         }
+        let (store, group, offset) = (self.store.clone(), self.group_id(), request.offset);
+        let max_bytes = request.max_bytes.min(MAX_FETCH_BYTES) as usize;
         Box::pin(async move {
             off_thread(&store, move |store| {
                 store.read_records(group, offset, max_bytes)
             })
             .await
+        })
+    }
+
+    /// The read, done on this thread, when it is small enough for that (see `read_for`).
+    fn read_here(&self, request: &Fetch) -> Option<FetchRead> {
+        let max_bytes = request.max_bytes.min(MAX_FETCH_BYTES) as usize;
+        (self.expected_read_bytes(request.offset, max_bytes) <= INLINE_READ_BYTES).then(|| {
+            self.store
+                .read_records(self.group_id(), request.offset, max_bytes)
         })
     }
 
@@ -453,6 +461,16 @@ impl PartitionReplica {
                     let _ = fetch.reply.send(result);
                 }
                 FetchStep::Wait => kept.push(fetch),
+                // A consumer at the end of the log: answered now, as before storage threads.
+                FetchStep::Read if let Some(read) = self.read_here(&fetch.request) => {
+                    match self.answer_read(&fetch.request, read, false) {
+                        Some(result) => {
+                            ctx.cancel_future(fetch.timer);
+                            let _ = fetch.reply.send(result);
+                        }
+                        None => kept.push(fetch),
+                    }
+                }
                 FetchStep::Read => {
                     fetch.reading = true;
                     reads.push((fetch.id, self.read_for(&fetch.request)));
