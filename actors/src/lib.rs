@@ -22,6 +22,7 @@ pub mod peers;
 pub mod placement;
 pub mod publisher;
 pub mod reconcile;
+mod storage_io;
 #[cfg(test)]
 mod testdata;
 

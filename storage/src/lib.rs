@@ -3,8 +3,9 @@
 //! It holds every Raft group's log, hard state and log floor, the offset and time indexes of
 //! partition logs, producer state, replicated key-value state (topic metadata, committed
 //! offsets), retention and snapshots. It knows nothing of actors, sockets or async runtimes:
-//! every call is synchronous, and the only thread it starts is the one that runs fsyncs
-//! (`SyncMode::Thread`).
+//! every call is synchronous. The threads it starts: `gregor-sync` runs fsyncs and `gregor-io-*`
+//! run the blocking calls handed to [`Store::run_blocking`] (both under `SyncMode::Thread` only),
+//! and `gregor-reclaim` returns the disk space of removed entries (fjall only, see `reclaim.rs`).
 //!
 //! The Raft log is the partition log. A `Records` entry is written once, by `append_entries`;
 //! applying it assigns offsets by writing a small index row, and fetches slice batches out of
@@ -25,11 +26,13 @@ mod entry;
 mod error;
 mod fetch;
 pub mod ids;
+mod io;
 mod keys;
 mod log;
 pub mod options;
 mod producer;
 mod producers;
+mod reclaim;
 mod retention;
 mod snapshot;
 mod state;
@@ -46,6 +49,7 @@ pub use fetch::FetchedBatches;
 /// The record batch format lives with the wire protocol; storage keeps the batches as they came.
 pub use gregor_protocol::batch;
 pub use ids::{GroupId, NodeId, Offset, PartitionId, TopicId};
+pub use io::IoJob;
 pub use log::LogSlice;
 pub use options::{FlushPolicy, StoreOptions, SyncMode, SyncRunner, DEFAULT_CACHE_BYTES};
 pub use producer::{ProducerBatch, ProducerState, MAX_PRODUCERS_PER_PARTITION, PRODUCER_WINDOW};

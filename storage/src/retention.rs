@@ -105,6 +105,7 @@ impl Store {
             state.encode(),
         );
         self.commit(batch)?;
+        self.removed_entries();
         Ok(RetentionOutcome {
             removed_entries: removed,
             log_start_offset: state.public.log_start_offset,
@@ -145,6 +146,8 @@ impl Store {
             &mut floor,
             Some(KEYS_PER_CALL),
         )?;
+        // No reclaim pass: these entries hold key-value writes, small values that live in the
+        // tables, whose space fjall's own compactions return; a pass would flush and fsync.
         self.commit(batch)?;
         Ok(done)
     }
@@ -172,6 +175,7 @@ impl Store {
             for key in view.prefix_keys(space, &keys::group_prefix(group)) {
                 if budget == 0 {
                     self.commit(batch)?;
+                    self.removed_entries();
                     return Ok(false);
                 }
                 batch.remove(space, key?);
@@ -179,6 +183,7 @@ impl Store {
             }
         }
         self.commit(batch)?;
+        self.removed_entries();
         // Bounds stay valid as keys go; dropping them just frees the memory.
         self.set_tail(group, None);
         Ok(true)

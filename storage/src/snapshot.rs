@@ -237,6 +237,7 @@ impl Store {
             state.encode(),
         );
         self.commit(batch)?;
+        self.removed_entries();
         if !keep {
             let tail = Tail {
                 log: Some(snapshot.index),

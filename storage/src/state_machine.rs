@@ -211,9 +211,16 @@ impl Store {
             }
             let end = up_to.min(last_applied.saturating_add(APPLY_BATCH_ENTRIES));
             let mut applier = Applier::new(&view, group, state, self.batch());
+            let before = applied.len();
             applier.run(end, &mut machine, &mut applied)?;
             let (batch, reached) = applier.finish()?;
             self.commit(batch)?;
+            if applied[before..]
+                .iter()
+                .any(|a| matches!(a, Applied::LogStart { .. }))
+            {
+                self.removed_entries();
+            }
             if reached >= up_to {
                 return Ok(applied);
             }

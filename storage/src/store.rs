@@ -10,7 +10,9 @@ use crate::backend::model::ModelDisk;
 use crate::backend::{
     key_range, prefix_end, Backend, Durability, Keys, Pairs, ReadView, Slice, Space, WriteBatch,
 };
+use crate::io::IoPool;
 use crate::keys::{self, TAG_FLOOR, TAG_GROUP_STATE};
+use crate::reclaim::Reclaimer;
 use crate::state::{decode_floor, GroupState, LogFloor};
 use crate::sync::{self, Poison, SyncCallback, SyncJob, SyncThread};
 use crate::{FlushPolicy, GroupId, StorageError, StoreOptions, SyncMode};
@@ -35,9 +37,12 @@ pub struct Store {
     pub(crate) inner: Arc<Inner>,
 }
 
-// Field order is drop order: the sync thread runs its last fsync before the backend goes.
+// Field order is drop order: the storage threads finish their job, the sync thread runs its
+// last fsync, and the reclaim thread its last pass, before the backend goes.
 pub(crate) struct Inner {
+    pub io: Option<IoPool>,
     sync_thread: Option<SyncThread>,
+    reclaimer: Option<Reclaimer>,
     pub poison: Arc<Poison>,
     locks: Vec<Mutex<()>>,
     tails: Mutex<BTreeMap<GroupId, Tail>>,
@@ -59,10 +64,13 @@ impl Store {
     /// # Errors
     /// fjall's error if the directory cannot be opened or recovered (`Locked` while another
     /// handle has it open); `Corrupt` if it holds a store format this build does not know; `Io`
-    /// if the sync thread cannot start.
+    /// if the sync or the reclaim thread cannot start.
+    ///
+    /// The space of removed entries returns to the file system within a few seconds of their
+    /// removal (see `reclaim.rs`), on the `gregor-reclaim` thread, which this starts.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StorageError> {
         let backend = FjallBackend::open(path, options.cache_bytes)?;
-        Store::on_backend(Arc::new(backend), options)
+        Store::on_backend(Arc::new(backend), options, true)
     }
 
     /// Opens a store on a simulated disk: what an earlier store on it made durable (all of it
@@ -71,12 +79,20 @@ impl Store {
     /// # Errors
     /// `Io` while another store has the disk open; `Corrupt` as [`Store::open`].
     pub fn open_model(disk: &ModelDisk, options: StoreOptions) -> Result<Store, StorageError> {
-        Store::on_backend(Arc::new(disk.open()?), options)
+        Store::on_backend(Arc::new(disk.open()?), options, false)
     }
 
-    fn on_backend(backend: Arc<dyn Backend>, options: StoreOptions) -> Result<Store, StorageError> {
+    fn on_backend(
+        backend: Arc<dyn Backend>,
+        options: StoreOptions,
+        reclaim: bool,
+    ) -> Result<Store, StorageError> {
         check_format(&*backend)?;
         let poison = Arc::new(Poison::default());
+        let reclaimer = match reclaim {
+            true => Some(Reclaimer::spawn(Arc::clone(&backend), Arc::clone(&poison))?),
+            false => None,
+        };
         let sync_thread = match (&options.sync_mode, options.flush) {
             (SyncMode::Thread, FlushPolicy::Always) => Some(SyncThread::spawn(
                 Arc::clone(&backend),
@@ -85,9 +101,15 @@ impl Store {
             )?),
             _ => None,
         };
+        let io = match options.sync_mode {
+            SyncMode::Thread => Some(IoPool::spawn()?),
+            _ => None,
+        };
         let locks = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
         let inner = Inner {
+            io,
             sync_thread,
+            reclaimer,
             poison,
             locks,
             tails: Mutex::new(BTreeMap::new()),
@@ -149,6 +171,13 @@ impl Store {
 
     fn persist(&self, mode: Durability) -> Result<(), StorageError> {
         sync::persist(&*self.inner.backend, mode, &self.inner.poison)
+    }
+
+    /// A committed batch removed log entries: their disk space is to be reclaimed.
+    pub(crate) fn removed_entries(&self) {
+        if let Some(reclaimer) = &self.inner.reclaimer {
+            reclaimer.removed();
+        }
     }
 
     /// Takes the group's write lock after checking the store is still trustworthy.

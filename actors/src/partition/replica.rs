@@ -12,12 +12,15 @@ use crate::api::{
     Produce, ProduceReply,
 };
 use crate::metadata::TopicRecord;
+use crate::storage_io::off_thread;
 use actix::prelude::*;
+use bytes::Bytes;
+use futures::future::BoxFuture;
 use gregor_cluster::{ApplyOutcome, Command, GroupStatus, KvWrite, ProposeError, RaftGroup};
 use gregor_storage::batch::{BatchError, BatchView};
 use gregor_storage::{
-    Clock, GroupId, NodeId, Offset, PartitionId, PartitionState, RetentionPolicy, StorageError,
-    Store,
+    Clock, FetchedBatches, GroupId, NodeId, Offset, PartitionId, PartitionState, RetentionPolicy,
+    StorageError, Store,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +55,8 @@ pub const MAX_PARKED_FETCHES: usize = 1024;
 /// Longest a request waits for a leader elected moments ago to become ready (it applies the
 /// blank entry of its term within a round trip) before it is answered `NOT_LEADER`.
 const READY_WAIT: Duration = Duration::from_secs(5);
+/// Reads expected to return at most this much run on the actor thread (see `read_for`).
+const INLINE_READ_BYTES: u64 = 64 * 1024;
 /// `AdvanceLogStart` proposals one retention check makes at most (each covers up to 256
 /// entries): a backlog is worked off over several checks.
 const RETENTION_ROUNDS: u32 = 16;
@@ -74,7 +79,20 @@ struct ParkedFetch {
     reply: FetchReplyTx,
     /// The wait's timer, cancelled when the fetch is answered sooner.
     timer: SpawnHandle,
+    /// A read for it is on a storage thread: new data does not start another.
+    reading: bool,
 }
+
+/// What a fetch needs next, decided from the applied state without reading the log.
+enum FetchStep {
+    Answer(Result<FetchReply, ApiError>),
+    /// Records are there: read them (on a storage thread).
+    Read,
+    /// Nothing to read yet, and the fetch may wait.
+    Wait,
+}
+
+type FetchRead = Result<FetchedBatches, StorageError>;
 
 pub struct PartitionReplica {
     topic: TopicRecord,
@@ -338,32 +356,74 @@ impl PartitionReplica {
         ApiError::offset_out_of_range(offset, self.state.log_start_offset, self.state.next_offset)
     }
 
-    /// Reads committed batches; `None` when fewer than `min_bytes` are there yet.
-    fn try_fetch(
+    /// Decides a fetch from the applied state alone: reading the log is the caller's next step.
+    fn fetch_step(&self, request: &Fetch, must_answer: bool) -> FetchStep {
+        if request.offset < self.state.log_start_offset || request.offset > self.state.next_offset {
+            return FetchStep::Answer(Err(self.offset_range_error(request.offset)));
+        }
+        if request.offset < self.state.next_offset {
+            return FetchStep::Read;
+        }
+        if must_answer || request.min_bytes == 0 {
+            FetchStep::Answer(Ok(self.fetch_reply(Vec::new(), None)))
+        } else {
+            FetchStep::Wait
+        }
+    }
+
+    /// Reads the batches a fetch asks for: on a storage thread when the read may be large (up
+    /// to 32 MiB, from the disk) and would hold up every other partition on the actor thread;
+    /// here when it reads only the newest few records (a consumer at the end of the log), which
+    /// come from memory faster than a hand-over to another thread and back.
+    fn read_for(&self, request: &Fetch) -> BoxFuture<'static, FetchRead> {
+        if let Some(read) = self.read_here(request) {
+            return Box::pin(futures::future::ready(read));
+        }
+        let (store, group, offset) = (self.store.clone(), self.group_id(), request.offset);
+        let max_bytes = request.max_bytes.min(MAX_FETCH_BYTES) as usize;
+        Box::pin(async move {
+            off_thread(&store, move |store| {
+                store.read_records(group, offset, max_bytes)
+            })
+            .await
+        })
+    }
+
+    /// The read, done on this thread, when it is small enough for that (see `read_for`).
+    fn read_here(&self, request: &Fetch) -> Option<FetchRead> {
+        let max_bytes = request.max_bytes.min(MAX_FETCH_BYTES) as usize;
+        (self.expected_read_bytes(request.offset, max_bytes) <= INLINE_READ_BYTES).then(|| {
+            self.store
+                .read_records(self.group_id(), request.offset, max_bytes)
+        })
+    }
+
+    /// About how many bytes a read from `offset` returns, from the log's mean record size.
+    fn expected_read_bytes(&self, offset: Offset, max_bytes: usize) -> u64 {
+        let state = &self.state;
+        let records = state.next_offset.0.saturating_sub(offset.0);
+        let held = state
+            .next_offset
+            .0
+            .saturating_sub(state.log_start_offset.0)
+            .max(1);
+        let mean = state.size_bytes / held + 1;
+        records.saturating_mul(mean).min(max_bytes as u64)
+    }
+
+    /// The answer a read gives: `None` when it holds fewer than `min_bytes` and the fetch may
+    /// wait for more.
+    fn answer_read(
         &self,
         request: &Fetch,
+        read: FetchRead,
         must_answer: bool,
     ) -> Option<Result<FetchReply, ApiError>> {
-        if request.offset < self.state.log_start_offset || request.offset > self.state.next_offset {
-            return Some(Err(self.offset_range_error(request.offset)));
-        }
-        let reply = |batches| FetchReply {
-            high_watermark: self.state.next_offset,
-            log_start_offset: self.state.log_start_offset,
-            batches,
-        };
-        if request.offset == self.state.next_offset {
-            return (must_answer || request.min_bytes == 0).then(|| Ok(reply(Vec::new())));
-        }
-        match self.store.read_records(
-            self.group_id(),
-            request.offset,
-            request.max_bytes.min(MAX_FETCH_BYTES) as usize,
-        ) {
+        match read {
             Ok(fetched) => {
                 let bytes: usize = fetched.batches.iter().map(|b| b.len()).sum();
                 (must_answer || bytes >= request.min_bytes as usize)
-                    .then(|| Ok(reply(fetched.batches)))
+                    .then(|| Ok(self.fetch_reply(fetched.batches, Some(fetched.state))))
             }
             Err(StorageError::OffsetOutOfRange { .. }) => {
                 Some(Err(self.offset_range_error(request.offset)))
@@ -375,19 +435,74 @@ impl PartitionReplica {
         }
     }
 
-    fn wake_parked(&mut self, ctx: &mut Context<Self>) {
-        let parked = std::mem::take(&mut self.parked);
-        for fetch in parked {
-            match self.try_fetch(&fetch.request, false) {
-                Some(result) => {
-                    ctx.cancel_future(fetch.timer);
-                    let _ = fetch.reply.send(result);
-                }
-                None => self.parked.push(fetch),
-            }
+    /// `read` is the state the batches were read at, which may be newer than this actor's.
+    fn fetch_reply(&self, batches: Vec<Bytes>, read: Option<PartitionState>) -> FetchReply {
+        let (mut high_watermark, mut log_start_offset) =
+            (self.state.next_offset, self.state.log_start_offset);
+        if let Some(read) = read {
+            high_watermark = high_watermark.max(read.next_offset);
+            log_start_offset = log_start_offset.max(read.log_start_offset);
+        }
+        FetchReply {
+            high_watermark,
+            log_start_offset,
+            batches,
         }
     }
 
+    /// New data was applied: parked fetches at the old end read it.
+    fn wake_parked(&mut self, ctx: &mut Context<Self>) {
+        let mut reads = Vec::new();
+        let mut kept = Vec::with_capacity(self.parked.len());
+        for mut fetch in std::mem::take(&mut self.parked) {
+            if fetch.reading {
+                kept.push(fetch);
+                continue;
+            }
+            match self.fetch_step(&fetch.request, false) {
+                FetchStep::Answer(result) => {
+                    ctx.cancel_future(fetch.timer);
+                    let _ = fetch.reply.send(result);
+                }
+                FetchStep::Wait => kept.push(fetch),
+                // A consumer at the end of the log: answered now, as before storage threads.
+                FetchStep::Read if let Some(read) = self.read_here(&fetch.request) => {
+                    match self.answer_read(&fetch.request, read, false) {
+                        Some(result) => {
+                            ctx.cancel_future(fetch.timer);
+                            let _ = fetch.reply.send(result);
+                        }
+                        None => kept.push(fetch),
+                    }
+                }
+                FetchStep::Read => {
+                    fetch.reading = true;
+                    reads.push((fetch.id, self.read_for(&fetch.request)));
+                    kept.push(fetch);
+                }
+            }
+        }
+        self.parked = kept;
+        for (id, read) in reads {
+            ctx.spawn(read.into_actor(self).map(move |read, act, ctx| {
+                // Gone: its timer answered it meanwhile.
+                let Some(at) = act.parked.iter().position(|p| p.id == id) else {
+                    return;
+                };
+                match act.answer_read(&act.parked[at].request, read, false) {
+                    Some(result) => {
+                        let fetch = act.parked.swap_remove(at);
+                        ctx.cancel_future(fetch.timer);
+                        let _ = fetch.reply.send(result);
+                    }
+                    None => act.parked[at].reading = false,
+                }
+            }));
+        }
+    }
+
+    /// Answers `request` with what there is once `wait` is over, or sooner when enough data
+    /// arrives (see [`Self::wake_parked`]).
     fn park(
         &mut self,
         request: Fetch,
@@ -397,14 +512,11 @@ impl PartitionReplica {
         let (tx, rx) = oneshot::channel();
         let id = self.next_park_id;
         self.next_park_id += 1;
-        let timer = ctx.run_later(wait, move |act, _| {
+        let timer = ctx.run_later(wait, move |act, ctx| {
             if let Some(at) = act.parked.iter().position(|p| p.id == id) {
                 act.catch_up();
                 let fetch = act.parked.swap_remove(at);
-                let result = act
-                    .try_fetch(&fetch.request, true)
-                    .expect("a must-answer fetch answers");
-                let _ = fetch.reply.send(result);
+                act.answer_now(fetch.request, fetch.reply, ctx);
             }
         });
         self.parked.push(ParkedFetch {
@@ -412,8 +524,27 @@ impl PartitionReplica {
             request,
             reply: tx,
             timer,
+            reading: false,
         });
         rx
+    }
+
+    /// Answers with whatever is there, reading it first if need be.
+    fn answer_now(&mut self, request: Fetch, reply: FetchReplyTx, ctx: &mut Context<Self>) {
+        match self.fetch_step(&request, true) {
+            FetchStep::Answer(result) => {
+                let _ = reply.send(result);
+            }
+            FetchStep::Read | FetchStep::Wait => {
+                let read = self.read_for(&request);
+                ctx.spawn(read.into_actor(self).map(move |read, act, _| {
+                    let result = act
+                        .answer_read(&request, read, true)
+                        .expect("a must-answer read answers");
+                    let _ = reply.send(result);
+                }));
+            }
+        }
     }
 
     fn check_retention(&mut self, ctx: &mut Context<Self>) {
@@ -654,35 +785,54 @@ impl Handler<Produce> for PartitionReplica {
 }
 
 impl Handler<Fetch> for PartitionReplica {
-    type Result = ResponseFuture<Result<FetchReply, ApiError>>;
+    type Result = ResponseActFuture<Self, Result<FetchReply, ApiError>>;
 
     fn handle(&mut self, request: Fetch, ctx: &mut Self::Context) -> Self::Result {
         if self.becoming_ready() {
-            return wait_ready(self, ctx, request, READY_WAIT);
+            return Box::pin(fut::wrap_future(wait_ready(self, ctx, request, READY_WAIT)));
         }
         self.catch_up();
         if self.topic.internal {
             let error = internal_topic(&self.topic.name);
-            return Box::pin(async move { Err(error) });
+            return Box::pin(fut::ready(Err(error)));
         }
         if let Err(error) = self.check_ready() {
-            return Box::pin(async move { Err(error) });
+            return Box::pin(fut::ready(Err(error)));
         }
         let wait = Duration::from_millis(u64::from(request.max_wait_ms.min(MAX_FETCH_WAIT_MS)));
         let must_answer = wait.is_zero() || self.parked.len() >= MAX_PARKED_FETCHES;
-        if let Some(result) = self.try_fetch(&request, must_answer) {
-            return Box::pin(async move { result });
+        match self.fetch_step(&request, must_answer) {
+            FetchStep::Answer(result) => Box::pin(fut::ready(result)),
+            FetchStep::Wait => {
+                let parked = parked_answer(self.park(request, wait, ctx));
+                Box::pin(fut::wrap_future(parked))
+            }
+            FetchStep::Read => {
+                let read = self.read_for(&request);
+                Box::pin(read.into_actor(self).then(move |read, act, ctx| {
+                    match act.answer_read(&request, read, must_answer) {
+                        Some(result) => futures::future::Either::Left(fut::ready(result)),
+                        // Too little for `min_bytes`: wait for more like any parked fetch.
+                        None => {
+                            let parked = parked_answer(act.park(request, wait, ctx));
+                            futures::future::Either::Right(fut::wrap_future(parked))
+                        }
+                    }
+                }))
+            }
         }
-        let rx = self.park(request, wait, ctx);
-        Box::pin(async move {
-            rx.await.unwrap_or_else(|_| {
-                Err(ApiError::new(
-                    ErrorCode::UNAVAILABLE,
-                    "the partition stopped; retry",
-                ))
-            })
-        })
     }
+}
+
+async fn parked_answer(
+    rx: oneshot::Receiver<Result<FetchReply, ApiError>>,
+) -> Result<FetchReply, ApiError> {
+    rx.await.unwrap_or_else(|_| {
+        Err(ApiError::new(
+            ErrorCode::UNAVAILABLE,
+            "the partition stopped; retry",
+        ))
+    })
 }
 
 impl Handler<ListOffsets> for PartitionReplica {

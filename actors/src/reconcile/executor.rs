@@ -8,6 +8,7 @@ use super::plan::{plan, Action, Local, StartMode};
 use crate::directory::{Directory, ReplicaHandle};
 use crate::metadata::{HostedPartition, MetadataView};
 use crate::partition::{PartitionReplica, ReplicaSettings, StopReplica};
+use crate::storage_io::off_thread;
 use actix::prelude::*;
 use gregor_cluster::{ClusterNode, Start};
 use gregor_storage::{GroupId, NodeId, StorageError, Store};
@@ -16,8 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
-/// Pause between two bounded steps of removing a group's data: background work shares the
-/// thread that serves every partition, so a large deletion must not crowd out live traffic.
+/// Pause between two bounded steps of removing a group's data: each step runs on a storage
+/// thread, but its writes share the journal and the disk with live traffic, which a large
+/// deletion must not crowd out.
 const DELETION_PAUSE: Duration = Duration::from_millis(1);
 /// How often a plan runs without a metadata change, to retry what failed.
 const RETRY_INTERVAL: Duration = Duration::from_secs(5);
@@ -257,7 +259,8 @@ impl Reconciler {
         let store = self.factory.store().clone();
         let work = async move {
             registry.deleting(group).await?;
-            while !store.delete_group(group)? {
+            // Each step removes thousands of keys: on a storage thread, not the actors' one.
+            while !off_thread(&store, move |store| store.delete_group(group)).await? {
                 tokio::time::sleep(DELETION_PAUSE).await;
             }
             registry.deleted(group)

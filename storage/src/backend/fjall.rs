@@ -3,10 +3,11 @@
 use super::{Backend, Durability, KeyRange, Keys, Pairs, ReadView, Slice, Space, WriteBatch};
 use crate::StorageError;
 use fjall::{
-    config::CompressionPolicy, CompressionType, Database, Keyspace, KeyspaceCreateOptions,
-    KvSeparationOptions, OwnedWriteBatch, PersistMode, Readable, Snapshot,
+    config::CompressionPolicy, AbstractTree, CompressionType, Database, Keyspace,
+    KeyspaceCreateOptions, KvSeparationOptions, OwnedWriteBatch, PersistMode, Readable, Snapshot,
 };
 use std::path::Path;
+use std::time::Duration;
 
 /// Memtable of the `log` keyspace, which takes nearly every byte written. Small enough that the
 /// active memtable plus the few sealed ones waiting for a flush stay far below the node's memory
@@ -20,6 +21,18 @@ const MAX_JOURNAL_BYTES: u64 = 128 * 1024 * 1024;
 /// Values from this size up go to blob files, which compaction never rewrites: record payloads
 /// then hit the disk twice (journal, blob) instead of once per LSM level.
 const BLOB_THRESHOLD_BYTES: u32 = 1024;
+/// A blob file whose removed share reaches this is rewritten with its live values only, when a
+/// compaction meets it (every such file, not fjall's default of the oldest quarter of them,
+/// which is none while fewer than four are stale). A file whose values are all removed is
+/// deleted whatever this says; retention removes the oldest values first, so that is the
+/// usual case, and this bounds what a deleted topic's values can leave in files it shared.
+const BLOB_STALENESS: f32 = 0.5;
+
+/// How long a reclaim pass waits for a flush it asked for, polling every [`FLUSH_POLL`].
+const FLUSH_WAIT: Duration = Duration::from_secs(30);
+const FLUSH_POLL: Duration = Duration::from_millis(10);
+/// See `FjallBackend::reclaim`: no log key is this short, so removing it changes nothing.
+const RECLAIM_NUDGE_KEY: &[u8] = b"reclaim";
 
 // Field order is drop order: the keyspaces go before the database.
 pub(crate) struct FjallBackend {
@@ -38,7 +51,9 @@ fn log_keyspace() -> KeyspaceCreateOptions {
         .with_kv_separation(Some(
             KvSeparationOptions::default()
                 .separation_threshold(BLOB_THRESHOLD_BYTES)
-                .compression(CompressionType::None),
+                .compression(CompressionType::None)
+                .staleness_threshold(BLOB_STALENESS)
+                .age_cutoff(1.0),
         ))
 }
 
@@ -93,6 +108,80 @@ impl Backend for FjallBackend {
         };
         Ok(self.db.persist(mode)?)
     }
+
+    fn write_buffer_mark(&self) -> u64 {
+        self.space(Space::Log).tree.active_memtable().id()
+    }
+
+    /// Removing keys writes tombstones; the blob files their values live in are deleted (or
+    /// rewritten, see [`BLOB_STALENESS`]) only once a compaction merges the tombstones with the
+    /// pointers they cover. So: flush the memtables (when asked), which also lets fjall delete
+    /// journals that only those memtables still needed, then compact the log's tables, which
+    /// hold keys and blob pointers only, into one run.
+    ///
+    /// After a pass, every blob file whose values were all removed is gone; a file still
+    /// holding live values is rewritten without the removed ones once they make up
+    /// [`BLOB_STALENESS`] of it.
+    ///
+    /// `rotate_memtable`, `sealed_memtable_count` and `major_compact` are public in fjall 3.1
+    /// but hidden from its documentation; fjall's own tests use them.
+    fn reclaim(&self, flush: bool, stop: &dyn Fn() -> bool) -> Result<(), StorageError> {
+        if flush {
+            for space in &self.spaces {
+                if !flush_memtable(space, stop)? {
+                    return Ok(());
+                }
+            }
+        }
+        let log = self.space(Space::Log);
+        log.major_compact()?;
+        if log.fragmented_blob_bytes() > 0 {
+            // fjall drops a blob file whose values a compaction removed only at the next
+            // compaction that changes the tree (it checks before counting what the current one
+            // removed), and deletes the file once the versions listing it are released, which
+            // happens at a memtable rotation after a newer write. With no writes coming, make
+            // both happen.
+            if !nudge(log, stop)? {
+                return Ok(());
+            }
+            log.major_compact()?;
+            nudge(log, stop)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a tombstone for a key that never exists (log keys are 16 bytes) and flushes it: a
+/// write and a memtable rotation that change no read. False: stopped before the flush ended.
+fn nudge(log: &Keyspace, stop: &dyn Fn() -> bool) -> Result<bool, StorageError> {
+    if stop() {
+        return Ok(false);
+    }
+    log.remove(RECLAIM_NUDGE_KEY)?;
+    flush_memtable(log, stop)
+}
+
+/// Seals the keyspace's memtable and waits until fjall's workers have flushed it; false when
+/// `stop` said to give up first.
+///
+/// # Errors
+/// `Io` if the flush does not end within [`FLUSH_WAIT`] (fjall's workers stopped or are stuck).
+fn flush_memtable(space: &Keyspace, stop: &dyn Fn() -> bool) -> Result<bool, StorageError> {
+    space.rotate_memtable()?;
+    let polls = FLUSH_WAIT.as_millis() / FLUSH_POLL.as_millis();
+    for _ in 0..polls {
+        if space.sealed_memtable_count() == 0 {
+            return Ok(true);
+        }
+        if stop() {
+            return Ok(false);
+        }
+        std::thread::sleep(FLUSH_POLL);
+    }
+    Err(StorageError::Io(std::io::Error::other(format!(
+        "a flush of keyspace {:?} did not end within {FLUSH_WAIT:?}",
+        space.name()
+    ))))
 }
 
 struct FjallView<'a> {

@@ -74,6 +74,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn batch(&self) -> Box<dyn WriteBatch + '_>;
     /// Makes every committed batch durable to `mode`.
     fn persist(&self, mode: Durability) -> Result<(), StorageError>;
+    /// Names the write buffers that hold the newest writes: it changes when they are flushed.
+    fn write_buffer_mark(&self) -> u64;
+    /// Returns to the file system what removed keys still occupy, as far as the backend can
+    /// without changing any read; `flush` first moves the write buffers (and the removals in
+    /// them) to disk. Blocks for as long as that takes, so call it off the request path; it
+    /// gives up early (with `Ok`) once `stop` returns true.
+    fn reclaim(&self, flush: bool, stop: &dyn Fn() -> bool) -> Result<(), StorageError>;
 }
 
 pub(crate) trait ReadView {

@@ -312,6 +312,16 @@ impl Backend for ModelBackend {
         })
     }
 
+    /// The model has no write buffers apart from its unsynced batches, which reads see.
+    fn write_buffer_mark(&self) -> u64 {
+        0
+    }
+
+    /// A removed key leaves the model's maps when its batch commits: there is nothing to return.
+    fn reclaim(&self, _flush: bool, _stop: &dyn Fn() -> bool) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     fn persist(&self, mode: Durability) -> Result<(), StorageError> {
         let mut disk = self.disk.lock();
         disk.check(self.generation)?;

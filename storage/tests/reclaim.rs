@@ -1,0 +1,144 @@
+//! Disk space comes back after retention and deletion, with no further writes and across a
+//! restart (issue 9). These run on fjall only: the model disk has no files.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use gregor_storage::batch::{BatchBuilder, NewRecord};
+use gregor_storage::{EntryPayload, LogEntry, Offset, Store};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+/// What the tests write: enough for several memtable flushes (16 MiB each) into blob files.
+const WRITTEN_BYTES: usize = 48 << 20;
+const RECORD_BYTES: usize = 64 << 10;
+const RECORDS_PER_BATCH: usize = 16;
+/// What may stay of the removed data's tables and blob files once it is reclaimed.
+const KEYSPACES_BOUND: u64 = 4 << 20;
+/// The journal file fjall writes to is rotated only once it passes 64 MB (at a flush), so up
+/// to that much of it may stay after a reclaim; older journal files go.
+const JOURNAL_BOUND: u64 = 64_000_000 + (4 << 20);
+/// The reclaim delay is 2 s; a loaded CI machine may take far longer to flush and compact.
+const DEADLINE: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(50);
+
+/// Bytes the directory occupies on disk (allocated blocks: fjall preallocates its journal
+/// sparsely, so file lengths would overstate it).
+fn disk_usage(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    let mut total = 0;
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else {
+            // Deleted while we looked: fjall removes files as it compacts.
+            continue;
+        };
+        total += if meta.is_dir() {
+            disk_usage(&entry.path())
+        } else {
+            meta.blocks() * 512
+        };
+    }
+    total
+}
+
+fn big_batch(entry: u64) -> Bytes {
+    let mut builder = BatchBuilder::with_capacity(RECORD_BYTES * RECORDS_PER_BATCH + 1024);
+    // Distinct bytes per record, so no layer can store them smaller than they are.
+    let values: Vec<Vec<u8>> = (0..RECORDS_PER_BATCH as u64)
+        .map(|r| {
+            let seed = entry * 1000 + r;
+            (0..RECORD_BYTES as u64)
+                .map(|i| (seed.wrapping_mul(31).wrapping_add(i * 7) % 251) as u8)
+                .collect()
+        })
+        .collect();
+    for value in &values {
+        builder.push(&NewRecord {
+            key: None,
+            value: Some(value),
+            headers: &[],
+            timestamp: entry as i64,
+        });
+    }
+    builder.finish()
+}
+
+/// Appends and applies about `WRITTEN_BYTES` of records; returns the last index and offset end.
+fn fill(store: &Store) -> (u64, Offset) {
+    let entries = (WRITTEN_BYTES / (RECORD_BYTES * RECORDS_PER_BATCH)) as u64;
+    for index in 1..=entries {
+        store
+            .append_entries(G, &[records(index, 1, vec![big_batch(index)])])
+            .expect("append");
+    }
+    store.apply_up_to(G, entries).expect("apply");
+    let state = store.partition_state(G).expect("state");
+    (entries, state.next_offset)
+}
+
+fn wait_for_usage_below(dir: &Path, keyspaces_bound: u64, total_bound: u64) {
+    let polls = DEADLINE.as_millis() / POLL.as_millis();
+    for poll in 0..=polls {
+        let keyspaces = disk_usage(&dir.join("keyspaces"));
+        let total = disk_usage(dir);
+        if keyspaces <= keyspaces_bound && total <= total_bound {
+            eprintln!(
+                "returned after about {} ms: keyspaces {keyspaces} bytes, directory {total} bytes",
+                poll * POLL.as_millis()
+            );
+            return;
+        }
+        assert!(
+            poll < polls,
+            "disk space not returned within {DEADLINE:?}: keyspaces {keyspaces} bytes (bound \
+             {keyspaces_bound}), directory {total} bytes (bound {total_bound})"
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+#[test]
+fn retention_that_removes_the_whole_log_returns_its_space_with_no_further_writes() {
+    let dir = tempdir();
+    let store = open(dir.path());
+    let (last, end) = fill(&store);
+    let filled = disk_usage(&dir.path().join("keyspaces")) + disk_usage(dir.path());
+    assert!(
+        filled as usize > WRITTEN_BYTES,
+        "the data is on disk first ({filled} bytes)"
+    );
+    // The path every replica takes: the leader's `AdvanceLogStart` entry, applied.
+    let advance = LogEntry {
+        index: last + 1,
+        term: 1,
+        payload: EntryPayload::AdvanceLogStart(end),
+    };
+    store.append_entries(G, &[advance]).expect("append");
+    store.apply_up_to(G, last + 1).expect("apply");
+    assert_eq!(
+        store.partition_state(G).expect("state").log_start_offset,
+        end
+    );
+    wait_for_usage_below(dir.path(), KEYSPACES_BOUND, JOURNAL_BOUND + KEYSPACES_BOUND);
+    // What is left reads as before.
+    assert_eq!(store.partition_state(G).expect("state").next_offset, end);
+    store.verify_group(G).expect("consistent");
+}
+
+#[test]
+fn a_deleted_group_returns_its_space_after_a_restart() {
+    let dir = tempdir();
+    {
+        let store = open(dir.path());
+        fill(&store);
+        while !store.delete_group(G).expect("delete") {}
+        // Closed at once, before the reclaim delay is over: the restart must finish the job.
+    }
+    let store = open(dir.path());
+    wait_for_usage_below(dir.path(), KEYSPACES_BOUND, JOURNAL_BOUND + KEYSPACES_BOUND);
+    assert_eq!(store.last_entry(G).expect("last"), None);
+}
