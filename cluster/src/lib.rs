@@ -1,7 +1,7 @@
 //! Gregor's cluster layer: one async-raft group per partition (and one for metadata), wired to
 //! the node's storage, behind one narrow seam ([`RaftGroup`]).
 //!
-//! async-raft 0.6.1 has known safety bugs (see DEPENDENCY_NOTES.md, "Project policy"); this crate
+//! async-raft 0.6.1 has known safety bugs (ARCHITECTURE.md, "Containing async-raft 0.6.1"); this crate
 //! is where they are contained: the state machine applies from our own log up to the index it
 //! is told (a skipped apply call cannot skip an entry), truncate-then-append is one atomic
 //! storage write, `client_read` is never used, and every call into Raft has a timeout; the
