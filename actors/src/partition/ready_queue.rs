@@ -16,8 +16,6 @@ pub(super) type ProduceAnswer = oneshot::Sender<Result<ProduceReply, ApiError>>;
 #[derive(Default)]
 pub(super) struct ReadyQueue {
     waiting: VecDeque<(Produce, ProduceAnswer)>,
-    /// A task waits for readiness on the queue's behalf.
-    pub(super) watched: bool,
 }
 
 impl ReadyQueue {
@@ -25,20 +23,21 @@ impl ReadyQueue {
         self.waiting.is_empty()
     }
 
-    /// Queues `request`; its answer arrives on the returned receiver.
+    /// Queues `request`; its answer arrives on the returned receiver. `true` when the queue
+    /// was empty: the caller starts waiting for readiness on the queue's behalf.
     pub(super) fn push(
         &mut self,
         request: Produce,
-    ) -> oneshot::Receiver<Result<ProduceReply, ApiError>> {
+    ) -> (oneshot::Receiver<Result<ProduceReply, ApiError>>, bool) {
         let (answer, receiver) = oneshot::channel();
+        let first = self.waiting.is_empty();
         self.waiting.push_back((request, answer));
-        receiver
+        (receiver, first)
     }
 
     /// Everything queued, oldest first, without the requests whose client stopped waiting
     /// (their timeout passed): those were answered already and must not be written.
     pub(super) fn release(&mut self) -> Vec<(Produce, ProduceAnswer)> {
-        self.watched = false;
         self.waiting
             .drain(..)
             .filter(|(_, answer)| !answer.is_closed())
@@ -64,14 +63,18 @@ mod tests {
     #[test]
     fn releases_in_arrival_order_and_skips_abandoned_requests() {
         let mut queue = ReadyQueue::default();
-        let _first = queue.push(produce(1));
-        let abandoned = queue.push(produce(2));
-        let _third = queue.push(produce(3));
+        let (_first, starts_watch) = queue.push(produce(1));
+        assert!(starts_watch);
+        let (abandoned, starts_watch) = queue.push(produce(2));
+        assert!(!starts_watch);
+        let (_third, _) = queue.push(produce(3));
         drop(abandoned);
-        queue.watched = true;
         let released: Vec<u32> = queue.release().iter().map(|(r, _)| r.timeout_ms).collect();
         assert_eq!(released, vec![1, 3]);
         assert!(queue.is_empty());
-        assert!(!queue.watched);
+        assert!(
+            queue.push(produce(4)).1,
+            "an emptied queue is watched again"
+        );
     }
 }

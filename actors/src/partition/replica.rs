@@ -489,15 +489,29 @@ impl PartitionReplica {
                 let Some(at) = act.parked.iter().position(|p| p.id == id) else {
                     return;
                 };
+                let read_to = read.as_ref().map(|fetched| fetched.state.next_offset).ok();
                 match act.answer_read(&act.parked[at].request, read, false) {
                     Some(result) => {
                         let fetch = act.parked.swap_remove(at);
                         ctx.cancel_future(fetch.timer);
                         let _ = fetch.reply.send(result);
                     }
-                    None => act.parked[at].reading = false,
+                    None => {
+                        act.parked[at].reading = false;
+                        act.offer_newer_than(read_to, ctx);
+                    }
                 }
             }));
+        }
+    }
+
+    /// A read that came back short ran while data was being applied, and `wake_parked` skips a
+    /// fetch whose read is running: offer what was applied after `read_to` now, rather than at
+    /// the next apply or the fetch's timeout.
+    fn offer_newer_than(&mut self, read_to: Option<Offset>, ctx: &mut Context<Self>) {
+        self.catch_up();
+        if read_to.is_some_and(|read_to| self.state.next_offset > read_to) {
+            self.wake_parked(ctx);
         }
     }
 
@@ -810,11 +824,14 @@ impl Handler<Fetch> for PartitionReplica {
             FetchStep::Read => {
                 let read = self.read_for(&request);
                 Box::pin(read.into_actor(self).then(move |read, act, ctx| {
+                    let read_to = read.as_ref().map(|fetched| fetched.state.next_offset).ok();
                     match act.answer_read(&request, read, must_answer) {
                         Some(result) => futures::future::Either::Left(fut::ready(result)),
-                        // Too little for `min_bytes`: wait for more like any parked fetch.
+                        // Too little for `min_bytes`: wait for more like any parked fetch,
+                        // first reading what was applied while this read ran.
                         None => {
                             let parked = parked_answer(act.park(request, wait, ctx));
+                            act.offer_newer_than(read_to, ctx);
                             futures::future::Either::Right(fut::wrap_future(parked))
                         }
                     }
@@ -890,9 +907,8 @@ impl PartitionReplica {
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<Result<ProduceReply, ApiError>> {
         let wait = Duration::from_millis(u64::from(request.timeout_ms.max(1)));
-        let answer = self.ready_queue.push(request);
-        if !self.ready_queue.watched {
-            self.ready_queue.watched = true;
+        let (answer, first) = self.ready_queue.push(request);
+        if first {
             let group = self.group.clone();
             let ready = async move { group.wait_until_ready(READY_WAIT).await };
             ctx.spawn(
@@ -918,7 +934,7 @@ impl PartitionReplica {
     /// not become a ready leader in time, tells each where the leader is.
     fn release_queued(&mut self, ctx: &mut Context<Self>) {
         for (request, answer) in self.ready_queue.release() {
-            if self.becoming_ready() || !self.group.is_ready() {
+            if !self.group.is_ready() {
                 let _ = answer.send(Err(self.not_leader()));
                 continue;
             }
