@@ -198,3 +198,21 @@ fn shrinking_a_two_voter_group_to_one_is_refused_and_it_stays_writable() {
             .expect("the group still commits");
     });
 }
+
+/// A target of one voter is refused before any step: a three-voter group keeps its three.
+#[test]
+fn a_one_voter_target_takes_no_voter_away_first() {
+    runtime().block_on(async {
+        let cluster = TestCluster::new(&[1, 2, 3]).await;
+        cluster.form_group(GROUP, &[1, 2, 3]).await;
+        let leader = cluster.wait_leader(GROUP, 10 * SECOND).await.unwrap();
+        assert!(matches!(
+            cluster
+                .group(leader, GROUP)
+                .change_membership_step(&nodes(&[leader.0]))
+                .await,
+            Err(gregor_cluster::AdminError::InvalidTarget(_))
+        ));
+        assert_eq!(cluster.group(leader, GROUP).voters(), nodes(&[1, 2, 3]));
+    });
+}

@@ -6,9 +6,10 @@
 //! majority of the old configuration then meets any majority of the new one, whatever the
 //! leader miscounts); removals before additions, except one that would leave a single voter
 //! (which async-raft can neither commit from the leader alone nor elect; see
-//! `change_membership_step`); an addition only to a learner that has caught up; client proposals fenced
-//! from the start of an addition until the leader that carried it out has stepped down, and
-//! then it steps down, so the next leader's bookkeeping holds the real membership. The outgoing `leader_commit` is clamped by the group's network meanwhile, so no
+//! `change_membership_step`); an addition only to a learner that has caught up; client
+//! proposals fenced from the start of an addition until the leader that carried it out has
+//! stepped down, and then it steps down, so the next leader's bookkeeping holds the real
+//! membership. The outgoing `leader_commit` is clamped by the group's network meanwhile, so no
 //! follower applies what the miscount would call committed.
 
 use super::{admin_raft_error, RaftGroup};
@@ -37,12 +38,12 @@ impl RaftGroup {
     /// member not in it (this node last), else brings one missing node in (first as a learner
     /// until it has caught up, then as a voter, after which this node steps down). A removal
     /// that would leave one voter comes after the addition; a target of one voter is refused
-    /// once there are more. Callers
-    /// loop, on whichever node leads, until `Done`.
+    /// once there are more. Callers loop, on whichever node leads, until `Done`.
     ///
     /// # Errors
     /// `NotLeader`, `ChangeInProgress` (a joint configuration is in the log: retry),
-    /// `Timeout`, `InvalidTarget` (empty), `ShuttingDown`, `Fatal`.
+    /// `Timeout`, `InvalidTarget` (empty, or one voter where there are more), `ShuttingDown`,
+    /// `Fatal`.
     pub async fn change_membership_step(
         &self,
         target: &BTreeSet<NodeId>,
@@ -56,6 +57,17 @@ impl RaftGroup {
             return Err(AdminError::ChangeInProgress);
         }
         let current: BTreeSet<NodeId> = config.members.iter().copied().map(NodeId).collect();
+        // async-raft 0.6.1 cannot bring a group down to one voter: its leader computes the new
+        // configuration's quorum from its followers only, so a configuration of the leader alone
+        // never commits and the group accepts nothing again; and a lone voter that does not
+        // lead stays a candidate for ever (it counts votes only as answers arrive, and has
+        // nobody to ask). Refused before any step, so no voter is taken away for nothing.
+        if target.len() == 1 && current.len() > 1 {
+            return Err(AdminError::InvalidTarget(format!(
+                "{target:?} has one voter, and async-raft cannot shrink a group of {} to one",
+                current.len()
+            )));
+        }
         let removable = current.difference(target).copied();
         let removal = removable
             .clone()
@@ -64,20 +76,10 @@ impl RaftGroup {
         if let Some(gone) = removal {
             let mut next = current.clone();
             next.remove(&gone);
+            // A removal that would leave one voter waits for the addition (see above).
             if next.len() > 1 {
                 self.change_to(&next).await?;
                 return Ok(StepOutcome::Removed(gone));
-            }
-            // async-raft 0.6.1 cannot bring a group down to one voter: its leader computes the
-            // new configuration's quorum from its followers only, so a configuration of the
-            // leader alone never commits and the group accepts nothing again; and a lone voter
-            // that does not lead stays a candidate for ever (it counts votes only as answers
-            // arrive, and has nobody to ask). So the addition comes first.
-            if target.len() < 2 {
-                return Err(AdminError::InvalidTarget(format!(
-                    "{target:?} has one voter, and async-raft cannot shrink a group of {} to one",
-                    current.len()
-                )));
             }
         }
         let Some(joining) = target.difference(&current).next().copied() else {
