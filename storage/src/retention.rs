@@ -105,7 +105,9 @@ impl Store {
             state.encode(),
         );
         self.commit(batch)?;
-        self.removed_entries();
+        if removed > 0 {
+            self.removed_entries();
+        }
         Ok(RetentionOutcome {
             removed_entries: removed,
             log_start_offset: state.public.log_start_offset,
