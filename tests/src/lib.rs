@@ -368,18 +368,15 @@ impl ProcessCluster {
         self.nodes.remove(&id).expect("a running node").kill9();
     }
 
-    /// SIGTERM every node and wait, then start them all again; returns how long until every
-    /// node serves again.
-    pub fn restart_all(&mut self) -> Duration {
+    /// SIGTERM every node and wait, then start them all again; returns once every node serves.
+    pub fn restart_all(&mut self) {
         let nodes = std::mem::take(&mut self.nodes);
         for (_, node) in nodes {
             let (status, lines) = node.terminate();
             assert!(status.success(), "a node did not stop cleanly: {lines:?}");
         }
-        let started = wall_clock();
         let ids: Vec<u64> = self.specs.iter().map(|s| s.id).collect();
         self.start_nodes(&ids);
-        started.elapsed()
     }
 
     /// Runs a client command with every node as bootstrap.

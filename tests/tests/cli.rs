@@ -53,8 +53,10 @@ fn quickstart_topic_produce_consume_group_and_rewind() {
 
     let lag = success(&node.cli(&["group", "describe", "billing"]));
     assert!(lag.contains("orders"), "{lag}");
-    // Rows: TOPIC PARTITION COMMITTED-OFFSET LOG-END-OFFSET LAG MEMBER.
-    for line in lag.lines().filter(|l| l.starts_with("orders ")) {
+    // Rows: TOPIC PARTITION COMMITTED-OFFSET LOG-END-OFFSET LAG MEMBER, one per partition.
+    let rows: Vec<&str> = lag.lines().filter(|l| l.starts_with("orders ")).collect();
+    assert_eq!(rows.len(), 3, "one row per partition: {lag}");
+    for line in rows {
         let lag_column = line.split_whitespace().nth(4);
         assert_eq!(
             lag_column,

@@ -314,23 +314,25 @@ fn a_drained_node_ends_with_no_replicas() {
     let fourth = cluster.add_node();
     create_topic(&cluster, "orders");
     success(&cluster.cli(&["cluster", "drain", "2", "--no-wait"]));
-    let replicas_of = |node: u64| -> u64 {
+    // None while `cluster status` cannot answer (the metadata seat moves during a drain).
+    let replicas_of = |node: u64| -> Option<u64> {
         let output = cluster.cli(&["cluster", "status", "--json"]);
-        let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
         status["nodes"]
-            .as_array()
-            .expect("nodes")
+            .as_array()?
             .iter()
             .find(|n| n["node_id"].as_u64() == Some(node))
             .and_then(|n| n["replicas"].as_u64())
-            .expect("the node is listed")
     };
     let drained = eventually("node 2 drained", Duration::from_secs(45), || {
-        replicas_of(2) == 0
+        replicas_of(2) == Some(0)
     });
     eprintln!(
         "drain: node 2 held no replica {} ms after `cluster drain`",
         drained.as_millis()
     );
-    assert!(replicas_of(fourth) > 0, "the new node took replicas");
+    assert!(
+        replicas_of(fourth).is_some_and(|n| n > 0),
+        "the new node took replicas"
+    );
 }
