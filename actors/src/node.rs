@@ -205,6 +205,13 @@ pub enum StartError {
     },
     #[error("the node could not start: {0}")]
     Actors(String),
+    /// A cluster member could not reach its peers in time to catch up with the metadata and
+    /// start its replicas (not a storage fault: the same start may succeed once they answer).
+    #[error(
+        "the node could not start: the node did not catch up with the metadata and start its \
+         replicas within {timeout_s} s"
+    )]
+    CatchUpTimeout { timeout_s: u64 },
 }
 
 /// A running node; cheap to clone, `Send + Sync`, usable from any thread.
@@ -716,9 +723,8 @@ async fn wait_until_ready(
     };
     match tokio::time::timeout(timeout, ready).await {
         Ok(Ok(())) => Ok(()),
-        _ => Err(StartError::Actors(format!(
-            "the node did not catch up with the metadata and start its replicas within {} s",
-            timeout.as_secs()
-        ))),
+        _ => Err(StartError::CatchUpTimeout {
+            timeout_s: timeout.as_secs(),
+        }),
     }
 }

@@ -7,7 +7,8 @@ use bytes::Bytes;
 use gregor::server::{serve_connection, ServerConfig};
 use gregor_actors::operations::{OperationSettings, VoterTarget};
 use gregor_actors::{
-    start_node_with, Broker, ClusterEnv, ClusterSettings, NodeConfig, NodeEnv, StorageSeam,
+    start_node_with, Broker, ClusterEnv, ClusterSettings, NodeConfig, NodeEnv, StartError,
+    StorageSeam,
 };
 use gregor_cluster::membership::{GossipTuning, MembershipConfig};
 use gregor_cluster::rpc::{
@@ -322,10 +323,10 @@ impl SimNode {
                     Disk::Fjall(_) => store.fence("the simulated node failed to start"),
                 }
                 net.crash(self.id());
-                let message = format!("node {} cannot start: {error}", self.id());
                 // The one failure that is not about the disk: a cluster member that could not
                 // reach its peers in time to catch up with the metadata.
-                let catching_up = message.contains("did not catch up");
+                let catching_up = matches!(error, StartError::CatchUpTimeout { .. });
+                let message = format!("node {} cannot start: {error}", self.id());
                 return Err(StartFailure {
                     message,
                     catching_up,
