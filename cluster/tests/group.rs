@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use gregor_cluster::{
-    ApplyOutcome, ClusterNode, Command, Dispatcher, KvWrite, NoPeers, ProposeError, RaftGroup,
-    RaftTuning, Start,
+    ApplyOutcome, ClusterNode, Command, Dispatcher, GroupRole, KvWrite, NoPeers, ProposeError,
+    RaftGroup, RaftTuning, Start,
 };
 use gregor_storage::batch::{BatchBuilder, NewRecord};
 use gregor_storage::{GroupId, NodeId, Offset, Store, StoreOptions, SyncMode};
@@ -158,6 +158,47 @@ fn a_stopped_group_refuses_proposals_with_a_typed_error() {
             matches!(result, Err(ProposeError::ShuttingDown)),
             "{result:?}"
         );
+    });
+}
+
+/// async-raft shuts a group down on a fatal storage error without publishing its state again:
+/// the group must then say it is stopped, not go on reporting the leadership it had, or a
+/// coordinator on a node whose disk failed would keep answering from memory.
+#[test]
+fn a_group_whose_storage_failed_says_it_stopped_leading() {
+    let disk = gregor_storage::ModelDisk::new();
+    runtime().block_on(async {
+        let store = Store::open_model(
+            &disk,
+            StoreOptions {
+                sync_mode: SyncMode::Inline,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        let group = start(store).await;
+        assert_eq!(group.role(), GroupRole::Leader);
+        disk.fail_next_persist();
+        let result = group
+            .propose(Command::append(vec![batch(1)]), Duration::from_secs(1))
+            .await;
+        assert!(
+            result.is_err(),
+            "a write whose fsync failed is refused: {result:?}"
+        );
+        let mut status = group.status();
+        let stopped = tokio::time::timeout(Duration::from_secs(10), async {
+            while status.borrow_and_update().role != GroupRole::Stopped {
+                if status.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(stopped.is_ok(), "the group's status never said it stopped");
+        assert_eq!(group.role(), GroupRole::Stopped);
+        assert_eq!(group.leader(), None);
+        assert!(!group.is_ready());
     });
 }
 

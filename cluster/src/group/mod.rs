@@ -190,11 +190,24 @@ impl RaftGroup {
     }
 
     pub fn role(&self) -> GroupRole {
+        if self.core_ended() {
+            return GroupRole::Stopped;
+        }
         role_of(&self.metrics.borrow())
     }
 
     pub fn leader(&self) -> Option<NodeId> {
+        if self.core_ended() {
+            return None;
+        }
         leader_of(&self.metrics.borrow())
+    }
+
+    /// Whether async-raft's core has returned. It shuts down on a fatal storage error without
+    /// publishing metrics again, so its last metrics can say `Leader` for ever: a coordinator or
+    /// a replica trusting them would go on serving from memory while another node leads.
+    fn core_ended(&self) -> bool {
+        self.metrics.has_changed().is_err()
     }
 
     pub fn term(&self) -> u64 {
