@@ -9,10 +9,10 @@ use gregor_client::{
     TopicPartition,
 };
 use gregor_protocol::api::{
-    Acks, ApiError, BrokerInfo, ClusterMetadata, CommittedOffset, ErrorCode, FetchReply,
-    HelloReply, ListGroups, ListOffsetsReply, OffsetSpec, PartitionMetadata, Produce, ProduceReply,
-    ProducerIdentity, Request, RequestFrame, Response, ResponseFrame, TopicMetadata,
-    PROTOCOL_VERSION,
+    Acks, ApiError, BrokerInfo, ClusterMetadata, CommittedOffset, ConsumerGroupHeartbeatReply,
+    ErrorCode, FetchReply, HelloReply, ListGroups, ListOffsetsReply, OffsetSpec, PartitionMetadata,
+    Produce, ProduceReply, ProducerIdentity, Request, RequestFrame, Response, ResponseFrame,
+    TopicMetadata, TopicPartitions, PROTOCOL_VERSION,
 };
 use gregor_protocol::batch::{
     stamp, BatchBuilder, BatchView, Compression, NewRecord, MAX_DECOMPRESSED_BYTES,
@@ -1137,4 +1137,90 @@ async fn a_producer_without_idempotence_sends_unnumbered_batches() {
     }
     assert_eq!(stamps(&broker, "t", 0), vec![(-1, -1, -1, 1)]);
     assert_eq!(broker.state().producer_ids, 0);
+}
+
+// ------------------------------------------------------------------ group membership
+
+/// A member given partitions reports them as owned before it reads their committed offsets:
+/// if that read hangs (a network partition) and the member reported nothing meanwhile, the
+/// group could move the partitions to another member while this one still starts them once
+/// the read returns, and two members would consume one partition (the 3-node simulation's
+/// group-two-owners, seed 659).
+#[tokio::test]
+async fn a_member_reports_assigned_partitions_owned_while_their_offsets_are_read() {
+    let mut broker = Scripted::start(PROTOCOL_VERSION).await;
+    let addr = broker.addr.clone();
+    let client_addr = addr.clone();
+    let (owned_tx, mut owned_rx) = mpsc::unbounded_channel::<Vec<TopicPartitions>>();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (frame, replies) = broker.next().await;
+            let result = match frame.request {
+                Request::Metadata(_) => Ok(Response::Metadata(ClusterMetadata {
+                    brokers: vec![BrokerInfo {
+                        node_id: NODE,
+                        address: addr.clone(),
+                    }],
+                    topics: vec![TopicMetadata {
+                        name: "t".into(),
+                        partitions: (0..2)
+                            .map(|p| PartitionMetadata {
+                                partition: PartitionId(p),
+                                leader: Some(NODE),
+                                replicas: vec![NODE],
+                            })
+                            .collect(),
+                    }],
+                })),
+                Request::ConsumerGroupHeartbeat(hb) => {
+                    let joining = hb.member_epoch == 0;
+                    let _ = owned_tx.send(hb.owned.unwrap_or_default());
+                    Ok(Response::ConsumerGroupHeartbeat(
+                        ConsumerGroupHeartbeatReply {
+                            member_id: "m".into(),
+                            member_epoch: 1,
+                            heartbeat_interval_ms: 10,
+                            assignment: joining.then(|| {
+                                vec![TopicPartitions {
+                                    topic: "t".into(),
+                                    partitions: vec![PartitionId(0), PartitionId(1)],
+                                }]
+                            }),
+                        },
+                    ))
+                }
+                // The committed offsets never come: the read hangs as in a partition.
+                Request::FetchOffsets(_) => {
+                    held.push(replies);
+                    continue;
+                }
+                other => panic!("unexpected request {other:?}"),
+            };
+            replies.reply(frame.id, result);
+        }
+    });
+    let config = ConsumerConfig::from_client(ClientConfig::new(&client_addr).seed(7))
+        .group("g")
+        .auto_commit(None);
+    let mut consumer = Consumer::connect(config).await.expect("connect");
+    consumer.subscribe(&["t"]).expect("subscribe");
+    let polling = tokio::spawn(async move { consumer.poll(Duration::from_secs(60)).await });
+    let reported = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(owned) = owned_rx.recv().await {
+            let partitions: usize = owned.iter().map(|t| t.partitions.len()).sum();
+            if partitions == 2 {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    polling.abort();
+    assert_eq!(
+        reported,
+        Ok(true),
+        "while its committed offsets were being read, the member never reported owning its \
+         assigned partitions"
+    );
 }

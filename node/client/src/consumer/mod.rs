@@ -744,7 +744,19 @@ impl Consumer {
         }
         let added: Vec<TopicPartition> = target.difference(&owned).cloned().collect();
         if !added.is_empty() {
-            self.add_assigned(&added).await?;
+            // Reported as owned before their committed offsets are read: that read can last as
+            // long as a network partition, and a member reporting only what it owned before
+            // lets the group give these partitions to another member while this one still
+            // starts them once the read returns. Owned, they move only once this member
+            // releases them (a newer target revokes them at the next pass).
+            self.report_owned(added.iter().cloned());
+            if let Err(error) = self.add_assigned(&added).await {
+                self.set_owned();
+                if let Some(member) = &self.member {
+                    member.lock().target.get_or_insert(target);
+                }
+                return Err(error);
+            }
             if let Some(listener) = self.listener_mut() {
                 listener.on_assigned(&added);
             }
@@ -812,6 +824,13 @@ impl Consumer {
     fn set_owned(&self) {
         if let Some(member) = &self.member {
             member.lock().owned = self.partitions.keys().cloned().collect();
+        }
+    }
+
+    /// Adds `partitions` to what the heartbeats say this member owns.
+    fn report_owned(&self, partitions: impl Iterator<Item = TopicPartition>) {
+        if let Some(member) = &self.member {
+            member.lock().owned.extend(partitions);
         }
     }
 
