@@ -1,14 +1,15 @@
 //! Returning the disk space of removed entries to the file system.
 //!
 //! Removing keys (retention, a deleted group, an installed snapshot) only writes tombstones: the
-//! bytes stay in fjall's blob files until a compaction drops every pointer into a blob file, and
-//! fjall compacts only when flushes come, so with no further writes the space never came back.
-//! The `gregor-reclaim` thread closes that gap: told that something was removed, it waits
-//! [`RECLAIM_DELAY`] (a burst of retention rounds or deletion steps becomes one pass, and
-//! steady retention costs at most one pass per delay), then asks the backend to flush its write
-//! buffers when no write has flushed them meanwhile and to compact what the tombstones cover
-//! (see `FjallBackend::reclaim`). A store opened on existing data runs one pass too, so
-//! tombstones written before a crash or a shutdown are reclaimed after the restart.
+//! bytes stay in fjall's blob files and tables until a compaction merges the tombstones with
+//! what they cover, and fjall compacts only when flushes come, so with no further writes the
+//! space never came back. The `gregor-reclaim` thread closes that gap: told that something was
+//! removed, it waits [`RECLAIM_DELAY`] (a burst of retention rounds or deletion steps becomes one
+//! pass), then asks the backend to flush its write buffers when no write has flushed them
+//! meanwhile and to compact the log once the removals make up enough of it to pay for the
+//! rewrite (see `FjallBackend::reclaim`). A store opened on existing data runs one pass when
+//! the backend may hold unreclaimed removals (`Backend::reclaim_pending`), so tombstones written
+//! before a crash or a shutdown are reclaimed after the restart.
 //!
 //! Reclaiming changes only where bytes lie on disk, never what any read returns, so it runs
 //! outside the simulation's deterministic order without changing a run's outcome.

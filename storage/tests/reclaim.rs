@@ -111,18 +111,7 @@ fn retention_that_removes_the_whole_log_returns_its_space_with_no_further_writes
         filled as usize > WRITTEN_BYTES,
         "the data is on disk first ({filled} bytes)"
     );
-    // The path every replica takes: the leader's `AdvanceLogStart` entry, applied.
-    let advance = LogEntry {
-        index: last + 1,
-        term: 1,
-        payload: EntryPayload::AdvanceLogStart(end),
-    };
-    store.append_entries(G, &[advance]).expect("append");
-    store.apply_up_to(G, last + 1).expect("apply");
-    assert_eq!(
-        store.partition_state(G).expect("state").log_start_offset,
-        end
-    );
+    advance(&store, last, end);
     wait_for_usage_below(dir.path(), KEYSPACES_BOUND, JOURNAL_BOUND + KEYSPACES_BOUND);
     assert!(wait_until_idle(&store).compactions >= 1);
     // What is left reads as before.
@@ -165,7 +154,8 @@ fn wait_until_idle(store: &Store) -> ReclaimCounts {
     wait_for_passes(store, 0)
 }
 
-/// Applies an `AdvanceLogStart` to `start` after entry `last`.
+/// Applies an `AdvanceLogStart` to `start` after entry `last`: the path every replica takes,
+/// the leader's entry, applied.
 fn advance(store: &Store, last: u64, start: Offset) {
     let advance = LogEntry {
         index: last + 1,

@@ -145,8 +145,9 @@ impl Backend for FjallBackend {
     /// [`BLOB_STALENESS`] of it. Below the fraction the removals wait for more, or for fjall's
     /// own compactions, which drop what they meet as writes come.
     ///
-    /// `rotate_memtable`, `sealed_memtable_count` and `major_compact` are public in fjall 3.1
-    /// but hidden from its documentation; fjall's own tests use them.
+    /// `rotate_memtable`, `sealed_memtable_count`, `major_compact` and the tree's
+    /// `current_version` are public in fjall 3.1 but hidden from its documentation; fjall's own
+    /// tests use them.
     fn reclaim(&self, flush: bool, stop: &dyn Fn() -> bool) -> Result<bool, StorageError> {
         if flush {
             for space in &self.spaces {
@@ -159,7 +160,9 @@ impl Backend for FjallBackend {
         if !worth_compacting(log) {
             return Ok(false);
         }
-        log.major_compact()?;
+        if !major_compact(log, stop)? {
+            return Ok(false);
+        }
         if log.fragmented_blob_bytes() > 0 {
             // fjall drops a blob file whose values a compaction removed only at the next
             // compaction that changes the tree (it checks before counting what the current one
@@ -169,7 +172,7 @@ impl Backend for FjallBackend {
             if !nudge(log, stop)? {
                 return Ok(true);
             }
-            log.major_compact()?;
+            major_compact(log, stop)?;
             nudge(log, stop)?;
         }
         Ok(true)
@@ -183,6 +186,30 @@ fn worth_compacting(log: &Keyspace) -> bool {
     let removed = log.tree.tombstone_count().saturating_sub(NUDGE_TOMBSTONES);
     let items = log.approximate_len() as u64;
     removed > 0 && removed.saturating_mul(COMPACT_AT_TOMBSTONE_FRACTION) >= items
+}
+
+/// Compacts every table of `log` into one run. fjall's major compaction silently does nothing
+/// while one of its own compactions holds a table (as one may after the flush a pass asked
+/// for), so this retries until the tree has changed; false when `stop` said to give up first.
+///
+/// # Errors
+/// fjall's error; `Io` if the tables stay busy for [`FLUSH_WAIT`].
+fn major_compact(log: &Keyspace, stop: &dyn Fn() -> bool) -> Result<bool, StorageError> {
+    let polls = FLUSH_WAIT.as_millis() / FLUSH_POLL.as_millis();
+    for _ in 0..polls {
+        let before = log.tree.current_version().id();
+        log.major_compact()?;
+        if log.tree.current_version().id() != before {
+            return Ok(true);
+        }
+        if stop() {
+            return Ok(false);
+        }
+        std::thread::sleep(FLUSH_POLL);
+    }
+    Err(StorageError::Io(std::io::Error::other(format!(
+        "the log's tables stayed busy for {FLUSH_WAIT:?}; no compaction ran"
+    ))))
 }
 
 /// Writes a tombstone for a key that never exists (log keys are 16 bytes) and flushes it: a
