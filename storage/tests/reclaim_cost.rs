@@ -10,13 +10,21 @@ mod common;
 
 use common::*;
 use gregor_storage::batch::{BatchBuilder, NewRecord};
-use gregor_storage::{EntryPayload, LogEntry, Offset, ReclaimCounts, Store};
+use gregor_storage::{EntryPayload, GroupId, LogEntry, Offset, ReclaimCounts, Store};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const ENTRIES: u64 = 1_000_000;
 const RECORDS_PER_ENTRY: u64 = 2;
 const CHUNK: u64 = 1024;
 const DEADLINE: Duration = Duration::from_secs(600);
+/// A second partition written meanwhile, as a producer would: its append-and-apply latency
+/// shows what a pass takes from the write path (the two cores are shared).
+const PRODUCED: GroupId = GroupId(43);
+const PRODUCE_EVERY: Duration = Duration::from_millis(2);
+const PHASES: [&str; 3] = ["no pass", "retention rounds", "a fifth of the log"];
+const STOPPED: usize = PHASES.len();
 
 fn process_write_bytes() -> u64 {
     let io = std::fs::read_to_string("/proc/self/io").expect("procfs");
@@ -104,6 +112,43 @@ fn measure(store: &Store, label: &str, removal: impl FnOnce() -> u64) -> u64 {
     last
 }
 
+/// Appends and applies one small entry to [`PRODUCED`] every [`PRODUCE_EVERY`] until the phase
+/// is [`STOPPED`]; returns each phase's latencies.
+fn produce(store: &Store, phase: &AtomicUsize) -> Vec<Vec<Duration>> {
+    let mut latencies = vec![Vec::new(); PHASES.len()];
+    let mut index = 0;
+    loop {
+        let now = phase.load(Ordering::Relaxed);
+        if now == STOPPED {
+            return latencies;
+        }
+        index += 1;
+        let started = Instant::now();
+        store
+            .append_entries(PRODUCED, &[records(index, 1, vec![small_batch(index)])])
+            .expect("append");
+        store.apply_up_to(PRODUCED, index).expect("apply");
+        latencies[now].push(started.elapsed());
+        // Pacing a steady producer, not waiting for a condition.
+        std::thread::sleep(PRODUCE_EVERY);
+    }
+}
+
+fn report(latencies: &mut [Vec<Duration>]) {
+    for (name, phase) in PHASES.iter().zip(latencies.iter_mut()) {
+        phase.sort();
+        let at = |q: f64| phase[((phase.len() - 1) as f64 * q) as usize];
+        println!(
+            "produce during {name}: {} appends, p50 {:?}, p99 {:?}, p99.9 {:?}, max {:?}",
+            phase.len(),
+            at(0.5),
+            at(0.99),
+            at(0.999),
+            at(1.0)
+        );
+    }
+}
+
 #[test]
 #[ignore = "writes about 400 MB; run explicitly in release"]
 fn a_pass_costs_in_proportion_to_what_was_removed() {
@@ -118,6 +163,13 @@ fn a_pass_costs_in_proportion_to_what_was_removed() {
          process wrote {} MiB",
         process_write_bytes() >> 20
     );
+    let phase = Arc::new(AtomicUsize::new(0));
+    let producer = {
+        let (store, phase) = (store.clone(), Arc::clone(&phase));
+        std::thread::spawn(move || produce(&store, &phase))
+    };
+    std::thread::sleep(Duration::from_secs(5));
+    phase.store(1, Ordering::Relaxed);
     for round in 1..=3 {
         let through = round * 256;
         last = measure(
@@ -126,9 +178,13 @@ fn a_pass_costs_in_proportion_to_what_was_removed() {
             || remove_through(&store, last, through),
         );
     }
+    phase.store(2, Ordering::Relaxed);
     let through = ENTRIES / 5;
     measure(&store, "a fifth of the log", || {
         remove_through(&store, last, through)
     });
+    phase.store(STOPPED, Ordering::Relaxed);
+    let mut latencies = producer.join().expect("producer");
+    report(&mut latencies);
     assert!(store.reclaim_counts().compactions >= 1);
 }
