@@ -66,8 +66,9 @@ impl Store {
     /// handle has it open); `Corrupt` if it holds a store format this build does not know; `Io`
     /// if the sync or the reclaim thread cannot start.
     ///
-    /// The space of removed entries returns to the file system within a few seconds of their
-    /// removal (see `reclaim.rs`), on the `gregor-reclaim` thread, which this starts.
+    /// The space of removed entries returns to the file system within a few seconds of the
+    /// removal that brings them to a sixth of the live entries (see `reclaim.rs`), on the
+    /// `gregor-reclaim` thread, which this starts.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StorageError> {
         let backend = FjallBackend::open(path, options.cache_bytes)?;
         Store::on_backend(Arc::new(backend), options, true)
