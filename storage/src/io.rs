@@ -7,10 +7,9 @@
 //! under `Inline` and `External` (the simulation) a job runs on the calling thread before
 //! [`Store::run_blocking`] returns, so a simulated run keeps one thread and one order.
 
-use crate::{Store, SyncMode};
+use crate::worker::{Shared, WorkerState, Workers};
+use crate::Store;
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::{JoinHandle, ThreadId};
 
 /// A blocking storage call and what to do with its result.
 pub type IoJob = Box<dyn FnOnce() + Send>;
@@ -25,55 +24,37 @@ struct Queue {
     stopping: bool,
 }
 
-struct Shared {
-    queue: Mutex<Queue>,
-    wake: Condvar,
-}
+impl WorkerState for Queue {
+    /// Jobs still queued: their callers see their answer channel closed.
+    type Leftover = VecDeque<IoJob>;
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        // Jobs run unlocked, so a panicking job leaves the queue consistent.
-        self.queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn stop(&mut self) -> VecDeque<IoJob> {
+        self.stopping = true;
+        std::mem::take(&mut self.jobs)
     }
 }
 
-/// The `gregor-io` threads. Dropping the pool drops the jobs still queued (their callers see
-/// their answer channel closed) and joins the threads after their current job.
+/// The `gregor-io` threads. Dropping the pool drops the jobs still queued and joins the threads
+/// after their current job.
 pub(crate) struct IoPool {
-    shared: Arc<Shared>,
-    handles: Vec<(ThreadId, JoinHandle<()>)>,
+    workers: Workers<Queue>,
 }
 
 impl IoPool {
     pub fn spawn() -> std::io::Result<IoPool> {
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::default()),
-            wake: Condvar::new(),
-        });
-        let mut pool = IoPool {
-            shared,
-            handles: Vec::with_capacity(IO_THREADS),
-        };
-        for n in 0..IO_THREADS {
-            let worker = Arc::clone(&pool.shared);
-            // On an error the pool built so far drops, which stops its threads.
-            let handle = std::thread::Builder::new()
-                .name(format!("gregor-io-{n}"))
-                .spawn(move || run(&worker))?;
-            pool.handles.push((handle.thread().id(), handle));
-        }
-        Ok(pool)
+        let names = (0..IO_THREADS).map(|n| format!("gregor-io-{n}")).collect();
+        let workers = Workers::spawn(names, Queue::default(), run)?;
+        Ok(IoPool { workers })
     }
 
     fn submit(&self, job: IoJob) {
-        self.shared.lock().jobs.push_back(job);
-        self.shared.wake.notify_one();
+        let shared = self.workers.shared();
+        shared.lock().jobs.push_back(job);
+        shared.notify_one();
     }
 }
 
-fn run(shared: &Shared) {
+fn run(shared: &Shared<Queue>) {
     loop {
         let job = {
             let mut queue = shared.lock();
@@ -84,34 +65,10 @@ fn run(shared: &Shared) {
                 if let Some(job) = queue.jobs.pop_front() {
                     break job;
                 }
-                queue = shared
-                    .wake
-                    .wait(queue)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                queue = shared.wait(queue);
             }
         };
         job();
-    }
-}
-
-impl Drop for IoPool {
-    fn drop(&mut self) {
-        let dropped = {
-            let mut queue = self.shared.lock();
-            queue.stopping = true;
-            std::mem::take(&mut queue.jobs)
-        };
-        self.shared.wake.notify_all();
-        // A job may hold the last `Store` handle (it captures a clone): dropping it drops the
-        // pool, and a thread must not join itself. Queued jobs go outside the lock for the same
-        // reason.
-        drop(dropped);
-        let me = std::thread::current().id();
-        for (id, handle) in self.handles.drain(..) {
-            if id != me && handle.join().is_err() {
-                tracing::error!("a gregor-io thread panicked");
-            }
-        }
     }
 }
 
@@ -120,9 +77,10 @@ impl Store {
     /// (`Inline`, `External`: the simulation's one thread). Use it for calls that can block for
     /// long, so an async caller's thread keeps serving others meanwhile.
     pub fn run_blocking(&self, job: IoJob) {
-        match (&self.inner.io, &self.inner.options.sync_mode) {
-            (Some(pool), SyncMode::Thread) => pool.submit(job),
-            _ => job(),
+        // The pool exists under `SyncMode::Thread` only.
+        match &self.inner.io {
+            Some(pool) => pool.submit(job),
+            None => job(),
         }
     }
 }

@@ -40,6 +40,7 @@ mod state_machine;
 mod store;
 mod sync;
 mod verify;
+mod worker;
 
 pub use backend::model::{Crash, ModelDisk};
 pub use clock::{Clock, SystemClock};
@@ -53,6 +54,7 @@ pub use io::IoJob;
 pub use log::LogSlice;
 pub use options::{FlushPolicy, StoreOptions, SyncMode, SyncRunner, DEFAULT_CACHE_BYTES};
 pub use producer::{ProducerBatch, ProducerState, MAX_PRODUCERS_PER_PARTITION, PRODUCER_WINDOW};
+pub use reclaim::ReclaimCounts;
 pub use retention::{RetentionOutcome, RetentionPolicy};
 pub use snapshot::GroupSnapshot;
 pub use state::{LogFloor, PartitionState};

@@ -211,14 +211,12 @@ impl Store {
             }
             let end = up_to.min(last_applied.saturating_add(APPLY_BATCH_ENTRIES));
             let mut applier = Applier::new(&view, group, state, self.batch());
-            let before = applied.len();
             applier.run(end, &mut machine, &mut applied)?;
+            let removed = applier.removed_entries;
             let (batch, reached) = applier.finish()?;
             self.commit(batch)?;
-            if applied[before..]
-                .iter()
-                .any(|a| matches!(a, Applied::LogStart { .. }))
-            {
+            // An `AdvanceLogStart` at or below the log start removes nothing.
+            if removed > 0 {
                 self.removed_entries();
             }
             if reached >= up_to {
@@ -275,6 +273,8 @@ struct Applier<'v> {
     /// writes to one key in a batch would race.
     kv_writes: BTreeMap<Vec<u8>, Option<Bytes>>,
     producers: Producers,
+    /// Entries that `AdvanceLogStart`s removed: their disk space is to be reclaimed.
+    removed_entries: u64,
 }
 
 impl<'v> Applier<'v> {
@@ -286,6 +286,7 @@ impl<'v> Applier<'v> {
             batch,
             kv_writes: BTreeMap::new(),
             producers: Producers::default(),
+            removed_entries: 0,
         }
     }
 
@@ -354,7 +355,7 @@ impl<'v> Applier<'v> {
                 Ok(Applied::Command { index, outcome })
             }
             StoredBody::AdvanceLogStart(target) => {
-                advance_log_start(
+                self.removed_entries += advance_log_start(
                     self.view,
                     &mut self.batch,
                     self.group,

@@ -12,7 +12,7 @@ use crate::backend::{
 };
 use crate::io::IoPool;
 use crate::keys::{self, TAG_FLOOR, TAG_GROUP_STATE};
-use crate::reclaim::Reclaimer;
+use crate::reclaim::{ReclaimCounts, Reclaimer};
 use crate::state::{decode_floor, GroupState, LogFloor};
 use crate::sync::{self, Poison, SyncCallback, SyncJob, SyncThread};
 use crate::{FlushPolicy, GroupId, StorageError, StoreOptions, SyncMode};
@@ -66,8 +66,9 @@ impl Store {
     /// handle has it open); `Corrupt` if it holds a store format this build does not know; `Io`
     /// if the sync or the reclaim thread cannot start.
     ///
-    /// The space of removed entries returns to the file system within a few seconds of their
-    /// removal (see `reclaim.rs`), on the `gregor-reclaim` thread, which this starts.
+    /// The space of removed entries returns to the file system within a few seconds of the
+    /// removal that brings them to a sixth of the live entries (see `reclaim.rs`), on the
+    /// `gregor-reclaim` thread, which this starts.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StorageError> {
         let backend = FjallBackend::open(path, options.cache_bytes)?;
         Store::on_backend(Arc::new(backend), options, true)
@@ -171,6 +172,15 @@ impl Store {
 
     fn persist(&self, mode: Durability) -> Result<(), StorageError> {
         sync::persist(&*self.inner.backend, mode, &self.inner.poison)
+    }
+
+    /// What the `gregor-reclaim` thread has done since this store opened (nothing on a model
+    /// disk, which has no such thread).
+    pub fn reclaim_counts(&self) -> ReclaimCounts {
+        self.inner
+            .reclaimer
+            .as_ref()
+            .map_or_else(ReclaimCounts::default, Reclaimer::counts)
     }
 
     /// A committed batch removed log entries: their disk space is to be reclaimed.

@@ -7,9 +7,9 @@
 //! arrive during one fsync, each of which stands for a write its caller already made.
 
 use crate::backend::{Backend, Durability};
+use crate::worker::{Shared, WorkerState, Workers};
 use crate::StorageError;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use std::thread::{JoinHandle, ThreadId};
+use std::sync::{Arc, OnceLock};
 
 /// Called once the writes before the request are durable, or with the reason they never will be.
 pub type SyncCallback = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
@@ -95,25 +95,20 @@ struct Queue {
     stopping: bool,
 }
 
-struct Shared {
-    queue: Mutex<Queue>,
-    wake: Condvar,
-}
+impl WorkerState for Queue {
+    /// Nothing: the thread runs a last fsync for the callbacks still queued.
+    type Leftover = ();
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        // The queue stays consistent across a panicking callback (callbacks run unlocked).
-        self.queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn stop(&mut self) {
+        self.stopping = true;
     }
 }
 
-/// The `gregor-sync` thread. Dropping it runs a last fsync for whatever is queued, then joins.
+/// The `gregor-sync` thread. Dropping it runs a last fsync for whatever is queued, then joins
+/// (unless a callback dropped the last `Store` handle on the thread itself, which then returns
+/// after that fsync).
 pub(crate) struct SyncThread {
-    shared: Arc<Shared>,
-    handle: Option<JoinHandle<()>>,
-    thread: ThreadId,
+    workers: Workers<Queue>,
 }
 
 impl SyncThread {
@@ -122,37 +117,26 @@ impl SyncThread {
         mode: Durability,
         poison: Arc<Poison>,
     ) -> std::io::Result<Self> {
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::default()),
-            wake: Condvar::new(),
-        });
-        let worker = Arc::clone(&shared);
-        let handle = std::thread::Builder::new()
-            .name("gregor-sync".into())
-            .spawn(move || run(&worker, &*backend, mode, &poison))?;
-        let thread = handle.thread().id();
-        Ok(SyncThread {
-            shared,
-            handle: Some(handle),
-            thread,
-        })
+        let names = vec!["gregor-sync".to_owned()];
+        let workers = Workers::spawn(names, Queue::default(), move |shared| {
+            run(shared, &*backend, mode, &poison);
+        })?;
+        Ok(SyncThread { workers })
     }
 
     pub fn request(&self, done: SyncCallback) {
-        self.shared.lock().pending.push(done);
-        self.shared.wake.notify_one();
+        let shared = self.workers.shared();
+        shared.lock().pending.push(done);
+        shared.notify_one();
     }
 }
 
-fn run(shared: &Shared, backend: &dyn Backend, mode: Durability, poison: &Poison) {
+fn run(shared: &Shared<Queue>, backend: &dyn Backend, mode: Durability, poison: &Poison) {
     loop {
         let (batch, stopping) = {
             let mut queue = shared.lock();
             while queue.pending.is_empty() && !queue.stopping {
-                queue = shared
-                    .wake
-                    .wait(queue)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                queue = shared.wait(queue);
             }
             (std::mem::take(&mut queue.pending), queue.stopping)
         };
@@ -170,22 +154,6 @@ fn run(shared: &Shared, backend: &dyn Backend, mode: Durability, poison: &Poison
         }
         if stopping {
             return;
-        }
-    }
-}
-
-impl Drop for SyncThread {
-    fn drop(&mut self) {
-        self.shared.lock().stopping = true;
-        self.shared.wake.notify_one();
-        // A callback may hold the last `Store` handle, which drops us on the sync thread itself:
-        // joining there would wait forever, and the thread is about to return anyway.
-        if std::thread::current().id() != self.thread {
-            if let Some(handle) = self.handle.take() {
-                if handle.join().is_err() {
-                    tracing::error!("gregor-sync thread panicked");
-                }
-            }
         }
     }
 }

@@ -6,7 +6,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use gregor_storage::batch::{BatchBuilder, NewRecord};
-use gregor_storage::{EntryPayload, LogEntry, Offset, Store};
+use gregor_storage::{EntryPayload, LogEntry, Offset, ReclaimCounts, Store};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
@@ -111,19 +111,9 @@ fn retention_that_removes_the_whole_log_returns_its_space_with_no_further_writes
         filled as usize > WRITTEN_BYTES,
         "the data is on disk first ({filled} bytes)"
     );
-    // The path every replica takes: the leader's `AdvanceLogStart` entry, applied.
-    let advance = LogEntry {
-        index: last + 1,
-        term: 1,
-        payload: EntryPayload::AdvanceLogStart(end),
-    };
-    store.append_entries(G, &[advance]).expect("append");
-    store.apply_up_to(G, last + 1).expect("apply");
-    assert_eq!(
-        store.partition_state(G).expect("state").log_start_offset,
-        end
-    );
+    advance(&store, last, end);
     wait_for_usage_below(dir.path(), KEYSPACES_BOUND, JOURNAL_BOUND + KEYSPACES_BOUND);
+    assert!(wait_until_idle(&store).compactions >= 1);
     // What is left reads as before.
     assert_eq!(store.partition_state(G).expect("state").next_offset, end);
     store.verify_group(G).expect("consistent");
@@ -141,4 +131,81 @@ fn a_deleted_group_returns_its_space_after_a_restart() {
     let store = open(dir.path());
     wait_for_usage_below(dir.path(), KEYSPACES_BOUND, JOURNAL_BOUND + KEYSPACES_BOUND);
     assert_eq!(store.last_entry(G).expect("last"), None);
+    assert!(wait_until_idle(&store).compactions >= 1);
+}
+
+/// Waits until the reclaim thread has run at least `passes` passes and has none pending.
+fn wait_for_passes(store: &Store, passes: u64) -> ReclaimCounts {
+    let polls = DEADLINE.as_millis() / POLL.as_millis();
+    for _ in 0..polls {
+        let counts = store.reclaim_counts();
+        if counts.passes >= passes && !counts.busy {
+            return counts;
+        }
+        std::thread::sleep(POLL);
+    }
+    panic!(
+        "{passes} reclaim passes did not run within {DEADLINE:?}: {:?}",
+        store.reclaim_counts()
+    );
+}
+
+fn wait_until_idle(store: &Store) -> ReclaimCounts {
+    wait_for_passes(store, 0)
+}
+
+/// Applies an `AdvanceLogStart` to `start` after entry `last`: the path every replica takes,
+/// the leader's entry, applied.
+fn advance(store: &Store, last: u64, start: Offset) {
+    let advance = LogEntry {
+        index: last + 1,
+        term: 1,
+        payload: EntryPayload::AdvanceLogStart(start),
+    };
+    store.append_entries(G, &[advance]).expect("append");
+    store.apply_up_to(G, last + 1).expect("apply");
+    assert_eq!(
+        store.partition_state(G).expect("state").log_start_offset,
+        start
+    );
+}
+
+#[test]
+fn a_small_removal_waits_and_a_large_one_compacts() {
+    let dir = tempdir();
+    let store = open(dir.path());
+    let (last, end) = fill(&store);
+    // Three entries of 48: far below the share that pays for rewriting every table.
+    let records_per_entry = RECORDS_PER_BATCH as u64;
+    advance(&store, last, Offset(3 * records_per_entry));
+    let counts = wait_for_passes(&store, 1);
+    assert_eq!(counts.compactions, 0, "{counts:?}");
+    // The rest of the log: now the removals pay for a compaction, which returns the space.
+    advance(&store, last + 1, end);
+    wait_for_usage_below(dir.path(), KEYSPACES_BOUND, JOURNAL_BOUND + KEYSPACES_BOUND);
+    assert!(wait_until_idle(&store).compactions >= 1);
+    store.verify_group(G).expect("consistent");
+}
+
+#[test]
+fn a_restart_with_nothing_removed_does_not_compact() {
+    let dir = tempdir();
+    let (last, end) = {
+        let store = open(dir.path());
+        fill(&store)
+    };
+    let store = open(dir.path());
+    // Writes recovered from the journal, if any, are flushed (they might hold removals), and
+    // nothing in the tables asks for a compaction.
+    let counts = wait_until_idle(&store);
+    assert_eq!(counts.compactions, 0, "{counts:?}");
+    assert_eq!(
+        store.last_entry(G).expect("last").map(|e| e.index),
+        Some(last)
+    );
+    assert_eq!(store.partition_state(G).expect("state").next_offset, end);
+    drop(store);
+    // Nothing is buffered any more: the next restart has no pass to run.
+    let store = open(dir.path());
+    assert_eq!(store.reclaim_counts(), ReclaimCounts::default());
 }

@@ -19,7 +19,9 @@ pub(crate) const SMALL_MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
 /// release old journals once the cap is reached).
 const MAX_JOURNAL_BYTES: u64 = 128 * 1024 * 1024;
 /// Values from this size up go to blob files, which compaction never rewrites: record payloads
-/// then hit the disk twice (journal, blob) instead of once per LSM level.
+/// then hit the disk twice (journal, blob) instead of once per LSM level. Smaller entries (a
+/// batch of a few small records, which a producer with little linger sends) stay in the tables
+/// with their keys, where every compaction rewrites them.
 const BLOB_THRESHOLD_BYTES: u32 = 1024;
 /// A blob file whose removed share reaches this is rewritten with its live values only, when a
 /// compaction meets it (every such file, not fjall's default of the oldest quarter of them,
@@ -33,6 +35,14 @@ const FLUSH_WAIT: Duration = Duration::from_secs(30);
 const FLUSH_POLL: Duration = Duration::from_millis(10);
 /// See `FjallBackend::reclaim`: no log key is this short, so removing it changes nothing.
 const RECLAIM_NUDGE_KEY: &[u8] = b"reclaim";
+/// A reclaim pass compacts the log's tables once tombstones make up this fraction (1/n) of
+/// their items. A major compaction rewrites every table, so it must wait until it returns a
+/// share of what it rewrites: with 1/8, tombstones `t` and their values `t` out of `live + 2t`
+/// items, the removed entries make up at least a sixth of the live ones, so compactions write
+/// at most about six times the table bytes that removals free, whatever the removal rate.
+const COMPACT_AT_TOMBSTONE_FRACTION: u64 = 8;
+/// A compacting pass ends with one nudge (see `reclaim`), whose tombstone is no removal.
+const NUDGE_TOMBSTONES: u64 = 1;
 
 // Field order is drop order: the keyspaces go before the database.
 pub(crate) struct FjallBackend {
@@ -113,28 +123,46 @@ impl Backend for FjallBackend {
         self.space(Space::Log).tree.active_memtable().id()
     }
 
+    /// Writes recovered from the journal sit in the memtables and may hold removals (besides
+    /// taking memory until they are flushed); tombstones already in the tables are weighed as
+    /// after any removal.
+    fn reclaim_pending(&self) -> bool {
+        let log = self.space(Space::Log);
+        let buffered = !log.tree.active_memtable().is_empty() || log.sealed_memtable_count() > 0;
+        buffered || worth_compacting(log)
+    }
+
     /// Removing keys writes tombstones; the blob files their values live in are deleted (or
     /// rewritten, see [`BLOB_STALENESS`]) only once a compaction merges the tombstones with the
     /// pointers they cover. So: flush the memtables (when asked), which also lets fjall delete
-    /// journals that only those memtables still needed, then compact the log's tables, which
-    /// hold keys and blob pointers only, into one run.
+    /// journals that only those memtables still needed, then, when the tombstones make up
+    /// enough of the log's tables (see [`COMPACT_AT_TOMBSTONE_FRACTION`]), compact those tables
+    /// into one run. The tables hold keys, blob pointers and the entries too small for a blob
+    /// file (see [`BLOB_THRESHOLD_BYTES`]).
     ///
-    /// After a pass, every blob file whose values were all removed is gone; a file still
-    /// holding live values is rewritten without the removed ones once they make up
-    /// [`BLOB_STALENESS`] of it.
+    /// After a compacting pass, every blob file whose values were all removed is gone; a file
+    /// still holding live values is rewritten without the removed ones once they make up
+    /// [`BLOB_STALENESS`] of it. Below the fraction the removals wait for more, or for fjall's
+    /// own compactions, which drop what they meet as writes come.
     ///
-    /// `rotate_memtable`, `sealed_memtable_count` and `major_compact` are public in fjall 3.1
-    /// but hidden from its documentation; fjall's own tests use them.
-    fn reclaim(&self, flush: bool, stop: &dyn Fn() -> bool) -> Result<(), StorageError> {
+    /// `rotate_memtable`, `sealed_memtable_count`, `major_compact` and the tree's
+    /// `current_version` are public in fjall 3.1 but hidden from its documentation; fjall's own
+    /// tests use them.
+    fn reclaim(&self, flush: bool, stop: &dyn Fn() -> bool) -> Result<bool, StorageError> {
         if flush {
             for space in &self.spaces {
                 if !flush_memtable(space, stop)? {
-                    return Ok(());
+                    return Ok(false);
                 }
             }
         }
         let log = self.space(Space::Log);
-        log.major_compact()?;
+        if !worth_compacting(log) {
+            return Ok(false);
+        }
+        if !major_compact(log, stop)? {
+            return Ok(false);
+        }
         if log.fragmented_blob_bytes() > 0 {
             // fjall drops a blob file whose values a compaction removed only at the next
             // compaction that changes the tree (it checks before counting what the current one
@@ -142,13 +170,46 @@ impl Backend for FjallBackend {
             // happens at a memtable rotation after a newer write. With no writes coming, make
             // both happen.
             if !nudge(log, stop)? {
-                return Ok(());
+                return Ok(true);
             }
-            log.major_compact()?;
+            major_compact(log, stop)?;
             nudge(log, stop)?;
         }
-        Ok(())
+        Ok(true)
     }
+}
+
+/// Whether the tombstones in the log's tables make up [`COMPACT_AT_TOMBSTONE_FRACTION`] of
+/// their items. Counting reads table metadata only. The count covers what fjall's own
+/// compactions have not yet dropped, so a restart sees what an earlier run left.
+fn worth_compacting(log: &Keyspace) -> bool {
+    let removed = log.tree.tombstone_count().saturating_sub(NUDGE_TOMBSTONES);
+    let items = log.approximate_len() as u64;
+    removed > 0 && removed.saturating_mul(COMPACT_AT_TOMBSTONE_FRACTION) >= items
+}
+
+/// Compacts every table of `log` into one run. fjall's major compaction silently does nothing
+/// while one of its own compactions holds a table (as one may after the flush a pass asked
+/// for), so this retries until the tree has changed; false when `stop` said to give up first.
+///
+/// # Errors
+/// fjall's error; `Io` if the tables stay busy for [`FLUSH_WAIT`].
+fn major_compact(log: &Keyspace, stop: &dyn Fn() -> bool) -> Result<bool, StorageError> {
+    let polls = FLUSH_WAIT.as_millis() / FLUSH_POLL.as_millis();
+    for _ in 0..polls {
+        let before = log.tree.current_version().id();
+        log.major_compact()?;
+        if log.tree.current_version().id() != before {
+            return Ok(true);
+        }
+        if stop() {
+            return Ok(false);
+        }
+        std::thread::sleep(FLUSH_POLL);
+    }
+    Err(StorageError::Io(std::io::Error::other(format!(
+        "the log's tables stayed busy for {FLUSH_WAIT:?}; no compaction ran"
+    ))))
 }
 
 /// Writes a tombstone for a key that never exists (log keys are 16 bytes) and flushes it: a

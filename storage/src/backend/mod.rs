@@ -76,11 +76,15 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn persist(&self, mode: Durability) -> Result<(), StorageError>;
     /// Names the write buffers that hold the newest writes: it changes when they are flushed.
     fn write_buffer_mark(&self) -> u64;
+    /// Whether a store just opened may hold removals whose space was not reclaimed (a pass is
+    /// then due; see `reclaim.rs`).
+    fn reclaim_pending(&self) -> bool;
     /// Returns to the file system what removed keys still occupy, as far as the backend can
-    /// without changing any read; `flush` first moves the write buffers (and the removals in
-    /// them) to disk. Blocks for as long as that takes, so call it off the request path; it
-    /// gives up early (with `Ok`) once `stop` returns true.
-    fn reclaim(&self, flush: bool, stop: &dyn Fn() -> bool) -> Result<(), StorageError>;
+    /// without changing any read and when what was removed justifies the cost; `flush` first
+    /// moves the write buffers (and the removals in them) to disk. Blocks for as long as that
+    /// takes, so call it off the request path; it gives up early (with `Ok`) once `stop`
+    /// returns true. True: it compacted.
+    fn reclaim(&self, flush: bool, stop: &dyn Fn() -> bool) -> Result<bool, StorageError>;
 }
 
 pub(crate) trait ReadView {

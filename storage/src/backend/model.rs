@@ -318,8 +318,12 @@ impl Backend for ModelBackend {
     }
 
     /// A removed key leaves the model's maps when its batch commits: there is nothing to return.
-    fn reclaim(&self, _flush: bool, _stop: &dyn Fn() -> bool) -> Result<(), StorageError> {
-        Ok(())
+    fn reclaim_pending(&self) -> bool {
+        false
+    }
+
+    fn reclaim(&self, _flush: bool, _stop: &dyn Fn() -> bool) -> Result<bool, StorageError> {
+        Ok(false)
     }
 
     fn persist(&self, mode: Durability) -> Result<(), StorageError> {
