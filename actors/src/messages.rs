@@ -87,6 +87,7 @@ mod tests {
                 partitions: 3,
                 replication_factor: 3,
                 config: Default::default(),
+                creation_id: None,
             })),
             NodeMessage::Propose(MetadataCommand::AllocateProducerIds { count: 1000 }),
             NodeMessage::Leadership(LeadershipHint {

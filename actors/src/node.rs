@@ -11,7 +11,7 @@
 //!     let node = start_node(NodeConfig::single_node(dir.path())).await.unwrap();
 //!     // The typed messages are the API: send them to the actors the broker routes to.
 //!     node.metadata()
-//!         .send(CreateTopic { name: "orders".into(), partitions: 1, replication_factor: 1, config: Default::default() })
+//!         .send(CreateTopic { name: "orders".into(), partitions: 1, replication_factor: 1, config: Default::default(), creation_id: None })
 //!         .await.unwrap().unwrap();
 //!     let mut batch = BatchBuilder::with_capacity(256);
 //!     batch.push(&NewRecord { key: Some(b"seller-7"), value: Some(b"paid"), headers: &[], timestamp: 0 });

@@ -30,6 +30,7 @@ async fn create(cluster: &TestCluster, via: u64, name: &str, partitions: u32, fa
         partitions,
         replication_factor: factor,
         config: Default::default(),
+        creation_id: None,
     };
     retry(cluster, via, request).await;
 }

@@ -88,6 +88,7 @@ fn a_group_survives_the_loss_of_its_coordinator_s_node_without_a_rebalance() {
             partitions: 6,
             replication_factor: 3,
             config: Default::default(),
+            creation_id: None,
         };
         retry(&cluster, 1, create).await;
         // The offsets topic is created with the nodes alive then and grows to three replicas.

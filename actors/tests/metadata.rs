@@ -50,6 +50,7 @@ async fn create(node: &Broker, name: &str, partitions: u32) -> TopicDescription 
         partitions,
         replication_factor: 1,
         config: Default::default(),
+        creation_id: None,
     };
     match ok(node, request).await {
         Response::CreateTopic(description) => description,
@@ -145,6 +146,7 @@ fn a_drained_node_takes_no_new_replicas_and_an_unknown_node_is_refused() {
             partitions: 1,
             replication_factor: 1,
             config: Default::default(),
+            creation_id: None,
         };
         let error = node.handle(request.into()).await.unwrap_err();
         assert_eq!(error.code, ErrorCode::INVALID_REPLICATION_FACTOR);
@@ -242,6 +244,47 @@ fn the_view_is_rebuilt_after_a_restart_and_ids_keep_growing() {
         create(&node, "b", 1).await;
         let b = node.view().topic("b").unwrap().record.id;
         assert_eq!(b.0, before.next_topic_id(), "no id is ever reused");
+        node.shutdown().await;
+    });
+}
+
+/// A create sent again with its creation id (its first answer was lost) is answered with the
+/// topic it made, also after a restart (the id is in the topic's row); a create with another
+/// id, or without one, is refused as before.
+#[test]
+fn a_create_retried_with_its_creation_id_gets_its_topic_and_a_foreign_one_is_refused() {
+    run(|dir| async move {
+        let node = start(dir.path()).await;
+        let ours = CreateTopic {
+            name: "orders".into(),
+            partitions: 2,
+            replication_factor: 1,
+            config: Default::default(),
+            creation_id: Some(41),
+        };
+        let Response::CreateTopic(made) = ok(&node, ours.clone()).await else {
+            panic!()
+        };
+        let id = node.view().topic("orders").unwrap().record.id;
+        node.shutdown().await;
+
+        let node = start(dir.path()).await;
+        let Response::CreateTopic(again) = ok(&node, ours.clone()).await else {
+            panic!()
+        };
+        assert_eq!(
+            (again.name.as_str(), again.partitions.len()),
+            (made.name.as_str(), made.partitions.len())
+        );
+        assert_eq!(node.view().topic("orders").unwrap().record.id, id);
+        for foreign in [Some(42), None] {
+            let other = CreateTopic {
+                creation_id: foreign,
+                ..ours.clone()
+            };
+            let refused = node.handle(other.into()).await.unwrap_err();
+            assert_eq!(refused.code, ErrorCode::TOPIC_ALREADY_EXISTS, "{foreign:?}");
+        }
         node.shutdown().await;
     });
 }

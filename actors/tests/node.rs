@@ -71,6 +71,7 @@ async fn create(node: &Broker, name: &str, partitions: u32, config: TopicConfigO
         partitions,
         replication_factor: 1,
         config,
+        creation_id: None,
     };
     node.handle(Request::CreateTopic(request)).await.unwrap();
 }
@@ -294,6 +295,7 @@ fn bad_requests_get_typed_errors_and_change_nothing() {
             partitions: 1,
             replication_factor: 1,
             config: Default::default(),
+            creation_id: None,
         };
         assert_eq!(
             node.handle(Request::CreateTopic(bad_name))
@@ -307,6 +309,7 @@ fn bad_requests_get_typed_errors_and_change_nothing() {
             partitions: 1,
             replication_factor: 3,
             config: Default::default(),
+            creation_id: None,
         };
         assert_eq!(
             node.handle(Request::CreateTopic(rf))

@@ -46,6 +46,7 @@ async fn create(cluster: &TestCluster, config: TopicConfigOverrides) -> GroupId 
         partitions: 1,
         replication_factor: 3,
         config,
+        creation_id: None,
     };
     retry(cluster, 1, request).await;
     let group = cluster

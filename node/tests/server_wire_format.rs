@@ -288,6 +288,7 @@ fn every_request_kind_encodes_as_documented() {
                 partitions: 3,
                 replication_factor: 1,
                 config: overrides,
+                creation_id: None,
             }),
             map(&[
                 ("name", s("orders")),
@@ -301,6 +302,29 @@ fn every_request_kind_encodes_as_documented() {
                         ("max_message_bytes", V::Nil),
                     ]),
                 ),
+            ]),
+        ),
+        (
+            Request::CreateTopic(CreateTopic {
+                name: "orders".into(),
+                partitions: 3,
+                replication_factor: 1,
+                config: TopicConfigOverrides::default(),
+                creation_id: Some(7),
+            }),
+            map(&[
+                ("name", s("orders")),
+                ("partitions", i(3)),
+                ("replication_factor", i(1)),
+                (
+                    "config",
+                    map(&[
+                        ("retention_ms", V::Nil),
+                        ("retention_bytes", V::Nil),
+                        ("max_message_bytes", V::Nil),
+                    ]),
+                ),
+                ("creation_id", i(7)),
             ]),
         ),
         (

@@ -388,6 +388,7 @@ fn run_seed(seed: u64) {
             partitions: PARTITIONS,
             replication_factor: 1,
             config: Default::default(),
+            creation_id: None,
         };
         node.handle(Request::CreateTopic(create)).await.unwrap();
         let mut sim = Sim {

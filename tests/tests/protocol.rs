@@ -310,6 +310,7 @@ fn create(name: &str, partitions: u32, replication_factor: u16) -> Request {
         partitions,
         replication_factor,
         config: Default::default(),
+        creation_id: None,
     })
 }
 

@@ -40,6 +40,11 @@ pub enum MetadataCommand {
         internal: bool,
         /// The replica set of each partition, founding replica first.
         assignment: Vec<Vec<NodeId>>,
+        /// The client's id for this creation (`CreateTopic::creation_id`), kept in the topic's
+        /// record: a retry of the same creation that commits after it is a success, not a
+        /// second topic. Absent in entries written before it existed.
+        #[serde(default)]
+        creation_id: Option<u64>,
     },
     /// Deletes the topic named `name` only while it is still the topic `id`: a delete planned
     /// against a topic that was since re-created does not remove the new one.

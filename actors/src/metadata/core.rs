@@ -31,6 +31,7 @@ struct NewTopic<'a> {
     config: &'a TopicConfig,
     internal: bool,
     assignment: &'a [Vec<NodeId>],
+    creation_id: Option<u64>,
 }
 
 impl MetadataCore {
@@ -145,6 +146,7 @@ impl MetadataCore {
                 config,
                 internal,
                 assignment,
+                creation_id,
             } => self.create_topic(
                 index,
                 &NewTopic {
@@ -154,6 +156,7 @@ impl MetadataCore {
                     config,
                     internal: *internal,
                     assignment,
+                    creation_id: *creation_id,
                 },
                 rows,
             ),
@@ -214,7 +217,16 @@ impl MetadataCore {
         new: &NewTopic<'_>,
         rows: &mut dyn Rows,
     ) -> MetadataOutcome {
-        if self.view.topics.contains_key(new.name) {
+        if let Some(existing) = self.view.topics.get(new.name) {
+            let record = &existing.record;
+            if record.created_by(new.creation_id, new.partitions, new.replication_factor) {
+                // A retry of the creation that made this topic, planned before that one was
+                // applied: its client is answered with the topic its first attempt made.
+                return MetadataOutcome::TopicCreated {
+                    id: record.id,
+                    revision: existing.created_revision,
+                };
+            }
             return rejected(Rejection::TopicExists {
                 name: new.name.to_string(),
             });
@@ -230,6 +242,7 @@ impl MetadataCore {
             replication_factor: new.replication_factor,
             internal: new.internal,
             config: new.config.clone(),
+            creation_id: new.creation_id,
         };
         let topic = TopicView {
             record,

@@ -206,6 +206,7 @@ mod tests {
             config: Default::default(),
             internal: false,
             assignment: vec![vec![NodeId(1)]],
+            creation_id: None,
         }
     }
 

@@ -45,9 +45,27 @@ pub struct TopicRecord {
     pub replication_factor: u16,
     pub internal: bool,
     pub config: TopicConfig,
+    /// The id the creating client gave this creation, if it gave one; rows written before
+    /// it existed have none.
+    #[serde(default)]
+    pub creation_id: Option<u64>,
 }
 
 impl TopicRecord {
+    /// Whether a creation request for this topic's name is a retry of the one that made it:
+    /// the same client-chosen id, partitions and replication factor.
+    pub fn created_by(
+        &self,
+        creation_id: Option<u64>,
+        partitions: u32,
+        replication_factor: u16,
+    ) -> bool {
+        creation_id.is_some()
+            && creation_id == self.creation_id
+            && partitions == self.partitions
+            && replication_factor == self.replication_factor
+    }
+
     pub fn group_of(&self, partition: PartitionId) -> GroupId {
         GroupId::for_partition(self.id, partition)
     }

@@ -10,19 +10,37 @@ use crate::api::{ApiError, CreateTopic, ErrorCode};
 use crate::placement::{place_topic, Candidate, Load};
 use gregor_storage::NodeId;
 
-/// The command that creates `request`'s topic, its replicas placed on `candidates` (the live
-/// `Active` members).
+/// What a creation request needs done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreatePlan {
+    /// Propose this command.
+    Propose(MetadataCommand),
+    /// The topic exists and an earlier attempt of this very request made it (the same
+    /// creation id): answer with it, propose nothing.
+    AlreadyMade,
+}
+
+/// What creating `request`'s topic takes: the command, its replicas placed on `candidates`
+/// (the live `Active` members), or nothing when a lost answer's retry finds its topic made.
 ///
 /// # Errors
 /// A typed error when the name, partition count, replication factor or config is invalid, or
-/// the topic exists.
+/// the topic exists and was made by another request.
 pub fn create_topic(
     view: &MetadataView,
     candidates: &[Candidate],
     request: &CreateTopic,
-) -> Result<MetadataCommand, ApiError> {
+) -> Result<CreatePlan, ApiError> {
     validate_topic_name(&request.name, false)?;
-    if view.topic(&request.name).is_some() {
+    if let Some(topic) = view.topic(&request.name) {
+        let record = &topic.record;
+        if record.created_by(
+            request.creation_id,
+            request.partitions,
+            request.replication_factor,
+        ) {
+            return Ok(CreatePlan::AlreadyMade);
+        }
         return Err(topic_exists(&request.name));
     }
     validate_partitions(request.partitions)?;
@@ -34,14 +52,15 @@ pub fn create_topic(
         candidates,
         &Load::of_cluster(view),
     )?;
-    Ok(MetadataCommand::CreateTopic {
+    Ok(CreatePlan::Propose(MetadataCommand::CreateTopic {
         name: request.name.clone(),
         partitions: request.partitions,
         replication_factor: request.replication_factor,
         config,
         internal: false,
         assignment,
-    })
+        creation_id: request.creation_id,
+    }))
 }
 
 /// The command that deletes the topic named `name` as it is now.
@@ -162,6 +181,14 @@ mod tests {
             partitions,
             replication_factor: factor,
             config: Default::default(),
+            creation_id: None,
+        }
+    }
+
+    fn command_of(plan: CreatePlan) -> MetadataCommand {
+        match plan {
+            CreatePlan::Propose(command) => command,
+            CreatePlan::AlreadyMade => panic!("nothing to propose"),
         }
     }
 
@@ -172,7 +199,8 @@ mod tests {
             harness.try_run(line);
         }
         let live = candidates(&[1, 2, 3]);
-        let command = create_topic(harness.core.view(), &live, &request("t", 6, 3)).unwrap();
+        let command =
+            command_of(create_topic(harness.core.view(), &live, &request("t", 6, 3)).unwrap());
         let MetadataCommand::CreateTopic { assignment, .. } = &command else {
             panic!("{command:?}")
         };
@@ -208,8 +236,10 @@ mod tests {
         let mut harness = Harness::new();
         harness.try_run("register 1");
         let live = candidates(&[1]);
-        let first = create_topic(harness.core.view(), &live, &request("t", 1, 1)).unwrap();
-        let second = create_topic(harness.core.view(), &live, &request("t", 1, 1)).unwrap();
+        let first =
+            command_of(create_topic(harness.core.view(), &live, &request("t", 1, 1)).unwrap());
+        let second =
+            command_of(create_topic(harness.core.view(), &live, &request("t", 1, 1)).unwrap());
         harness.apply(first);
         let mut rows = harness.rows.clone();
         let outcome = harness
@@ -219,6 +249,85 @@ mod tests {
         assert_eq!(
             accepted(outcome).unwrap_err().code,
             ErrorCode::TOPIC_ALREADY_EXISTS
+        );
+    }
+
+    /// A client whose create timed out sends it again with the same creation id. Whether the
+    /// retry is planned after the first attempt was applied (nothing to propose) or before
+    /// (its command commits second), it is answered with the topic the first attempt made;
+    /// a create with another id, or none, is still refused.
+    #[test]
+    fn a_retried_create_finds_the_topic_its_first_attempt_made() {
+        let mut harness = Harness::new();
+        harness.try_run("register 1");
+        let live = candidates(&[1]);
+        let ours = CreateTopic {
+            creation_id: Some(7),
+            ..request("t", 2, 1)
+        };
+        let first = command_of(create_topic(harness.core.view(), &live, &ours).unwrap());
+        let retry_planned_early =
+            command_of(create_topic(harness.core.view(), &live, &ours).unwrap());
+        assert!(harness.apply(first).starts_with("TopicCreated"));
+        let made = harness.core.view().topic("t").unwrap().clone();
+        assert_eq!(made.record.creation_id, Some(7));
+
+        assert_eq!(
+            create_topic(harness.core.view(), &live, &ours).unwrap(),
+            CreatePlan::AlreadyMade
+        );
+        let outcome = harness.apply(retry_planned_early);
+        assert_eq!(
+            outcome,
+            format!(
+                "{:?}",
+                MetadataOutcome::TopicCreated {
+                    id: made.record.id,
+                    revision: made.created_revision
+                }
+            )
+        );
+        assert_eq!(
+            **harness.core.view().topic("t").unwrap(),
+            *made,
+            "nothing changed"
+        );
+
+        let foreign = [
+            CreateTopic {
+                creation_id: Some(8),
+                ..request("t", 2, 1)
+            },
+            request("t", 2, 1),
+            CreateTopic {
+                creation_id: Some(7),
+                ..request("t", 3, 1)
+            },
+        ];
+        for other in &foreign {
+            assert_eq!(
+                create_topic(harness.core.view(), &live, other)
+                    .unwrap_err()
+                    .code,
+                ErrorCode::TOPIC_ALREADY_EXISTS,
+                "{other:?}"
+            );
+        }
+        let foreign_command = MetadataCommand::CreateTopic {
+            name: "t".into(),
+            partitions: 2,
+            replication_factor: 1,
+            config: Default::default(),
+            internal: false,
+            assignment: vec![vec![NodeId(1)]; 2],
+            creation_id: Some(8),
+        };
+        assert_eq!(
+            harness.apply(foreign_command),
+            format!(
+                "{:?}",
+                MetadataOutcome::Rejected(Rejection::TopicExists { name: "t".into() })
+            )
         );
     }
 

@@ -4,7 +4,7 @@
 //! the answer.
 
 use super::command::{decode_outcome, encode_command, MetadataCommand, MetadataOutcome};
-use super::requests::{self, accepted};
+use super::requests::{self, accepted, CreatePlan};
 use super::validate::OFFSETS_TOPIC;
 use super::{MetadataState, MetadataView, TopicView};
 use crate::api::{
@@ -296,8 +296,9 @@ impl MetadataService {
                     ))),
                 };
             }
-            let command = planned.expect("planned here")?;
-            accepted(propose(&metadata, &command, timeout).await?)?;
+            if let CreatePlan::Propose(command) = planned.expect("planned here")? {
+                accepted(propose(&metadata, &command, timeout).await?)?;
+            }
             let topic = directory.topic(&request.name)?;
             wait_until_usable(&directory, settled, &topic, timeout).await;
             Ok(describe(&directory, &topic))

@@ -2,7 +2,7 @@
 //! rules and of what builds on them (reconciliation, operations).
 //!
 //! Commands: `register N [rack=R]`, `state N active|draining|removed`,
-//! `create NAME partitions=P rf=R assign=1,2;2,3 [internal]`, `delete NAME [id=I]`,
+//! `create NAME partitions=P rf=R assign=1,2;2,3 [internal] [creation=ID]`, `delete NAME [id=I]`,
 //! `move NAME P target=1,2,3 [rev=N]`, `complete NAME P [rev=N]`, `alloc N`, `gap N` (entries
 //! that are not commands: blank or membership), `show`. After every command the rows must
 //! reload to the same view.
@@ -80,6 +80,9 @@ impl Harness {
                     .filter(|s| !s.is_empty())
                     .map(nodes)
                     .collect(),
+                creation_id: args
+                    .get("creation")
+                    .map(|id| id.parse().expect("creation id")),
             },
             "delete" => MetadataCommand::DeleteTopic {
                 name: args.word(1).to_string(),

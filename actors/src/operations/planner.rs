@@ -251,6 +251,7 @@ fn offsets_topic(
         },
         internal: true,
         assignment,
+        creation_id: None,
     })
 }
 

@@ -12,11 +12,19 @@ use gregor_protocol::api::{
     ResetTarget, TopicConfigOverrides, TopicDescription, TopicSummary,
 };
 use gregor_protocol::{NodeId, PartitionId};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::sync::{Arc, Mutex};
+
+/// Salt for the creation-id random stream, so that it differs from the client's others.
+const CREATION_ID_SALT: u64 = 0x6372_6561_7465_0000;
 
 /// Administrative requests. Cheap to clone.
 #[derive(Clone)]
 pub struct Admin {
     cluster: Cluster,
+    /// Draws one id per topic creation (see [`Admin::create_topic`]).
+    creation_ids: Arc<Mutex<SmallRng>>,
 }
 
 /// A topic to create; `NewTopic::new("orders").partitions(6)`.
@@ -68,14 +76,16 @@ impl Admin {
     /// # Errors
     /// As [`Cluster::connect`].
     pub async fn connect(config: ClientConfig) -> Result<Admin, ClientError> {
-        Ok(Admin {
-            cluster: Cluster::connect(config).await?,
-        })
+        Ok(Admin::from_cluster(Cluster::connect(config).await?))
     }
 
     /// Shares an existing cluster handle (and its connections).
     pub fn from_cluster(cluster: Cluster) -> Admin {
-        Admin { cluster }
+        let seed = cluster.config().seed ^ CREATION_ID_SALT;
+        Admin {
+            cluster,
+            creation_ids: Arc::new(Mutex::new(SmallRng::seed_from_u64(seed))),
+        }
     }
 
     /// The cluster connection this admin client uses.
@@ -83,14 +93,25 @@ impl Admin {
         &self.cluster
     }
 
+    /// Creates a topic. The request carries an id drawn once for this call and is retried
+    /// like any other request, also after a timeout or a dropped connection: an attempt that
+    /// finds the topic made by an earlier attempt of this call (whose answer was lost) is told
+    /// it succeeded, while a topic another creation made is `TOPIC_ALREADY_EXISTS`.
+    ///
     /// # Errors
     /// `TOPIC_ALREADY_EXISTS`, `INVALID_TOPIC_NAME`, `INVALID_PARTITIONS`, ... from the broker.
     pub async fn create_topic(&self, topic: NewTopic) -> Result<TopicDescription, ClientError> {
+        let creation_id = self
+            .creation_ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .gen();
         let request = Request::CreateTopic(CreateTopic {
             name: topic.name,
             partitions: topic.partitions,
             replication_factor: topic.replication_factor,
             config: topic.config,
+            creation_id: Some(creation_id),
         });
         expect_reply::<CreateTopic>(self.cluster.request(Route::Any, request).await?)
     }

@@ -2,6 +2,7 @@
 //! its partition's leader, and the retry policy.
 
 mod health;
+mod order;
 
 use super::connection::{Connection, ConnectionConfig};
 use super::error::ClientError;
@@ -11,6 +12,7 @@ use gregor_protocol::api::{
 };
 use gregor_protocol::{NodeId, PartitionId};
 use health::{Broker, Health};
+pub(crate) use order::{Turn, WriteOrder};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -182,9 +184,35 @@ impl Cluster {
     /// # Errors
     /// The last failure once retries are exhausted, or the first one that is not retriable.
     pub async fn request(&self, route: Route, request: Request) -> Result<Response, ClientError> {
-        self.call(route, request, Expect::Reply(None))
+        self.call(route, request, Expect::Reply(None), None)
             .await
             .map(|r| r.expect("a reply was expected"))
+    }
+
+    /// [`Cluster::request`] whose first attempt is written only when `turn` comes, after
+    /// every request that took an earlier turn of the same order was queued (or failed).
+    /// Resolving the route (metadata, a connection) still happens side by side.
+    pub(crate) async fn request_in_turn(
+        &self,
+        route: Route,
+        request: Request,
+        turn: Turn,
+    ) -> Result<Response, ClientError> {
+        self.call(route, request, Expect::Reply(None), Some(turn))
+            .await
+            .map(|r| r.expect("a reply was expected"))
+    }
+
+    /// [`Cluster::send_no_reply`], written in turn as [`Cluster::request_in_turn`] is.
+    pub(crate) async fn send_no_reply_in_turn(
+        &self,
+        route: Route,
+        request: Request,
+        turn: Turn,
+    ) -> Result<(), ClientError> {
+        self.call(route, request, Expect::NoReply, Some(turn))
+            .await
+            .map(|_| ())
     }
 
     /// [`Cluster::request`] with a per-attempt timeout (long-polling fetches wait longer).
@@ -197,7 +225,7 @@ impl Cluster {
         request: Request,
         timeout: Duration,
     ) -> Result<Response, ClientError> {
-        self.call(route, request, Expect::Reply(Some(timeout)))
+        self.call(route, request, Expect::Reply(Some(timeout)), None)
             .await
             .map(|r| r.expect("a reply was expected"))
     }
@@ -207,7 +235,9 @@ impl Cluster {
     /// # Errors
     /// As [`Cluster::request`].
     pub async fn send_no_reply(&self, route: Route, request: Request) -> Result<(), ClientError> {
-        self.call(route, request, Expect::NoReply).await.map(|_| ())
+        self.call(route, request, Expect::NoReply, None)
+            .await
+            .map(|_| ())
     }
 
     async fn call(
@@ -215,12 +245,14 @@ impl Cluster {
         route: Route,
         request: Request,
         expect: Expect,
+        mut turn: Option<Turn>,
     ) -> Result<Option<Response>, ClientError> {
         let mut attempt = 0;
         let mut redirect: Option<NodeId> = None;
         loop {
+            // Only the first attempt keeps its place: a retry is written when it is ready.
             let err = match self
-                .try_once(&route, redirect, request.clone(), &expect)
+                .try_once(&route, redirect, request.clone(), &expect, turn.take())
                 .await
             {
                 Ok(reply) => return Ok(reply),
@@ -254,7 +286,9 @@ impl Cluster {
         redirect: Option<NodeId>,
         request: Request,
         expect: &Expect,
+        turn: Option<Turn>,
     ) -> Result<Option<Response>, ClientError> {
+        // A failure here drops the turn, which passes it on.
         let conn = match (route, redirect) {
             (Route::Any, Some(node)) => self.node_connection(node).await?,
             (Route::Any, None) => self.home_connection().await?,
@@ -263,13 +297,37 @@ impl Cluster {
                 self.leader_connection(topic, *partition).await?
             }
         };
-        let result = match expect {
-            Expect::Reply(None) => conn.send(request).await.map(Some),
-            Expect::Reply(Some(timeout)) => conn.send_timeout(request, *timeout).await.map(Some),
-            Expect::NoReply => conn.send_no_reply(request).await.map(|()| None),
-        };
+        if let Some(turn) = &turn {
+            turn.wait().await;
+        }
+        let result = Self::exchange(&conn, request, expect, turn).await;
         self.record(&Broker::Node(conn.node_id()), &result);
         result
+    }
+
+    /// Queues `request` on `conn`, passes the turn on once it is queued, then waits for the
+    /// reply (or the write).
+    async fn exchange(
+        conn: &Connection,
+        request: Request,
+        expect: &Expect,
+        turn: Option<Turn>,
+    ) -> Result<Option<Response>, ClientError> {
+        match expect {
+            Expect::Reply(timeout) => {
+                let queued = match timeout {
+                    None => conn.enqueue(request).await,
+                    Some(timeout) => conn.enqueue_timeout(request, *timeout).await,
+                };
+                drop(turn);
+                queued?.reply().await.map(Some)
+            }
+            Expect::NoReply => {
+                let queued = conn.enqueue_no_reply(request).await;
+                drop(turn);
+                queued?.written().await.map(|()| None)
+            }
+        }
     }
 
     /// Remembers whether a broker answered: one that did not is skipped for a while.

@@ -6,6 +6,11 @@
 //! hands each reply to the waiter registered under its id; replies may come in any order.
 //! A semaphore bounds the requests in flight, which is the backpressure: a caller waits for a
 //! slot rather than queueing without limit.
+//!
+//! Queueing a request and awaiting its reply are two steps ([`Connection::enqueue`], then
+//! [`PendingReply::reply`]): frames are written in the order they were queued, so a caller
+//! that must keep its requests in order (a producer's requests to one partition) queues each
+//! one after the previous one was queued, and still has them all in flight at once.
 
 use super::error::ClientError;
 use bytes::{Buf, Bytes};
@@ -25,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
 /// The handshake's request id; pipelined requests count up from 1.
 const HELLO_ID: u64 = 0;
@@ -177,6 +183,13 @@ impl Shared {
         }
     }
 
+    fn timed_out(&self, timeout: Duration) -> ClientError {
+        ClientError::Timeout {
+            addr: self.addr.clone(),
+            timeout,
+        }
+    }
+
     fn closed_error(&self) -> ClientError {
         let reason = self
             .lock()
@@ -217,15 +230,56 @@ impl Shared {
     }
 }
 
-/// Removes a registered waiter if the request ends without its reply (timeout, cancellation).
-struct WaiterGuard<'a> {
-    shared: &'a Shared,
+/// A request queued on a [`Connection`] whose reply is still to come. Dropping it abandons the
+/// request: its slot is freed and a late reply is discarded.
+pub struct PendingReply {
+    shared: Arc<Shared>,
     id: u64,
+    answer: oneshot::Receiver<Result<Response, ClientError>>,
+    deadline: Instant,
+    timeout: Duration,
 }
 
-impl Drop for WaiterGuard<'_> {
+impl PendingReply {
+    /// Waits for the reply, until the deadline the request was queued with.
+    ///
+    /// # Errors
+    /// As [`Connection::send`].
+    pub async fn reply(mut self) -> Result<Response, ClientError> {
+        match tokio::time::timeout_at(self.deadline, &mut self.answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.shared.closed_error()),
+            Err(_) => Err(self.shared.timed_out(self.timeout)),
+        }
+    }
+}
+
+impl Drop for PendingReply {
     fn drop(&mut self) {
         self.shared.lock().waiters.remove(&self.id);
+    }
+}
+
+/// A request without reply queued on a [`Connection`], not yet known to be written.
+pub struct PendingWrite {
+    shared: Arc<Shared>,
+    done: oneshot::Receiver<()>,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl PendingWrite {
+    /// Waits until the frame has been handed to the kernel, until the deadline the request
+    /// was queued with.
+    ///
+    /// # Errors
+    /// As [`Connection::send_no_reply`].
+    pub async fn written(mut self) -> Result<(), ClientError> {
+        match tokio::time::timeout_at(self.deadline, &mut self.done).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(self.shared.closed_error()),
+            Err(_) => Err(self.shared.timed_out(self.timeout)),
+        }
     }
 }
 
@@ -326,9 +380,34 @@ impl Connection {
         request: Request,
         timeout: Duration,
     ) -> Result<Response, ClientError> {
+        self.enqueue_timeout(request, timeout).await?.reply().await
+    }
+
+    /// Queues `request` for writing and returns without waiting for its reply, which the
+    /// returned [`PendingReply`] awaits. Frames are written in the order they were queued: a
+    /// request queued after this call returned goes out after this one. The configured
+    /// request timeout bounds everything from this call to the reply.
+    ///
+    /// # Errors
+    /// As [`Connection::send`].
+    pub async fn enqueue(&self, request: Request) -> Result<PendingReply, ClientError> {
+        self.enqueue_timeout(request, self.inner.request_timeout)
+            .await
+    }
+
+    /// [`Connection::enqueue`] with its own timeout.
+    ///
+    /// # Errors
+    /// As [`Connection::send`].
+    pub async fn enqueue_timeout(
+        &self,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<PendingReply, ClientError> {
         let shared = &self.inner.shared;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let exchange = async {
+        let deadline = Instant::now() + timeout;
+        let queued = async {
             let slot = self
                 .inner
                 .permits
@@ -345,7 +424,14 @@ impl Connection {
                 }
                 state.waiters.insert(id, Waiter { reply, _slot: slot });
             }
-            let _guard = WaiterGuard { shared, id };
+            // From here on, dropping `pending` (a failure, a timeout) unregisters the waiter.
+            let pending = PendingReply {
+                shared: shared.clone(),
+                id,
+                answer,
+                deadline,
+                timeout,
+            };
             self.inner
                 .outgoing
                 .send(Outgoing {
@@ -354,14 +440,11 @@ impl Connection {
                 })
                 .await
                 .map_err(|_| shared.closed_error())?;
-            answer.await.map_err(|_| shared.closed_error())?
+            Ok(pending)
         };
-        tokio::time::timeout(timeout, exchange)
+        tokio::time::timeout_at(deadline, queued)
             .await
-            .map_err(|_| ClientError::Timeout {
-                addr: shared.addr.clone(),
-                timeout,
-            })?
+            .map_err(|_| shared.timed_out(timeout))?
     }
 
     /// Sends a request that gets no reply (`Produce` with `acks=0`). Resolves once the frame
@@ -371,10 +454,20 @@ impl Connection {
     /// [`ClientError::Disconnected`] if the connection is dead, [`ClientError::Timeout`] if the
     /// write does not happen within the request timeout.
     pub async fn send_no_reply(&self, request: Request) -> Result<(), ClientError> {
+        self.enqueue_no_reply(request).await?.written().await
+    }
+
+    /// Queues a request that gets no reply, in order as [`Connection::enqueue`] does; the
+    /// returned [`PendingWrite`] says when it was written. The request timeout bounds both.
+    ///
+    /// # Errors
+    /// As [`Connection::send_no_reply`].
+    pub async fn enqueue_no_reply(&self, request: Request) -> Result<PendingWrite, ClientError> {
         let shared = &self.inner.shared;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let timeout = self.inner.request_timeout;
-        let exchange = async {
+        let deadline = Instant::now() + timeout;
+        let queued = async {
             if let Some(reason) = &shared.lock().closed {
                 return Err(shared.disconnected(reason));
             }
@@ -388,14 +481,16 @@ impl Connection {
                 })
                 .await
                 .map_err(|_| shared.closed_error())?;
-            done.await.map_err(|_| shared.closed_error())
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| ClientError::Timeout {
-                addr: shared.addr.clone(),
+            Ok(PendingWrite {
+                shared: shared.clone(),
+                done,
+                deadline,
                 timeout,
-            })?
+            })
+        };
+        tokio::time::timeout_at(deadline, queued)
+            .await
+            .map_err(|_| shared.timed_out(timeout))?
     }
 
     fn encode(&self, id: u64, request: Request) -> Result<Bytes, ClientError> {

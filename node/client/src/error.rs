@@ -200,10 +200,12 @@ impl ClientError {
             ClientError::Connect { .. } | ClientError::UnknownNode(_) => true,
             ClientError::Io { .. }
             | ClientError::Timeout { .. }
-            | ClientError::Disconnected { .. } => !matches!(
-                request,
-                Request::CreateTopic(_) | Request::DeleteTopic(_) | Request::ResetOffsets(_)
-            ),
+            | ClientError::Disconnected { .. } => match request {
+                // A creation with an id is recognised when it finds its own topic.
+                Request::CreateTopic(create) => create.creation_id.is_some(),
+                Request::DeleteTopic(_) | Request::ResetOffsets(_) => false,
+                _ => true,
+            },
             _ => false,
         }
     }
@@ -276,7 +278,7 @@ mod tests {
     }
 
     #[test]
-    fn unanswered_topic_creation_is_not_retried_but_a_fetch_is() {
+    fn unanswered_topic_creation_is_retried_only_with_a_creation_id_but_a_fetch_is() {
         use gregor_protocol::api::{CreateTopic, Fetch, TopicConfigOverrides};
         use gregor_protocol::{Offset, PartitionId};
         let e = ClientError::Timeout {
@@ -288,6 +290,7 @@ mod tests {
             partitions: 1,
             replication_factor: 1,
             config: TopicConfigOverrides::default(),
+            creation_id: None,
         });
         let fetch = Request::Fetch(Fetch {
             topic: "t".into(),
@@ -299,6 +302,14 @@ mod tests {
         });
         assert!(!e.may_retry(&create));
         assert!(e.may_retry(&fetch));
+        let Request::CreateTopic(create_once) = create.clone() else {
+            unreachable!()
+        };
+        let with_id = Request::CreateTopic(CreateTopic {
+            creation_id: Some(9),
+            ..create_once
+        });
+        assert!(e.may_retry(&with_id), "a creation with an id is retried");
         let not_leader = ClientError::from(ApiError::not_leader(Some(NodeId(3))));
         assert!(not_leader.may_retry(&create));
         assert_eq!(not_leader.leader_hint(), Some(NodeId(3)));

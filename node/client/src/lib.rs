@@ -29,7 +29,10 @@ mod producer;
 pub use admin::{Admin, NewTopic};
 pub use clock::{Clock, SystemClock};
 pub use cluster::{ClientConfig, Cluster, Route, DEFAULT_BOOTSTRAP};
-pub use connection::{BrokerStream, ConnectFuture, Connection, ConnectionConfig, Connector};
+pub use connection::{
+    BrokerStream, ConnectFuture, Connection, ConnectionConfig, Connector, PendingReply,
+    PendingWrite,
+};
 pub use consumer::{
     AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, MembershipView, RebalanceListener,
     SeekTo, TopicPartition,

@@ -4,15 +4,15 @@
 
 use bytes::Bytes;
 use gregor_client::{
-    AutoOffsetReset, ClientConfig, ClientError, Connection, ConnectionConfig, Consumer,
-    ConsumerConfig, DeliveryHandle, Producer, ProducerConfig, ProducerRecord, SeekTo,
+    Admin, AutoOffsetReset, ClientConfig, ClientError, Connection, ConnectionConfig, Consumer,
+    ConsumerConfig, DeliveryHandle, NewTopic, Producer, ProducerConfig, ProducerRecord, SeekTo,
     TopicPartition,
 };
 use gregor_protocol::api::{
     Acks, ApiError, BrokerInfo, ClusterMetadata, CommittedOffset, ConsumerGroupHeartbeatReply,
-    ErrorCode, FetchReply, HelloReply, ListGroups, ListOffsetsReply, OffsetSpec, PartitionMetadata,
-    Produce, ProduceReply, ProducerIdentity, Request, RequestFrame, Response, ResponseFrame,
-    TopicMetadata, TopicPartitions, PROTOCOL_VERSION,
+    CreateTopic, ErrorCode, FetchReply, HelloReply, ListGroups, ListOffsetsReply, OffsetSpec,
+    PartitionMetadata, Produce, ProduceReply, ProducerIdentity, Request, RequestFrame, Response,
+    ResponseFrame, TopicConfig, TopicDescription, TopicMetadata, TopicPartitions, PROTOCOL_VERSION,
 };
 use gregor_protocol::batch::{
     stamp, BatchBuilder, BatchView, Compression, NewRecord, MAX_DECOMPRESSED_BYTES,
@@ -1223,4 +1223,166 @@ async fn a_member_reports_assigned_partitions_owned_while_their_offsets_are_read
         "while its committed offsets were being read, the member never reported owning its \
          assigned partitions"
     );
+}
+
+// ------------------------------------------------------------------ a partition's write order
+
+fn one_partition_metadata(addr: &str, topic: &str) -> Response {
+    Response::Metadata(ClusterMetadata {
+        brokers: vec![BrokerInfo {
+            node_id: NODE,
+            address: addr.into(),
+        }],
+        topics: vec![TopicMetadata {
+            name: topic.into(),
+            partitions: vec![PartitionMetadata {
+                partition: PartitionId(0),
+                leader: Some(NODE),
+                replicas: vec![NODE],
+            }],
+        }],
+    })
+}
+
+/// The first byte of the value of each batch's first record in a `Produce` request.
+fn produced_marks(request: &Request) -> String {
+    let Request::Produce(produce) = request else {
+        panic!("expected a Produce request, got {request:?}");
+    };
+    produce
+        .batches
+        .iter()
+        .map(|b| {
+            let view = BatchView::validate(b).expect("valid");
+            let plain = view
+                .decompressed(MAX_DECOMPRESSED_BYTES)
+                .expect("decompresses");
+            let mut records = view.records_in(&plain);
+            let record = records.next().expect("one record").expect("record");
+            char::from(record.value.expect("a value")[0])
+        })
+        .collect()
+}
+
+/// The broker's next request, or a failure if the client sends nothing for ten seconds.
+async fn next_within(broker: &mut Scripted) -> (RequestFrame, Replies) {
+    tokio::time::timeout(Duration::from_secs(10), broker.next())
+        .await
+        .expect("the client sent its next request")
+}
+
+/// A producer without retries keeps several requests of a partition in flight. When they all
+/// wait for the partition's leader (here: a metadata refresh whose answers come back newest
+/// first), they must still reach the broker in the order their batches were sent, or the
+/// partition stores them out of order.
+#[tokio::test]
+async fn pipelined_requests_of_a_partition_reach_the_broker_in_send_order() {
+    let mut broker = Scripted::start(PROTOCOL_VERSION).await;
+    let client = ClientConfig::new(&broker.addr).seed(7).retries(0);
+    // Every record fills a batch of its own, every batch is a request of its own, and the
+    // linger never fires.
+    let mut config = ProducerConfig::from_client(client)
+        .enable_idempotence(false)
+        .acks(Acks::Leader)
+        .batch_size(64)
+        .linger_ms(60_000);
+    config.max_request_bytes = 200;
+    assert!(config.max_in_flight_per_partition >= 3);
+    let producer = Producer::connect(config).await.expect("connect");
+    let values: Vec<[u8; 64]> = (0..3u8).map(|i| [b'a' + i; 64]).collect();
+    fn record(value: &[u8]) -> ProducerRecord<'_> {
+        ProducerRecord::new("orders", value).partition(PartitionId(0))
+    }
+
+    // The first send learns the partition count (and fills the routing cache).
+    let (first, ()) = tokio::join!(producer.send(record(&values[0])), async {
+        let (frame, replies) = next_within(&mut broker).await;
+        assert!(matches!(frame.request, Request::Metadata(_)), "{frame:?}");
+        replies.reply(frame.id, Ok(one_partition_metadata(&broker.addr, "orders")));
+    });
+    // Forgotten before the sender runs: every request must look the leader up again.
+    producer.cluster().invalidate("orders");
+    let mut handles = vec![first.expect("queued")];
+    for v in &values[1..] {
+        handles.push(producer.send(record(v)).await.expect("queued"));
+    }
+
+    let mut lookups = Vec::new();
+    for _ in 0..3 {
+        let (frame, replies) = next_within(&mut broker).await;
+        assert!(matches!(frame.request, Request::Metadata(_)), "{frame:?}");
+        lookups.push((frame.id, replies));
+    }
+    for (id, replies) in lookups.iter().rev() {
+        replies.reply(*id, Ok(one_partition_metadata(&broker.addr, "orders")));
+    }
+    let mut arrived = String::new();
+    for _ in 0..3 {
+        let (frame, replies) = next_within(&mut broker).await;
+        let base = arrived.len() as u64;
+        arrived.push_str(&produced_marks(&frame.request));
+        replies.reply(
+            frame.id,
+            Ok(Response::Produce(ProduceReply {
+                base_offset: Offset(base),
+                log_start_offset: Offset(0),
+            })),
+        );
+    }
+    assert_eq!(arrived, "abc", "requests written in send order");
+    for (i, handle) in handles.into_iter().enumerate() {
+        let md = handle.await.expect("delivered");
+        assert_eq!(md.offset, Some(Offset(i as u64)));
+    }
+}
+
+// ------------------------------------------------------------------ topic creation retried
+
+fn creation_of(frame: &RequestFrame) -> CreateTopic {
+    match &frame.request {
+        Request::CreateTopic(create) => create.clone(),
+        other => panic!("expected a CreateTopic request, got {other:?}"),
+    }
+}
+
+/// A create whose answer never comes is sent again with the same creation id (the broker
+/// answers a retry that finds the topic its first attempt made with that topic); the next
+/// creation draws another id.
+#[tokio::test]
+async fn an_unanswered_create_is_retried_with_its_creation_id() {
+    let mut broker = Scripted::start(PROTOCOL_VERSION).await;
+    let client = ClientConfig::new(&broker.addr)
+        .seed(7)
+        .retries(2)
+        .request_timeout(Duration::from_millis(200));
+    let admin = Admin::connect(client).await.expect("connect");
+    let creating = tokio::spawn({
+        let admin = admin.clone();
+        async move { admin.create_topic(NewTopic::new("orders")).await }
+    });
+    let (lost, _unanswered) = next_within(&mut broker).await;
+    let (retry, replies) = next_within(&mut broker).await;
+    let (first, second) = (creation_of(&lost), creation_of(&retry));
+    assert!(first.creation_id.is_some(), "{first:?}");
+    assert_eq!(first, second, "the retry is the same creation");
+    let description = TopicDescription {
+        name: "orders".into(),
+        replication_factor: 1,
+        internal: false,
+        config: TopicConfig::default(),
+        partitions: Vec::new(),
+    };
+    replies.reply(retry.id, Ok(Response::CreateTopic(description.clone())));
+    let created = creating.await.expect("task").expect("created");
+    assert_eq!(created, description);
+
+    let another = tokio::spawn(async move { admin.create_topic(NewTopic::new("audit")).await });
+    let (frame, replies) = next_within(&mut broker).await;
+    assert_ne!(creation_of(&frame).creation_id, first.creation_id);
+    replies.reply(
+        frame.id,
+        Err(ApiError::new(ErrorCode::TOPIC_ALREADY_EXISTS, "exists")),
+    );
+    let refused = another.await.expect("task").expect_err("refused");
+    assert_eq!(refused.code(), Some(ErrorCode::TOPIC_ALREADY_EXISTS));
 }

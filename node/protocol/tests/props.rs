@@ -115,6 +115,7 @@ fn request() -> impl Strategy<Value = Request> {
                         retention_ms,
                         ..Default::default()
                     },
+                    creation_id: None,
                 })
             }),
         any::<bool>()

@@ -9,7 +9,10 @@
 //! Ordering: with retries on (the default), each partition has one request in flight, so a
 //! retried request can never be overtaken and per-partition send order holds. Requests still
 //! grow to `max_request_bytes` while one is in flight, which keeps throughput up. With
-//! `retries == 0`, `max_in_flight_per_partition` requests may be in flight.
+//! `retries == 0`, `max_in_flight_per_partition` requests may be in flight; each runs as its own
+//! task, but takes a turn when it is drained and is written to its connection only after the
+//! partition's earlier requests were (Kafka's single sender thread gives the same order), so
+//! requests that waited together for metadata or a connection still go out in send order.
 //!
 //! Idempotence (the default, as in Kafka since 3.0): the producer takes a producer id
 //! (`InitProducerId`) and stamps every batch with it and the partition's next sequence; a
@@ -25,7 +28,7 @@ mod sticky;
 
 pub use delivery::{DeliveryHandle, RecordMetadata};
 
-use super::cluster::{expect_reply, ClientConfig, Cluster, Route};
+use super::cluster::{expect_reply, ClientConfig, Cluster, Route, Turn, WriteOrder};
 use super::error::ClientError;
 use crate::clock::{Clock, SystemClock};
 use accumulator::{Accumulator, Append, Limits, ProduceJob};
@@ -345,6 +348,9 @@ struct State {
     batches: Accumulator,
     sticky: StickyPartitioner,
     partition_counts: BTreeMap<String, u32>,
+    /// Each partition's requests are written in the order they were drained, though each
+    /// runs as its own task (several may be in flight without retries).
+    write_orders: BTreeMap<(Arc<str>, u32), Arc<WriteOrder>>,
     flush_below: u64,
     closing: bool,
 }
@@ -448,6 +454,7 @@ impl Producer {
             batches: Accumulator::new(config.limits()),
             sticky: StickyPartitioner::new(config.client.seed ^ STICKY_SALT),
             partition_counts: BTreeMap::new(),
+            write_orders: BTreeMap::new(),
             flush_below: 0,
             closing: false,
         };
@@ -594,10 +601,24 @@ async fn run_sender(shared: Arc<Shared>) {
                 state.sticky.batch_closed(topic, *partition, partitions);
             }
             let finished = state.closing && state.batches.is_idle();
-            (drained.jobs, drained.next_deadline, finished)
+            // Turns are taken here, under the lock and in drain order, which is the order
+            // of the partition's batches.
+            let jobs: Vec<(ProduceJob, Turn)> = drained
+                .jobs
+                .into_iter()
+                .map(|job| {
+                    let order = state
+                        .write_orders
+                        .entry((job.topic.clone(), job.partition))
+                        .or_default();
+                    let turn = order.take();
+                    (job, turn)
+                })
+                .collect();
+            (jobs, drained.next_deadline, finished)
         };
-        for job in jobs {
-            tokio::spawn(run_job(shared.clone(), job));
+        for (job, turn) in jobs {
+            tokio::spawn(run_job(shared.clone(), job, turn));
         }
         if finished {
             return;
@@ -658,7 +679,7 @@ async fn forget_identity(shared: &Shared, producer_id: i64) {
 }
 
 /// Sends one request (retried by the cluster handle) and completes its batches.
-async fn run_job(shared: Arc<Shared>, mut job: ProduceJob) {
+async fn run_job(shared: Arc<Shared>, mut job: ProduceJob, turn: Turn) {
     let config = &shared.config;
     let stamped = if config.idempotence && config.acks != Acks::None {
         Some(stamp_job(&shared, &mut job).await)
@@ -668,7 +689,7 @@ async fn run_job(shared: Arc<Shared>, mut job: ProduceJob) {
     let result = match stamped {
         Some(Err(e)) => Err(e),
         Some(Ok(producer_id)) => {
-            let result = send_job(&shared, &job).await;
+            let result = send_job(&shared, &job, turn).await;
             match result {
                 // Written before, at an offset the partition no longer remembers.
                 Err(e) if e.code() == Some(ErrorCode::DUPLICATE_SEQUENCE) => Ok(None),
@@ -679,13 +700,18 @@ async fn run_job(shared: Arc<Shared>, mut job: ProduceJob) {
                 ok => ok,
             }
         }
-        None => send_job(&shared, &job).await,
+        None => send_job(&shared, &job, turn).await,
     };
     complete_job(&shared, job, result);
 }
 
-/// Sends the job's request, retried by the cluster handle; the base offset when there is one.
-async fn send_job(shared: &Shared, job: &ProduceJob) -> Result<Option<Offset>, ClientError> {
+/// Sends the job's request, retried by the cluster handle, written in `turn`; the base offset
+/// when there is one.
+async fn send_job(
+    shared: &Shared,
+    job: &ProduceJob,
+    turn: Turn,
+) -> Result<Option<Offset>, ClientError> {
     let config = &shared.config;
     let partition = PartitionId(job.partition);
     let request = Request::Produce(Produce {
@@ -708,11 +734,11 @@ async fn send_job(shared: &Shared, job: &ProduceJob) -> Result<Option<Offset>, C
     let result = if config.acks == Acks::None {
         shared
             .cluster
-            .send_no_reply(route, request)
+            .send_no_reply_in_turn(route, request, turn)
             .await
             .map(|()| None)
     } else {
-        match shared.cluster.request(route, request).await {
+        match shared.cluster.request_in_turn(route, request, turn).await {
             Ok(reply) => expect_reply::<Produce>(reply).map(|r| Some(r.base_offset)),
             Err(e) => Err(e),
         }

@@ -43,6 +43,12 @@ pub struct CreateTopic {
     /// nil or absent: every setting at its default.
     #[serde(default, deserialize_with = "nil_as_default")]
     pub config: TopicConfigOverrides,
+    /// Chosen by the client once per creation and sent again on every retry of it: a create
+    /// that finds its topic already made with this id (and the same partitions and replication
+    /// factor) is answered as a success, since an earlier attempt whose answer was lost made
+    /// it. Absent (old clients) or nil: a topic that exists is `TOPIC_ALREADY_EXISTS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_id: Option<u64>,
 }
 
 /// Reads nil (or, with `#[serde(default)]`, nothing) as the type's default.
