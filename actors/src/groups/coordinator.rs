@@ -303,17 +303,43 @@ fn internal_topic(topic: &str) -> ApiError {
 }
 
 impl Handler<FetchOffsets> for GroupCoordinator {
-    type Result = Result<Vec<CommittedOffset>, ApiError>;
+    type Result = AtomicResponse<Self, Result<Vec<CommittedOffset>, ApiError>>;
 
     fn handle(&mut self, request: FetchOffsets, _: &mut Self::Context) -> Self::Result {
-        Ok(self.named(request.topic.as_deref()))
+        self.read_confirmed(move |act| Ok(act.named(request.topic.as_deref())))
     }
 }
 
 impl Handler<DescribeGroup> for GroupCoordinator {
-    type Result = Result<GroupDescription, ApiError>;
+    type Result = AtomicResponse<Self, Result<GroupDescription, ApiError>>;
 
     fn handle(&mut self, _: DescribeGroup, _: &mut Self::Context) -> Self::Result {
+        self.read_confirmed(Self::describe)
+    }
+}
+
+impl GroupCoordinator {
+    /// Answers a read from this coordinator's memory once a write in its term has committed
+    /// after the read arrived. async-raft has no check-quorum and its `client_read` is broken,
+    /// so a leader cut off from its group (or one already replaced) goes on believing it
+    /// leads; without the barrier its coordinator would answer with offsets older than ones
+    /// another coordinator has since acknowledged. The write carries nothing.
+    fn read_confirmed<T: 'static>(
+        &mut self,
+        answer: impl FnOnce(&mut Self) -> Result<T, ApiError> + 'static,
+    ) -> AtomicResponse<Self, Result<T, ApiError>> {
+        let replica = self.offsets_replica.clone();
+        AtomicResponse::new(Box::pin(
+            async move { replicate(&replica, KvWrite::default()).await }
+                .into_actor(self)
+                .map(move |confirmed, act, _| {
+                    confirmed?;
+                    answer(act)
+                }),
+        ))
+    }
+
+    fn describe(&mut self) -> Result<GroupDescription, ApiError> {
         let partitions: Vec<GroupPartitionLag> = self
             .named(None)
             .into_iter()
@@ -350,9 +376,7 @@ impl Handler<DescribeGroup> for GroupCoordinator {
             session_timeout_ms: self.members.group_session_timeout_ms(&self.config),
         })
     }
-}
 
-impl GroupCoordinator {
     fn describe_config(&self) -> GroupConfigDescription {
         GroupConfigDescription {
             group: self.core.name().to_string(),
