@@ -352,6 +352,38 @@ impl PartitionReplica {
         self.proposals.clear();
     }
 
+    /// A fetch past the end of this replica's log. A consumer only reaches offsets that were
+    /// committed, and a leader holds every committed entry, so either the consumer asked for
+    /// an offset that never existed (out of range: it resets its position) or this node is a
+    /// stale leader (cut off, or already replaced: async-raft has no check-quorum) whose log
+    /// lacks what the real leader committed since. Answering the second with out of range
+    /// would make the consumer reset to its reset policy's end and read the partition again
+    /// (or skip it); so out of range is answered only once a write of this term committed
+    /// after the fetch came, which a stale leader cannot do. The write carries nothing.
+    fn past_the_end(
+        &mut self,
+        request: Fetch,
+    ) -> ResponseActFuture<Self, Result<FetchReply, ApiError>> {
+        let group = self.group.clone();
+        let timeout = self.settings.propose_timeout;
+        Box::pin(
+            async move {
+                group
+                    .propose(Command::Kv(KvWrite::default()), timeout)
+                    .await
+            }
+            .into_actor(self)
+            .map(move |confirmed, act, _| {
+                confirmed.map_err(propose_error)?;
+                if request.offset > act.state.next_offset {
+                    Err(act.offset_range_error(request.offset))
+                } else {
+                    Ok(act.fetch_reply(Vec::new(), None))
+                }
+            }),
+        )
+    }
+
     fn offset_range_error(&self, offset: Offset) -> ApiError {
         ApiError::offset_out_of_range(offset, self.state.log_start_offset, self.state.next_offset)
     }
@@ -812,6 +844,9 @@ impl Handler<Fetch> for PartitionReplica {
         }
         if let Err(error) = self.check_ready() {
             return Box::pin(fut::ready(Err(error)));
+        }
+        if request.offset > self.state.next_offset {
+            return self.past_the_end(request);
         }
         let wait = Duration::from_millis(u64::from(request.max_wait_ms.min(MAX_FETCH_WAIT_MS)));
         let must_answer = wait.is_zero() || self.parked.len() >= MAX_PARKED_FETCHES;
