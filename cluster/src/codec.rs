@@ -41,6 +41,20 @@ pub(crate) fn to_stored(entry: &Entry<Command>) -> Result<LogEntry> {
     })
 }
 
+/// An entry as a long scan of the log answers it (`GroupStorage::get_log_entries`): a record
+/// entry without its records, as a blank one; every other kind as stored. The group's network
+/// puts the records back before such an entry is sent (`hydrate` in `network`).
+pub(crate) fn hollow_from_stored(entry: LogEntry) -> Result<Entry<Command>> {
+    if matches!(entry.payload, Stored::Records(_)) {
+        return Ok(Entry {
+            index: entry.index,
+            term: entry.term,
+            payload: EntryPayload::Blank,
+        });
+    }
+    from_stored(entry)
+}
+
 pub(crate) fn from_stored(entry: LogEntry) -> Result<Entry<Command>> {
     let payload = match entry.payload {
         Stored::Blank => EntryPayload::Blank,

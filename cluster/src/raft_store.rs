@@ -8,7 +8,7 @@
 //!   (only from the first conflicting entry), and the membership read in between ignores what
 //!   it voids.
 
-use crate::codec::{decode_membership, from_stored, to_stored};
+use crate::codec::{decode_membership, from_stored, hollow_from_stored, to_stored};
 use crate::command::{ApplyOutcome, Command};
 use crate::restart_role::{self, RestartRole};
 use anyhow::{anyhow, Context, Result};
@@ -29,6 +29,18 @@ use tokio::sync::{oneshot, watch};
 /// answered by the apply that the call itself runs). A follower is never asked, so this is a
 /// bound, not a working set.
 const PENDING_OUTCOMES: usize = 64;
+
+/// A `get_log_entries` range longer than this is answered without record payloads. async-raft
+/// reads every entry after its commit index when it becomes leader, only to find the newest
+/// membership entry; after a restart its commit index is 0, so that read is the whole log,
+/// records and all (1.1 GB held for a 10M-record log, and kept by the allocator). Its
+/// replication reads at most `max_payload_entries` (300) at a time, and the network puts the
+/// records back into any blank entry before sending it, so no follower ever stores a blank in
+/// place of records whatever the range.
+const HOLLOW_SCAN_ENTRIES: u64 = 4_096;
+
+/// Entries read at once by such a scan: its memory is one chunk's records, not the log's.
+const HOLLOW_SCAN_CHUNK: u64 = 1_024;
 
 pub(crate) struct GroupStorage {
     store: Store,
@@ -256,6 +268,27 @@ impl GroupStorage {
 
     /// The entry that stands for the removed log up to `floor`: async-raft's replication stream
     /// switches to sending a snapshot when it reads one.
+    /// `start..stop` a chunk at a time, each record entry without its records (see
+    /// [`HOLLOW_SCAN_ENTRIES`]).
+    fn hollow_entries(&self, start: u64, stop: u64) -> Result<Vec<Entry<Command>>> {
+        let mut entries = Vec::new();
+        let mut from = start;
+        while from < stop {
+            let to = stop.min(from.saturating_add(HOLLOW_SCAN_CHUNK));
+            let slice = self.store.read_log(self.group, from, to)?;
+            if from == start {
+                if let Some(floor) = &slice.compacted {
+                    entries.push(self.snapshot_pointer(floor)?);
+                }
+            }
+            for entry in slice.entries {
+                entries.push(hollow_from_stored(entry)?);
+            }
+            from = to;
+        }
+        Ok(entries)
+    }
+
     fn snapshot_pointer(&self, floor: &LogFloor) -> Result<Entry<Command>> {
         Ok(Entry {
             index: floor.index,
@@ -334,6 +367,9 @@ impl RaftStorage<Command, ApplyOutcome> for GroupStorage {
     async fn get_log_entries(&self, start: u64, stop: u64) -> Result<Vec<Entry<Command>>> {
         if start >= stop {
             return Ok(Vec::new());
+        }
+        if stop - start > HOLLOW_SCAN_ENTRIES {
+            return self.hollow_entries(start, stop);
         }
         let slice = self.store.read_log(self.group, start, stop)?;
         let mut entries = Vec::with_capacity(slice.entries.len() + 1);
@@ -522,6 +558,45 @@ mod tests {
             .iter()
             .map(|e| (e.index, e.term))
             .collect()
+    }
+
+    /// A scan of the whole log (async-raft's, on becoming leader after a restart) comes back
+    /// without records; a replication-sized read keeps them; and what the network sends has
+    /// them back, blanks and all, as stored.
+    #[tokio::test]
+    async fn long_scans_come_back_hollow_and_the_network_fills_them_again() {
+        let disk = ModelDisk::new();
+        let storage = storage(&disk);
+        let last = HOLLOW_SCAN_ENTRIES + 10;
+        let stored: Vec<Entry<Command>> = (1..=last)
+            .map(|i| {
+                if i == 2 {
+                    blank(i, 1)
+                } else {
+                    records(i, 1, 1)
+                }
+            })
+            .collect();
+        storage.replicate_to_log(&stored).await.expect("append");
+
+        let mut scanned = storage.get_log_entries(1, last + 1).await.expect("scan");
+        assert_eq!(scanned.len() as u64, last);
+        assert!(scanned
+            .iter()
+            .all(|e| matches!(e.payload, EntryPayload::Blank)));
+        assert_eq!(
+            scanned
+                .iter()
+                .map(|e| (e.index, e.term))
+                .collect::<Vec<_>>(),
+            stored.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>()
+        );
+
+        let short = storage.get_log_entries(1, 301).await.expect("read");
+        assert_eq!(short, stored[..300].to_vec());
+
+        crate::network::hydrate(&storage.store, GROUP, &mut scanned).expect("hydrate");
+        assert_eq!(scanned, stored);
     }
 
     #[tokio::test]

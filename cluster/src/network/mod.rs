@@ -36,7 +36,7 @@ use crate::rpc::{
     RpcError, VoteRequest, VoteResponse,
 };
 use crate::transport::Transport;
-use async_raft::raft::{ConflictOpt, Entry};
+use async_raft::raft::{ConflictOpt, Entry, EntryPayload};
 use async_raft::RaftNetwork;
 use calls::Calls;
 use gregor_storage::{GroupId, NodeId, Store};
@@ -385,6 +385,8 @@ impl RaftNetwork<Command> for GroupNetwork {
     ) -> anyhow::Result<AppendEntriesResponse> {
         let started = Instant::now();
         let shared = self.shared.clone();
+        let mut rpc = rpc;
+        hydrate(&shared.store, shared.group, &mut rpc.entries)?;
         let (term, prev, carries_entries) = (
             rpc.term,
             (rpc.prev_log_index, rpc.prev_log_term),
@@ -474,4 +476,35 @@ impl RaftNetwork<Command> for GroupNetwork {
             .into()),
         }
     }
+}
+
+/// Puts back the records of entries a long log scan answered without them
+/// (`HOLLOW_SCAN_ENTRIES` in `raft_store`): every blank entry about to be sent is read again
+/// from our log, so a follower never stores a blank in place of records. Real blanks (one per
+/// leadership) cost one point read each.
+pub(crate) fn hydrate(
+    store: &Store,
+    group: GroupId,
+    entries: &mut [Entry<Command>],
+) -> anyhow::Result<()> {
+    for entry in entries
+        .iter_mut()
+        .filter(|e| matches!(e.payload, EntryPayload::Blank))
+    {
+        let stored = store
+            .read_log(group, entry.index, entry.index + 1)?
+            .entries
+            .into_iter()
+            .next()
+            .filter(|s| s.index == entry.index && s.term == entry.term)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "entry {} of term {} of group {group} is no longer in the log",
+                    entry.index,
+                    entry.term
+                )
+            })?;
+        *entry = from_stored(stored)?;
+    }
+    Ok(())
 }
