@@ -14,8 +14,8 @@ pub enum StartMode {
     /// preferred one and no membership change (nor the step-down after one) is needed. Only
     /// this replica ever initialises the group.
     Found,
-    /// Another replica of such a partition: starts with the founding configuration and votes
-    /// for the founder alone until it holds a configuration entry.
+    /// Another replica of such a partition: starts with the founding configuration, votes for
+    /// founding members only, and stands only after async-raft's first-election delay.
     Seed { founder: NodeId },
     /// Placed here later: starts empty, as a learner, and waits for the leader to bring it in.
     Join,

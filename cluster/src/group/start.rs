@@ -30,11 +30,10 @@ pub enum Start {
     Found { members: BTreeSet<NodeId> },
     /// A founding member that is not the founder: the group's configuration is `members` (all
     /// founders start from the same one, as in Raft's usual bootstrap), so its first leader
-    /// needs no membership change (and no step-down after one), but until a configuration entry
-    /// is stored here this replica votes for `founder` alone. So only the founder can be
-    /// elected from the founding configuration: a replica that wrongly believes a group was
-    /// founded with it (a group founded alone, before founding members existed) can never
-    /// gather a majority from that belief.
+    /// needs no membership change (and no step-down after one). The founder stands at once;
+    /// this replica stands only after async-raft's first-election delay (30 s), which lets the
+    /// group elect a leader even when the founder never comes back to found it (its partition
+    /// moved away before it ran).
     Seeded {
         founder: NodeId,
         members: BTreeSet<NodeId>,
@@ -283,7 +282,7 @@ fn founding_configuration(
         Start::Found { members } if members.len() > 1 => {
             (Some(members.clone()), Some(members.clone()))
         }
-        Start::Seeded { founder, members } => (Some(members.clone()), Some([*founder].into())),
+        Start::Seeded { members, .. } => (Some(members.clone()), Some(members.clone())),
         _ => (None, None),
     }
 }
