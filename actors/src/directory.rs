@@ -8,9 +8,10 @@ use crate::hints::{LeaderHints, Leadership};
 use crate::metadata::{MetadataView, TopicRecord, TopicView};
 use crate::partition::PartitionReplica;
 use actix::Addr;
-use gregor_cluster::RaftGroup;
+use gregor_cluster::{GroupChanges, RaftGroup};
 use gregor_storage::{GroupId, NodeId, PartitionId, PartitionState, TopicId};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::watch;
 
@@ -28,7 +29,27 @@ pub struct Directory {
     node: NodeId,
     view: watch::Receiver<Arc<MetadataView>>,
     replicas: RwLock<BTreeMap<GroupId, ReplicaHandle>>,
+    /// Moves whenever a replica is inserted or removed.
+    replicas_changed: AtomicU64,
+    group_changes: GroupChanges,
     hints: RwLock<LeaderHints>,
+}
+
+/// What a pass over every local replica depends on: the applied metadata, the set of local
+/// replicas, and their groups' statuses and voters. Two equal snapshots mean a pass would see
+/// the same inputs (offsets aside), so periodic loops skip it.
+#[derive(Clone)]
+pub struct LocalSnapshot {
+    view: Arc<MetadataView>,
+    replicas: u64,
+    groups: u64,
+}
+
+impl PartialEq for LocalSnapshot {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.view, &other.view)
+            && (self.replicas, self.groups) == (other.replicas, other.groups)
+    }
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -40,12 +61,32 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 }
 
 impl Directory {
-    pub fn new(node: NodeId, view: watch::Receiver<Arc<MetadataView>>) -> Directory {
+    /// `group_changes`: the node's counter of group status and voter changes (its
+    /// dispatcher's).
+    pub fn new(
+        node: NodeId,
+        view: watch::Receiver<Arc<MetadataView>>,
+        group_changes: GroupChanges,
+    ) -> Directory {
         Directory {
             node,
             view,
             replicas: RwLock::new(BTreeMap::new()),
+            replicas_changed: AtomicU64::new(0),
+            group_changes,
             hints: RwLock::new(LeaderHints::default()),
+        }
+    }
+
+    /// Read before a pass over the local replicas; see [`LocalSnapshot`]. The counts are read
+    /// before the view, so a change racing with the read shows as a change next time.
+    pub fn snapshot(&self) -> LocalSnapshot {
+        let replicas = self.replicas_changed.load(Ordering::SeqCst);
+        let groups = self.group_changes.count();
+        LocalSnapshot {
+            view: self.view(),
+            replicas,
+            groups,
         }
     }
 
@@ -65,16 +106,19 @@ impl Directory {
     pub fn insert(&self, replica: ReplicaHandle) {
         let group = replica.group.id();
         write(&self.replicas).insert(group, replica);
+        self.replicas_changed.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn remove(&self, group: GroupId) -> Option<ReplicaHandle> {
-        write(&self.replicas).remove(&group)
+        let removed = write(&self.replicas).remove(&group);
+        self.replicas_changed.fetch_add(1, Ordering::SeqCst);
+        removed
     }
 
     pub fn drain(&self) -> Vec<ReplicaHandle> {
-        std::mem::take(&mut *write(&self.replicas))
-            .into_values()
-            .collect()
+        let drained = std::mem::take(&mut *write(&self.replicas));
+        self.replicas_changed.fetch_add(1, Ordering::SeqCst);
+        drained.into_values().collect()
     }
 
     /// The replica of `group` if it runs here.

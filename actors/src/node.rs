@@ -466,7 +466,11 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
         env.raft_tuning,
     );
     let metadata_group = start_metadata_group(&cluster, &store, &state, &env).await?;
-    let directory = Arc::new(Directory::new(node, state.subscribe()));
+    let directory = Arc::new(Directory::new(
+        node,
+        state.subscribe(),
+        dispatcher.changes(),
+    ));
     let settings = ReplicaSettings {
         linger: Duration::from_millis(config.produce_linger_ms),
         retention_check_interval: Duration::from_millis(config.retention_check_interval_ms.max(1)),

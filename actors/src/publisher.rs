@@ -3,7 +3,7 @@
 //! change; every few rounds it sends the whole list, which repairs whatever a lost message or
 //! a restarted peer missed. Sends are fire-and-forget: a peer that misses one hears the next.
 
-use crate::directory::Directory;
+use crate::directory::{Directory, LocalSnapshot};
 use crate::hints::{LeadershipHint, Led};
 use crate::liveness::Liveness;
 use crate::messages::NodeMessage;
@@ -30,6 +30,9 @@ pub struct HintPublisher {
     rounds: u32,
     /// What the peers were last told.
     told: BTreeMap<GroupId, Led>,
+    /// The inputs of the last round: a change round with the same inputs would find no change,
+    /// so it is skipped without walking the replicas.
+    last: Option<LocalSnapshot>,
 }
 
 impl HintPublisher {
@@ -51,6 +54,7 @@ impl HintPublisher {
             full_every: full_every.max(1),
             rounds: 0,
             told: BTreeMap::new(),
+            last: None,
         }
     }
 
@@ -105,14 +109,19 @@ impl HintPublisher {
         self.directory
             .hints()
             .forget_dead(|n| n == me || self.liveness.is_live(n));
+        self.rounds += 1;
+        let full = self.rounds.is_multiple_of(self.full_every);
+        let snapshot = self.directory.snapshot();
+        if !full && self.last.as_ref() == Some(&snapshot) {
+            return;
+        }
+        self.last = Some(snapshot);
         let leading = self.leading();
         let load = (self.directory.running().len() as u32, leading.len() as u32);
         if let Some(membership) = self.membership.clone().filter(|_| load != self.load) {
             self.load = load;
             actix::spawn(async move { membership.set_load(load.0, load.1).await });
         }
-        self.rounds += 1;
-        let full = self.rounds.is_multiple_of(self.full_every);
         let hint = if full {
             LeadershipHint {
                 full: true,

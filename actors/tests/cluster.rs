@@ -190,6 +190,11 @@ fn nodes_join_the_metadata_group_grows_to_three_voters_and_a_topic_is_spread_and
         assert_eq!(cluster.node(1).metadata_group().voters(), nodes(&[1]));
         cluster.start(3).await.unwrap();
         eventually("three metadata voters", LONG, || {
+            // Grown in one change: two voters could lose neither.
+            assert!(cluster
+                .nodes
+                .values()
+                .all(|n| n.metadata_group().voters() != nodes(&[1, 2])));
             voters_everywhere(&cluster, &nodes(&[1, 2, 3]))
         })
         .await;
@@ -225,6 +230,67 @@ fn nodes_join_the_metadata_group_grows_to_three_voters_and_a_topic_is_spread_and
         wait_converged(&cluster, "orders").await;
         assert_eq!(produce(&cluster, "orders", 0, "a").await, Offset(0));
         assert_eq!(produce(&cluster, "orders", 0, "b").await, Offset(1));
+        cluster.shutdown().await;
+    });
+}
+
+/// Step-downs of `topic`'s partitions, on every node.
+fn step_downs(cluster: &TestCluster, topic: &str) -> u64 {
+    let view = cluster.nodes.values().next().unwrap().view();
+    let topic = view.topic(topic).unwrap();
+    let groups = (0..topic.record.partitions).map(|p| topic.record.group_of(PartitionId(p)));
+    groups
+        .flat_map(|g| {
+            cluster
+                .nodes
+                .values()
+                .filter_map(move |n| n.replica_group(g))
+        })
+        .map(|g| g.step_downs())
+        .sum()
+}
+
+/// Each partition's leader as the node leading it sees itself, when every partition has one.
+fn leaders_of(cluster: &TestCluster, topic: &str) -> Option<Vec<NodeId>> {
+    let view = cluster.nodes.values().next()?.view();
+    let topic = view.topic(topic)?;
+    (0..topic.record.partitions)
+        .map(|p| {
+            let group = topic.record.group_of(PartitionId(p));
+            cluster.nodes.values().find_map(|n| {
+                let g = n.replica_group(group)?;
+                (g.leader() == Some(n.node_id()) && g.is_ready()).then(|| n.node_id())
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_topic_created_on_a_settled_cluster_is_led_by_its_preferred_leaders_without_step_downs() {
+    run(|| async {
+        let mut cluster = TestCluster::new(Duration::from_secs(600));
+        start_nodes(&mut cluster, 3).await;
+        wait_converged(&cluster, "__consumer_offsets").await;
+
+        create(&cluster, 1, "even", 6, 3).await;
+        eventually(
+            "every partition of the new topic has a ready leader",
+            LONG,
+            || leaders_of(&cluster, "even").is_some(),
+        )
+        .await;
+        wait_converged(&cluster, "even").await;
+        let assignment = agreed(&cluster, "even").unwrap();
+        let preferred: Vec<NodeId> = assignment.iter().map(|replicas| replicas[0]).collect();
+        assert_eq!(leaders_of(&cluster, "even").unwrap(), preferred);
+        let (_, leaders) = counts(&assignment);
+        assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+        assert_eq!(
+            step_downs(&cluster, "even"),
+            0,
+            "founding with every replica needs no membership change, so no step-down"
+        );
+        assert_eq!(produce(&cluster, "even", 5, "a").await, Offset(0));
         cluster.shutdown().await;
     });
 }

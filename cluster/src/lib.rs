@@ -31,7 +31,7 @@ pub mod transport;
 
 pub use command::{ApplyOutcome, Command, KvWrite};
 pub use containment::Containment;
-pub use dispatch::{Dispatcher, NodeMessageHandler};
+pub use dispatch::{Dispatcher, GroupChanges, NodeMessageHandler};
 pub use error::{AdminError, ProposeError};
 pub use group::{GroupEnv, GroupRole, GroupStatus, RaftGroup, RaftTuning, Start, StepOutcome};
 pub use node::ClusterNode;

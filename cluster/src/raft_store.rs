@@ -69,6 +69,10 @@ pub(crate) struct GroupStorage {
     /// Whether a restart may leave async-raft leading a term this node did not win (see
     /// `restart_role`): only the containment's test turns this off.
     contain_restart_leadership: bool,
+    /// The founding configuration of a group this node joins as a founding member (not its
+    /// founder): until a configuration entry is stored, it is the group's configuration, so
+    /// async-raft follows it (and does not turn into a follower of itself alone after voting).
+    founding: Option<MembershipConfig>,
 }
 
 impl GroupStorage {
@@ -94,7 +98,14 @@ impl GroupStorage {
             leader_tail: Arc::new(AtomicU64::new(0)),
             log_version: Arc::new(AtomicU64::new(0)),
             contain_restart_leadership,
+            founding: None,
         })
+    }
+
+    /// See the `founding` field.
+    pub(crate) fn with_founding(mut self, members: MembershipConfig) -> Self {
+        self.founding = Some(members);
+        self
     }
 
     /// See the field: the dispatcher's cache of its last check is keyed by it.
@@ -262,7 +273,10 @@ impl GroupStorage {
     fn membership_or_initial(&self, membership: Option<&[u8]>) -> Result<MembershipConfig> {
         match membership {
             Some(bytes) => decode_membership(bytes),
-            None => Ok(MembershipConfig::new_initial(self.node.0)),
+            None => Ok(self
+                .founding
+                .clone()
+                .unwrap_or_else(|| MembershipConfig::new_initial(self.node.0))),
         }
     }
 
@@ -325,7 +339,13 @@ impl RaftStorage<Command, ApplyOutcome> for GroupStorage {
             Some(bytes) => {
                 rmp_serde::from_slice::<HardState>(&bytes).context("decoding hard state")?
             }
-            None => return Ok(InitialState::new_initial(self.node.0)),
+            None => {
+                let mut initial = InitialState::new_initial(self.node.0);
+                if let Some(founding) = &self.founding {
+                    initial.membership = founding.clone();
+                }
+                return Ok(initial);
+            }
         };
         let (last_log_index, last_log_term) = self.last_log()?;
         let state = self.store.partition_state(self.group)?;

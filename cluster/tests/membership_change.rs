@@ -216,3 +216,53 @@ fn a_one_voter_target_takes_no_voter_away_first() {
         assert_eq!(cluster.group(leader, GROUP).voters(), nodes(&[1, 2, 3]));
     });
 }
+
+/// A group of one voter growing to three takes both newcomers in one change: a group of two
+/// voters could lose neither (the metadata group's window right after a cluster forms). What
+/// it committed alone before survives, and it commits with the three afterwards.
+#[test]
+fn a_lone_voter_grows_to_three_in_one_change_never_through_two() {
+    runtime().block_on(async {
+        let cluster = TestCluster::new(&[1, 2, 3]).await;
+        cluster.form_group(GROUP, &[1]).await;
+        let (before, _) = cluster
+            .propose(GROUP, append(1), 10 * SECOND)
+            .await
+            .unwrap();
+        for id in [2, 3] {
+            let node = cluster.node(NodeId(id));
+            node.start_group(GROUP, Start::Join).await.unwrap();
+        }
+        let target = nodes(&[1, 2, 3]);
+        let mut outcomes = Vec::new();
+        loop {
+            let leader = cluster.wait_leader(GROUP, 10 * SECOND).await.unwrap();
+            match cluster
+                .group(leader, GROUP)
+                .change_membership_step(&target)
+                .await
+            {
+                Ok(StepOutcome::Done) => break,
+                Ok(StepOutcome::CatchingUp(_)) => {}
+                Ok(step) => outcomes.push(step),
+                Err(_) => {}
+            }
+            assert!(outcomes.len() <= 1, "more than one change: {outcomes:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            outcomes,
+            vec![StepOutcome::Grown(2)],
+            "both newcomers came in together"
+        );
+        let leader = cluster.wait_leader(GROUP, 10 * SECOND).await.unwrap();
+        assert_eq!(cluster.group(leader, GROUP).voters(), target);
+        let (last, _) = cluster
+            .propose(GROUP, append(1), 10 * SECOND)
+            .await
+            .expect("the group commits with three voters");
+        assert!(last > before);
+        cluster.wait_applied(GROUP, last, 10 * SECOND).await;
+        common::assert_prefix_consistent(&cluster.logs(GROUP));
+    });
+}

@@ -145,10 +145,15 @@ impl TopicView {
     /// Whether `node` founds `partition`'s group: it is the first replica of an assignment
     /// unchanged since the topic was created.
     pub fn founds(&self, partition: PartitionId, node: NodeId) -> bool {
-        self.assignment(partition).is_some_and(|a| {
-            a.revision == self.created_revision
-                && a.target.is_none()
-                && a.preferred_leader() == node
-        })
+        self.founding_replicas(partition)
+            .is_some_and(|replicas| replicas[0] == node)
+    }
+
+    /// The replicas `partition`'s group was founded with, while its assignment is unchanged
+    /// since the topic was created (founder, the preferred leader, first).
+    pub fn founding_replicas(&self, partition: PartitionId) -> Option<&[NodeId]> {
+        self.assignment(partition)
+            .filter(|a| a.revision == self.created_revision && a.target.is_none())
+            .map(|a| &a.replicas[..])
     }
 }

@@ -6,13 +6,14 @@
 //! stops counting how long nodes have been dead, so a new leader waits a full grace period
 //! from its own first observation before it moves a dead node's replicas.
 
-use super::planner::{plan, Observed, OperationSettings};
+use super::planner::{plan, LiveNode, Observed, OperationSettings, Plan};
 use crate::directory::Directory;
 use crate::liveness::Liveness;
 use crate::messages::NodeMessage;
 use crate::metadata::command::MetadataCommand;
 use crate::metadata::requests::accepted;
 use crate::metadata::service::propose;
+use crate::metadata::MetadataView;
 use crate::peers::ask;
 use actix::prelude::*;
 use gregor_cluster::{GroupRole, RaftGroup, Transport};
@@ -26,6 +27,26 @@ use tokio::time::Instant;
 /// leadership transfer, so a step-down may bring the same leader back, and asking again at
 /// once would only churn.
 const STEP_DOWN_MUTE: Duration = Duration::from_secs(300);
+/// After asking for step-downs, how long the next look at the leaders waits: the elections
+/// and the leadership hints that report them take a few seconds, and a look before then would
+/// see the old leaders and ask for more.
+const BALANCE_SETTLE: Duration = Duration::from_secs(5);
+
+/// What a round is planned from, besides the leaders: a round with the same inputs as one that
+/// planned nothing would plan nothing again, so it is skipped (a round walks every partition).
+struct RoundInputs {
+    view: Arc<MetadataView>,
+    live: BTreeMap<NodeId, LiveNode>,
+    voters: BTreeSet<NodeId>,
+    term: u64,
+}
+
+impl PartialEq for RoundInputs {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.view, &other.view)
+            && (&self.live, &self.voters, self.term) == (&other.live, &other.voters, other.term)
+    }
+}
 
 pub struct Controller {
     metadata: Arc<RaftGroup>,
@@ -46,6 +67,10 @@ pub struct Controller {
     learners: (u64, BTreeSet<NodeId>),
     /// Partitions recently asked to change leader.
     muted: BTreeMap<GroupId, Instant>,
+    /// When the leaders are next looked at for an imbalance.
+    next_balance: Option<Instant>,
+    /// The inputs of the last round, when it planned nothing.
+    quiet: Option<RoundInputs>,
 }
 
 impl Controller {
@@ -71,10 +96,20 @@ impl Controller {
             changing_voters: false,
             learners: (0, BTreeSet::new()),
             muted: BTreeMap::new(),
+            next_balance: None,
+            quiet: None,
         }
     }
 
-    fn observe(&mut self) -> Observed {
+    /// Whether this round looks at the leaders (see [`OperationSettings::leader_balance_interval`]).
+    fn balance_due(&mut self, now: Instant) -> bool {
+        let next = *self
+            .next_balance
+            .get_or_insert(now + self.settings.leader_balance_interval);
+        now >= next
+    }
+
+    fn observe(&mut self, with_leaders: bool) -> Observed {
         let live = self.liveness.live();
         let now = Instant::now();
         let view = self.directory.view();
@@ -90,7 +125,7 @@ impl Controller {
             .map(|(node, since)| (*node, now.duration_since(*since)))
             .collect();
         let mut leaders = BTreeMap::new();
-        for topic in view.topics() {
+        for topic in view.topics().filter(|_| with_leaders) {
             for p in 0..topic.record.partitions {
                 let group = topic.record.group_of(gregor_storage::PartitionId(p));
                 if let Some(leader) = self.directory.leader(group) {
@@ -113,10 +148,37 @@ impl Controller {
         if self.metadata.role() != GroupRole::Leader {
             self.dead_since.clear();
             self.learners = (0, BTreeSet::new());
+            self.next_balance = None;
+            self.quiet = None;
             return;
         }
-        let observed = self.observe();
-        let plan = plan(&self.directory.view(), &observed, &self.settings);
+        let now = Instant::now();
+        let balancing = self.balance_due(now);
+        let inputs = RoundInputs {
+            view: self.directory.view(),
+            live: self.liveness.live(),
+            voters: self.metadata.voters(),
+            term: self.metadata.term(),
+        };
+        // A dead node's grace period runs with time, not with the inputs.
+        if !balancing
+            && !self.busy
+            && self.dead_since.is_empty()
+            && self.quiet.as_ref() == Some(&inputs)
+        {
+            return;
+        }
+        let observed = self.observe(balancing);
+        let plan = plan(&inputs.view, &observed, &self.settings);
+        if balancing {
+            let wait = if plan.step_downs.is_empty() {
+                self.settings.leader_balance_interval
+            } else {
+                BALANCE_SETTLE
+            };
+            self.next_balance = Some(now + wait);
+        }
+        self.quiet = self.plans_nothing(&plan).then_some(inputs);
         self.add_learners(&plan.learners, ctx);
         if let Some(voters) = plan.voters {
             self.change_voters(voters, ctx);
@@ -132,12 +194,23 @@ impl Controller {
         let work = async move { run_commands(&metadata, commands, timeout).await };
         ctx.spawn(work.into_actor(self).map(|progressed, act, ctx| {
             act.busy = false;
+            act.quiet = None;
             // A round that changed something may have unblocked the next (a registration
             // before placements): go again at once.
             if progressed {
                 act.tick(ctx);
             }
         }));
+    }
+
+    /// Whether carrying `plan` out would do nothing: no command, no voter step, no learner not
+    /// already added, no step-down.
+    fn plans_nothing(&self, plan: &Plan) -> bool {
+        plan.commands.is_empty()
+            && plan.voters.is_none()
+            && plan.step_downs.is_empty()
+            && self.learners.0 == self.metadata.term()
+            && plan.learners.is_subset(&self.learners.1)
     }
 
     /// Has the metadata log replicated to every live registered non-voter.
@@ -155,6 +228,7 @@ impl Controller {
                 Err(error) => {
                     tracing::debug!(%node, %error, "metadata learner not added yet");
                     act.learners.1.remove(&node);
+                    act.quiet = None;
                 }
             }));
         }
@@ -170,6 +244,7 @@ impl Controller {
         let step = async move { metadata.change_membership_step(&voters).await };
         ctx.spawn(step.into_actor(self).map(|outcome, act, _| {
             act.changing_voters = false;
+            act.quiet = None;
             match outcome {
                 Ok(step) => tracing::info!(?step, "metadata voters step"),
                 Err(error) => tracing::debug!(%error, "metadata voters step not taken"),

@@ -41,6 +41,14 @@ pub struct OperationSettings {
     pub max_moves: usize,
     /// Most leader step-downs asked for in one round.
     pub max_step_downs: usize,
+    /// A node leads too many partitions only above its fair share by this many percent
+    /// (Kafka's `leader.imbalance.per.broker.percentage`, 10): every step-down leaves a
+    /// partition leaderless for an election timeout, so a small imbalance is cheaper to keep.
+    pub leader_imbalance_percent: u32,
+    /// How often the metadata leader looks for an imbalance of leaders (Kafka's
+    /// `leader.imbalance.check.interval.seconds`, 300 s). Partitions are founded on their
+    /// preferred leaders, so only failures and restarts unbalance them.
+    pub leader_balance_interval: Duration,
     pub voters: VoterTarget,
     pub offsets_partitions: u32,
     pub offsets_replication_factor: u16,
@@ -52,6 +60,8 @@ impl Default for OperationSettings {
             dead_grace: Duration::from_secs(600),
             max_moves: 8,
             max_step_downs: 4,
+            leader_imbalance_percent: 10,
+            leader_balance_interval: Duration::from_secs(300),
             voters: VoterTarget::Count(3),
             offsets_partitions: 50,
             offsets_replication_factor: 3,
@@ -501,8 +511,8 @@ fn movable(
 }
 
 /// Leaders to ask to step down: a node leading more than its share (the average over live
-/// nodes that host replicas, rounded up) gives up leaders, preferring partitions whose
-/// preferred leader is another live node. async-raft has no leadership transfer, so a step
+/// nodes that host replicas, rounded up) by more than `leader_imbalance_percent` gives up its
+/// leaders beyond the share, preferring partitions whose preferred leader is another live node. async-raft has no leadership transfer, so a step
 /// down starts an election that any caught-up replica may win; repeated rounds converge.
 fn step_downs(
     view: &MetadataView,
@@ -524,8 +534,12 @@ fn step_downs(
     let total: usize = counts.values().map(Vec::len).sum();
     let share = total.div_ceil(hosts);
     let mut step_downs = Vec::new();
+    let tolerated = share * (100 + settings.leader_imbalance_percent as usize) / 100;
     for (node, groups) in &counts {
-        let excess = groups.len().saturating_sub(share);
+        if groups.len() <= tolerated {
+            continue;
+        }
+        let excess = groups.len() - share;
         let mut candidates: Vec<(bool, GroupId)> = groups
             .iter()
             .filter(|g| !observed.muted.contains(g))

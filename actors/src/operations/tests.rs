@@ -3,7 +3,8 @@
 //! Metadata commands as in `metadata::test_harness`, then: `live 1,2,3 [racks=1:a,2:b]`
 //! (gossip's live nodes, publishing the harness's registered addresses), `dead 4=700` (seconds
 //! a node has been seen dead), `voters 1,2,3`, `leaders t/0=1 t/1=2`, `muted t/0`,
-//! `settings [moves=N] [grace=S] [voters=N|list:1,2] [offsets=P/R] [step_downs=N]`, `plan`
+//! `settings [moves=N] [grace=S] [voters=N|list:1,2] [offsets=P/R] [step_downs=N]
+//! [imbalance=PERCENT]`, `plan`
 //! (prints the plan) and `apply` (plans, then applies the plan's commands and voters).
 
 use super::planner::{plan, LiveNode, Observed, OperationSettings, Plan, VoterTarget};
@@ -184,6 +185,9 @@ impl Operations {
                     dead_grace: Duration::from_secs(args.num_or("grace", 600)),
                     max_moves: args.num_or("moves", defaults.max_moves),
                     max_step_downs: args.num_or("step_downs", defaults.max_step_downs),
+                    leader_imbalance_percent: args
+                        .num_or("imbalance", defaults.leader_imbalance_percent),
+                    leader_balance_interval: defaults.leader_balance_interval,
                     voters,
                     offsets_partitions,
                     offsets_replication_factor,
@@ -249,4 +253,9 @@ fn spreading() {
 #[test]
 fn leader_balancing() {
     run("testdata/operations/leaders.txt");
+}
+
+#[test]
+fn leader_balancing_waits_for_the_imbalance_threshold() {
+    run("testdata/operations/leader_threshold.txt");
 }

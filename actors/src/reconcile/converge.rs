@@ -7,7 +7,7 @@
 //! new partition in. Steps run on whichever node leads the partition, so a leader change only
 //! hands the work on.
 
-use crate::directory::Directory;
+use crate::directory::{Directory, LocalSnapshot};
 use crate::metadata::command::MetadataCommand;
 use crate::metadata::requests::accepted;
 use crate::metadata::service::Propose;
@@ -30,6 +30,9 @@ pub struct Converger {
     in_flight: BTreeSet<GroupId>,
     /// The revision whose completion each group last reported successfully.
     reported: BTreeMap<GroupId, u64>,
+    /// The inputs of the last pass, when it found nothing to do: until they change, another
+    /// pass would find nothing either, so an idle node skips its walk over every replica.
+    idle: Option<LocalSnapshot>,
 }
 
 impl Converger {
@@ -44,17 +47,35 @@ impl Converger {
             interval,
             in_flight: BTreeSet::new(),
             reported: BTreeMap::new(),
+            idle: None,
         }
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        let snapshot = self.directory.snapshot();
+        if self.in_flight.is_empty() && self.idle.as_ref() == Some(&snapshot) {
+            return;
+        }
+        let found_work = self.pass(ctx);
+        self.idle = (!found_work).then_some(snapshot);
+    }
+
+    /// One walk over the replicas this node leads; returns whether any needed a step or a
+    /// report (or was left for the next pass).
+    fn pass(&mut self, ctx: &mut Context<Self>) -> bool {
         let view = self.directory.view();
+        let mut found_work = false;
         for replica in self.directory.locals() {
             if self.in_flight.len() >= STEPS_IN_FLIGHT {
-                return;
+                return true;
             }
             let group = replica.group.id();
-            if self.in_flight.contains(&group) || !replica.group.is_ready() {
+            if self.in_flight.contains(&group) {
+                // Its outcome (a learner still catching up) may change nothing we watch.
+                found_work = true;
+                continue;
+            }
+            if !replica.group.is_ready() {
                 continue;
             }
             let Some(partition) = view.partition_of_group(group) else {
@@ -64,6 +85,7 @@ impl Converger {
             let destination: BTreeSet<NodeId> = assignment.destination().iter().copied().collect();
             let voters = replica.group.voters();
             if voters != destination {
+                found_work = true;
                 self.in_flight.insert(group);
                 let raft = replica.group.clone();
                 let step = async move { raft.change_membership_step(&destination).await };
@@ -78,6 +100,7 @@ impl Converger {
             } else if assignment.target.is_some()
                 && self.reported.get(&group) != Some(&assignment.revision)
             {
+                found_work = true;
                 self.in_flight.insert(group);
                 let command = MetadataCommand::CompleteMove {
                     topic: partition.topic.record.id,
@@ -103,6 +126,7 @@ impl Converger {
         }
         self.reported
             .retain(|group, _| self.directory.local(*group).is_some());
+        found_work
     }
 }
 

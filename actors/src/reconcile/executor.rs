@@ -48,9 +48,14 @@ impl ReplicaFactory {
         mode: &StartMode,
     ) -> Result<ReplicaHandle, String> {
         let group = replica.group();
+        let founders = || replica.assignment().replicas.iter().copied().collect();
         let start = match mode {
             StartMode::Found => Start::Found {
-                members: [self.node()].into(),
+                members: founders(),
+            },
+            StartMode::Seed { founder } => Start::Seeded {
+                founder: *founder,
+                members: founders(),
             },
             StartMode::Join => Start::Join,
             StartMode::Restart => Start::Restart,

@@ -8,12 +8,15 @@ use std::collections::{BTreeMap, BTreeSet};
 /// How a replica's Raft group comes to be on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartMode {
-    /// The founding replica of a partition that has never moved and never ran here:
-    /// initialises the group with itself as its only member; the partition's leader then
-    /// brings the other replicas in one membership change at a time, as for any move. Only
-    /// this replica ever initialises the group, so no node can form a group of its own beside
-    /// the real one.
+    /// The founding replica (the preferred leader) of a partition that has never moved and
+    /// never ran here: initialises the group with every replica of the assignment as its
+    /// members and stands for election at once, so the partition's first leader is its
+    /// preferred one and no membership change (nor the step-down after one) is needed. Only
+    /// this replica ever initialises the group.
     Found,
+    /// Another replica of such a partition: starts with the founding configuration, votes for
+    /// founding members only, and stands only after async-raft's first-election delay.
+    Seed { founder: NodeId },
     /// Placed here later: starts empty, as a learner, and waits for the leader to bring it in.
     Join,
     /// The group has state here: carries on from it.
@@ -78,8 +81,18 @@ pub fn plan(view: &MetadataView, node: NodeId, local: &Local) -> Vec<Action> {
         }
         let mode = if local.with_state.contains(&group) {
             StartMode::Restart
-        } else if replica.topic.founds(replica.partition, node) {
-            StartMode::Found
+        } else if let Some(founders) = replica
+            .topic
+            .founding_replicas(replica.partition)
+            .filter(|founders| founders.contains(&node))
+        {
+            if founders[0] == node {
+                StartMode::Found
+            } else {
+                StartMode::Seed {
+                    founder: founders[0],
+                }
+            }
         } else {
             StartMode::Join
         };

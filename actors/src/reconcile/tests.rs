@@ -72,6 +72,9 @@ impl Reconcile {
                             let name = self.name(replica.group());
                             match mode {
                                 StartMode::Found => format!("start {name} found"),
+                                StartMode::Seed { founder } => {
+                                    format!("start {name} seeded by {founder}")
+                                }
                                 StartMode::Join => format!("start {name} join"),
                                 StartMode::Restart => format!("start {name} restart"),
                             }

@@ -10,6 +10,7 @@
 
 use super::{leader_of, role_of, GroupRole, GroupStatus};
 use crate::dispatch::log::{LogView, StoredLog};
+use crate::dispatch::GroupChanges;
 use crate::raft_store::GroupStorage;
 use async_raft::metrics::RaftMetrics;
 use async_raft::State;
@@ -24,8 +25,10 @@ pub(super) async fn drive(
     mut metrics: watch::Receiver<RaftMetrics>,
     mut apply_target: watch::Receiver<u64>,
     status: watch::Sender<GroupStatus>,
+    changes: GroupChanges,
 ) {
     let mut applied = storage.subscribe();
+    let mut voters = None;
     let log = StoredLog {
         store: storage.store(),
         group,
@@ -37,6 +40,7 @@ pub(super) async fn drive(
         if let Err(error) = apply(&storage, target).await {
             tracing::error!(group = %group, %error, "applying committed entries failed; the group stops serving");
             publish(&status, stopped(&m));
+            changes.note();
             return;
         }
         let last_applied = applied.borrow_and_update().last_applied;
@@ -53,7 +57,11 @@ pub(super) async fn drive(
         if *status.borrow() != next {
             tracing::debug!(%group, role = ?next.role, leader = ?next.leader, term = next.term, ready = next.ready, last_log = m.last_log_index, last_applied, "group status");
         }
-        publish(&status, next);
+        let moved = publish(&status, next);
+        if moved || voters.as_ref() != Some(&m.membership_config) {
+            voters = Some(m.membership_config.clone());
+            changes.note();
+        }
         if m.state == State::Shutdown {
             return;
         }
@@ -61,6 +69,7 @@ pub(super) async fn drive(
             biased;
             changed = metrics.changed() => if changed.is_err() {
                 publish(&status, stopped(&m));
+                changes.note();
                 return;
             },
             _ = apply_target.changed() => {},
@@ -139,14 +148,15 @@ fn stopped(m: &RaftMetrics) -> GroupStatus {
     }
 }
 
-fn publish(status: &watch::Sender<GroupStatus>, next: GroupStatus) {
+/// Returns whether the status changed.
+fn publish(status: &watch::Sender<GroupStatus>, next: GroupStatus) -> bool {
     status.send_if_modified(|current| {
         let changed = *current != next;
         if changed {
             *current = next;
         }
         changed
-    });
+    })
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! election, so it counts them for nothing (and with no other voter commits alone), and it
 //! computes a joint configuration's commit from that bookkeeping. So: one node at a time (any
 //! majority of the old configuration then meets any majority of the new one, whatever the
-//! leader miscounts); removals before additions, except one that would leave a single voter
+//! leader miscounts), except that a group of one voter takes all its newcomers at once (see
+//! `grows_at_once`); removals before additions, except one that would leave a single voter
 //! (which async-raft can neither commit from the leader alone nor elect; see
 //! `change_membership_step`); an addition only to a learner that has caught up; client
 //! proposals fenced from the start of an addition until the leader that carried it out has
@@ -29,6 +30,9 @@ pub enum StepOutcome {
     /// `node` became a voter; this node stepped down, so the next step belongs to the next
     /// leader.
     Added(NodeId),
+    /// A group of one voter took every newcomer of the target (this many) in one change, so it
+    /// never passed through two voters, which cannot lose one; this node stepped down.
+    Grown(usize),
     /// `node` is no longer a voter.
     Removed(NodeId),
 }
@@ -36,7 +40,8 @@ pub enum StepOutcome {
 impl RaftGroup {
     /// Does the next single safe step from the current voters toward `target`: removes one
     /// member not in it (this node last), else brings one missing node in (first as a learner
-    /// until it has caught up, then as a voter, after which this node steps down). A removal
+    /// until it has caught up, then as a voter, after which this node steps down); a group of
+    /// one voter brings every missing node in at once, once all have caught up. A removal
     /// that would leave one voter comes after the addition; a target of one voter is refused
     /// once there are more. Callers loop, on whichever node leads, until `Done`.
     ///
@@ -82,21 +87,32 @@ impl RaftGroup {
                 return Ok(StepOutcome::Removed(gone));
             }
         }
-        let Some(joining) = target.difference(&current).next().copied() else {
+        let joining: BTreeSet<NodeId> = target.difference(&current).copied().collect();
+        let Some(first) = joining.first().copied() else {
             return Ok(StepOutcome::Done);
         };
-        if !self.learner_caught_up(term, joining).await? {
-            return Ok(StepOutcome::CatchingUp(joining));
+        // From one voter every newcomer comes in at once (see `grows_at_once`); otherwise one.
+        let adding = if grows_at_once(&current, target) {
+            joining
+        } else {
+            [first].into()
+        };
+        for node in &adding {
+            if !self.learner_caught_up(term, *node).await? {
+                return Ok(StepOutcome::CatchingUp(*node));
+            }
         }
         self.fenced_term.store(term, Ordering::SeqCst);
-        let mut next = current;
-        next.insert(joining);
+        let next: BTreeSet<NodeId> = current.union(&adding).copied().collect();
         let changed = self.change_to(&next).await;
         // Whatever happened, this leader's bookkeeping may now miss a voter.
         if let Err(error) = self.inbound.step_down(self.node).await {
             tracing::warn!(group = %self.id, %error, "stepping down after a membership change failed");
         }
-        changed.map(|()| StepOutcome::Added(joining))
+        changed.map(|()| match adding.len() {
+            1 => StepOutcome::Added(first),
+            added => StepOutcome::Grown(added),
+        })
     }
 
     /// Replicates the log to `node` as a learner (a non-voter); resolves once it has caught up
@@ -144,6 +160,19 @@ impl RaftGroup {
             Ok(Err(error)) => Err(change_error(error)),
         }
     }
+}
+
+/// Whether a change may add every newcomer of `target` at once: only to a group of one voter
+/// that keeps it. Safe although async-raft's leader then commits the joint and the new
+/// configuration alone (it counts no newcomer): proposals are fenced from the change until the
+/// leader has stepped down, so its log ends with the new configuration, and every later
+/// candidate either holds only the old configuration (not a member: it never stands), or the
+/// joint one (it needs the old leader's vote, which goes only to a log as long as its own), or
+/// the new one, which it holds only with every entry before it, and so with everything the old
+/// leader committed. Adding one at a time instead would pass through two voters, where the
+/// loss of either stops the group.
+fn grows_at_once(current: &BTreeSet<NodeId>, target: &BTreeSet<NodeId>) -> bool {
+    current.len() == 1 && target.is_superset(current) && target.len() > 2
 }
 
 fn change_error(error: ChangeConfigError) -> AdminError {

@@ -374,6 +374,12 @@ impl RaftGroup {
             .map_err(admin_raft_error)
     }
 
+    /// How many times this node's replica stepped down from leading the group since it
+    /// started (leader balancing, after a membership addition).
+    pub fn step_downs(&self) -> u64 {
+        self.inbound.step_downs()
+    }
+
     /// The newest configuration is this node alone (settled, not joint).
     fn is_only_voter(&self) -> bool {
         let m = self.metrics.borrow();
