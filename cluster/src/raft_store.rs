@@ -63,6 +63,9 @@ pub(crate) struct GroupStorage {
     /// The highest index this node appended as leader, once durable: the group's network
     /// resends what a follower's stream dropped up to it.
     leader_tail: Arc<AtomicU64>,
+    /// Every index below this may have been answered without its records by a long scan:
+    /// the group's network reads a blank entry below it again before sending it.
+    hollow_below: Arc<AtomicU64>,
     /// Counts the writes that can change the log (appends, truncations, snapshots): what the
     /// dispatcher checked against the log stays true while it does not move.
     log_version: Arc<AtomicU64>,
@@ -96,6 +99,7 @@ impl GroupStorage {
             apply_lock: tokio::sync::Mutex::new(()),
             durable_waiters: Mutex::new(BTreeMap::new()),
             leader_tail: Arc::new(AtomicU64::new(0)),
+            hollow_below: Arc::new(AtomicU64::new(0)),
             log_version: Arc::new(AtomicU64::new(0)),
             contain_restart_leadership,
             founding: None,
@@ -116,6 +120,10 @@ impl GroupStorage {
     /// The highest index this node appended as leader (see the network's tail resend).
     pub(crate) fn leader_tail(&self) -> Arc<AtomicU64> {
         self.leader_tail.clone()
+    }
+
+    pub(crate) fn hollow_below(&self) -> Arc<AtomicU64> {
+        self.hollow_below.clone()
     }
 
     /// `durable` is told the index of the entry whose `Append` command carries `proposal` once
@@ -285,6 +293,7 @@ impl GroupStorage {
     /// `start..stop` a chunk at a time, each record entry without its records (see
     /// [`HOLLOW_SCAN_ENTRIES`]).
     fn hollow_entries(&self, start: u64, stop: u64) -> Result<Vec<Entry<Command>>> {
+        self.hollow_below.fetch_max(stop, Ordering::SeqCst);
         let mut entries = Vec::new();
         let mut from = start;
         while from < stop {
@@ -615,7 +624,13 @@ mod tests {
         let short = storage.get_log_entries(1, 301).await.expect("read");
         assert_eq!(short, stored[..300].to_vec());
 
-        crate::network::hydrate(&storage.store, GROUP, &mut scanned).expect("hydrate");
+        crate::network::hydrate(
+            &storage.store,
+            GROUP,
+            storage.hollow_below.load(Ordering::SeqCst),
+            &mut scanned,
+        )
+        .expect("hydrate");
         assert_eq!(scanned, stored);
     }
 

@@ -105,6 +105,7 @@ impl RaftGroup {
             env.transport.clone(),
             env.store.clone(),
             storage.leader_tail(),
+            storage.hollow_below(),
             env.tuning.network(env.containment),
         ));
         let raft = Raft::new(

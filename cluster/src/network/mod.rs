@@ -134,6 +134,8 @@ struct Shared {
     store: Store,
     /// The highest index this node appended as leader (durable).
     leader_tail: Arc<AtomicU64>,
+    /// Blank entries below this index may be record entries a long scan answered hollow.
+    hollow_below: Arc<AtomicU64>,
     settings: NetworkSettings,
     tracker: Mutex<Option<CommitTracker>>,
 }
@@ -145,6 +147,7 @@ impl GroupNetwork {
         transport: Arc<dyn Transport>,
         store: Store,
         leader_tail: Arc<AtomicU64>,
+        hollow_below: Arc<AtomicU64>,
         settings: NetworkSettings,
     ) -> GroupNetwork {
         GroupNetwork {
@@ -154,6 +157,7 @@ impl GroupNetwork {
                 transport,
                 store,
                 leader_tail,
+                hollow_below,
                 settings,
                 tracker: Mutex::new(None),
             }),
@@ -386,7 +390,12 @@ impl RaftNetwork<Command> for GroupNetwork {
         let started = Instant::now();
         let shared = self.shared.clone();
         let mut rpc = rpc;
-        hydrate(&shared.store, shared.group, &mut rpc.entries)?;
+        let hollow_below = shared.hollow_below.load(Ordering::SeqCst);
+        if let Err(error) = hydrate(&shared.store, shared.group, hollow_below, &mut rpc.entries) {
+            // Not at once: async-raft retries a failed send without yielding.
+            shared.fail_after(started).await;
+            return Err(error);
+        }
         let (term, prev, carries_entries) = (
             rpc.term,
             (rpc.prev_log_index, rpc.prev_log_term),
@@ -479,17 +488,19 @@ impl RaftNetwork<Command> for GroupNetwork {
 }
 
 /// Puts back the records of entries a long log scan answered without them
-/// (`HOLLOW_SCAN_ENTRIES` in `raft_store`): every blank entry about to be sent is read again
-/// from our log, so a follower never stores a blank in place of records. Real blanks (one per
-/// leadership) cost one point read each.
+/// (`HOLLOW_SCAN_ENTRIES` in `raft_store`): every blank entry about to be sent below the
+/// highest index such a scan reached is read again from our log, so a follower never stores a
+/// blank in place of records. Such scans are rare (a leadership after a restart), and so are
+/// blanks (one per leadership): this costs a point read now and then.
 pub(crate) fn hydrate(
     store: &Store,
     group: GroupId,
+    hollow_below: u64,
     entries: &mut [Entry<Command>],
 ) -> anyhow::Result<()> {
     for entry in entries
         .iter_mut()
-        .filter(|e| matches!(e.payload, EntryPayload::Blank))
+        .filter(|e| e.index < hollow_below && matches!(e.payload, EntryPayload::Blank))
     {
         let stored = store
             .read_log(group, entry.index, entry.index + 1)?
