@@ -1,5 +1,6 @@
 //! `gregor serve`: run a node until SIGINT or SIGTERM.
 
+mod raft_noise;
 mod seams;
 
 use crate::config::{
@@ -161,6 +162,7 @@ async fn serve(
         .with_context(|| format!("cannot read the address bound for {}", config.listen))?;
     let config = config.bound_to(bound);
     let node = config.node.clone();
+    actix_rt::spawn(raft_noise::report());
 
     let (env, peers) = match &config.cluster {
         None => {
@@ -287,16 +289,20 @@ async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
     })
 }
 
-/// Logs go to stderr, filtered by RUST_LOG (default `info`). A subscriber installed earlier (by
-/// a test harness, say) is kept.
+/// Logs go to stderr, filtered by RUST_LOG (default `info`), without async-raft's line per
+/// message it failed to send (`raft_noise` counts them). A subscriber installed earlier (by a
+/// test harness, say) is kept.
 fn init_tracing() {
+    use tracing_subscriber::layer::SubscriberExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour codes only for a person at a terminal, not in files and pipes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
-        .try_init();
+        .finish()
+        .with(raft_noise::filter(raft_noise::SEND_FAILURE_LINES));
+    let _ = tracing::subscriber::set_global_default(subscriber);
 }
