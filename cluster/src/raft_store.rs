@@ -34,13 +34,16 @@ const PENDING_OUTCOMES: usize = 64;
 /// reads every entry after its commit index when it becomes leader, only to find the newest
 /// membership entry; after a restart its commit index is 0, so that read is the whole log,
 /// records and all (1.1 GB held for a 10M-record log, and kept by the allocator). Its
-/// replication reads at most `max_payload_entries` (300) at a time, and the network puts the
-/// records back into any blank entry before sending it, so no follower ever stores a blank in
-/// place of records whatever the range.
-const HOLLOW_SCAN_ENTRIES: u64 = 4_096;
+/// replication reads at most `max_payload_entries + 1` entries at a time (301 by default),
+/// which stay whole; the network puts the records back into any blank entry below the highest
+/// index a hollow scan reached before sending it, so no follower ever stores a blank in place
+/// of records whatever the range (a larger `max_payload_entries` costs re-reads, not safety).
+/// The limit counts entries, not bytes: one entry holds up to 8 MiB of batches.
+const HOLLOW_SCAN_ENTRIES: u64 = 301;
 
-/// Entries read at once by such a scan: its memory is one chunk's records, not the log's.
-const HOLLOW_SCAN_CHUNK: u64 = 1_024;
+/// Entries read at once by such a scan: its memory is one chunk's records (at most 16 entries
+/// of 8 MiB), not the log's.
+const HOLLOW_SCAN_CHUNK: u64 = 16;
 
 pub(crate) struct GroupStorage {
     store: Store,
