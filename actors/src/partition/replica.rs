@@ -408,9 +408,14 @@ impl PartitionReplica {
     /// here when it reads only the newest few records (a consumer at the end of the log), which
     /// come from memory faster than a hand-over to another thread and back.
     fn read_for(&self, request: &Fetch) -> BoxFuture<'static, FetchRead> {
-        if let Some(read) = self.read_here(request) {
-            return Box::pin(futures::future::ready(read));
+        match self.read_here(request) {
+            Some(read) => Box::pin(futures::future::ready(read)),
+            None => self.read_off_thread(request),
         }
+    }
+
+    /// The read on a storage thread, whatever its size.
+    fn read_off_thread(&self, request: &Fetch) -> BoxFuture<'static, FetchRead> {
         let (store, group, offset) = (self.store.clone(), self.group_id(), request.offset);
         let max_bytes = request.max_bytes.min(MAX_FETCH_BYTES) as usize;
         Box::pin(async move {
@@ -507,9 +512,10 @@ impl PartitionReplica {
                         None => kept.push(fetch),
                     }
                 }
+                // `read_here` just declined it: too large for this thread.
                 FetchStep::Read => {
                     fetch.reading = true;
-                    reads.push((fetch.id, self.read_for(&fetch.request)));
+                    reads.push((fetch.id, self.read_off_thread(&fetch.request)));
                     kept.push(fetch);
                 }
             }
