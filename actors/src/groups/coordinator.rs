@@ -16,7 +16,7 @@ use crate::api::{
     OffsetSpec, ResetOffsets, ResetTarget,
 };
 use crate::directory::Directory;
-use crate::partition::{PartitionReplica, ProposeKv};
+use crate::partition::{ConfirmLeadership, PartitionReplica, ProposeKv};
 use actix::prelude::*;
 use gregor_cluster::{GroupRole, KvWrite, RaftGroup};
 use gregor_storage::{Clock, Offset, PartitionId, TopicId};
@@ -228,6 +228,15 @@ async fn replicate(replica: &Addr<PartitionReplica>, write: KvWrite) -> Result<(
     })?
 }
 
+async fn confirm_leadership(replica: &Addr<PartitionReplica>) -> Result<(), ApiError> {
+    replica.send(ConfirmLeadership).await.map_err(|_| {
+        ApiError::new(
+            ErrorCode::UNAVAILABLE,
+            "the offsets partition stopped; retry",
+        )
+    })?
+}
+
 impl Actor for GroupCoordinator {
     type Context = Context<Self>;
 
@@ -319,18 +328,17 @@ impl Handler<DescribeGroup> for GroupCoordinator {
 }
 
 impl GroupCoordinator {
-    /// Answers a read from this coordinator's memory once a write in its term has committed
-    /// after the read arrived. async-raft has no check-quorum and its `client_read` is broken,
-    /// so a leader cut off from its group (or one already replaced) goes on believing it
-    /// leads; without the barrier its coordinator would answer with offsets older than ones
-    /// another coordinator has since acknowledged. The write carries nothing.
+    /// Answers a read from this coordinator's memory once the offsets partition's leader here
+    /// confirmed its leadership after the read arrived: a leader cut off from its group (or
+    /// already replaced) goes on believing it leads, and its coordinator would answer with
+    /// offsets older than ones another coordinator has since acknowledged.
     fn read_confirmed<T: 'static>(
         &mut self,
         answer: impl FnOnce(&mut Self) -> Result<T, ApiError> + 'static,
     ) -> AtomicResponse<Self, Result<T, ApiError>> {
         let replica = self.offsets_replica.clone();
         AtomicResponse::new(Box::pin(
-            async move { replicate(&replica, KvWrite::default()).await }
+            async move { confirm_leadership(&replica).await }
                 .into_actor(self)
                 .map(move |confirmed, act, _| {
                     confirmed?;

@@ -7,6 +7,6 @@ mod replica;
 
 pub(crate) use replica::{compact_applied_log, propose_error as propose_error_pub};
 pub use replica::{
-    AddressBook, PartitionReplica, ProposeKv, ReplicaSettings, StopReplica, MAX_FETCH_BYTES,
-    MAX_FETCH_WAIT_MS, MAX_PARKED_FETCHES,
+    AddressBook, ConfirmLeadership, PartitionReplica, ProposeKv, ReplicaSettings, StopReplica,
+    MAX_FETCH_BYTES, MAX_FETCH_WAIT_MS, MAX_PARKED_FETCHES,
 };

@@ -358,8 +358,8 @@ impl PartitionReplica {
     /// stale leader (cut off, or already replaced: async-raft has no check-quorum) whose log
     /// lacks what the real leader committed since. Answering the second with out of range
     /// would make the consumer reset to its reset policy's end and read the partition again
-    /// (or skip it); so out of range is answered only once a write of this term committed
-    /// after the fetch came, which a stale leader cannot do. The write carries nothing.
+    /// (or skip it); so out of range is answered only once this node confirmed its leadership
+    /// after the fetch came.
     fn past_the_end(
         &mut self,
         request: Fetch,
@@ -367,20 +367,16 @@ impl PartitionReplica {
         let group = self.group.clone();
         let timeout = self.settings.propose_timeout;
         Box::pin(
-            async move {
-                group
-                    .propose(Command::Kv(KvWrite::default()), timeout)
-                    .await
-            }
-            .into_actor(self)
-            .map(move |confirmed, act, _| {
-                confirmed.map_err(propose_error)?;
-                if request.offset > act.state.next_offset {
-                    Err(act.offset_range_error(request.offset))
-                } else {
-                    Ok(act.fetch_reply(Vec::new(), None))
-                }
-            }),
+            async move { group.confirm_leadership(timeout).await }
+                .into_actor(self)
+                .map(move |confirmed, act, _| {
+                    confirmed.map_err(propose_error)?;
+                    if request.offset > act.state.next_offset {
+                        Err(act.offset_range_error(request.offset))
+                    } else {
+                        Ok(act.fetch_reply(Vec::new(), None))
+                    }
+                }),
         )
     }
 
@@ -1032,6 +1028,27 @@ impl Handler<ProposeKv> for PartitionReplica {
                 .propose(Command::Kv(write), timeout)
                 .await
                 .map(|_| ())
+                .map_err(propose_error)
+        })
+    }
+}
+
+/// Confirms that this node still leads the partition (see
+/// [`RaftGroup::confirm_leadership`]), for a reader answering from state of its own.
+#[derive(Message)]
+#[rtype(result = "Result<(), ApiError>")]
+pub struct ConfirmLeadership;
+
+impl Handler<ConfirmLeadership> for PartitionReplica {
+    type Result = ResponseFuture<Result<(), ApiError>>;
+
+    fn handle(&mut self, _: ConfirmLeadership, _: &mut Self::Context) -> Self::Result {
+        let group = self.group.clone();
+        let timeout = self.settings.propose_timeout;
+        Box::pin(async move {
+            group
+                .confirm_leadership(timeout)
+                .await
                 .map_err(propose_error)
         })
     }

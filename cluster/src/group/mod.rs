@@ -9,7 +9,7 @@ mod start;
 pub use membership::StepOutcome;
 pub use start::Start;
 
-use crate::command::{ApplyOutcome, Command};
+use crate::command::{ApplyOutcome, Command, KvWrite};
 use crate::containment::Containment;
 use crate::dispatch::{Dispatcher, GroupInbound, NO_LEADER};
 use crate::error::{AdminError, ProposeError};
@@ -290,6 +290,20 @@ impl RaftGroup {
         })
         .await
         .unwrap_or(false)
+    }
+
+    /// Confirms that this node still leads: commits an empty entry of its term, which a
+    /// leader cut off from its group, or already replaced, cannot do. async-raft has no
+    /// check-quorum (a cut-off leader believes it leads for ever) and its `client_read`
+    /// counts a quorum one short, so a read that a stale leader would answer wrongly from
+    /// its own state waits for this first.
+    ///
+    /// # Errors
+    /// As [`RaftGroup::propose`].
+    pub async fn confirm_leadership(&self, timeout: Duration) -> Result<(), ProposeError> {
+        self.propose(Command::Kv(KvWrite::default()), timeout)
+            .await
+            .map(|_| ())
     }
 
     /// Replicates `command`, waits for it to commit and be applied, and returns the outcome.
