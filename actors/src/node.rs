@@ -214,6 +214,10 @@ pub enum StartError {
     CatchUpTimeout { timeout_s: u64 },
 }
 
+/// How long [`Broker::shutdown`] waits for the store's last handle to go once everything that
+/// holds one has stopped: the last may be dropped by an actor finishing on the next turn.
+pub const STORE_CLOSE_WAIT: Duration = Duration::from_secs(10);
+
 /// A running node; cheap to clone, `Send + Sync`, usable from any thread.
 #[derive(Clone)]
 pub struct Broker {
@@ -347,9 +351,29 @@ impl Broker {
         self.metadata_group.clone()
     }
 
-    /// Stops every actor and Raft group and waits for them, then makes everything written
-    /// durable. After this the data directory can be reopened.
+    /// Stops every actor and Raft group and waits for them and for the storage threads' jobs,
+    /// makes everything written durable, and waits until the store is closed. After this the
+    /// data directory can be reopened, in this process too, unless a warning said that something
+    /// still holds the store after [`STORE_CLOSE_WAIT`] (a bug: every holder stops here).
     pub async fn shutdown(self) {
+        let closed = self.store.when_closed();
+        let node = self.node_id;
+        self.stop_everything().await;
+        if tokio::time::timeout(STORE_CLOSE_WAIT, closed)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                node = node.0,
+                "the store is still open {STORE_CLOSE_WAIT:?} after the node stopped: something \
+                 still holds it, and opening its directory again in this process will fail"
+            );
+        }
+    }
+
+    /// Everything `shutdown` does but waiting for the store to close; the node's own handles
+    /// go when this returns.
+    async fn stop_everything(self) {
         if let Some(membership) = &self.membership {
             membership.set_ready(false).await;
         }
@@ -372,6 +396,9 @@ impl Broker {
                 Err(_) => tracing::warn!("gossip is still shared at shutdown"),
             }
         }
+        // A job started before the actors stopped (a deletion step, a large read) holds a
+        // handle of the store until it returns; what it wrote belongs in the final sync.
+        crate::storage_io::storage_threads_idle(&self.store).await;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.store.request_sync(Box::new(move |r| {
             let _ = tx.send(r);

@@ -27,3 +27,13 @@ where
         ))
     })
 }
+
+/// Resolves once no storage-thread job is queued or running, so none holds a handle of the
+/// store (also when the threads have stopped: nothing runs then either).
+pub(crate) async fn storage_threads_idle(store: &Store) {
+    let (tx, rx) = oneshot::channel();
+    store.when_storage_threads_idle(Box::new(move || {
+        let _ = tx.send(());
+    }));
+    let _ = rx.await;
+}

@@ -14,6 +14,9 @@ use std::collections::VecDeque;
 /// A blocking storage call and what to do with its result.
 pub type IoJob = Box<dyn FnOnce() + Send>;
 
+/// Called once no job is queued or running (see [`Store::when_storage_threads_idle`]).
+pub type IdleCallback = Box<dyn FnOnce() + Send>;
+
 /// Storage threads: two, one per core of the machines Gregor is measured on; a read waiting on
 /// the disk then never holds up the other.
 const IO_THREADS: usize = 2;
@@ -21,16 +24,28 @@ const IO_THREADS: usize = 2;
 #[derive(Default)]
 struct Queue {
     jobs: VecDeque<IoJob>,
+    running: usize,
+    idle_waiters: Vec<IdleCallback>,
     stopping: bool,
 }
 
-impl WorkerState for Queue {
-    /// Jobs still queued: their callers see their answer channel closed.
-    type Leftover = VecDeque<IoJob>;
+impl Queue {
+    fn idle(&self) -> bool {
+        self.jobs.is_empty() && self.running == 0
+    }
+}
 
-    fn stop(&mut self) -> VecDeque<IoJob> {
+impl WorkerState for Queue {
+    /// Jobs still queued and idle waiters: dropped uncalled, so their callers see their answer
+    /// channels closed (for a waiter that means the same as idle: the threads are stopping).
+    type Leftover = (VecDeque<IoJob>, Vec<IdleCallback>);
+
+    fn stop(&mut self) -> Self::Leftover {
         self.stopping = true;
-        std::mem::take(&mut self.jobs)
+        (
+            std::mem::take(&mut self.jobs),
+            std::mem::take(&mut self.idle_waiters),
+        )
     }
 }
 
@@ -52,6 +67,16 @@ impl IoPool {
         shared.lock().jobs.push_back(job);
         shared.notify_one();
     }
+
+    fn when_idle(&self, callback: IdleCallback) {
+        let mut queue = self.workers.shared().lock();
+        if queue.idle() || queue.stopping {
+            drop(queue);
+            callback();
+        } else {
+            queue.idle_waiters.push(callback);
+        }
+    }
 }
 
 fn run(shared: &Shared<Queue>) {
@@ -63,12 +88,26 @@ fn run(shared: &Shared<Queue>) {
                     return;
                 }
                 if let Some(job) = queue.jobs.pop_front() {
+                    queue.running += 1;
                     break job;
                 }
                 queue = shared.wait(queue);
             }
         };
+        // Consumed by the call: whatever the job captured (a store handle) is gone on return.
         job();
+        let waiters = {
+            let mut queue = shared.lock();
+            queue.running -= 1;
+            if queue.idle() {
+                std::mem::take(&mut queue.idle_waiters)
+            } else {
+                Vec::new()
+            }
+        };
+        for waiter in waiters {
+            waiter();
+        }
     }
 }
 
@@ -81,6 +120,17 @@ impl Store {
         match &self.inner.io {
             Some(pool) => pool.submit(job),
             None => job(),
+        }
+    }
+
+    /// Calls `callback` once no job handed to [`Store::run_blocking`] is queued or running (at
+    /// once if none is), so none holds a handle of this store any more. A node shutting down
+    /// waits for this before it reports the store closed: a job still running would keep the
+    /// database open, and a restart in the same process would find it locked.
+    pub fn when_storage_threads_idle(&self, callback: IdleCallback) {
+        match &self.inner.io {
+            Some(pool) => pool.when_idle(callback),
+            None => callback(),
         }
     }
 }
@@ -141,5 +191,31 @@ mod tests {
         done_rx
             .recv()
             .expect("the job dropped the store on its own thread and went on");
+    }
+
+    #[test]
+    fn the_store_reopens_once_the_storage_threads_are_idle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = || StoreOptions {
+            flush: FlushPolicy::Always,
+            sync_mode: SyncMode::Thread,
+            cache_bytes: 1 << 20,
+        };
+        let store = Store::open(dir.path(), options()).expect("open");
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let held = store.clone();
+        store.run_blocking(Box::new(move || {
+            go_rx.recv().expect("go");
+            drop(held);
+        }));
+        let (idle_tx, idle_rx) = mpsc::channel();
+        store.when_storage_threads_idle(Box::new(move || idle_tx.send(()).expect("send")));
+        assert!(idle_rx.try_recv().is_err(), "a job is still running");
+        go_tx.send(()).expect("send");
+        idle_rx.recv().expect("idle once the job returned");
+        // No job holds a handle now: dropping ours closes the database.
+        drop(store);
+        let reopened = Store::open(dir.path(), options()).expect("reopen once idle");
+        drop(reopened);
     }
 }

@@ -22,6 +22,7 @@
 
 mod backend;
 mod clock;
+mod closed;
 mod entry;
 mod error;
 mod fetch;
@@ -44,13 +45,14 @@ mod worker;
 
 pub use backend::model::{Crash, ModelDisk};
 pub use clock::{Clock, SystemClock};
+pub use closed::StoreClosed;
 pub use entry::{EntryPayload, KvOps, LogEntry};
 pub use error::StorageError;
 pub use fetch::FetchedBatches;
 /// The record batch format lives with the wire protocol; storage keeps the batches as they came.
 pub use gregor_protocol::batch;
 pub use ids::{GroupId, NodeId, Offset, PartitionId, TopicId};
-pub use io::IoJob;
+pub use io::{IdleCallback, IoJob};
 pub use log::LogSlice;
 pub use options::{FlushPolicy, StoreOptions, SyncMode, SyncRunner, DEFAULT_CACHE_BYTES};
 pub use producer::{ProducerBatch, ProducerState, MAX_PRODUCERS_PER_PARTITION, PRODUCER_WINDOW};

@@ -10,6 +10,7 @@ use crate::backend::model::ModelDisk;
 use crate::backend::{
     key_range, prefix_end, Backend, Durability, Keys, Pairs, ReadView, Slice, Space, WriteBatch,
 };
+use crate::closed::{CloseGuard, StoreClosed};
 use crate::io::IoPool;
 use crate::keys::{self, TAG_FLOOR, TAG_GROUP_STATE};
 use crate::reclaim::{ReclaimCounts, Reclaimer};
@@ -38,7 +39,8 @@ pub struct Store {
 }
 
 // Field order is drop order: the storage threads finish their job, the sync thread runs its
-// last fsync, and the reclaim thread its last pass, before the backend goes.
+// last fsync, and the reclaim thread its last pass, before the backend goes; the close guard
+// goes last and tells whoever waits that the database is released.
 pub(crate) struct Inner {
     pub io: Option<IoPool>,
     sync_thread: Option<SyncThread>,
@@ -48,6 +50,7 @@ pub(crate) struct Inner {
     tails: Mutex<BTreeMap<GroupId, Tail>>,
     pub options: StoreOptions,
     pub backend: Arc<dyn Backend>,
+    closed: CloseGuard,
 }
 
 impl std::fmt::Debug for Store {
@@ -116,10 +119,18 @@ impl Store {
             tails: Mutex::new(BTreeMap::new()),
             options,
             backend,
+            closed: CloseGuard::default(),
         };
         Ok(Store {
             inner: Arc::new(inner),
         })
+    }
+
+    /// Resolves once this store is closed: every handle dropped, the threads joined, the
+    /// database released. Hold it, drop the handles, then await it before opening the same
+    /// directory again in this process.
+    pub fn when_closed(&self) -> StoreClosed {
+        self.inner.closed.watch()
     }
 
     /// Calls `done` once every write made before this call is durable per the flush policy.
