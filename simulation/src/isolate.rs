@@ -10,7 +10,59 @@ use crate::check::Checker;
 use crate::run::Report;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::time::Duration;
+
+enum Answer {
+    Report(Vec<u8>),
+    TooLate,
+}
+
+/// Reads the pipe to its end, or until `limit` of wall time has passed.
+fn read_until(pipe: &mut std::fs::File, limit: Option<Duration>) -> std::io::Result<Answer> {
+    let Some(limit) = limit else {
+        let mut bytes = Vec::new();
+        pipe.read_to_end(&mut bytes)?;
+        return Ok(Answer::Report(bytes));
+    };
+    let deadline = wall_clock() + limit;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(wall_clock());
+        if left.is_zero() {
+            return Ok(Answer::TooLate);
+        }
+        let mut poll = libc::pollfd {
+            fd: pipe.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let timeout_ms = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd, for a descriptor this function's caller owns.
+        let ready = unsafe { libc::poll(&mut poll, 1, timeout_ms) };
+        if ready < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        if ready == 0 {
+            continue;
+        }
+        match pipe.read(&mut chunk)? {
+            0 => return Ok(Answer::Report(bytes)),
+            n => bytes.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The harness's own wall clock, for the per-run limit.
+#[allow(clippy::disallowed_methods)]
+fn wall_clock() -> std::time::Instant {
+    std::time::Instant::now()
+}
 
 /// A report with the fields its JSON form leaves out.
 #[derive(Serialize, Deserialize)]
@@ -22,11 +74,12 @@ struct Wire {
 }
 
 /// Runs `work` in a child process and returns its report; `Err` says how the child died
-/// without one.
+/// without one, or that it ran past `limit` of wall time and was killed (a busy loop in the
+/// code under test never returns to the simulation's scheduler, so only this can end it).
 ///
 /// # Panics
 /// If no pipe or child process can be made.
-pub fn in_child(work: impl FnOnce() -> Report) -> Result<Report, String> {
+pub fn in_child(work: impl FnOnce() -> Report, limit: Option<Duration>) -> Result<Report, String> {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe(2) failed");
@@ -61,12 +114,23 @@ pub fn in_child(work: impl FnOnce() -> Report) -> Result<Report, String> {
     unsafe { libc::close(write_fd) };
     // SAFETY: the read end belongs to the parent alone.
     let mut pipe = unsafe { std::fs::File::from_raw_fd(read_fd) };
-    let mut bytes = Vec::new();
-    let read = pipe.read_to_end(&mut bytes);
+    let read = read_until(&mut pipe, limit);
+    if let Ok(Answer::TooLate) = read {
+        // SAFETY: the child made above, not yet waited for, so its pid is still its own.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
     let mut status = 0;
     // SAFETY: waits for the child made above.
     unsafe { libc::waitpid(pid, &mut status, 0) };
-    read.map_err(|e| format!("reading the run's report failed: {e}"))?;
+    let bytes = match read.map_err(|e| format!("reading the run's report failed: {e}"))? {
+        Answer::Report(bytes) => bytes,
+        Answer::TooLate => {
+            return Err(format!(
+                "hung: no report within {} s of wall time; the run was killed",
+                limit.unwrap_or_default().as_secs()
+            ))
+        }
+    };
     let wire: Wire = serde_json::from_slice(&bytes)
         .map_err(|e| format!("the run's process died without a report (status {status}): {e}"))?;
     let mut report = wire.report;
@@ -78,4 +142,23 @@ pub fn in_child(work: impl FnOnce() -> Report) -> Result<Report, String> {
         .filter_map(|name| Checker::ALL.into_iter().find(|c| c.name() == name))
         .collect();
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_child;
+    use std::time::Duration;
+
+    #[test]
+    fn a_run_that_never_reports_is_killed_at_its_wall_limit_and_called_hung() {
+        let died = in_child(
+            || loop {
+                std::thread::park();
+            },
+            Some(Duration::from_millis(300)),
+        )
+        .map(|report| report.seed)
+        .expect_err("a run that never ends has no report");
+        assert!(died.starts_with("hung:"), "{died}");
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! `--seed N` replays one seed (`--trace` prints its events, `--print-plan` its fault plan as a
 //! script); `--seeds A..B` sweeps a range on `--jobs` threads with a progress bar and prints
-//! every failing seed with the command that replays it; `--json` prints one summary object per
+//! every failing seed with the command that replays it (a seed still running after
+//! `--seed-timeout` seconds is killed and reported as hung); `--json` prints one summary object per
 //! seed; `--script FILE` runs a scripted scenario.
 
 gregor_simulation::deterministic_getrandom!();
@@ -15,6 +16,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(about = "Run Gregor's deterministic simulation: one seed, a sweep of seeds, or a script")]
@@ -60,6 +62,10 @@ struct Args {
     /// scenarios in simulation/scenarios/ cover.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<u64>,
+    /// Wall-clock seconds a sweep gives each seed before it kills the seed's process and
+    /// reports the seed as hung.
+    #[arg(long, default_value_t = 300)]
+    seed_timeout: u64,
 }
 
 fn main() -> ExitCode {
@@ -179,7 +185,7 @@ fn print_report(args: &Args, base: &RunConfig, report: &Report) {
         }
     }
     if !report.passed() && !args.json {
-        if !args.trace {
+        if !args.trace && !report.trace_tail.is_empty() {
             println!("  last events:");
             for line in report.trace_tail.iter().rev().take(30).rev() {
                 println!("    {line}");
@@ -215,6 +221,7 @@ fn sweep(args: &Args, base: &RunConfig, from: u64, to: u64) -> bool {
                 let report = run(RunConfig {
                     seed,
                     trace: false,
+                    wall_limit: Some(Duration::from_secs(args.seed_timeout.max(1))),
                     ..base.clone()
                 });
                 if done.send(report).is_err() {
@@ -264,7 +271,7 @@ fn sweep(args: &Args, base: &RunConfig, from: u64, to: u64) -> bool {
     !failing.is_empty()
 }
 
-fn progress(done: u64, total: u64, failing: usize, virtual_ms: u64, wall: std::time::Duration) {
+fn progress(done: u64, total: u64, failing: usize, virtual_ms: u64, wall: Duration) {
     const WIDTH: u64 = 30;
     let filled = done * WIDTH / total.max(1);
     let bar: String = (0..WIDTH)

@@ -69,6 +69,9 @@ pub struct RunConfig {
     /// Every producer sends with these acks (otherwise drawn per producer).
     pub acks: Option<AckLevel>,
     pub sabotage: Sabotage,
+    /// Wall time the run's process may take before it is killed and the run reported as hung
+    /// (none: as long as it takes).
+    pub wall_limit: Option<Duration>,
 }
 
 impl RunConfig {
@@ -84,6 +87,7 @@ impl RunConfig {
             disk: None,
             acks: None,
             sabotage: Sabotage::default(),
+            wall_limit: None,
         }
     }
 
@@ -157,7 +161,8 @@ impl Report {
 /// If the binary lacks `deterministic_getrandom!()`, or the child cannot be forked.
 pub fn run(config: RunConfig) -> Report {
     let fallback = config.clone();
-    crate::isolate::in_child(move || run_in_this_process(config))
+    let limit = config.wall_limit;
+    crate::isolate::in_child(move || run_in_this_process(config), limit)
         .unwrap_or_else(|died| harness_failure(&fallback, &died))
 }
 
