@@ -23,6 +23,7 @@
 //!   on slow disks; survives a crash of the process but not of the machine, unless the other
 //!   replicas still hold the data. With one replica, a power cut can lose acknowledged records.
 
+mod balancing;
 mod cluster;
 mod groups;
 
@@ -139,6 +140,17 @@ heartbeat_interval_ms = 250
 group_session_timeout_ms = 45000
 group_min_session_timeout_ms = 1000
 group_max_session_timeout_ms = 1800000
+
+# --- Balancing (the metadata leader). A node leading more partitions than its fair share by
+# over this percentage is asked to hand some over, checked this often (Kafka's
+# leader.imbalance.per.broker.percentage and leader.imbalance.check.interval.seconds). Each
+# hand-over leaves its partition without a leader for about an election timeout.
+leader_imbalance_percent = 10
+leader_balance_interval_ms = 300000
+# Most leaders asked to step down in one check, and most replica moves (re-placement after a
+# dead node's grace, drains) running at once across the cluster.
+max_leader_step_downs = 4
+max_partition_moves = 8
 "#;
 
 /// When acknowledged writes reach the disk; see the module documentation for the trade-off.
@@ -298,6 +310,10 @@ settings! {
     group_session_timeout_ms: u32,
     group_min_session_timeout_ms: u32,
     group_max_session_timeout_ms: u32,
+    leader_imbalance_percent: u32,
+    leader_balance_interval_ms: u64,
+    max_leader_step_downs: u32,
+    max_partition_moves: u32,
 }
 
 type Origins = BTreeMap<&'static str, Origin>;
@@ -628,6 +644,18 @@ fn validate(raw: RawConfig, origins: &Origins) -> Result<ServeConfig, ConfigErro
     })
     .map_err(|(key, value, reason)| invalid(key, &value, reason))?;
 
+    let mut cluster = cluster_settings(&clustered);
+    balancing::apply(
+        &balancing::RawBalancing {
+            leader_imbalance_percent: raw.leader_imbalance_percent,
+            leader_balance_interval_ms: raw.leader_balance_interval_ms,
+            max_leader_step_downs: raw.max_leader_step_downs,
+            max_partition_moves: raw.max_partition_moves,
+        },
+        &mut cluster.operations,
+    )
+    .map_err(|(key, value, reason)| invalid(key, &value, reason))?;
+
     Ok(ServeConfig {
         node: NodeConfig {
             node_id: NodeId(node_id),
@@ -638,7 +666,7 @@ fn validate(raw: RawConfig, origins: &Origins) -> Result<ServeConfig, ConfigErro
             offsets_partitions,
             retention_check_interval_ms,
             cache_bytes,
-            cluster: cluster_settings(&clustered),
+            cluster,
             groups: group_config,
         },
         listen,

@@ -29,7 +29,8 @@ pub struct ServeArgs {
     /// max_connections, handshake_timeout_ms, idle_timeout_ms, shutdown_grace_ms, peer_listen,
     /// advertised_peer_address, join, cluster_id, rack, metadata_voters, dead_node_grace_ms,
     /// election_timeout_ms, heartbeat_interval_ms, group_session_timeout_ms,
-    /// group_min_session_timeout_ms, group_max_session_timeout_ms
+    /// group_min_session_timeout_ms, group_max_session_timeout_ms, leader_imbalance_percent,
+    /// leader_balance_interval_ms, max_leader_step_downs, max_partition_moves
     #[arg(long, value_name = "FILE", env = "GREGOR_CONFIG")]
     pub config: Option<PathBuf>,
     /// Directory for this node's data [default: ./gregor-data]
@@ -88,6 +89,19 @@ pub struct ServeArgs {
     /// Longest session timeout a group or member may have [default: 1800000]
     #[arg(long, value_name = "MS")]
     pub group_max_session_timeout_ms: Option<u32>,
+    /// A node leading more than its fair share of partitions by over this percentage is asked
+    /// to hand some over [default: 10]
+    #[arg(long, value_name = "PERCENT")]
+    pub leader_imbalance_percent: Option<u32>,
+    /// How often the metadata leader checks the balance of leaders [default: 300000]
+    #[arg(long, value_name = "MS")]
+    pub leader_balance_interval_ms: Option<u64>,
+    /// Most leaders asked to step down in one balance check [default: 4]
+    #[arg(long, value_name = "N")]
+    pub max_leader_step_downs: Option<u32>,
+    /// Most replica moves running at once across the cluster [default: 8]
+    #[arg(long, value_name = "N")]
+    pub max_partition_moves: Option<u32>,
 }
 
 impl ServeArgs {
@@ -111,6 +125,10 @@ impl ServeArgs {
             group_session_timeout_ms: self.group_session_timeout_ms,
             group_min_session_timeout_ms: self.group_min_session_timeout_ms,
             group_max_session_timeout_ms: self.group_max_session_timeout_ms,
+            leader_imbalance_percent: self.leader_imbalance_percent,
+            leader_balance_interval_ms: self.leader_balance_interval_ms,
+            max_leader_step_downs: self.max_leader_step_downs,
+            max_partition_moves: self.max_partition_moves,
             ..RawConfig::default()
         }
     }
