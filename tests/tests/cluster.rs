@@ -93,8 +93,9 @@ fn wait_for_full_replication(cluster: &ProcessCluster, topic: &str, within: Dura
     );
 }
 
-/// The metadata group grows one voter at a time and cannot lose one while it has two: tests that
-/// stop a node wait for its three voters first.
+/// The metadata group starts as its founder alone and takes the next two nodes as voters once
+/// both have caught up; until then losing the founder stops it. Tests that stop a node wait for
+/// the three voters first.
 fn wait_for_metadata_voters(cluster: &ProcessCluster, voters: usize, within: Duration) {
     eventually(&format!("{voters} metadata voters"), within, || {
         let output = cluster.cli(&["cluster", "status", "--json"]);
