@@ -308,7 +308,7 @@ async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
 }
 
 /// Logs go to stderr, filtered by RUST_LOG (default `info`), without async-raft's line per
-/// message it failed to send (`raft_noise` counts them). A subscriber installed earlier (by a
+/// message or vote request it failed to send (`raft_noise` counts them). A subscriber installed earlier (by a
 /// test harness, say) is kept.
 fn init_tracing() {
     use tracing_subscriber::layer::SubscriberExt;
@@ -321,6 +321,6 @@ fn init_tracing() {
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .finish()
-        .with(raft_noise::filter(raft_noise::SEND_FAILURE_LINES));
+        .with(raft_noise::filter(raft_noise::ASYNC_RAFT_SEND_FAILURES));
     let _ = tracing::subscriber::set_global_default(subscriber);
 }

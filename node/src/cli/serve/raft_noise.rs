@@ -1,9 +1,11 @@
-//! async-raft 0.6.1 logs every AppendEntries or InstallSnapshot message it fails to send at
-//! ERROR, one line per message: with one node down, every group led elsewhere logs a line per
-//! heartbeat interval (560,000 lines in one run holding 3,000 partitions), which buries every
-//! other line and costs CPU of its own. Those four events are counted instead, and a summary is
-//! logged every 10 s while they occur. Everything else async-raft logs, its storage errors
-//! included, is printed as before.
+//! async-raft 0.6.1 logs every message it fails to send at ERROR, one line per message: with
+//! one node down, every group led elsewhere logs a line per heartbeat interval (560,000 lines
+//! in one run holding 3,000 partitions), and in an election storm every candidate logs a line
+//! per vote request that timed out (10,000 lines a second in one run holding 2,850 replicas per
+//! node). Those lines bury every other line and cost CPU of their own, in the node and in
+//! whatever collects its output. They are counted instead, and a summary is logged every 10 s
+//! while they occur. Everything else async-raft logs, its storage errors included, is printed
+//! as before.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -11,43 +13,90 @@ use tracing::{Level, Metadata};
 use tracing_subscriber::filter::{dynamic_filter_fn, DynFilterFn};
 use tracing_subscriber::layer::Context;
 
-/// The lines of async-raft's per-message send failures in `src/replication/mod.rs`: sending an
-/// AppendEntries failed or timed out (217, 222), sending an InstallSnapshot chunk failed or
-/// timed out (803, 808). Valid for 0.6.1 only, which Cargo.toml pins with `=`: check them again
-/// with any other version.
-pub(super) const SEND_FAILURE_LINES: &[u32] = &[217, 222, 803, 808];
+/// An ERROR event of async-raft's counted instead of printed: its callsite's target and line,
+/// and what it counts towards.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Noisy {
+    pub target: &'static str,
+    pub line: u32,
+    pub kind: Kind,
+}
 
-const REPLICATION_TARGET: &str = "async_raft::replication";
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// An AppendEntries or InstallSnapshot message not sent or not answered in time.
+    Replication,
+    /// A vote request not sent or not answered in time.
+    Vote,
+}
+
+/// The per-message failures of async-raft 0.6.1: sending an AppendEntries failed or timed out
+/// (`src/replication/mod.rs` 217, 222), sending an InstallSnapshot chunk failed or timed out
+/// (803, 808), a vote request failed or timed out (`src/core/vote.rs` 153). Valid for 0.6.1
+/// only, which Cargo.toml pins with `=`: check them again with any other version.
+pub(super) const ASYNC_RAFT_SEND_FAILURES: &[Noisy] = &[
+    replication(217),
+    replication(222),
+    replication(803),
+    replication(808),
+    Noisy {
+        target: "async_raft::core::vote",
+        line: 153,
+        kind: Kind::Vote,
+    },
+];
+
+const fn replication(line: u32) -> Noisy {
+    Noisy {
+        target: "async_raft::replication",
+        line,
+        kind: Kind::Replication,
+    }
+}
 
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
-/// Send failures counted since the last report.
-static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+/// Failures counted since the last report, by kind.
+static REPLICATION_FAILURES: AtomicU64 = AtomicU64::new(0);
+static VOTE_FAILURES: AtomicU64 = AtomicU64::new(0);
 
-fn is_send_failure(meta: &Metadata<'_>, lines: &[u32]) -> bool {
-    meta.is_event()
-        && *meta.level() == Level::ERROR
-        && meta.target() == REPLICATION_TARGET
-        && meta.line().is_some_and(|line| lines.contains(&line))
+fn counter(kind: Kind) -> &'static AtomicU64 {
+    match kind {
+        Kind::Replication => &REPLICATION_FAILURES,
+        Kind::Vote => &VOTE_FAILURES,
+    }
+}
+
+fn noisy(meta: &Metadata<'_>, events: &[Noisy]) -> Option<Kind> {
+    if !meta.is_event() || *meta.level() != Level::ERROR {
+        return None;
+    }
+    let line = meta.line()?;
+    events
+        .iter()
+        .find(|e| e.line == line && e.target == meta.target())
+        .map(|e| e.kind)
 }
 
 type IsEnabled<S> = Box<dyn Fn(&Metadata<'_>, &Context<'_, S>) -> bool + Send + Sync>;
 type CallsiteInterest =
     Box<dyn Fn(&'static Metadata<'static>) -> tracing::subscriber::Interest + Send + Sync>;
 
-/// A global filter that drops (and counts) async-raft's send failures at `lines`. Their
-/// callsites are asked about on every event (`sometimes`), since a cached `never` would skip
-/// the count; every other callsite is enabled for good.
-pub(super) fn filter<S>(lines: &'static [u32]) -> DynFilterFn<S, IsEnabled<S>, CallsiteInterest> {
-    let enabled: IsEnabled<S> = Box::new(move |meta, _| {
-        if is_send_failure(meta, lines) {
-            SUPPRESSED.fetch_add(1, Ordering::Relaxed);
-            return false;
+/// A global filter that drops (and counts) the events of `events`. Their callsites are asked
+/// about on every event (`sometimes`), since a cached `never` would skip the count; every other
+/// callsite is enabled for good.
+pub(super) fn filter<S>(
+    events: &'static [Noisy],
+) -> DynFilterFn<S, IsEnabled<S>, CallsiteInterest> {
+    let enabled: IsEnabled<S> = Box::new(move |meta, _| match noisy(meta, events) {
+        Some(kind) => {
+            counter(kind).fetch_add(1, Ordering::Relaxed);
+            false
         }
-        true
+        None => true,
     });
     let interest: CallsiteInterest = Box::new(move |meta| {
-        if is_send_failure(meta, lines) {
+        if noisy(meta, events).is_some() {
             tracing::subscriber::Interest::sometimes()
         } else {
             tracing::subscriber::Interest::always()
@@ -56,9 +105,9 @@ pub(super) fn filter<S>(lines: &'static [u32]) -> DynFilterFn<S, IsEnabled<S>, C
     dynamic_filter_fn(enabled).with_callsite_filter(interest)
 }
 
-/// Takes the count of send failures since the last call.
-fn take_suppressed() -> u64 {
-    SUPPRESSED.swap(0, Ordering::Relaxed)
+/// Takes the count of failures of `kind` since the last call.
+fn take_counted(kind: Kind) -> u64 {
+    counter(kind).swap(0, Ordering::Relaxed)
 }
 
 /// Logs how many send failures were dropped, every [`REPORT_EVERY`] while there are any.
@@ -67,13 +116,23 @@ pub(super) async fn report() {
     every.tick().await;
     loop {
         every.tick().await;
-        let failed = take_suppressed();
+        let failed = take_counted(Kind::Replication);
         if failed > 0 {
             tracing::warn!(
                 failed,
                 "Raft messages to other nodes could not be sent in the last {} s (a node is \
                  down, cut off or slow; `gregor cluster status` shows which); async-raft's \
                  per-message errors are counted here instead of logged",
+                REPORT_EVERY.as_secs()
+            );
+        }
+        let failed = take_counted(Kind::Vote);
+        if failed > 0 {
+            tracing::warn!(
+                failed,
+                "vote requests to other nodes got no answer in the last {} s (a node is down, \
+                 cut off or overloaded; many at once mean many partitions are electing \
+                 leaders); async-raft's per-request errors are counted here instead of logged",
                 REPORT_EVERY.as_secs()
             );
         }
@@ -86,35 +145,59 @@ mod tests {
     use std::sync::{Arc, Mutex, OnceLock};
     use tracing_subscriber::layer::SubscriberExt;
 
-    /// The line of the send failure `emit_send_failure` logs (the line after this one's
-    /// `line!()` plus four).
-    fn send_failure_line() -> u32 {
-        line!() + 4
+    /// The line of the replication failure `emit_failure` logs, five below this `line!()`; the
+    /// vote failure's is the next.
+    fn failure_line() -> u32 {
+        line!() + 5
     }
 
-    fn emit_send_failure() {
-        tracing::error!(target: "async_raft::replication", "send failed");
+    fn emit_failure(target: &'static str) {
+        match target {
+            "async_raft::replication" => tracing::error!(target: "async_raft::replication", "x"),
+            _ => tracing::error!(target: "async_raft::core::vote", "x"),
+        }
     }
 
     #[test]
-    fn send_failures_are_counted_not_printed_and_other_errors_pass() {
-        static LINES: OnceLock<[u32; 1]> = OnceLock::new();
-        let lines: &'static [u32] = LINES.get_or_init(|| [send_failure_line()]);
+    fn send_and_vote_failures_are_counted_not_printed_and_other_errors_pass() {
+        static EVENTS: OnceLock<[Noisy; 2]> = OnceLock::new();
+        let events: &'static [Noisy] = EVENTS.get_or_init(|| {
+            let line = failure_line();
+            [
+                Noisy {
+                    line,
+                    ..replication(0)
+                },
+                Noisy {
+                    target: "async_raft::core::vote",
+                    line: line + 1,
+                    kind: Kind::Vote,
+                },
+            ]
+        });
         let printed = Arc::new(Mutex::new(Vec::new()));
         let subscriber = tracing_subscriber::registry()
-            .with(filter(lines))
+            .with(filter(events))
             .with(Recorder(printed.clone()));
         tracing::subscriber::with_default(subscriber, || {
-            take_suppressed();
-            emit_send_failure();
-            emit_send_failure();
+            take_counted(Kind::Replication);
+            take_counted(Kind::Vote);
+            emit_failure("async_raft::replication");
+            emit_failure("async_raft::replication");
+            emit_failure("async_raft::core::vote");
             tracing::error!(target: "async_raft::replication", "error fetching logs from storage");
+            tracing::error!(target: "async_raft::core::vote", "another line of the same module");
             tracing::error!(target: "gregor_cluster::dispatch", "something of ours");
         });
-        assert_eq!(take_suppressed(), 2);
+        assert_eq!(take_counted(Kind::Replication), 2);
+        assert_eq!(take_counted(Kind::Vote), 1);
         assert_eq!(
             *printed.lock().unwrap(),
-            vec!["async_raft::replication", "gregor_cluster::dispatch"]
+            vec![
+                "async_raft::replication",
+                "async_raft::core::vote",
+                "gregor_cluster::dispatch"
+            ]
         );
     }
 
