@@ -61,6 +61,10 @@ pub struct Containment {
     /// term it adopts, so a stale candidate with the shorter timeout would keep the node that
     /// could win from ever standing.
     pub outpace_stale_candidates: bool,
+    /// (s) Admit a node's candidacies a few at a time (`network::elections`): async-raft
+    /// stands again at every election timeout, so when thousands of groups elect at once and
+    /// votes take longer than that, every candidacy is abandoned before it wins, for ever.
+    pub pace_elections: bool,
 }
 
 impl Containment {
@@ -83,6 +87,7 @@ impl Containment {
         conflict_below_floor: true,
         keep_lone_leader: true,
         outpace_stale_candidates: true,
+        pace_elections: true,
     };
 }
 

@@ -11,6 +11,7 @@ mod vote;
 use crate::codec::decode_membership;
 use crate::containment::Containment;
 use crate::group::GroupRaft;
+use crate::network::elections::{ElectionGate, CANDIDACIES_AT_ONCE};
 use crate::rpc::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     RpcError, VoteRequest, VoteResponse,
@@ -60,6 +61,8 @@ pub struct Dispatcher {
     changes: GroupChanges,
     /// Founders of several members campaigning at once (see `Dispatcher::founding_permit`).
     founding: Arc<tokio::sync::Semaphore>,
+    /// Candidacies sending vote requests at once (see `network::elections`).
+    elections: Arc<ElectionGate>,
     /// Leaderships given up here (leader balancing, after a membership addition): each leaves
     /// its group leaderless for an election timeout.
     step_downs: Arc<AtomicU64>,
@@ -90,6 +93,7 @@ impl Default for Dispatcher {
             node_messages: RwLock::default(),
             changes: GroupChanges::default(),
             founding: Arc::new(tokio::sync::Semaphore::new(FOUNDING_ELECTIONS)),
+            elections: ElectionGate::new(CANDIDACIES_AT_ONCE),
             step_downs: Arc::default(),
         }
     }
@@ -103,6 +107,11 @@ impl Dispatcher {
     /// Waits for a turn to run a founding election (see [`FOUNDING_ELECTIONS`]).
     pub(crate) async fn founding_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.founding.clone().acquire_owned().await.ok()
+    }
+
+    /// The node's election gate, shared by every group's network.
+    pub(crate) fn elections(&self) -> Arc<ElectionGate> {
+        self.elections.clone()
     }
 
     /// Installs what answers node messages (replacing any earlier handler).

@@ -3,7 +3,7 @@
 use super::{driver, GroupEnv, GroupRole, GroupStatus, RaftGroup};
 use crate::dispatch::{Dispatcher, GroupInbound};
 use crate::group::GroupRaft;
-use crate::network::GroupNetwork;
+use crate::network::{GroupNetwork, LogMarks};
 use crate::raft_store::GroupStorage;
 use anyhow::{bail, Context};
 use async_raft::raft::MembershipConfig;
@@ -104,9 +104,12 @@ impl RaftGroup {
             env.node,
             env.transport.clone(),
             env.store.clone(),
-            storage.leader_tail(),
-            storage.hollow_below(),
+            LogMarks {
+                leader_tail: storage.leader_tail(),
+                hollow_below: storage.hollow_below(),
+            },
             env.tuning.network(env.containment),
+            env.dispatcher.elections(),
         ));
         let raft = Raft::new(
             env.node.0,

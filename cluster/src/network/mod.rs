@@ -26,6 +26,7 @@
 
 mod bound;
 mod calls;
+pub(crate) mod elections;
 
 use crate::codec::{decode_membership, from_stored};
 use crate::command::Command;
@@ -39,6 +40,7 @@ use crate::transport::Transport;
 use async_raft::raft::{ConflictOpt, Entry, EntryPayload};
 use async_raft::RaftNetwork;
 use calls::Calls;
+use elections::{ElectionGate, NotAdmitted};
 use gregor_storage::{GroupId, NodeId, Store};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -121,6 +123,12 @@ struct SnapshotKey {
     done: bool,
 }
 
+/// What the group's storage tells its network about the log (see [`Shared`]).
+pub(crate) struct LogMarks {
+    pub(crate) leader_tail: Arc<AtomicU64>,
+    pub(crate) hollow_below: Arc<AtomicU64>,
+}
+
 pub(crate) struct GroupNetwork {
     shared: Arc<Shared>,
     appends: Calls<AppendKey, Result<Reply, RpcError>>,
@@ -138,6 +146,7 @@ struct Shared {
     hollow_below: Arc<AtomicU64>,
     settings: NetworkSettings,
     tracker: Mutex<Option<CommitTracker>>,
+    elections: Arc<ElectionGate>,
 }
 
 impl GroupNetwork {
@@ -146,10 +155,14 @@ impl GroupNetwork {
         node: NodeId,
         transport: Arc<dyn Transport>,
         store: Store,
-        leader_tail: Arc<AtomicU64>,
-        hollow_below: Arc<AtomicU64>,
+        marks: LogMarks,
         settings: NetworkSettings,
+        elections: Arc<ElectionGate>,
     ) -> GroupNetwork {
+        let LogMarks {
+            leader_tail,
+            hollow_below,
+        } = marks;
         GroupNetwork {
             shared: Arc::new(Shared {
                 group,
@@ -160,6 +173,7 @@ impl GroupNetwork {
                 hollow_below,
                 settings,
                 tracker: Mutex::new(None),
+                elections,
             }),
             appends: Calls::new(),
             snapshots: Calls::new(),
@@ -467,6 +481,21 @@ impl RaftNetwork<Command> for GroupNetwork {
     }
 
     async fn vote(&self, target: u64, rpc: VoteRequest) -> anyhow::Result<VoteResponse> {
+        let turn = match self.shared.settings.containment.pace_elections {
+            true => match self
+                .shared
+                .elections
+                .admit(self.shared.group, rpc.term)
+                .await
+            {
+                Ok(ticket) => Some(ticket),
+                Err(NotAdmitted::Superseded) => anyhow::bail!(
+                    "not sent: the candidacy of term {} stood again before its turn",
+                    rpc.term
+                ),
+            },
+            false => None,
+        };
         let started = Instant::now();
         let limit = self.shared.settings.vote_timeout;
         let sent = self
@@ -474,8 +503,14 @@ impl RaftNetwork<Command> for GroupNetwork {
             .transport
             .vote(NodeId(target), self.shared.group, rpc);
         match tokio::time::timeout(limit, sent).await {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => {
+                if let Some(turn) = turn {
+                    turn.answered();
+                }
+                Ok(response)
+            }
             Ok(Err(error)) => {
+                drop(turn);
                 self.shared.fail_after(started).await;
                 Err(error.into())
             }

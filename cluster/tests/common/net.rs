@@ -55,6 +55,10 @@ pub struct TestNet {
     record_appends: bool,
     /// Calls that failed at once over a `failing_at_once` link.
     pub immediate_failures: AtomicU64,
+    /// Each node answers votes one at a time, each taking this long (see `set_vote_cost`).
+    vote_cost: Mutex<Option<Duration>>,
+    /// When each node's vote service is next free.
+    voter_free_at: Mutex<BTreeMap<NodeId, tokio::time::Instant>>,
 }
 
 impl TestNet {
@@ -67,6 +71,8 @@ impl TestNet {
             record_bytes: true,
             record_appends: true,
             immediate_failures: AtomicU64::new(0),
+            vote_cost: Mutex::new(None),
+            voter_free_at: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -81,6 +87,8 @@ impl TestNet {
             record_bytes: false,
             record_appends: false,
             immediate_failures: AtomicU64::new(0),
+            vote_cost: Mutex::new(None),
+            voter_free_at: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -89,6 +97,48 @@ impl TestNet {
             me: node,
             net: self.clone(),
         })
+    }
+
+    /// Makes every node answer votes one at a time, `cost` each, like a node whose every vote
+    /// costs a write and an fsync. A vote is served once it arrived whether or not its caller
+    /// still waits, as a real node would: work for abandoned requests delays the others.
+    pub fn set_vote_cost(&self, cost: Duration) {
+        *self.vote_cost.lock().unwrap() = Some(cost);
+    }
+
+    /// The instant `node`'s vote service takes up a vote arriving now.
+    fn reserve_vote(&self, node: NodeId, cost: Duration) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let mut free_at = self.voter_free_at.lock().unwrap();
+        let slot = free_at.entry(node).or_insert(now);
+        let start = (*slot).max(now);
+        *slot = start + cost;
+        start + cost
+    }
+
+    async fn costly_vote(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        group: GroupId,
+        rpc: VoteRequest,
+        cost: Duration,
+    ) -> Result<VoteResponse, RpcError> {
+        pause(self.delay(from, to)).await;
+        let handler = self.handlers.lock().unwrap().get(&to).cloned();
+        let Some(handler) = handler.filter(|_| !self.is_cut(from, to)) else {
+            tokio::time::sleep(FAILURE_DELAY).await;
+            return Err(unreachable(to));
+        };
+        let served_at = self.reserve_vote(to, cost);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(served_at).await;
+            let _ = tx.send(handler.vote(from, group, rpc).await);
+        });
+        let result = rx.await.map_err(|_| unreachable(to))?;
+        pause(self.delay(to, from)).await;
+        result
     }
 
     pub fn attach(&self, node: NodeId, handler: Arc<dyn PeerHandler>) {
@@ -371,6 +421,10 @@ impl Transport for NetTransport {
         rpc: VoteRequest,
     ) -> Result<VoteResponse, RpcError> {
         let me = self.me;
+        let cost = *self.net.vote_cost.lock().unwrap();
+        if let Some(cost) = cost {
+            return self.net.costly_vote(me, target, group, rpc, cost).await;
+        }
         self.net
             .call(me, target, |h| async move { h.vote(me, group, rpc).await })
             .await
