@@ -1,11 +1,13 @@
 //! `gregor perf consume`: the consumer benchmark. It reads from the start (or `--from`) of
 //! every partition until `--records` have arrived.
 //!
-//! Its latency is end to end: the time a record is handed to the consumer minus the record's
-//! timestamp (set by the producer). Run it while `perf produce` writes and it measures how long
+//! Its latency is end to end: the time a record is handed to the consumer minus its send time,
+//! in microseconds from the stamp `perf produce` writes into each value, else in milliseconds
+//! from the record's timestamp. Run it while `perf produce` writes and it measures how long
 //! records take from producer to consumer; run it over a backlog and it measures their age.
 
 use super::produce::print_progress;
+use super::stamp;
 use super::stats::Recorder;
 use super::{report, ConnectArgs};
 use crate::cli::args::{parse_from, parse_message_size, FromSpec};
@@ -13,7 +15,6 @@ use crate::cli::consume::start_at;
 use crate::cli::UsageError;
 use clap::Args;
 use gregor_client::{Consumer, ConsumerConfig};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -65,9 +66,10 @@ pub async fn run(connect: &ConnectArgs, args: ConsumePerfArgs) -> anyhow::Result
     let recorder = Arc::new(Recorder::new());
     let idle_limit = Duration::from_millis(args.timeout_ms);
     let start = Instant::now();
-    let progress = tokio::spawn(print_progress(recorder.clone(), "received"));
+    let progress = tokio::spawn(print_progress(recorder.clone(), "received", start));
     let mut consumed = 0u64;
     let mut last_record = Instant::now();
+    let mut latencies = Vec::with_capacity(POLL_RECORDS);
     let outcome = loop {
         if consumed >= args.records {
             break Ok(());
@@ -93,21 +95,20 @@ pub async fn run(connect: &ConnectArgs, args: ConsumePerfArgs) -> anyhow::Result
         }
         last_record = Instant::now();
         consumed += records.len() as u64;
-        // One clock reading per poll; records are grouped by whole milliseconds of latency so
-        // the recorder is taken once per group, not once per record.
-        let now_ms = wall_clock_ms();
-        let mut by_latency: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+        // One clock reading per poll. A value `perf produce` stamped carries its send time in
+        // microseconds; any other record is measured from its millisecond timestamp.
+        let now_us = stamp::wall_clock_us();
+        latencies.clear();
+        let mut bytes = 0u64;
         for record in &records {
-            let slot = by_latency
-                .entry((now_ms - record.timestamp).max(0))
-                .or_default();
-            slot.0 += 1;
-            slot.1 += record.payload_len() as u64;
+            bytes += record.payload_len() as u64;
+            let sent_us = match record.value.as_deref().and_then(stamp::read) {
+                Some(sent_us) => sent_us,
+                None => (record.timestamp.max(0) as u64).saturating_mul(1_000),
+            };
+            latencies.push(now_us.saturating_sub(sent_us));
         }
-        for (latency_ms, (count, bytes)) in by_latency {
-            let latency = Duration::from_millis(latency_ms as u64);
-            recorder.record(count, bytes, Some(latency));
-        }
+        recorder.record_each(bytes, &latencies);
     };
     let elapsed = start.elapsed();
     progress.abort();
@@ -116,13 +117,4 @@ pub async fn run(connect: &ConnectArgs, args: ConsumePerfArgs) -> anyhow::Result
     }
     report("received", &recorder.summary(elapsed, true), args.json)?;
     outcome
-}
-
-/// Milliseconds since the epoch, to compare with record timestamps. The benchmark measures
-/// real time, so it reads the wall clock directly.
-#[allow(clippy::disallowed_methods)]
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -5,6 +5,7 @@
 
 pub mod consume;
 pub mod produce;
+pub mod stamp;
 pub mod stats;
 
 use super::ConnectArgs;

@@ -3,9 +3,12 @@
 //! The payloads are slices of one pool of random letters generated up front, so the per-record
 //! work is the producer's own (choose a partition, copy the bytes into the open batch), and no
 //! two records in a window share content: storage compression cannot flatter the figures the
-//! way one payload repeated a million times would. Latency is measured per batch, from its first record's `send` to its
-//! acknowledgement, and counted once for every record of the batch.
+//! way one payload repeated a million times would. Each value starts with its send time in
+//! microseconds (`stamp`), for `perf consume`'s end-to-end latency. Latency is measured per
+//! batch, from its first record's `send` to its acknowledgement, and counted once for every
+//! record of the batch.
 
+use super::stamp;
 use super::stats::{progress_line, Recorder, Throttle};
 use super::{report, ConnectArgs};
 use crate::cli::args::parse_acks;
@@ -127,7 +130,7 @@ pub async fn run(connect: &ConnectArgs, args: ProducePerfArgs) -> anyhow::Result
     }
 
     let start = Instant::now();
-    let progress = tokio::spawn(print_progress(recorder.clone(), "sent"));
+    let progress = tokio::spawn(print_progress(recorder.clone(), "sent", start));
     let mut tasks = JoinSet::new();
     let share = args.records / args.producers as u64;
     for (i, producer) in producers.into_iter().enumerate() {
@@ -185,11 +188,15 @@ async fn send_all(
 ) -> Result<(), ClientError> {
     let mut throttle = Throttle::new(rate, Instant::now());
     let slots = payload.len() - size + 1;
+    let mut value = Vec::with_capacity(size);
     for i in 0..records {
         throttle.acquire().await;
         // Consecutive records take consecutive, non-overlapping slices of the pool.
         let start = (i as usize).wrapping_mul(size) % slots;
-        let record = ProducerRecord::new(&topic, &payload[start..start + size]);
+        value.clear();
+        value.extend_from_slice(&payload[start..start + size]);
+        stamp::write(&mut value, stamp::wall_clock_us());
+        let record = ProducerRecord::new(&topic, &value[..]);
         // The handle is dropped: outcomes arrive through the batch observer.
         producer.send(record).await?;
     }
@@ -277,17 +284,15 @@ pub(super) async fn ensure_topic(
     }
 }
 
-/// Prints a progress line about every second until aborted.
-pub(super) async fn print_progress(recorder: Arc<Recorder>, verb: &'static str) {
+/// Prints a progress line about every second until aborted; each is a point of the timeline.
+pub(super) async fn print_progress(recorder: Arc<Recorder>, verb: &'static str, start: Instant) {
     let mut last = Instant::now();
     let mut ticks = tokio::time::interval_at(last + Duration::from_secs(1), Duration::from_secs(1));
     loop {
         ticks.tick().await;
         let now = Instant::now();
-        eprintln!(
-            "{}",
-            progress_line(verb, &recorder.take_window(), now - last)
-        );
+        let window = recorder.take_window(now - start, now - last);
+        eprintln!("{}", progress_line(verb, &window, now - last));
         last = now;
     }
 }

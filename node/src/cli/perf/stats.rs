@@ -15,6 +15,28 @@ pub struct Window {
     pub bytes: u64,
     pub latency_sum_us: u64,
     pub latency_max_us: u64,
+    pub latency_p50_us: u64,
+    pub latency_p99_us: u64,
+}
+
+/// One progress window of the run, for the timeline in the JSON summary: when a stall
+/// happened, and how the tail moved, not only the whole run's percentiles.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct TimelinePoint {
+    /// Seconds since the start, at the window's end.
+    pub at_s: f64,
+    pub records: u64,
+    pub records_per_sec: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<WindowLatency>,
+}
+
+/// A window's latency figures in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct WindowLatency {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
 }
 
 /// Latency figures in milliseconds.
@@ -39,12 +61,18 @@ pub struct Summary {
     pub errors: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
+    /// Each progress window (about a second) of the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelinePoint>,
 }
 
 struct Inner {
     /// Microseconds, up to an hour, 3 significant digits.
     latency_us: Histogram<u64>,
+    /// The same, since the last progress line.
+    window_latency_us: Histogram<u64>,
     window: Window,
+    timeline: Vec<TimelinePoint>,
     records: u64,
     bytes: u64,
     errors: u64,
@@ -64,12 +92,14 @@ impl Default for Recorder {
 
 impl Recorder {
     pub fn new() -> Self {
-        let latency_us =
-            Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+        let histogram =
+            || Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
         Recorder {
             inner: Mutex::new(Inner {
-                latency_us,
+                latency_us: histogram(),
+                window_latency_us: histogram(),
                 window: Window::default(),
+                timeline: Vec::new(),
                 records: 0,
                 bytes: 0,
                 errors: 0,
@@ -93,10 +123,20 @@ impl Recorder {
         inner.window.records += records;
         inner.window.bytes += bytes;
         if let Some(latency) = latency {
-            let us = (latency.as_micros() as u64).max(1);
-            inner.latency_us.saturating_record_n(us, records);
-            inner.window.latency_sum_us += us * records;
-            inner.window.latency_max_us = inner.window.latency_max_us.max(us);
+            inner.latency(latency.as_micros() as u64, records);
+        }
+    }
+
+    /// Records received together, each with its own latency in microseconds.
+    pub fn record_each(&self, bytes: u64, latencies_us: &[u64]) {
+        let mut inner = self.lock();
+        let records = latencies_us.len() as u64;
+        inner.records += records;
+        inner.bytes += bytes;
+        inner.window.records += records;
+        inner.window.bytes += bytes;
+        for us in latencies_us {
+            inner.latency(*us, 1);
         }
     }
 
@@ -110,8 +150,32 @@ impl Recorder {
         self.lock().records
     }
 
-    pub fn take_window(&self) -> Window {
-        std::mem::take(&mut self.lock().window)
+    /// The counts since the last call, which also adds them to the timeline as ending
+    /// `at` after the start.
+    pub fn take_window(&self, at: Duration, length: Duration) -> Window {
+        let mut inner = self.lock();
+        let mut window = std::mem::take(&mut inner.window);
+        let latency = (!inner.window_latency_us.is_empty()).then(|| {
+            let h = &inner.window_latency_us;
+            (h.value_at_quantile(0.50), h.value_at_quantile(0.99))
+        });
+        if let Some((p50, p99)) = latency {
+            window.latency_p50_us = p50;
+            window.latency_p99_us = p99;
+        }
+        inner.window_latency_us.reset();
+        let ms = |us: u64| us as f64 / 1000.0;
+        inner.timeline.push(TimelinePoint {
+            at_s: at.as_secs_f64(),
+            records: window.records,
+            records_per_sec: window.records as f64 / length.as_secs_f64().max(1e-9),
+            latency_ms: latency.map(|(p50, p99)| WindowLatency {
+                p50: ms(p50),
+                p99: ms(p99),
+                max: ms(window.latency_max_us),
+            }),
+        });
+        window
     }
 
     pub fn summary(&self, elapsed: Duration, with_latency: bool) -> Summary {
@@ -135,7 +199,18 @@ impl Recorder {
             latency_ms,
             errors: inner.errors,
             first_error: inner.first_error.clone(),
+            timeline: inner.timeline.clone(),
         }
+    }
+}
+
+impl Inner {
+    fn latency(&mut self, us: u64, records: u64) {
+        let us = us.max(1);
+        self.latency_us.saturating_record_n(us, records);
+        self.window_latency_us.saturating_record_n(us, records);
+        self.window.latency_sum_us += us * records;
+        self.window.latency_max_us = self.window.latency_max_us.max(us);
     }
 }
 
@@ -150,8 +225,10 @@ pub fn progress_line(verb: &str, window: &Window, elapsed: Duration) -> String {
     );
     if window.latency_max_us > 0 && window.records > 0 {
         line.push_str(&format!(
-            ", {:.2} ms avg latency, {:.2} ms max latency",
+            ", {:.2} ms avg latency, {:.2} ms 50th, {:.2} ms 99th, {:.2} ms max latency",
             window.latency_sum_us as f64 / window.records as f64 / 1000.0,
+            window.latency_p50_us as f64 / 1000.0,
+            window.latency_p99_us as f64 / 1000.0,
             window.latency_max_us as f64 / 1000.0
         ));
     }
@@ -262,14 +339,37 @@ mod tests {
     fn windows_reset_after_each_progress_line() {
         let r = Recorder::new();
         r.record(5, 500, Some(Duration::from_millis(4)));
-        let w = r.take_window();
+        let second = Duration::from_secs(1);
+        let w = r.take_window(second, second);
         assert_eq!((w.records, w.latency_max_us), (5, 4_000));
         assert_eq!(
-            progress_line("sent", &w, Duration::from_secs(1)),
-            "5 records sent, 5.0 records/sec (0.00 MB/sec), 4.00 ms avg latency, 4.00 ms max latency."
+            progress_line("sent", &w, second),
+            "5 records sent, 5.0 records/sec (0.00 MB/sec), 4.00 ms avg latency, 4.00 ms 50th, \
+             4.00 ms 99th, 4.00 ms max latency."
         );
-        assert_eq!(r.take_window().records, 0);
+        assert_eq!(r.take_window(2 * second, second).records, 0);
         assert_eq!(r.records(), 5);
+    }
+
+    #[test]
+    fn each_window_is_a_point_of_the_timeline_with_its_own_tail() {
+        let r = Recorder::new();
+        let second = Duration::from_secs(1);
+        r.record(100, 0, Some(Duration::from_millis(1)));
+        r.take_window(second, second);
+        r.record(99, 0, Some(Duration::from_millis(1)));
+        r.record(1, 0, Some(Duration::from_millis(80)));
+        r.take_window(2 * second, second);
+        let s = r.summary(2 * second, true);
+        let points: Vec<(f64, u64, f64)> = s
+            .timeline
+            .iter()
+            .map(|p| (p.at_s, p.records, p.latency_ms.expect("latency").max))
+            .collect();
+        assert_eq!(points, vec![(1.0, 100, 1.0), (2.0, 100, 80.0)]);
+        let json = serde_json::to_value(&s).expect("json");
+        assert_eq!(json["timeline"][1]["latency_ms"]["max"], 80.0);
+        assert_eq!(json["timeline"][0]["latency_ms"]["p99"], 1.0);
     }
 
     #[test]
