@@ -330,9 +330,12 @@ impl Reconciler {
         let factory = self.factory.clone();
         ctx.wait(
             async move {
-                for replica in replicas {
-                    factory.stop(replica).await;
-                }
+                // All at once: a node holding thousands of replicas took a minute or two to
+                // stop them one after another.
+                let groups: Vec<GroupId> = replicas.iter().map(|r| r.group.id()).collect();
+                let actors = replicas.iter().map(|r| r.addr.send(StopReplica));
+                futures::future::join_all(actors).await;
+                factory.cluster.stop_groups(groups).await;
             }
             .into_actor(self)
             .map(|(), _, ctx| {
