@@ -303,6 +303,63 @@ fn acks_one_is_answered_once_the_leader_has_the_entry_before_it_commits() {
     });
 }
 
+/// A leader cut off from its group goes on believing it leads (async-raft has no
+/// check-quorum). Asked for offsets, it must not answer from its own applied state, which
+/// misses what the new leader took since: its log end is older than acknowledged records, and
+/// with retention its log start is older than one already reported (seen in the simulation:
+/// log start 41 reported, then 6 from the cut-off leader).
+#[test]
+fn a_cut_off_leader_does_not_answer_offsets_from_its_stale_state() {
+    run(|| async {
+        let cluster = start_three_with(|c| c.settings.operations.max_step_downs = 0).await;
+        let group = create(&cluster, keep_forever()).await;
+        let first = produce(plain("before the cut"), Acks::All, 10_000);
+        assert_eq!(base_offset(&cluster, first).await, Ok(Offset(0)));
+        let old = leader(&cluster, group).unwrap();
+        cluster.net.cut(old);
+        let others: Vec<u64> = (1..=3).filter(|id| NodeId(*id) != old).collect();
+        let new_leader = |c: &TestCluster| {
+            others.iter().copied().find(|id| {
+                c.node(*id)
+                    .replica_group(group)
+                    .is_some_and(|g| g.is_ready())
+            })
+        };
+        eventually("the majority elects a new leader", LONG, || {
+            new_leader(&cluster).is_some()
+        })
+        .await;
+        let new = new_leader(&cluster).unwrap();
+        let reply = cluster
+            .request(new, produce(plain("after the cut"), Acks::All, 10_000))
+            .await
+            .unwrap();
+        assert!(
+            matches!(reply, Response::Produce(ref r) if r.base_offset == Offset(1)),
+            "{reply:?}"
+        );
+        assert!(
+            cluster.node(old.0).replica_group(group).unwrap().is_ready(),
+            "the cut-off leader still believes it leads"
+        );
+        let latest = ListOffsets {
+            topic: TOPIC.into(),
+            partition: PartitionId(0),
+            spec: OffsetSpec::Latest,
+        };
+        let answer = cluster.request(old.0, latest.clone()).await;
+        assert!(
+            answer.as_ref().is_err_and(|e| e.code.is_retriable()),
+            "a cut-off leader answers a retriable error, not its own log end: {answer:?}"
+        );
+        let Response::ListOffsets(at_new) = cluster.request(new, latest).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(at_new.offset, Offset(2));
+        cluster.shutdown().await;
+    });
+}
+
 #[test]
 fn a_retried_idempotent_batch_is_written_once_even_across_failover() {
     run(|| async {

@@ -6,7 +6,7 @@
 
 use super::core::{distribute, EntryPlan, ProduceBuffer};
 use super::idempotence::{Decision, Proposals, Stamp};
-use super::ready_queue::ReadyQueue;
+use super::ready_queue::{Fate, ReadyQueue};
 use crate::api::{
     Acks, ApiError, ErrorCode, Fetch, FetchReply, ListOffsets, ListOffsetsReply, OffsetSpec,
     Produce, ProduceReply,
@@ -117,6 +117,8 @@ pub struct PartitionReplica {
     next_park_id: u64,
     /// Produce requests waiting, in order, for this new leader to become ready.
     ready_queue: ReadyQueue,
+    /// The leader term in which the requests in `buffer` were accepted.
+    buffer_term: u64,
 }
 
 impl PartitionReplica {
@@ -150,6 +152,7 @@ impl PartitionReplica {
             parked: Vec::new(),
             next_park_id: 0,
             ready_queue: ReadyQueue::default(),
+            buffer_term: 0,
         }
     }
 
@@ -264,7 +267,7 @@ impl PartitionReplica {
         if self.write_in_flight {
             return;
         }
-        if !self.group.is_ready() {
+        if !self.group.is_ready() || self.group.term() != self.buffer_term {
             self.fail_waiting(self.not_leader());
             return;
         }
@@ -340,6 +343,10 @@ impl PartitionReplica {
 
     /// Leadership changed: what waits on this node as leader goes to the new one.
     fn on_status(&mut self, ctx: &mut Context<Self>) {
+        self.settle_ready_queue(ctx);
+        if !self.buffer.is_empty() && self.buffer_term != self.group.term() {
+            self.fail_waiting(self.not_leader());
+        }
         if self.group.is_ready() {
             return;
         }
@@ -781,6 +788,7 @@ impl Handler<Produce> for PartitionReplica {
     type Result = ResponseFuture<Result<ProduceReply, ApiError>>;
 
     fn handle(&mut self, request: Produce, ctx: &mut Self::Context) -> Self::Result {
+        self.settle_ready_queue(ctx);
         if self.becoming_ready() || !self.ready_queue.is_empty() {
             return self.queue_until_ready(request, ctx);
         }
@@ -806,6 +814,7 @@ impl Handler<Produce> for PartitionReplica {
             acks: request.acks,
             reply: tx,
         };
+        self.leave_older_terms();
         match self.buffer.push(request.batches, waiter) {
             Ok(()) => self.proposals.add(write, &stamps),
             Err(waiter) => {
@@ -890,14 +899,30 @@ async fn parked_answer(
 }
 
 impl Handler<ListOffsets> for PartitionReplica {
-    type Result = ResponseFuture<Result<ListOffsetsReply, ApiError>>;
+    type Result = ResponseActFuture<Self, Result<ListOffsetsReply, ApiError>>;
 
+    /// Answered only once this node confirmed its leadership after the request came: a
+    /// leader cut off from its group (async-raft has no check-quorum) or already replaced
+    /// would answer from its own applied state, with a log start older than one the real
+    /// leader has reported since (the log start only moves forward) and a log end older than
+    /// records already acknowledged.
     fn handle(&mut self, request: ListOffsets, ctx: &mut Self::Context) -> Self::Result {
         if self.becoming_ready() {
-            return wait_ready(self, ctx, request, READY_WAIT);
+            return Box::pin(fut::wrap_future(wait_ready(self, ctx, request, READY_WAIT)));
         }
-        let result = self.list_offsets(request);
-        Box::pin(async move { result })
+        if let Err(error) = self.check_ready() {
+            return Box::pin(fut::ready(Err(error)));
+        }
+        let group = self.group.clone();
+        let timeout = self.settings.propose_timeout;
+        Box::pin(
+            async move { group.confirm_leadership(timeout).await }
+                .into_actor(self)
+                .map(move |confirmed, act, _| {
+                    confirmed.map_err(propose_error)?;
+                    act.list_offsets(request)
+                }),
+        )
     }
 }
 
@@ -944,15 +969,18 @@ impl PartitionReplica {
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<Result<ProduceReply, ApiError>> {
         let wait = Duration::from_millis(u64::from(request.timeout_ms.max(1)));
-        let (answer, first) = self.ready_queue.push(request);
+        let term = self.group.term();
+        let (answer, first) = self.ready_queue.push(request, term);
         if first {
             let group = self.group.clone();
             let ready = async move { group.wait_until_ready(READY_WAIT).await };
-            ctx.spawn(
-                ready
-                    .into_actor(self)
-                    .map(|_, act, ctx| act.release_queued(ctx)),
-            );
+            ctx.spawn(ready.into_actor(self).map(move |_, act, ctx| {
+                act.settle_ready_queue(ctx);
+                // Still waiting for that term: it did not become ready in time.
+                if act.ready_queue.term() == Some(term) {
+                    act.ready_queue.fail(&act.not_leader());
+                }
+            }));
         }
         let not_leader = self.not_leader();
         Box::pin(async move {
@@ -967,19 +995,45 @@ impl PartitionReplica {
         })
     }
 
-    /// Hands the queued requests to the produce path in arrival order, or, if this node did
-    /// not become a ready leader in time, tells each where the leader is.
-    fn release_queued(&mut self, ctx: &mut Context<Self>) {
-        for (request, answer) in self.ready_queue.release() {
-            if !self.group.is_ready() {
-                let _ = answer.send(Err(self.not_leader()));
-                continue;
+    /// Hands the queued requests to the produce path in arrival order once the leadership
+    /// they wait for is ready, or tells each where the leader is once this node no longer
+    /// leads in that term (see `ready_queue`).
+    fn settle_ready_queue(&mut self, ctx: &mut Context<Self>) {
+        let leading = self.group.role() == gregor_cluster::GroupRole::Leader;
+        let fate = self
+            .ready_queue
+            .fate(self.group.term(), leading, self.group.is_ready());
+        match fate {
+            None | Some(Fate::Wait) => {}
+            Some(Fate::Fail) => {
+                tracing::debug!(
+                    group = %self.group_id(),
+                    queued_term = ?self.ready_queue.term(),
+                    term = self.group.term(),
+                    "produce requests queued for a leadership that ended: not leader"
+                );
+                self.ready_queue.fail(&self.not_leader());
             }
-            let reply = <Self as Handler<Produce>>::handle(self, request, ctx);
-            actix::spawn(async move {
-                let _ = answer.send(reply.await);
-            });
+            Some(Fate::Release) => {
+                for (request, answer) in self.ready_queue.release() {
+                    let reply = <Self as Handler<Produce>>::handle(self, request, ctx);
+                    actix::spawn(async move {
+                        let _ = answer.send(reply.await);
+                    });
+                }
+            }
         }
+    }
+
+    /// Fails the buffered produce requests of an earlier leadership of this node: they were
+    /// accepted by a leader that has lost its term since, and written in a later term they
+    /// would land after what other leaders appended in between (out of their send order).
+    fn leave_older_terms(&mut self) {
+        let term = self.group.term();
+        if !self.buffer.is_empty() && self.buffer_term != term {
+            self.fail_waiting(self.not_leader());
+        }
+        self.buffer_term = term;
     }
 }
 

@@ -153,6 +153,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Keeps `conn` as the connection to its node unless another task connected meanwhile, and
+/// returns the one kept. One connection per node is what orders a producer's pipelined
+/// requests: each is queued in its turn, but requests queued on two connections to one broker
+/// reach it in whatever order the two streams deliver them.
+fn keep_one_connection(state: &mut ClusterState, conn: Connection) -> Connection {
+    let kept = state
+        .connections
+        .entry(conn.node_id())
+        .or_insert_with(|| conn.clone());
+    if kept.is_closed() {
+        *kept = conn;
+    }
+    kept.clone()
+}
+
 impl Cluster {
     /// Connects to the first reachable bootstrap broker.
     ///
@@ -435,9 +450,8 @@ impl Cluster {
                     let mut state = lock(&self.inner.state);
                     state.home = Some(node);
                     state.brokers.entry(node).or_insert_with(|| addr.clone());
-                    state.connections.insert(node, conn.clone());
                     tracing::debug!(%addr, %node, "connected to a broker");
-                    return Ok(conn);
+                    return Ok(keep_one_connection(&mut state, conn));
                 }
                 Err(e) => {
                     tracing::debug!(%addr, error = %e, "broker unreachable; trying the next");
@@ -543,16 +557,7 @@ impl Cluster {
         if conn.node_id() != node {
             tracing::warn!(%addr, expected = %node, found = %conn.node_id(), "address belongs to another node");
         }
-        let mut state = lock(&self.inner.state);
-        // Another task may have connected meanwhile: keep one connection per node.
-        let kept = state
-            .connections
-            .entry(conn.node_id())
-            .or_insert_with(|| conn.clone());
-        if kept.is_closed() {
-            *kept = conn.clone();
-        }
-        Ok(kept.clone())
+        Ok(keep_one_connection(&mut lock(&self.inner.state), conn))
     }
 
     async fn leader_connection(

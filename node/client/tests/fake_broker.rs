@@ -1336,6 +1336,57 @@ async fn pipelined_requests_of_a_partition_reach_the_broker_in_send_order() {
     }
 }
 
+/// Tasks that all find their broker's connection gone (it hung up) and reconnect at once
+/// must share the one connection the first of them makes: a producer's pipelined requests are
+/// queued in send order, but two connections to one broker deliver them in whatever order
+/// the two streams happen to, and the partition stores them out of order (seen in the
+/// simulation: three requests of one partition written on three connections to the home node).
+#[tokio::test]
+async fn tasks_reconnecting_to_the_home_broker_at_once_share_one_connection() {
+    let mut broker = Scripted::start(PROTOCOL_VERSION).await;
+    let cluster = gregor_client::Cluster::connect(ClientConfig::new(&broker.addr).seed(7))
+        .await
+        .expect("connect");
+    let first = cluster
+        .node_connection(NODE)
+        .await
+        .expect("home connection");
+    let asked = first.enqueue(list_groups()).await.expect("queued");
+    let (_, replies) = next_within(&mut broker).await;
+    replies.close();
+    assert!(asked.reply().await.is_err(), "the broker hung up");
+    assert!(first.is_closed());
+
+    let (a, b, c) = tokio::join!(
+        cluster.node_connection(NODE),
+        cluster.node_connection(NODE),
+        cluster.node_connection(NODE)
+    );
+    let connections = [a, b, c].map(|conn| conn.expect("reconnected"));
+    let mut pending = Vec::new();
+    for conn in &connections {
+        pending.push(conn.enqueue(list_groups()).await.expect("queued"));
+    }
+    let in_flight: Vec<usize> = connections.iter().map(Connection::in_flight).collect();
+    assert_eq!(
+        in_flight,
+        vec![3, 3, 3],
+        "every task queues on the one connection kept for the node"
+    );
+    let mut arrived_on: Vec<Replies> = Vec::new();
+    for _ in 0..3 {
+        let (frame, replies) = next_within(&mut broker).await;
+        replies.reply(frame.id, Ok(Response::ListGroups(Vec::new())));
+        arrived_on.push(replies);
+    }
+    assert!(arrived_on
+        .iter()
+        .all(|r| r.0.same_channel(&arrived_on[0].0)));
+    for reply in pending {
+        reply.reply().await.expect("answered");
+    }
+}
+
 // ------------------------------------------------------------------ topic creation retried
 
 fn creation_of(frame: &RequestFrame) -> CreateTopic {
