@@ -61,7 +61,15 @@ pub struct Containment {
     /// term it adopts, so a stale candidate with the shorter timeout would keep the node that
     /// could win from ever standing.
     pub outpace_stale_candidates: bool,
-    /// (s) Admit a node's candidacies a few at a time (`network::elections`): async-raft
+    /// (s) Leader side: a learner answering in a higher term (a former voter whose log, behind,
+    /// still makes it one: it stands every election timeout and votes refuse it) makes the
+    /// leader step down some terms past it instead of into its term: async-raft steps down into
+    /// the learner's term, and the learner, standing in term after term, is past every leader
+    /// the group elects in the meantime, which it then deposes again. With it, a candidate
+    /// outside the configuration is refused without being told a higher term of ours (it
+    /// would climb to it and stand above it again).
+    pub outpace_stale_learners: bool,
+    /// (t) Admit a node's candidacies a few at a time (`network::elections`): async-raft
     /// stands again at every election timeout, so when thousands of groups elect at once and
     /// votes take longer than that, every candidacy is abandoned before it wins, for ever.
     pub pace_elections: bool,
@@ -87,6 +95,7 @@ impl Containment {
         conflict_below_floor: true,
         keep_lone_leader: true,
         outpace_stale_candidates: true,
+        outpace_stale_learners: true,
         pace_elections: true,
     };
 }

@@ -125,11 +125,18 @@ impl Controller {
             .map(|(node, since)| (*node, now.duration_since(*since)))
             .collect();
         let mut leaders = BTreeMap::new();
-        for topic in view.topics().filter(|_| with_leaders) {
+        let mut leaderless = BTreeSet::new();
+        for topic in view.topics() {
             for p in 0..topic.record.partitions {
                 let group = topic.record.group_of(gregor_storage::PartitionId(p));
-                if let Some(leader) = self.directory.leader(group) {
-                    leaders.insert(group, leader);
+                match self.directory.leader(group) {
+                    Some(leader) if with_leaders => {
+                        leaders.insert(group, leader);
+                    }
+                    Some(_) => {}
+                    None => {
+                        leaderless.insert(group);
+                    }
                 }
             }
         }
@@ -141,6 +148,7 @@ impl Controller {
             voters: self.metadata.voters(),
             leaders,
             muted: self.muted.keys().copied().collect(),
+            leaderless,
         }
     }
 
@@ -178,7 +186,10 @@ impl Controller {
             };
             self.next_balance = Some(now + wait);
         }
-        self.quiet = self.plans_nothing(&plan).then_some(inputs);
+        // A partition without a leader is not moved until it has one, which no input above
+        // shows (leadership hints): look again next round.
+        self.quiet =
+            (self.plans_nothing(&plan) && observed.leaderless.is_empty()).then_some(inputs);
         self.add_learners(&plan.learners, ctx);
         if let Some(voters) = plan.voters {
             self.change_voters(voters, ctx);

@@ -82,6 +82,9 @@ pub struct Observed {
     pub leaders: BTreeMap<GroupId, NodeId>,
     /// Partitions whose last leader transfer failed recently: left alone.
     pub muted: BTreeSet<GroupId>,
+    /// Partitions no node is known to lead (no local leader, no hint): not moved until one
+    /// does (see `movable_now`).
+    pub leaderless: BTreeSet<GroupId>,
 }
 
 /// One round of decisions.
@@ -302,8 +305,7 @@ fn moves(
         if (redirect && urgency == Urgency::Missing) || (!redirect && budget == 0) {
             continue;
         }
-        if !has_live_majority(assignment, observed) {
-            // No leader can carry a move out: it would hold a slot for nothing.
+        if !movable_now(&topic, partition, observed) {
             continue;
         }
         let Some(target) = repaired(
@@ -354,6 +356,24 @@ fn urgency(
     } else {
         None
     }
+}
+
+/// Whether a move of the partition can be carried out now: only its leader carries one out, so
+/// it needs a live majority of the replicas in force, and a leader.
+///
+/// A partition that has never elected (its founder died as the topic was created; the other
+/// founding replicas stand only after async-raft's first-election delay) must not be moved
+/// before it does: replicas start from the founding configuration only while the assignment is
+/// the one the topic was created with, so every founding replica that starts after a move
+/// began (a restart of one that had not voted yet is a start) starts empty, waiting for a
+/// leader that can then never be elected (five-node simulation seeds 536 and 724: the founder
+/// crashed at the creation and was drained, and no replica of the partition ever led).
+fn movable_now(topic: &TopicView, partition: PartitionId, observed: &Observed) -> bool {
+    let assignment = &topic.assignments[partition.0 as usize];
+    has_live_majority(assignment, observed)
+        && !observed
+            .leaderless
+            .contains(&topic.record.group_of(partition))
 }
 
 /// A majority of the replicas in force is live, so the partition has (or can elect) a leader.
@@ -500,7 +520,7 @@ fn movable(
                 && assignment.replicas.contains(&from.node)
                 && !assignment.replicas.contains(&to.node)
                 && !moved.contains(&topic.record.group_of(partition))
-                && has_live_majority(assignment, observed)
+                && movable_now(topic, partition, observed)
                 && !rack_taken(&assignment.replicas)
             {
                 return Some((topic.clone(), partition));

@@ -3,6 +3,7 @@
 //! Metadata commands as in `metadata::test_harness`, then: `live 1,2,3 [racks=1:a,2:b]`
 //! (gossip's live nodes, publishing the harness's registered addresses), `dead 4=700` (seconds
 //! a node has been seen dead), `voters 1,2,3`, `leaders t/0=1 t/1=2`, `muted t/0`,
+//! `leaderless t/0` (partitions no node is known to lead),
 //! `settings [moves=N] [grace=S] [voters=N|list:1,2] [offsets=P/R] [step_downs=N]
 //! [imbalance=PERCENT]`, `plan`
 //! (prints the plan) and `apply` (plans, then applies the plan's commands and voters).
@@ -153,6 +154,15 @@ impl Operations {
                 self.observed.leaders = pairs.into_iter().collect();
                 "ok".into()
             }
+            "leaderless" => {
+                let groups: Vec<GroupId> = line
+                    .split_whitespace()
+                    .skip(1)
+                    .map(|g| self.group(g))
+                    .collect();
+                self.observed.leaderless = groups.into_iter().collect();
+                "ok".into()
+            }
             "muted" => {
                 let groups: Vec<GroupId> = line
                     .split_whitespace()
@@ -248,6 +258,11 @@ fn a_drain_with_nowhere_to_go() {
 #[test]
 fn spreading() {
     run("testdata/operations/balance.txt");
+}
+
+#[test]
+fn a_partition_without_a_leader_is_not_moved() {
+    run("testdata/operations/leaderless.txt");
 }
 
 #[test]

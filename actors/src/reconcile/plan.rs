@@ -34,6 +34,8 @@ pub struct Local {
     pub deleting: BTreeSet<GroupId>,
     /// Groups that have Raft state in storage (a hard state or log entries).
     pub with_state: BTreeSet<GroupId>,
+    /// Groups whose log holds entries (or a snapshot's floor): a subset of `with_state`.
+    pub with_log: BTreeSet<GroupId>,
 }
 
 /// One step for the executor. Within a plan, stops come first, then deletions, then starts.
@@ -79,22 +81,23 @@ pub fn plan(view: &MetadataView, node: NodeId, local: &Local) -> Vec<Action> {
         if local.running.contains(&group) || local.deleting.contains(&group) {
             continue;
         }
-        let mode = if local.with_state.contains(&group) {
-            StartMode::Restart
-        } else if let Some(founders) = replica
+        let founders = replica
             .topic
             .founding_replicas(replica.partition)
-            .filter(|founders| founders.contains(&node))
-        {
-            if founders[0] == node {
-                StartMode::Found
-            } else {
-                StartMode::Seed {
-                    founder: founders[0],
-                }
-            }
-        } else {
-            StartMode::Join
+            .filter(|founders| founders.contains(&node));
+        // A founding replica whose log is empty keeps its founding configuration even if it
+        // has voted (its term and vote are kept): restarted like any replica with state it
+        // would start with no configuration, refuse every vote, and a group whose founding
+        // members all voted once and crashed before their first entry would never elect
+        // (five-node simulation seed 122).
+        let mode = match founders {
+            _ if local.with_log.contains(&group) => StartMode::Restart,
+            Some(founders) if founders[0] == node => StartMode::Found,
+            Some(founders) => StartMode::Seed {
+                founder: founders[0],
+            },
+            None if local.with_state.contains(&group) => StartMode::Restart,
+            None => StartMode::Join,
         };
         starts.push(Action::Start { replica, mode });
     }

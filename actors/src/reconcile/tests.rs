@@ -53,7 +53,12 @@ impl Reconcile {
                     running: self.groups(&args, "running"),
                     stored: self.groups(&args, "stored"),
                     deleting: self.groups(&args, "deleting"),
-                    with_state: self.groups(&args, "state"),
+                    with_state: self
+                        .groups(&args, "state")
+                        .union(&self.groups(&args, "log"))
+                        .copied()
+                        .collect(),
+                    with_log: self.groups(&args, "log"),
                 };
                 "ok".into()
             }

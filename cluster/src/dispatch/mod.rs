@@ -39,7 +39,7 @@ pub(crate) const NO_LEADER: u64 = u64::MAX;
 /// `GroupInbound::outpace`): more than any candidate can start within one election timeout of
 /// this node, since a candidate waits at least its minimum election timeout between terms and
 /// no node's timeouts differ by such a factor.
-const STALE_TERM_LEAD: u64 = 16;
+pub(crate) const STALE_TERM_LEAD: u64 = 16;
 
 /// What a node does with the messages its peers send that are not Raft (leadership hints,
 /// forwarded requests): the actors install one.
@@ -407,6 +407,7 @@ impl GroupInbound {
             tracing::error!(group = %self.group, %error, "reading the log for a vote failed");
             RpcError::Remote(error.to_string())
         })?;
+        let candidate_term = rpc.term;
         match vote::plan_vote(members.as_ref(), ours, rpc) {
             VotePlan::Pass(rpc) => self.raft.vote(rpc).await.map_err(raft_error),
             VotePlan::RefuseTakingTerm(_) if self.leads() => Ok(self.refusal()),
@@ -425,7 +426,22 @@ impl GroupInbound {
                 }
                 Ok(response)
             }
-            VotePlan::Refuse => Ok(self.refusal()),
+            VotePlan::Refuse => Ok(self.refusal_of_stranger(candidate_term)),
+        }
+    }
+
+    /// Refuses a candidate outside our configuration (or any, on a pristine replica) without
+    /// telling it a higher term of ours: it would adopt it and stand again above it. A former
+    /// voter whose log still makes it one would so climb to every term the group reaches, stay
+    /// past each new leader's, and keep refusing (and, as a learner, deposing) it.
+    fn refusal_of_stranger(&self, candidate_term: u64) -> VoteResponse {
+        let refusal = self.refusal();
+        if !self.containment.outpace_stale_learners {
+            return refusal;
+        }
+        VoteResponse {
+            term: refusal.term.min(candidate_term),
+            vote_granted: false,
         }
     }
 

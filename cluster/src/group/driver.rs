@@ -55,7 +55,7 @@ pub(super) async fn drive(
             ready: leads && readiness.ready_in(m.current_term),
         };
         if *status.borrow() != next {
-            tracing::debug!(%group, role = ?next.role, leader = ?next.leader, term = next.term, ready = next.ready, last_log = m.last_log_index, last_applied, "group status");
+            tracing::debug!(%node, %group, role = ?next.role, leader = ?next.leader, term = next.term, ready = next.ready, last_log = m.last_log_index, last_applied, "group status");
         }
         let moved = publish(&status, next);
         if moved || voters.as_ref() != Some(&m.membership_config) {
