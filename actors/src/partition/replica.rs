@@ -371,6 +371,22 @@ impl PartitionReplica {
         &mut self,
         request: Fetch,
     ) -> ResponseActFuture<Self, Result<FetchReply, ApiError>> {
+        self.once_leadership_confirmed(move |act| {
+            if request.offset > act.state.next_offset {
+                Err(act.offset_range_error(request.offset))
+            } else {
+                Ok(act.fetch_reply(Vec::new(), None))
+            }
+        })
+    }
+
+    /// Answers with `answer` once an empty write of this leader's term, proposed now, has
+    /// committed; with the proposal's error (retriable) if it does not. For the answers a
+    /// stale leader would get wrong from its own applied state.
+    fn once_leadership_confirmed<T: 'static>(
+        &mut self,
+        answer: impl FnOnce(&mut Self) -> Result<T, ApiError> + 'static,
+    ) -> ResponseActFuture<Self, Result<T, ApiError>> {
         let group = self.group.clone();
         let timeout = self.settings.propose_timeout;
         Box::pin(
@@ -378,11 +394,7 @@ impl PartitionReplica {
                 .into_actor(self)
                 .map(move |confirmed, act, _| {
                     confirmed.map_err(propose_error)?;
-                    if request.offset > act.state.next_offset {
-                        Err(act.offset_range_error(request.offset))
-                    } else {
-                        Ok(act.fetch_reply(Vec::new(), None))
-                    }
+                    answer(act)
                 }),
         )
     }
@@ -913,16 +925,7 @@ impl Handler<ListOffsets> for PartitionReplica {
         if let Err(error) = self.check_ready() {
             return Box::pin(fut::ready(Err(error)));
         }
-        let group = self.group.clone();
-        let timeout = self.settings.propose_timeout;
-        Box::pin(
-            async move { group.confirm_leadership(timeout).await }
-                .into_actor(self)
-                .map(move |confirmed, act, _| {
-                    confirmed.map_err(propose_error)?;
-                    act.list_offsets(request)
-                }),
-        )
+        self.once_leadership_confirmed(move |act| act.list_offsets(request))
     }
 }
 
