@@ -75,7 +75,7 @@ impl Future for StoreClosed {
 
 #[cfg(test)]
 mod tests {
-    use crate::{FlushPolicy, StorageError, Store, StoreOptions, SyncMode};
+    use crate::{StorageError, Store, StoreOptions, SyncMode};
     use std::future::Future;
     use std::sync::{mpsc, Arc};
     use std::task::{Context, Poll, Wake};
@@ -102,11 +102,7 @@ mod tests {
     }
 
     fn options() -> StoreOptions {
-        StoreOptions {
-            flush: FlushPolicy::Always,
-            sync_mode: SyncMode::Thread,
-            cache_bytes: 1 << 20,
-        }
+        StoreOptions::for_tests(SyncMode::Thread)
     }
 
     #[test]

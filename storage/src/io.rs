@@ -137,16 +137,11 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::{FlushPolicy, ModelDisk, Store, StoreOptions, SyncMode};
+    use crate::{ModelDisk, Store, StoreOptions, SyncMode};
     use std::sync::mpsc;
 
     fn store(sync_mode: SyncMode) -> Store {
-        let options = StoreOptions {
-            flush: FlushPolicy::Always,
-            sync_mode,
-            cache_bytes: 1 << 20,
-        };
-        Store::open_model(&ModelDisk::new(), options).expect("open")
+        Store::open_model(&ModelDisk::new(), StoreOptions::for_tests(sync_mode)).expect("open")
     }
 
     fn thread_of_a_job(store: &Store) -> (Option<String>, bool) {
@@ -196,11 +191,7 @@ mod tests {
     #[test]
     fn the_store_reopens_once_the_storage_threads_are_idle() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let options = || StoreOptions {
-            flush: FlushPolicy::Always,
-            sync_mode: SyncMode::Thread,
-            cache_bytes: 1 << 20,
-        };
+        let options = || StoreOptions::for_tests(SyncMode::Thread);
         let store = Store::open(dir.path(), options()).expect("open");
         let (go_tx, go_rx) = mpsc::channel::<()>();
         let held = store.clone();

@@ -70,3 +70,15 @@ impl Default for StoreOptions {
         }
     }
 }
+
+#[cfg(test)]
+impl StoreOptions {
+    /// What the storage's own tests run with: every write fsynced, a small cache.
+    pub(crate) fn for_tests(sync_mode: SyncMode) -> StoreOptions {
+        StoreOptions {
+            flush: FlushPolicy::Always,
+            sync_mode,
+            cache_bytes: 1 << 20,
+        }
+    }
+}

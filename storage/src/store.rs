@@ -351,11 +351,7 @@ mod tests {
     use crate::{Offset, RetentionPolicy};
 
     fn options() -> StoreOptions {
-        StoreOptions {
-            flush: FlushPolicy::Always,
-            sync_mode: SyncMode::Thread,
-            cache_bytes: 1 << 20,
-        }
+        StoreOptions::for_tests(SyncMode::Thread)
     }
 
     #[test]
