@@ -313,7 +313,7 @@ impl Cluster {
             }
         };
         if let Some(turn) = &turn {
-            turn.wait().await;
+            turn.wait_for(conn.node_id()).await;
         }
         let result = Self::exchange(&conn, request, expect, turn).await;
         self.record(&Broker::Node(conn.node_id()), &result);
@@ -321,25 +321,26 @@ impl Cluster {
     }
 
     /// Queues `request` on `conn`, passes the turn on once it is queued, then waits for the
-    /// reply (or the write).
+    /// reply (or the write), counted as unanswered at the node until then.
     async fn exchange(
         conn: &Connection,
         request: Request,
         expect: &Expect,
         turn: Option<Turn>,
     ) -> Result<Option<Response>, ClientError> {
+        let queued_for = |turn: Option<Turn>| turn.map(|t| t.queued_for(conn.node_id()));
         match expect {
             Expect::Reply(timeout) => {
                 let queued = match timeout {
                     None => conn.enqueue(request).await,
                     Some(timeout) => conn.enqueue_timeout(request, *timeout).await,
                 };
-                drop(turn);
+                let _unanswered = queued_for(turn);
                 queued?.reply().await.map(Some)
             }
             Expect::NoReply => {
                 let queued = conn.enqueue_no_reply(request).await;
-                drop(turn);
+                let _unanswered = queued_for(turn);
                 queued?.written().await.map(|()| None)
             }
         }

@@ -30,10 +30,10 @@ use tokio::sync::mpsc;
 
 const NODE: NodeId = NodeId(1);
 
-fn hello_reply(protocol_version: u16) -> Response {
+fn hello_reply(node_id: NodeId, protocol_version: u16) -> Response {
     Response::Hello(HelloReply {
         protocol_version,
-        node_id: NODE,
+        node_id,
         server_version: "fake".into(),
         max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
     })
@@ -43,6 +43,7 @@ fn hello_reply(protocol_version: u16) -> Response {
 async fn accept_hello(
     reader: &mut tokio::net::tcp::OwnedReadHalf,
     writer: &mut OwnedWriteHalf,
+    node_id: NodeId,
     protocol_version: u16,
 ) -> Option<()> {
     let body = read_frame(reader, DEFAULT_MAX_FRAME_BYTES).await.ok()??;
@@ -53,7 +54,7 @@ async fn accept_hello(
     );
     let reply = ResponseFrame {
         id: frame.id,
-        result: Ok(hello_reply(protocol_version)),
+        result: Ok(hello_reply(node_id, protocol_version)),
     };
     writer.write_all(&encode_frame(&reply)).await.ok()
 }
@@ -83,6 +84,10 @@ struct Scripted {
 
 impl Scripted {
     async fn start(protocol_version: u16) -> Scripted {
+        Scripted::start_as(NODE, protocol_version).await
+    }
+
+    async fn start_as(node_id: NodeId, protocol_version: u16) -> Scripted {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let (to_test, incoming) = mpsc::unbounded_channel();
@@ -91,7 +96,7 @@ impl Scripted {
                 let to_test = to_test.clone();
                 tokio::spawn(async move {
                     let (mut reader, mut writer) = stream.into_split();
-                    if accept_hello(&mut reader, &mut writer, protocol_version)
+                    if accept_hello(&mut reader, &mut writer, node_id, protocol_version)
                         .await
                         .is_none()
                     {
@@ -435,7 +440,7 @@ impl MemoryBroker {
                 let (state, advertised) = (serving.clone(), advertised.clone());
                 tokio::spawn(async move {
                     let (mut reader, mut writer) = stream.into_split();
-                    if accept_hello(&mut reader, &mut writer, PROTOCOL_VERSION)
+                    if accept_hello(&mut reader, &mut writer, NODE, PROTOCOL_VERSION)
                         .await
                         .is_none()
                     {
@@ -1334,6 +1339,89 @@ async fn pipelined_requests_of_a_partition_reach_the_broker_in_send_order() {
         let md = handle.await.expect("delivered");
         assert_eq!(md.offset, Some(Offset(i as u64)));
     }
+}
+
+/// The metadata of one partition led by `leader`, among the brokers `(node, address)`.
+fn partition_led_by(leader: NodeId, brokers: &[(NodeId, String)], topic: &str) -> Response {
+    Response::Metadata(ClusterMetadata {
+        brokers: brokers
+            .iter()
+            .map(|(node_id, address)| BrokerInfo {
+                node_id: *node_id,
+                address: address.clone(),
+            })
+            .collect(),
+        topics: vec![TopicMetadata {
+            name: topic.into(),
+            partitions: vec![PartitionMetadata {
+                partition: PartitionId(0),
+                leader: Some(leader),
+                replicas: brokers.iter().map(|(node, _)| *node).collect(),
+            }],
+        }],
+    })
+}
+
+fn produced_at(offset: u64) -> Result<Response, ApiError> {
+    Ok(Response::Produce(ProduceReply {
+        base_offset: Offset(offset),
+        log_start_offset: Offset(0),
+    }))
+}
+
+/// A producer without retries pipelines a partition's requests. When the partition's leader
+/// moves while a request is still unanswered at the old leader, the next request waits for that
+/// answer before it goes to the new leader: the old one may still write its request later (it
+/// can lead again, and reads a connection's requests only as fast as it answers them), and the
+/// later send the new leader acknowledged would then come first in the log (seen in the
+/// simulation, seed 193).
+#[tokio::test]
+async fn a_request_for_a_new_leader_waits_for_the_old_leaders_answer() {
+    let (old_id, new_id) = (NodeId(1), NodeId(2));
+    let mut old = Scripted::start_as(old_id, PROTOCOL_VERSION).await;
+    let mut new = Scripted::start_as(new_id, PROTOCOL_VERSION).await;
+    let brokers = [(old_id, old.addr.clone()), (new_id, new.addr.clone())];
+    let client = ClientConfig::new(&old.addr).seed(7).retries(0);
+    // Every record fills a batch of its own, every batch is a request of its own, and the
+    // linger never fires.
+    let mut config = ProducerConfig::from_client(client)
+        .enable_idempotence(false)
+        .acks(Acks::Leader)
+        .batch_size(64)
+        .linger_ms(60_000);
+    config.max_request_bytes = 200;
+    assert!(config.max_in_flight_per_partition >= 2);
+    let producer = Producer::connect(config).await.expect("connect");
+    let (a, b) = ([b'a'; 64], [b'b'; 64]);
+    let record = |value| ProducerRecord::new("orders", value).partition(PartitionId(0));
+
+    let (first, ()) = tokio::join!(producer.send(record(&a)), async {
+        let (frame, replies) = next_within(&mut old).await;
+        assert!(matches!(frame.request, Request::Metadata(_)), "{frame:?}");
+        replies.reply(frame.id, Ok(partition_led_by(old_id, &brokers, "orders")));
+    });
+    let (held, old_replies) = next_within(&mut old).await;
+    assert_eq!(produced_marks(&held.request), "a");
+
+    // The leader moved: the next request looks it up again and is bound for the new one.
+    producer.cluster().invalidate("orders");
+    let second = producer.send(record(&b)).await.expect("queued");
+    let (frame, replies) = next_within(&mut old).await;
+    assert!(matches!(frame.request, Request::Metadata(_)), "{frame:?}");
+    replies.reply(frame.id, Ok(partition_led_by(new_id, &brokers, "orders")));
+    let early = tokio::time::timeout(Duration::from_millis(300), new.next()).await;
+    assert!(
+        early.is_err(),
+        "the new leader got a request while an earlier one was unanswered at the old leader"
+    );
+
+    old_replies.reply(held.id, produced_at(0));
+    let (frame, replies) = next_within(&mut new).await;
+    assert_eq!(produced_marks(&frame.request), "b");
+    replies.reply(frame.id, produced_at(1));
+    let first = first.expect("queued");
+    assert_eq!(first.await.expect("delivered").offset, Some(Offset(0)));
+    assert_eq!(second.await.expect("delivered").offset, Some(Offset(1)));
 }
 
 /// Tasks that all find their broker's connection gone (it hung up) and reconnect at once

@@ -12,7 +12,9 @@
 //! `retries == 0`, `max_in_flight_per_partition` requests may be in flight; each runs as its own
 //! task, but takes a turn when it is drained and is written to its connection only after the
 //! partition's earlier requests were (Kafka's single sender thread gives the same order), so
-//! requests that waited together for metadata or a connection still go out in send order.
+//! requests that waited together for metadata or a connection still go out in send order. When
+//! the leader moves, a request for the new leader also waits until the earlier ones are
+//! answered by the old one, which could otherwise still write them after it.
 //!
 //! Idempotence (the default, as in Kafka since 3.0): the producer takes a producer id
 //! (`InitProducerId`) and stamps every batch with it and the partition's next sequence; a
