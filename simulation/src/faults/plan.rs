@@ -278,11 +278,11 @@ impl fmt::Display for Action {
             Action::Isolate { node } => write!(f, "isolate {node}"),
             Action::IsolateMetadataLeader => write!(f, "isolate-metadata-leader"),
             Action::Heal => write!(f, "heal"),
-            Action::Loss(p) => write!(f, "loss {p:.3}"),
-            Action::Duplicate(p) => write!(f, "duplicate {p:.3}"),
+            Action::Loss(p) => write!(f, "loss {p}"),
+            Action::Duplicate(p) => write!(f, "duplicate {p}"),
             Action::Jitter(ms) => write!(f, "jitter {ms}"),
             Action::Spikes(None) => write!(f, "spikes off"),
-            Action::Spikes(Some((p, ms))) => write!(f, "spikes {p:.3} {ms}"),
+            Action::Spikes(Some((p, ms))) => write!(f, "spikes {p} {ms}"),
             Action::CutClients { node } => write!(f, "cut-clients {node}"),
             Action::SlowDisk { node, slow: None } => write!(f, "slow-disk {node} off"),
             Action::SlowDisk {
@@ -290,7 +290,7 @@ impl fmt::Display for Action {
                 slow: Some(slow),
             } => write!(
                 f,
-                "slow-disk {node} {}..{} stall={:.3}:{}",
+                "slow-disk {node} {}..{} stall={}:{}",
                 slow.min_ms, slow.max_ms, slow.stall_probability, slow.stall_ms
             ),
             Action::Skew { node, skew_ms } => write!(f, "skew {node} {skew_ms:+}"),

@@ -274,13 +274,13 @@ mod tests {
         assert_eq!(script.plan.steps[0].at_ms, 500);
         let kinds: BTreeSet<FaultKind> = FaultKind::ALL.into_iter().collect();
         let nodes = [NodeId(1), NodeId(2), NodeId(3)];
-        let plan = Plan::draw(&kinds, &nodes, 20_000, &mut SmallRng::seed_from_u64(9));
-        let text = Script::render(9, 3, DiskKind::Model, 20_000, &BTreeSet::new(), &plan);
-        let back = Script::parse(&text).expect("a rendered plan parses");
-        assert_eq!(back.plan.steps.len(), plan.steps.len());
-        for (a, b) in back.plan.steps.iter().zip(&plan.steps) {
-            assert_eq!(a.at_ms, b.at_ms);
-            assert_eq!(a.action.to_string(), b.action.to_string());
+        // Exactly, probabilities included: a probability rounded in the text draws other
+        // losses and spikes, and the script no longer replays its seed (seed 193's did not).
+        for seed in 0..50 {
+            let plan = Plan::draw(&kinds, &nodes, 20_000, &mut SmallRng::seed_from_u64(seed));
+            let text = Script::render(seed, 3, DiskKind::Model, 20_000, &BTreeSet::new(), &plan);
+            let back = Script::parse(&text).expect("a rendered plan parses");
+            assert_eq!(back.plan, plan, "seed {seed}:\n{text}");
         }
     }
 
