@@ -751,6 +751,25 @@ async fn send_job(
     result
 }
 
+/// Drops a partition's write order once no request holds a turn in it or is unanswered under
+/// it: the next request starts a fresh one, and a producer that wrote to many partitions (or
+/// topics since deleted) keeps no order for each of them for ever.
+fn forget_idle_order(
+    orders: &mut BTreeMap<(Arc<str>, u32), Arc<WriteOrder>>,
+    topic: &Arc<str>,
+    partition: u32,
+) {
+    let key = (topic.clone(), partition);
+    // Turns are only taken from the map, under the same lock as this check: held by the map
+    // alone, the order can gain no holder before it is removed.
+    if orders
+        .get(&key)
+        .is_some_and(|order| Arc::strong_count(order) == 1)
+    {
+        orders.remove(&key);
+    }
+}
+
 /// Completes the job's batches with `result` and gives back their memory.
 fn complete_job(shared: &Shared, job: ProduceJob, result: Result<Option<Offset>, ClientError>) {
     let config = &shared.config;
@@ -787,6 +806,7 @@ fn complete_job(shared: &Shared, job: ProduceJob, result: Result<Option<Offset>,
             state.sticky.forget(&job.topic);
         }
         let released = state.batches.complete(&job);
+        forget_idle_order(&mut state.write_orders, &job.topic, job.partition);
         // Under the lock, so the published value only grows.
         shared
             .completed_below
@@ -795,4 +815,26 @@ fn complete_job(shared: &Shared, job: ProduceJob, result: Result<Option<Offset>,
     };
     shared.memory.add_permits(released);
     shared.wake.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_s_write_order_is_forgotten_once_nothing_holds_it() {
+        let topic: Arc<str> = Arc::from("orders");
+        let mut orders: BTreeMap<(Arc<str>, u32), Arc<WriteOrder>> = BTreeMap::new();
+        let turn = orders.entry((topic.clone(), 0)).or_default().take();
+        forget_idle_order(&mut orders, &topic, 0);
+        assert_eq!(orders.len(), 1, "a turn is held");
+        let unanswered = turn.queued_for(gregor_protocol::NodeId(1));
+        forget_idle_order(&mut orders, &topic, 0);
+        assert_eq!(orders.len(), 1, "a request is unanswered");
+        drop(unanswered);
+        forget_idle_order(&mut orders, &topic, 1);
+        assert_eq!(orders.len(), 1, "another partition's order is not this one");
+        forget_idle_order(&mut orders, &topic, 0);
+        assert!(orders.is_empty());
+    }
 }
