@@ -1232,21 +1232,16 @@ async fn a_member_reports_assigned_partitions_owned_while_their_offsets_are_read
 
 // ------------------------------------------------------------------ a partition's write order
 
-fn one_partition_metadata(addr: &str, topic: &str) -> Response {
-    Response::Metadata(ClusterMetadata {
-        brokers: vec![BrokerInfo {
-            node_id: NODE,
-            address: addr.into(),
-        }],
-        topics: vec![TopicMetadata {
-            name: topic.into(),
-            partitions: vec![PartitionMetadata {
-                partition: PartitionId(0),
-                leader: Some(NODE),
-                replicas: vec![NODE],
-            }],
-        }],
-    })
+/// A producer without idempotence whose every 64-byte record fills a batch of its own, sent
+/// as a request of its own; the linger never fires.
+fn one_request_per_record(client: ClientConfig) -> ProducerConfig {
+    let mut config = ProducerConfig::from_client(client)
+        .enable_idempotence(false)
+        .acks(Acks::Leader)
+        .batch_size(64)
+        .linger_ms(60_000);
+    config.max_request_bytes = 200;
+    config
 }
 
 /// The first byte of the value of each batch's first record in a `Produce` request.
@@ -1283,15 +1278,7 @@ async fn next_within(broker: &mut Scripted) -> (RequestFrame, Replies) {
 #[tokio::test]
 async fn pipelined_requests_of_a_partition_reach_the_broker_in_send_order() {
     let mut broker = Scripted::start(PROTOCOL_VERSION).await;
-    let client = ClientConfig::new(&broker.addr).seed(7).retries(0);
-    // Every record fills a batch of its own, every batch is a request of its own, and the
-    // linger never fires.
-    let mut config = ProducerConfig::from_client(client)
-        .enable_idempotence(false)
-        .acks(Acks::Leader)
-        .batch_size(64)
-        .linger_ms(60_000);
-    config.max_request_bytes = 200;
+    let config = one_request_per_record(ClientConfig::new(&broker.addr).seed(7).retries(0));
     assert!(config.max_in_flight_per_partition >= 3);
     let producer = Producer::connect(config).await.expect("connect");
     let values: Vec<[u8; 64]> = (0..3u8).map(|i| [b'a' + i; 64]).collect();
@@ -1303,7 +1290,14 @@ async fn pipelined_requests_of_a_partition_reach_the_broker_in_send_order() {
     let (first, ()) = tokio::join!(producer.send(record(&values[0])), async {
         let (frame, replies) = next_within(&mut broker).await;
         assert!(matches!(frame.request, Request::Metadata(_)), "{frame:?}");
-        replies.reply(frame.id, Ok(one_partition_metadata(&broker.addr, "orders")));
+        replies.reply(
+            frame.id,
+            Ok(partition_led_by(
+                NODE,
+                &[(NODE, broker.addr.clone())],
+                "orders",
+            )),
+        );
     });
     // Forgotten before the sender runs: every request must look the leader up again.
     producer.cluster().invalidate("orders");
@@ -1319,7 +1313,14 @@ async fn pipelined_requests_of_a_partition_reach_the_broker_in_send_order() {
         lookups.push((frame.id, replies));
     }
     for (id, replies) in lookups.iter().rev() {
-        replies.reply(*id, Ok(one_partition_metadata(&broker.addr, "orders")));
+        replies.reply(
+            *id,
+            Ok(partition_led_by(
+                NODE,
+                &[(NODE, broker.addr.clone())],
+                "orders",
+            )),
+        );
     }
     let mut arrived = String::new();
     for _ in 0..3 {
@@ -1381,15 +1382,7 @@ async fn a_request_for_a_new_leader_waits_for_the_old_leaders_answer() {
     let mut old = Scripted::start_as(old_id, PROTOCOL_VERSION).await;
     let mut new = Scripted::start_as(new_id, PROTOCOL_VERSION).await;
     let brokers = [(old_id, old.addr.clone()), (new_id, new.addr.clone())];
-    let client = ClientConfig::new(&old.addr).seed(7).retries(0);
-    // Every record fills a batch of its own, every batch is a request of its own, and the
-    // linger never fires.
-    let mut config = ProducerConfig::from_client(client)
-        .enable_idempotence(false)
-        .acks(Acks::Leader)
-        .batch_size(64)
-        .linger_ms(60_000);
-    config.max_request_bytes = 200;
+    let config = one_request_per_record(ClientConfig::new(&old.addr).seed(7).retries(0));
     assert!(config.max_in_flight_per_partition >= 2);
     let producer = Producer::connect(config).await.expect("connect");
     let (a, b) = ([b'a'; 64], [b'b'; 64]);
