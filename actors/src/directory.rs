@@ -52,6 +52,21 @@ impl PartialEq for LocalSnapshot {
     }
 }
 
+/// The group of `partition` of `topic`.
+///
+/// # Errors
+/// `UNKNOWN_PARTITION`.
+fn group_of(topic: &TopicView, partition: PartitionId) -> Result<GroupId, ApiError> {
+    if partition.0 >= topic.record.partitions {
+        return Err(ApiError::unknown_partition(
+            &topic.record.name,
+            partition,
+            topic.record.partitions,
+        ));
+    }
+    Ok(topic.record.group_of(partition))
+}
+
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|p| p.into_inner())
 }
@@ -156,14 +171,7 @@ impl Directory {
         partition: PartitionId,
     ) -> Result<(Arc<TopicView>, GroupId), ApiError> {
         let topic = self.topic(name)?;
-        if partition.0 >= topic.record.partitions {
-            return Err(ApiError::unknown_partition(
-                name,
-                partition,
-                topic.record.partitions,
-            ));
-        }
-        let group = topic.record.group_of(partition);
+        let group = group_of(&topic, partition)?;
         Ok((topic, group))
     }
 
@@ -174,6 +182,36 @@ impl Directory {
     /// partition has no replica here.
     pub fn replica(&self, name: &str, partition: PartitionId) -> Result<ReplicaHandle, ApiError> {
         let (_, group) = self.partition(name, partition)?;
+        self.local(group)
+            .ok_or_else(|| ApiError::not_leader(self.leader(group)))
+    }
+
+    /// The local replica of a partition of the incarnation `topic_id` of topic `name` (the one
+    /// a client resolved the name to); `None`: whatever topic bears the name now. The group is
+    /// derived from the id, so the replica found is of that incarnation even if the topic is
+    /// deleted meanwhile.
+    ///
+    /// # Errors
+    /// As [`Directory::replica`]; `UNKNOWN_TOPIC_ID` when the applied metadata shows that
+    /// incarnation gone; `NOT_LEADER` without a leader when it has not applied its creation yet
+    /// (the client learned of it from a node further ahead and retries once this one catches
+    /// up).
+    pub fn replica_of_incarnation(
+        &self,
+        name: &str,
+        partition: PartitionId,
+        topic_id: Option<TopicId>,
+    ) -> Result<ReplicaHandle, ApiError> {
+        let Some(id) = topic_id else {
+            return self.replica(name, partition);
+        };
+        let view = self.view();
+        let topic = match view.topic(name) {
+            Some(topic) if topic.record.id == id => topic,
+            _ if id.0 >= view.next_topic_id() => return Err(ApiError::not_leader(None)),
+            _ => return Err(ApiError::unknown_topic_id(name, id)),
+        };
+        let group = group_of(topic, partition)?;
         self.local(group)
             .ok_or_else(|| ApiError::not_leader(self.leader(group)))
     }

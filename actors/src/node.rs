@@ -18,7 +18,7 @@
 //!     let replica = node.replica("orders", PartitionId(0)).unwrap();
 //!     let reply = replica
 //!         .send(Produce { topic: "orders".into(), partition: PartitionId(0), acks: Acks::All, timeout_ms: 5_000,
-//!                         batches: vec![batch.finish()] })
+//!                         batches: vec![batch.finish()], topic_id: None })
 //!         .await.unwrap().unwrap();
 //!     assert_eq!(reply.base_offset, Offset(0));
 //!     node.shutdown().await;
@@ -313,7 +313,10 @@ impl Broker {
             Request::DescribeTopic(r) => Response::DescribeTopic(ask(self.metadata(), r).await??),
             Request::Metadata(r) => Response::Metadata(ask(self.metadata(), r).await??),
             Request::Produce(r) => {
-                Response::Produce(ask(self.replica(&r.topic, r.partition)?, r).await??)
+                let replica =
+                    self.directory
+                        .replica_of_incarnation(&r.topic, r.partition, r.topic_id)?;
+                Response::Produce(ask(replica.addr, r).await??)
             }
             Request::Fetch(r) => {
                 Response::Fetch(ask(self.replica(&r.topic, r.partition)?, r).await??)

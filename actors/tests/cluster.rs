@@ -136,6 +136,7 @@ async fn produce(cluster: &TestCluster, topic: &str, p: u32, value: &str) -> Off
         acks: Acks::All,
         timeout_ms: 10_000,
         batches: vec![batch(value)],
+        topic_id: None,
     };
     let deadline = tokio::time::Instant::now() + LONG;
     let mut via = *cluster.nodes.keys().next().unwrap();

@@ -179,6 +179,7 @@ fn a_deleted_topic_data_is_removed_and_an_interrupted_deletion_resumes() {
                 acks: Acks::All,
                 timeout_ms: 5_000,
                 batches: vec![batch.finish()],
+                topic_id: None,
             };
             ok(&node, produce).await;
         }

@@ -6,7 +6,7 @@ use gregor_actors::{start_node_with, Broker, NodeConfig, NodeEnv, StorageSeam};
 use gregor_storage::batch::{BatchBuilder, BatchView, NewRecord};
 use gregor_storage::{
     Clock, Crash, FlushPolicy, ModelDisk, Offset, PartitionId, Store, StoreOptions, SyncMode,
-    SyncRunner,
+    SyncRunner, TopicId,
 };
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -82,12 +82,24 @@ async fn produce(
     partition: u32,
     batches: Vec<bytes::Bytes>,
 ) -> Result<Offset, ApiError> {
+    produce_to(node, topic, None, partition, batches).await
+}
+
+/// A produce bound to incarnation `topic_id` of `topic` (`None`: by name alone).
+async fn produce_to(
+    node: &Broker,
+    topic: &str,
+    topic_id: Option<TopicId>,
+    partition: u32,
+    batches: Vec<bytes::Bytes>,
+) -> Result<Offset, ApiError> {
     let request = Produce {
         topic: topic.into(),
         partition: PartitionId(partition),
         acks: Acks::All,
         timeout_ms: 5_000,
         batches,
+        topic_id,
     };
     match node.handle(Request::Produce(request)).await? {
         Response::Produce(reply) => Ok(reply.base_offset),
@@ -589,6 +601,76 @@ fn a_deleted_topic_is_gone_and_a_recreated_one_starts_empty() {
         assert_eq!(
             fetch_values(&node, "tmp", 0, 0).await.unwrap(),
             vec![(0, "b".to_string())]
+        );
+        node.shutdown().await;
+    });
+}
+
+/// The incarnation `topic` resolves to, as a client learns it.
+async fn topic_id(node: &Broker, topic: &str) -> TopicId {
+    let request = Metadata {
+        topics: Some(vec![topic.into()]),
+    };
+    let Response::Metadata(metadata) = node.handle(Request::Metadata(request)).await.unwrap()
+    else {
+        panic!("not a metadata reply")
+    };
+    metadata.topics[0]
+        .topic_id
+        .expect("brokers say each topic's id")
+}
+
+#[test]
+fn a_produce_bound_to_a_deleted_incarnation_is_refused_and_writes_nothing() {
+    run(|dir, clock| async move {
+        let node = start(dir.path(), &clock).await;
+        create(&node, "tmp", 1, Default::default()).await;
+        let first = topic_id(&node, "tmp").await;
+        let written = produce_to(&node, "tmp", Some(first), 0, vec![batch(&["a"], T0)]).await;
+        assert_eq!(written.unwrap(), Offset(0));
+        node.handle(Request::DeleteTopic(DeleteTopic { name: "tmp".into() }))
+            .await
+            .unwrap();
+        let gone = produce_to(&node, "tmp", Some(first), 0, vec![batch(&["x"], T0)]).await;
+        assert_eq!(gone.unwrap_err().code, ErrorCode::UNKNOWN_TOPIC_ID);
+
+        create(&node, "tmp", 1, Default::default()).await;
+        let second = topic_id(&node, "tmp").await;
+        assert!(second > first, "a re-created topic gets a new, larger id");
+        let stale = produce_to(&node, "tmp", Some(first), 0, vec![batch(&["x"], T0)]).await;
+        let stale = stale.unwrap_err();
+        assert_eq!(stale.code, ErrorCode::UNKNOWN_TOPIC_ID);
+        assert!(
+            !stale.code.is_retriable(),
+            "the incarnation will not come back"
+        );
+        // The replica checks too, for requests sent to it in-process.
+        let direct = Produce {
+            topic: "tmp".into(),
+            partition: PartitionId(0),
+            acks: Acks::All,
+            timeout_ms: 5_000,
+            batches: vec![batch(&["x"], T0)],
+            topic_id: Some(first),
+        };
+        let replica = node.replica("tmp", PartitionId(0)).unwrap();
+        let refused = replica.send(direct).await.unwrap().unwrap_err();
+        assert_eq!(refused.code, ErrorCode::UNKNOWN_TOPIC_ID);
+        // An id this node has not applied the creation of: it may yet, so the client retries.
+        let ahead = TopicId(second.0 + 1);
+        let early = produce_to(&node, "tmp", Some(ahead), 0, vec![batch(&["x"], T0)]).await;
+        let early = early.unwrap_err();
+        assert_eq!(early.code, ErrorCode::NOT_LEADER);
+        assert!(early.code.is_retriable());
+        assert_eq!(high_watermark(&node, "tmp", 0).await, Offset(0));
+
+        let current = produce_to(&node, "tmp", Some(second), 0, vec![batch(&["b"], T0)]).await;
+        assert_eq!(current.unwrap(), Offset(0));
+        let by_name = produce(&node, "tmp", 0, vec![batch(&["c"], T0)]).await;
+        assert_eq!(by_name.unwrap(), Offset(1));
+        assert_eq!(
+            fetch_values(&node, "tmp", 0, 0).await.unwrap(),
+            vec![(0, "b".to_string()), (1, "c".to_string())]
         );
         node.shutdown().await;
     });

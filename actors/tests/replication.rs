@@ -123,6 +123,7 @@ fn produce(batch: bytes::Bytes, acks: Acks, timeout_ms: u32) -> Produce {
         acks,
         timeout_ms,
         batches: vec![batch],
+        topic_id: None,
     }
 }
 

@@ -30,6 +30,7 @@ fn produce(topic: &str, acks: Acks) -> Request {
         acks,
         timeout_ms: 1000,
         batches: vec![batch()],
+        topic_id: None,
     })
 }
 

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use gregor_actors::api::*;
 use gregor_protocol::batch::{BatchBuilder, NewRecord};
 use gregor_protocol::frame::encode_frame;
-use gregor_storage::{NodeId, Offset, PartitionId};
+use gregor_storage::{NodeId, Offset, PartitionId, TopicId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Debug;
@@ -362,6 +362,7 @@ fn every_request_kind_encodes_as_documented() {
                 acks: Acks::All,
                 timeout_ms: 30_000,
                 batches: vec![Bytes::from_static(b"batch")],
+                topic_id: None,
             }),
             map(&[
                 ("topic", s("orders")),
@@ -369,6 +370,24 @@ fn every_request_kind_encodes_as_documented() {
                 ("acks", i(-1)),
                 ("timeout_ms", i(30_000)),
                 ("batches", arr(&[V::Bin(b"batch".to_vec())])),
+            ]),
+        ),
+        (
+            Request::Produce(Produce {
+                topic: "orders".into(),
+                partition: PartitionId(0),
+                acks: Acks::All,
+                timeout_ms: 30_000,
+                batches: vec![Bytes::from_static(b"batch")],
+                topic_id: Some(TopicId(7)),
+            }),
+            map(&[
+                ("topic", s("orders")),
+                ("partition", i(0)),
+                ("acks", i(-1)),
+                ("timeout_ms", i(30_000)),
+                ("batches", arr(&[V::Bin(b"batch".to_vec())])),
+                ("topic_id", i(7)),
             ]),
         ),
         (
@@ -640,6 +659,7 @@ fn every_response_kind_encodes_as_documented() {
                         leader: None,
                         replicas: vec![NodeId(1), NodeId(2)],
                     }],
+                    topic_id: Some(TopicId(7)),
                 }],
             }),
             map(&[
@@ -659,6 +679,7 @@ fn every_response_kind_encodes_as_documented() {
                                 ("replicas", arr(&[i(1), i(2)])),
                             ])]),
                         ),
+                        ("topic_id", i(7)),
                     ])]),
                 ),
             ]),
@@ -975,6 +996,25 @@ fn decoder_accepts_what_the_document_allows() {
         Acks::All
     );
 
+    // Produce's `topic_id` may be nil or absent (old clients): the request goes by name.
+    for topic_id in [Some(V::Nil), None] {
+        let mut body = vec![
+            ("topic", s("t")),
+            ("partition", i(0)),
+            ("acks", i(1)),
+            ("timeout_ms", i(1_000)),
+            ("batches", arr(&[V::Bin(b"b".to_vec())])),
+        ];
+        body.extend(topic_id.map(|id| ("topic_id", id)));
+        let frame: RequestFrame =
+            rmp_serde::from_slice(&mp(&request_frame(9, "Produce", map(&body))))
+                .expect("topic_id nil or absent");
+        let Request::Produce(produce) = frame.request else {
+            panic!("a Produce");
+        };
+        assert_eq!(produce.topic_id, None);
+    }
+
     // CreateTopic's `config` may be nil or absent: every default.
     for config in [Some(V::Nil), None] {
         let mut body = vec![
@@ -1143,6 +1183,7 @@ fn worked_examples_in_the_document_are_real() {
             acks: Acks::All,
             timeout_ms: 30_000,
             batches: vec![batch.clone()],
+            topic_id: None,
         }),
     });
     let mut stamped = batch.to_vec();

@@ -202,6 +202,7 @@ fn produce_on(stream: &mut TcpStream, id: u64, topic: &str, batch: Vec<u8>) -> R
         acks: Acks::All,
         timeout_ms: 10_000,
         batches: vec![Bytes::from(batch)],
+        topic_id: None,
     });
     stream.write_all(&request_frame(id, request)).unwrap();
     let reply = read_reply(stream);
@@ -427,8 +428,46 @@ fn provoke_every_error(node: &Node) -> Vec<ErrorCode> {
         node_id: gregor_protocol::NodeId(99),
     };
     codes.push(refused(&mut stream, 27, Request::DrainNode(drain)));
+    codes.push(produce_to_a_deleted_incarnation(&mut stream));
     codes.extend(provoke_group_errors(&mut stream));
     codes
+}
+
+/// A produce bound to the id of a topic deleted since: `UNKNOWN_TOPIC_ID`.
+fn produce_to_a_deleted_incarnation(stream: &mut TcpStream) -> ErrorCode {
+    use gregor_actors::api::{CreateTopic, DeleteTopic, Metadata};
+    let create = CreateTopic {
+        name: "gone".into(),
+        partitions: 1,
+        replication_factor: 1,
+        config: Default::default(),
+        creation_id: None,
+    };
+    read_ok(stream, 30, Request::CreateTopic(create));
+    let metadata = Metadata {
+        topics: Some(vec!["gone".into()]),
+    };
+    let Response::Metadata(metadata) = read_ok(stream, 31, Request::Metadata(metadata)) else {
+        panic!("metadata answered with another kind")
+    };
+    let topic_id = metadata.topics[0].topic_id;
+    assert!(topic_id.is_some(), "metadata names each topic's id");
+    read_ok(
+        stream,
+        32,
+        Request::DeleteTopic(DeleteTopic {
+            name: "gone".into(),
+        }),
+    );
+    let produce = Request::Produce(Produce {
+        topic: "gone".into(),
+        partition: PartitionId(0),
+        acks: Acks::All,
+        timeout_ms: 10_000,
+        batches: vec![Bytes::from(batch(&[b"v"], Compression::None))],
+        topic_id,
+    });
+    refused(stream, 33, produce)
 }
 
 /// The membership protocol's refusals, on a group with one static member.

@@ -454,6 +454,7 @@ impl Handler<Metadata> for MetadataService {
                         }
                     })
                     .collect(),
+                topic_id: Some(topic.record.id),
             })
             .collect();
         Ok(ClusterMetadata {

@@ -112,6 +112,7 @@ mod tests {
             acks: Acks::All,
             timeout_ms,
             batches: Vec::new(),
+            topic_id: None,
         }
     }
 

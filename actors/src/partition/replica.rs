@@ -20,7 +20,7 @@ use gregor_cluster::{ApplyOutcome, Command, GroupStatus, KvWrite, ProposeError, 
 use gregor_storage::batch::{BatchError, BatchView};
 use gregor_storage::{
     Clock, FetchedBatches, GroupId, NodeId, Offset, PartitionId, PartitionState, RetentionPolicy,
-    StorageError, Store,
+    StorageError, Store, TopicId,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -191,6 +191,7 @@ impl PartitionReplica {
         if self.topic.internal {
             return Err(internal_topic(&self.topic.name));
         }
+        self.check_incarnation(request.topic_id)?;
         if request.batches.is_empty() {
             return Err(ApiError::new(
                 ErrorCode::INVALID_BATCH,
@@ -220,6 +221,17 @@ impl PartitionReplica {
         }
         self.check_ready()?;
         Ok(stamps)
+    }
+
+    /// A produce bound to another incarnation of the topic than this replica's is not written
+    /// here: an older one was deleted (ids grow with each creation), a newer one lives in
+    /// another group.
+    fn check_incarnation(&self, wanted: Option<TopicId>) -> Result<(), ApiError> {
+        match wanted {
+            Some(id) if id < self.topic.id => Err(ApiError::unknown_topic_id(&self.topic.name, id)),
+            Some(id) if id > self.topic.id => Err(ApiError::not_leader(None)),
+            _ => Ok(()),
+        }
     }
 
     /// Checks idempotent batches against the applied producer state and this term's proposals.

@@ -10,7 +10,7 @@ use gregor_protocol::api::{
     ApiError, ApiRequest, ClusterMetadata, ErrorCode, Metadata, PartitionMetadata, Request,
     Response,
 };
-use gregor_protocol::{NodeId, PartitionId};
+use gregor_protocol::{NodeId, PartitionId, TopicId};
 use health::{Broker, Health};
 pub(crate) use order::{Turn, WriteOrder};
 use rand::rngs::SmallRng;
@@ -139,8 +139,35 @@ struct ClusterState {
     home: Option<NodeId>,
     connections: BTreeMap<NodeId, Connection>,
     brokers: BTreeMap<NodeId, String>,
-    /// Partitions of each topic, indexed by partition number.
-    topics: BTreeMap<String, Vec<PartitionMetadata>>,
+    /// What each topic's name resolved to last.
+    topics: BTreeMap<String, CachedTopic>,
+}
+
+/// A topic as the last metadata answer about it said.
+struct CachedTopic {
+    /// Its incarnation; `None` from brokers that do not say.
+    id: Option<TopicId>,
+    /// Indexed by partition number.
+    partitions: Vec<PartitionMetadata>,
+}
+
+impl CachedTopic {
+    fn incarnation(&self) -> TopicIncarnation {
+        TopicIncarnation {
+            id: self.id,
+            partitions: self.partitions.len() as u32,
+        }
+    }
+}
+
+/// The incarnation of a topic a name resolved to: records sent for it are bound to its id, so
+/// they are never written to a topic re-created under the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicIncarnation {
+    /// `None` when the broker does not say (requests then go by name alone).
+    pub id: Option<TopicId>,
+    /// How many partitions it has.
+    pub partitions: u32,
 }
 
 enum Expect {
@@ -408,7 +435,7 @@ impl Cluster {
                 if let Some(p) = state
                     .topics
                     .get_mut(topic)
-                    .and_then(|parts| parts.get_mut(partition.0 as usize))
+                    .and_then(|cached| cached.partitions.get_mut(partition.0 as usize))
                 {
                     p.leader = Some(leader);
                 }
@@ -418,6 +445,7 @@ impl Cluster {
                     ErrorCode::NOT_LEADER
                     | ErrorCode::UNKNOWN_PARTITION
                     | ErrorCode::UNKNOWN_TOPIC
+                    | ErrorCode::UNKNOWN_TOPIC_ID
                     | ErrorCode::UNAVAILABLE,
                 ),
                 _,
@@ -588,10 +616,30 @@ impl Cluster {
     /// # Errors
     /// `UNKNOWN_TOPIC` when the topic does not exist.
     pub async fn partitions(&self, topic: &str) -> Result<Vec<PartitionMetadata>, ClientError> {
-        if let Some(parts) = lock(&self.inner.state).topics.get(topic) {
-            return Ok(parts.clone());
+        if let Some(cached) = lock(&self.inner.state).topics.get(topic) {
+            return Ok(cached.partitions.clone());
         }
         self.refresh_topic(topic).await
+    }
+
+    /// The incarnation `topic` resolves to now (cached): its id and partition count.
+    ///
+    /// # Errors
+    /// As [`Cluster::partitions`].
+    pub async fn incarnation(&self, topic: &str) -> Result<TopicIncarnation, ClientError> {
+        if let Some(cached) = lock(&self.inner.state).topics.get(topic) {
+            return Ok(cached.incarnation());
+        }
+        let metadata = self.fetch_metadata(Some(vec![topic.to_owned()])).await?;
+        metadata
+            .topics
+            .into_iter()
+            .find(|t| t.name == topic)
+            .map(|t| TopicIncarnation {
+                id: t.topic_id,
+                partitions: t.partitions.len() as u32,
+            })
+            .ok_or_else(|| ClientError::Api(ApiError::unknown_topic(topic)))
     }
 
     /// How many partitions `topic` has (cached).
@@ -663,10 +711,11 @@ impl Cluster {
             state.brokers.insert(broker.node_id, broker.address.clone());
         }
         for topic in &metadata.topics {
-            state.topics.insert(
-                topic.name.clone(),
-                sorted_partitions(topic.partitions.clone()),
-            );
+            let cached = CachedTopic {
+                id: topic.topic_id,
+                partitions: sorted_partitions(topic.partitions.clone()),
+            };
+            state.topics.insert(topic.name.clone(), cached);
         }
         Ok(metadata)
     }

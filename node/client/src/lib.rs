@@ -28,7 +28,7 @@ mod producer;
 
 pub use admin::{Admin, NewTopic};
 pub use clock::{Clock, SystemClock};
-pub use cluster::{ClientConfig, Cluster, Route, DEFAULT_BOOTSTRAP};
+pub use cluster::{ClientConfig, Cluster, Route, TopicIncarnation, DEFAULT_BOOTSTRAP};
 pub use connection::{
     BrokerStream, ConnectFuture, Connection, ConnectionConfig, Connector, PendingReply,
     PendingWrite,

@@ -19,7 +19,7 @@ use gregor_protocol::batch::{
 };
 use gregor_protocol::frame::{decode_request, encode_frame, read_frame, DEFAULT_MAX_FRAME_BYTES};
 use gregor_protocol::partitioner::partition_for_key;
-use gregor_protocol::{NodeId, Offset, PartitionId};
+use gregor_protocol::{NodeId, Offset, PartitionId, TopicId};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -309,6 +309,7 @@ async fn fire_and_forget_returns_once_written_and_gets_no_reply() {
         acks: Acks::None,
         timeout_ms: 1_000,
         batches: vec![batch(&[b"x"])],
+        topic_id: None,
     });
     conn.send_no_reply(request.clone()).await.expect("written");
     let (frame, _) = broker.next().await;
@@ -412,6 +413,24 @@ struct BrokerState {
     produce_failures: VecDeque<ApiError>,
     /// Producer ids handed out so far.
     producer_ids: i64,
+    /// Each topic's incarnation; a re-created topic gets the next id.
+    topic_ids: BTreeMap<String, TopicId>,
+    next_topic_id: u64,
+    /// The `topic_id` of every produce request, in arrival order.
+    produce_topic_ids: Vec<Option<TopicId>>,
+}
+
+impl BrokerState {
+    /// Creates `name` afresh (deleting it first if it exists): empty logs, a new id.
+    fn create(&mut self, name: &str, partitions: u32) {
+        self.next_topic_id += 1;
+        self.topic_ids
+            .insert(name.into(), TopicId(self.next_topic_id));
+        self.topics.insert(
+            name.into(),
+            (0..partitions).map(|_| PartitionLog::default()).collect(),
+        );
+    }
 }
 
 type Shared = Arc<Mutex<BrokerState>>;
@@ -426,10 +445,7 @@ impl MemoryBroker {
     async fn start(topics: &[(&str, u32)]) -> MemoryBroker {
         let mut state = BrokerState::default();
         for (name, partitions) in topics {
-            state.topics.insert(
-                (*name).into(),
-                (0..*partitions).map(|_| PartitionLog::default()).collect(),
-            );
+            state.create(name, *partitions);
         }
         let state = Arc::new(Mutex::new(state));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -516,6 +532,7 @@ fn serve(
                             replicas: vec![NODE],
                         })
                         .collect(),
+                    topic_id: s.topic_ids.get(name).copied(),
                 })
                 .collect();
             let brokers = vec![BrokerInfo {
@@ -526,8 +543,13 @@ fn serve(
         }
         Request::Produce(p) => {
             s.produce_requests += 1;
+            s.produce_topic_ids.push(p.topic_id);
+            let current = s.topic_ids.get(&p.topic).copied();
             match s.produce_failures.pop_front() {
                 Some(e) => Err(e),
+                None if p.topic_id.is_some() && p.topic_id != current => Err(
+                    ApiError::unknown_topic_id(&p.topic, p.topic_id.expect("checked")),
+                ),
                 None => {
                     let log = &mut s.topics.get_mut(&p.topic).expect("known topic")
                         [p.partition.0 as usize];
@@ -787,6 +809,75 @@ async fn not_leader_is_retried_after_a_metadata_refresh_and_order_is_kept() {
         broker.state().metadata_requests >= metadata_before + 2,
         "each NOT_LEADER refreshed metadata"
     );
+}
+
+#[tokio::test]
+async fn a_send_bound_to_a_deleted_incarnation_fails_and_is_not_written_to_the_new_one() {
+    let broker = MemoryBroker::start(&[("t", 1)]).await;
+    let producer = Producer::connect(producer_config(&broker).linger_ms(60_000))
+        .await
+        .expect("connect");
+    let old = producer
+        .send(ProducerRecord::new("t", b"old"))
+        .await
+        .expect("queued");
+    broker.state().create("t", 1);
+    // The client's metadata now names the new incarnation: the record must still go to the
+    // one it was sent under.
+    producer
+        .cluster()
+        .refresh_topic("t")
+        .await
+        .expect("refresh");
+    producer.flush().await;
+    let err = old.await.expect_err("its incarnation is gone");
+    assert_eq!(err.code(), Some(ErrorCode::UNKNOWN_TOPIC_ID));
+    assert!(
+        broker.values("t", 0).is_empty(),
+        "nothing reached the new topic"
+    );
+    assert_eq!(broker.state().produce_topic_ids, vec![Some(TopicId(1))]);
+
+    // Records sent from now on resolve the name afresh.
+    let new = producer
+        .send(ProducerRecord::new("t", b"new"))
+        .await
+        .expect("queued");
+    producer.flush().await;
+    assert_eq!(new.await.expect("written").offset, Some(Offset(0)));
+    assert_eq!(broker.values("t", 0), vec![(0, b"new".to_vec())]);
+    assert_eq!(
+        broker.state().produce_topic_ids,
+        vec![Some(TopicId(1)), Some(TopicId(2))]
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_not_leader_keeps_the_incarnation_its_records_were_sent_under() {
+    let broker = MemoryBroker::start(&[("t", 1)]).await;
+    broker
+        .state()
+        .produce_failures
+        .push_back(ApiError::not_leader(None));
+    let producer = Producer::connect(producer_config(&broker).linger_ms(60_000))
+        .await
+        .expect("connect");
+    let sent = producer
+        .send(ProducerRecord::new("t", b"x"))
+        .await
+        .expect("queued");
+    // Deleted and re-created while the first attempt is refused: the retry refreshes
+    // metadata, which names the new incarnation, and must not follow it.
+    broker.state().create("t", 1);
+    producer.flush().await;
+    let err = sent.await.expect_err("its incarnation is gone");
+    assert_eq!(err.code(), Some(ErrorCode::UNKNOWN_TOPIC_ID));
+    assert_eq!(
+        broker.state().produce_topic_ids,
+        vec![Some(TopicId(1)), Some(TopicId(1))],
+        "both attempts carried the id the record was sent under"
+    );
+    assert!(broker.values("t", 0).is_empty());
 }
 
 #[tokio::test]
@@ -1176,6 +1267,7 @@ async fn a_member_reports_assigned_partitions_owned_while_their_offsets_are_read
                                 replicas: vec![NODE],
                             })
                             .collect(),
+                        topic_id: None,
                     }],
                 })),
                 Request::ConsumerGroupHeartbeat(hb) => {
@@ -1359,6 +1451,7 @@ fn partition_led_by(leader: NodeId, brokers: &[(NodeId, String)], topic: &str) -
                 leader: Some(leader),
                 replicas: brokers.iter().map(|(node, _)| *node).collect(),
             }],
+            topic_id: None,
         }],
     })
 }

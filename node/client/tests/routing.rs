@@ -60,6 +60,7 @@ fn answer(world: &Shared, me: NodeId, request: Request) -> Result<Response, ApiE
                         replicas: world.addresses.keys().copied().collect(),
                     })
                     .collect(),
+                topic_id: None,
             }],
         })),
         Request::Produce(produce) => {
@@ -174,6 +175,7 @@ fn produce(partition: u32) -> Request {
         acks: Acks::All,
         timeout_ms: 1_000,
         batches: vec![batch.finish()],
+        topic_id: None,
     })
 }
 

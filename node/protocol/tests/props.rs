@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use gregor_protocol::api::*;
 use gregor_protocol::frame::{decode_request, decode_response, encode_frame, read_frame};
-use gregor_protocol::{Offset, PartitionId};
+use gregor_protocol::{Offset, PartitionId, TopicId};
 use proptest::prelude::*;
 
 fn name() -> impl Strategy<Value = String> {
@@ -18,15 +18,17 @@ fn request() -> impl Strategy<Value = Request> {
             any::<u32>(),
             prop_oneof![Just(Acks::None), Just(Acks::Leader), Just(Acks::All)],
             any::<u32>(),
-            proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..4)
+            proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..4),
+            proptest::option::of(any::<u64>())
         )
             .prop_map(
-                |(topic, p, acks, timeout_ms, batches)| Request::Produce(Produce {
+                |(topic, p, acks, timeout_ms, batches, topic_id)| Request::Produce(Produce {
                     topic,
                     partition: PartitionId(p),
                     acks,
                     timeout_ms,
                     batches: batches.into_iter().map(Bytes::from).collect(),
+                    topic_id: topic_id.map(TopicId),
                 })
             ),
         (

@@ -280,6 +280,7 @@ mod tests {
             acks,
             timeout_ms: 1000,
             batches: vec![Bytes::from_static(b"x")],
+            topic_id: None,
         })
     }
 

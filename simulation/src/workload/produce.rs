@@ -159,7 +159,11 @@ fn failure(error: &ClientError, spec: ProducerSpec, claim_definite: bool) -> Sen
         && (matches!(error, ClientError::Connect { .. })
             || matches!(
                 error.code(),
-                Some(ErrorCode::UNKNOWN_TOPIC | ErrorCode::UNKNOWN_PARTITION)
+                Some(
+                    ErrorCode::UNKNOWN_TOPIC
+                        | ErrorCode::UNKNOWN_PARTITION
+                        | ErrorCode::UNKNOWN_TOPIC_ID
+                )
             ));
     SendOutcome::Failed {
         definite: refused_content || never_sent || refused_once || claim_definite,

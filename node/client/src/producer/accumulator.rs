@@ -12,6 +12,7 @@
 use super::delivery::BatchShared;
 use bytes::Bytes;
 use gregor_protocol::batch::{BatchBuilder, Compression, NewRecord, HEADER_LEN};
+use gregor_protocol::TopicId;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,8 @@ struct PartitionQueue {
 }
 
 struct OpenBatch {
+    /// The topic incarnation its records were sent under.
+    topic_id: Option<TopicId>,
     builder: BatchBuilder,
     opened_at: Instant,
     seq: u64,
@@ -63,6 +66,7 @@ struct OpenBatch {
 
 /// A finished batch waiting to be sent or in flight.
 pub(crate) struct SealedBatch {
+    pub topic_id: Option<TopicId>,
     pub bytes: Bytes,
     pub records: u32,
     pub opened_at: Instant,
@@ -75,6 +79,8 @@ pub(crate) struct SealedBatch {
 /// One `Produce` request's worth of batches for one partition.
 pub(crate) struct ProduceJob {
     pub topic: Arc<str>,
+    /// The incarnation every batch of the job was sent under.
+    pub topic_id: Option<TopicId>,
     pub partition: u32,
     pub batches: Vec<SealedBatch>,
 }
@@ -133,11 +139,14 @@ impl Accumulator {
         HEADER_LEN + self.probe.encoded_len(record)
     }
 
-    /// Adds `record` to `partition`'s open batch. `open` carries a memory reservation (and the
-    /// time) when the caller is answering [`Append::NeedsBatch`].
+    /// Adds `record`, sent under incarnation `topic_id` of `topic`, to `partition`'s open batch.
+    /// `open` carries a memory reservation (and the time) when the caller is answering
+    /// [`Append::NeedsBatch`]. An open batch of another incarnation is sealed first: a batch,
+    /// and so a request, is for one incarnation.
     pub fn append(
         &mut self,
         topic: &str,
+        topic_id: Option<TopicId>,
         partitions: u32,
         partition: u32,
         record: &NewRecord<'_>,
@@ -146,7 +155,8 @@ impl Accumulator {
         let limits = self.limits;
         let queue = self.queue(topic, partitions, partition);
         if let Some(batch) = &mut queue.open {
-            if batch.builder.len() + batch.builder.encoded_len(record) <= limits.batch_size {
+            let fits = batch.builder.len() + batch.builder.encoded_len(record) <= limits.batch_size;
+            if batch.topic_id == topic_id && fits {
                 let index = batch.builder.record_count() as u32;
                 batch.builder.push(record);
                 let shared = batch.shared.clone();
@@ -177,6 +187,7 @@ impl Accumulator {
         let sealed = builder.len() >= limits.batch_size;
         let queue = self.queue(topic, partitions, partition);
         queue.open = Some(OpenBatch {
+            topic_id,
             builder,
             opened_at: now,
             seq,
@@ -239,10 +250,12 @@ impl Accumulator {
                 while queue.in_flight < limits.max_in_flight && !queue.sealed.is_empty() {
                     let mut batches = Vec::new();
                     let mut bytes = 0;
+                    let topic_id = queue.sealed.front().expect("not empty").topic_id;
                     while let Some(next) = queue.sealed.front() {
                         if !batches.is_empty()
                             && (bytes + next.bytes.len() > limits.max_request_bytes
-                                || batches.len() >= limits.max_batches_per_request)
+                                || batches.len() >= limits.max_batches_per_request
+                                || next.topic_id != topic_id)
                         {
                             break;
                         }
@@ -252,6 +265,7 @@ impl Accumulator {
                     queue.in_flight += 1;
                     drained.jobs.push(ProduceJob {
                         topic: queues.name.clone(),
+                        topic_id,
                         partition: partition as u32,
                         batches,
                     });
@@ -314,6 +328,7 @@ impl PartitionQueue {
         if let Some(open) = self.open.take() {
             let records = open.builder.record_count() as u32;
             self.sealed.push_back(SealedBatch {
+                topic_id: open.topic_id,
                 bytes: open.builder.finish(),
                 records,
                 opened_at: open.opened_at,
@@ -340,6 +355,7 @@ mod tests {
     use gregor_protocol::batch::BatchView;
 
     const LINGER: Duration = Duration::from_millis(5);
+    const INCARNATION: Option<TopicId> = Some(TopicId(1));
 
     fn limits(batch_size: usize) -> Limits {
         Limits {
@@ -365,7 +381,7 @@ mod tests {
     fn add(acc: &mut Accumulator, partition: u32, value: &[u8], now: Instant) -> (u32, bool) {
         let mut open = None;
         loop {
-            match acc.append("t", 2, partition, &record(value), open.take()) {
+            match acc.append("t", INCARNATION, 2, partition, &record(value), open.take()) {
                 Append::Added { index, sealed, .. } => return (index, sealed),
                 Append::Sealed => {}
                 Append::NeedsBatch { bytes } => open = Some((bytes, now)),
@@ -483,6 +499,41 @@ mod tests {
         assert_eq!(drained.jobs[0].batches.len(), 5);
     }
 
+    /// Appends to partition 0 of `t` the way the producer does, under `topic_id`.
+    fn add_under(acc: &mut Accumulator, topic_id: Option<TopicId>, value: &[u8], t0: Instant) {
+        let mut open = None;
+        loop {
+            match acc.append("t", topic_id, 1, 0, &record(value), open.take()) {
+                Append::Added { .. } => return,
+                Append::Sealed => {}
+                Append::NeedsBatch { bytes } => open = Some((bytes, t0)),
+            }
+        }
+    }
+
+    #[test]
+    fn records_of_two_incarnations_never_share_a_batch_or_a_request() {
+        let mut acc = Accumulator::new(limits(10_000));
+        let t0 = Instant::now();
+        add_under(&mut acc, Some(TopicId(1)), b"old", t0);
+        add_under(&mut acc, Some(TopicId(1)), b"old", t0);
+        add_under(&mut acc, Some(TopicId(2)), b"new", t0);
+        let first = acc.drain(t0, acc.next_seq(), false);
+        assert_eq!(first.jobs.len(), 1);
+        let job = &first.jobs[0];
+        assert_eq!(job.topic_id, Some(TopicId(1)));
+        assert_eq!(
+            job.batches.len(),
+            1,
+            "the new incarnation's record opened a batch"
+        );
+        assert_eq!(job.batches[0].records, 2);
+        acc.complete(job);
+        let second = acc.drain(t0, acc.next_seq(), false);
+        assert_eq!(second.jobs[0].topic_id, Some(TopicId(2)));
+        assert_eq!(second.jobs[0].batches[0].records, 1);
+    }
+
     #[test]
     fn a_record_larger_than_batch_size_gets_a_batch_of_its_own() {
         let mut acc = Accumulator::new(limits(200));
@@ -497,7 +548,14 @@ mod tests {
         let mut acc = Accumulator::new(limits(1_000));
         let t0 = Instant::now();
         add(&mut acc, 0, b"first", t0);
-        match acc.append("t", 2, 0, &record(b"second"), Some((1_000, t0))) {
+        match acc.append(
+            "t",
+            INCARNATION,
+            2,
+            0,
+            &record(b"second"),
+            Some((1_000, t0)),
+        ) {
             Append::Added {
                 index: 1,
                 reserved: 0,

@@ -30,7 +30,9 @@ mod sticky;
 
 pub use delivery::{DeliveryHandle, RecordMetadata};
 
-use super::cluster::{expect_reply, ClientConfig, Cluster, Route, Turn, WriteOrder};
+use super::cluster::{
+    expect_reply, ClientConfig, Cluster, Route, TopicIncarnation, Turn, WriteOrder,
+};
 use super::error::ClientError;
 use crate::clock::{Clock, SystemClock};
 use accumulator::{Accumulator, Append, Limits, ProduceJob};
@@ -349,7 +351,9 @@ enum Step {
 struct State {
     batches: Accumulator,
     sticky: StickyPartitioner,
-    partition_counts: BTreeMap<String, u32>,
+    /// What each topic's name resolved to when it was last needed: a record is bound to the
+    /// incarnation it was sent under.
+    incarnations: BTreeMap<String, TopicIncarnation>,
     /// Each partition's requests are written in the order they were drained, though each
     /// runs as its own task (several may be in flight without retries).
     write_orders: BTreeMap<(Arc<str>, u32), Arc<WriteOrder>>,
@@ -378,7 +382,11 @@ impl Shared {
             if state.closing {
                 return Step::Done(Err(ClientError::Closed));
             }
-            let Some(&partitions) = state.partition_counts.get(record.topic) else {
+            let Some(&TopicIncarnation {
+                id: topic_id,
+                partitions,
+            }) = state.incarnations.get(record.topic)
+            else {
                 return Step::NeedPartitionCount;
             };
             let partition =
@@ -389,7 +397,7 @@ impl Shared {
             let open = (*reservation > 0).then(|| (*reservation, Instant::now()));
             match state
                 .batches
-                .append(record.topic, partitions, partition, new, open)
+                .append(record.topic, topic_id, partitions, partition, new, open)
             {
                 Append::Added {
                     batch,
@@ -455,7 +463,7 @@ impl Producer {
         let state = State {
             batches: Accumulator::new(config.limits()),
             sticky: StickyPartitioner::new(config.client.seed ^ STICKY_SALT),
-            partition_counts: BTreeMap::new(),
+            incarnations: BTreeMap::new(),
             write_orders: BTreeMap::new(),
             flush_below: 0,
             closing: false,
@@ -507,17 +515,15 @@ impl Producer {
         let outcome = loop {
             match shared.try_append(&record, &new, &mut reservation) {
                 Step::Done(outcome) => break outcome,
-                Step::NeedPartitionCount => {
-                    match shared.cluster.partition_count(record.topic).await {
-                        Ok(count) => {
-                            shared
-                                .lock()
-                                .partition_counts
-                                .insert(record.topic.to_owned(), count);
-                        }
-                        Err(e) => break Err(e),
+                Step::NeedPartitionCount => match shared.cluster.incarnation(record.topic).await {
+                    Ok(incarnation) => {
+                        shared
+                            .lock()
+                            .incarnations
+                            .insert(record.topic.to_owned(), incarnation);
                     }
-                }
+                    Err(e) => break Err(e),
+                },
                 Step::NeedMemory(wanted) => {
                     // Memory comes back as batches complete, so waiting here is the
                     // producer's backpressure.
@@ -599,7 +605,7 @@ async fn run_sender(shared: Arc<Shared>) {
                 .batches
                 .drain(Instant::now(), state.flush_below, state.closing);
             for (topic, partition) in &drained.lingered {
-                let partitions = state.partition_counts.get(&**topic).copied().unwrap_or(1);
+                let partitions = state.incarnations.get(&**topic).map_or(1, |i| i.partitions);
                 state.sticky.batch_closed(topic, *partition, partitions);
             }
             let finished = state.closing && state.batches.is_idle();
@@ -728,6 +734,9 @@ async fn send_job(
             .try_into()
             .unwrap_or(u32::MAX),
         batches: job.batches.iter().map(|b| b.bytes.clone()).collect(),
+        // Kept on every retry: the records go to the incarnation they were sent under or
+        // fail, never to a topic re-created under the same name.
+        topic_id: job.topic_id,
     });
     let route = Route::Leader {
         topic: job.topic.to_string(),
@@ -799,10 +808,14 @@ fn complete_job(shared: &Shared, job: ProduceJob, result: Result<Option<Offset>,
         let mut state = shared.lock();
         if matches!(
             result.as_ref().err().and_then(ClientError::code),
-            Some(ErrorCode::UNKNOWN_PARTITION | ErrorCode::UNKNOWN_TOPIC)
+            Some(
+                ErrorCode::UNKNOWN_PARTITION
+                    | ErrorCode::UNKNOWN_TOPIC
+                    | ErrorCode::UNKNOWN_TOPIC_ID
+            )
         ) {
-            // The topic changed shape (deleted, re-created): recount before the next send.
-            state.partition_counts.remove(&*job.topic);
+            // The topic changed (deleted, re-created): resolve it again before the next send.
+            state.incarnations.remove(&*job.topic);
             state.sticky.forget(&job.topic);
         }
         let released = state.batches.complete(&job);

@@ -1,6 +1,6 @@
 //! Error replies: stable codes, a message for people, structured detail.
 
-use crate::ids::{NodeId, Offset, PartitionId};
+use crate::ids::{NodeId, Offset, PartitionId, TopicId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -51,6 +51,7 @@ error_codes! {
     INVALID_REPLICATION_FACTOR = 16, false;
     INTERNAL_TOPIC = 17, false;
     UNKNOWN_NODE = 18, false;
+    UNKNOWN_TOPIC_ID = 19, false;
     RECORD_TOO_LARGE = 20, false;
     CORRUPT_BATCH = 21, false;
     INVALID_BATCH = 22, false;
@@ -128,6 +129,18 @@ impl ApiError {
         ApiError::new(
             ErrorCode::UNKNOWN_TOPIC,
             format!("topic '{topic}' does not exist; create it with: gregor topic create {topic}"),
+        )
+    }
+
+    /// `topic_id` names an incarnation of `topic` that no longer exists (or another topic).
+    pub fn unknown_topic_id(topic: &str, topic_id: TopicId) -> Self {
+        ApiError::new(
+            ErrorCode::UNKNOWN_TOPIC_ID,
+            format!(
+                "topic id {topic_id} is not the topic '{topic}' any more: that incarnation was \
+                 deleted; records meant for it are not written to a topic re-created under \
+                 its name"
+            ),
         )
     }
 

@@ -1,6 +1,6 @@
 //! Producing, fetching and locating records.
 
-use crate::ids::{Offset, PartitionId};
+use crate::ids::{Offset, PartitionId, TopicId};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +46,13 @@ pub struct Produce {
     pub timeout_ms: u32,
     #[serde(deserialize_with = "super::bin::batches")]
     pub batches: Vec<Bytes>,
+    /// The incarnation of `topic` the client resolved when it built these batches (from
+    /// `TopicMetadata::topic_id`). A broker that knows this incarnation was deleted refuses
+    /// the request with `UNKNOWN_TOPIC_ID` instead of writing it to a topic re-created under
+    /// the same name. Absent (old clients) or nil: the request is for whatever topic bears
+    /// the name when it arrives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_id: Option<TopicId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,6 @@
 //! Topic administration and cluster metadata.
 
-use crate::ids::{NodeId, Offset, PartitionId};
+use crate::ids::{NodeId, Offset, PartitionId, TopicId};
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
@@ -130,6 +130,11 @@ pub struct BrokerInfo {
 pub struct TopicMetadata {
     pub name: String,
     pub partitions: Vec<PartitionMetadata>,
+    /// This incarnation of the topic: ids are never reused and grow with each creation, so a
+    /// topic deleted and created again under the same name has a new, larger id. Absent from
+    /// brokers that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_id: Option<TopicId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
