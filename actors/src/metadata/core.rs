@@ -255,6 +255,7 @@ impl MetadataCore {
                     target: None,
                     retiring: Vec::new(),
                     revision: index,
+                    in_force_since: Some(index),
                 })
                 .collect(),
         };
@@ -461,6 +462,7 @@ impl MetadataCore {
         assignment.replicas = target;
         assignment.retiring.clear();
         assignment.revision = index;
+        assignment.in_force_since = Some(index);
         rows::put_assignment(rows, topic, partition, assignment);
         MetadataOutcome::MoveCompleted { revision: index }
     }

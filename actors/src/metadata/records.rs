@@ -96,6 +96,10 @@ pub struct PartitionAssignment {
     #[serde(default)]
     pub retiring: Vec<NodeId>,
     pub revision: u64,
+    /// The metadata log index at which `replicas` took force: the topic's creation, or the
+    /// completion of the last move. Rows written before it was recorded have none.
+    #[serde(default)]
+    pub in_force_since: Option<u64>,
 }
 
 impl PartitionAssignment {
@@ -121,6 +125,16 @@ impl PartitionAssignment {
         self.replicas[0]
     }
 
+    /// Whether the set in force is still the one the partition was created with: no move has
+    /// completed since (one may be in progress). Without the record of when the set took
+    /// force, only an assignment unchanged since the creation counts.
+    pub fn founding_set_in_force(&self, created_revision: u64) -> bool {
+        match self.in_force_since {
+            Some(since) => since == created_revision,
+            None => self.revision == created_revision && self.target.is_none(),
+        }
+    }
+
     /// The set this partition ends up with once any move completes.
     pub fn destination(&self) -> &[NodeId] {
         self.target.as_deref().unwrap_or(&self.replicas)
@@ -131,8 +145,9 @@ impl PartitionAssignment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicView {
     pub record: TopicRecord,
-    /// The metadata log index of the topic's creation: a partition whose assignment still has
-    /// this revision has never moved, so its first replica may found its Raft group.
+    /// The metadata log index of the topic's creation: a partition whose replicas in force
+    /// took force then has never completed a move, so its first replica may found its Raft
+    /// group.
     pub created_revision: u64,
     pub assignments: Vec<PartitionAssignment>,
 }
@@ -142,18 +157,64 @@ impl TopicView {
         self.assignments.get(partition.0 as usize)
     }
 
-    /// Whether `node` founds `partition`'s group: it is the first replica of an assignment
-    /// unchanged since the topic was created.
+    /// Whether `node` founds `partition`'s group: it is the first replica of the founding set,
+    /// still in force.
     pub fn founds(&self, partition: PartitionId, node: NodeId) -> bool {
         self.founding_replicas(partition)
             .is_some_and(|replicas| replicas[0] == node)
     }
 
-    /// The replicas `partition`'s group was founded with, while its assignment is unchanged
-    /// since the topic was created (founder, the preferred leader, first).
+    /// The replicas `partition`'s group was founded with, while they are still the set in
+    /// force (founder, the preferred leader, first). A move in progress does not end this: its
+    /// first committed membership change needs a majority of the founding configuration, so
+    /// until it completes a founding replica that holds no log may still be one the group
+    /// needs for a quorum (five-node simulation seed 1625).
     pub fn founding_replicas(&self, partition: PartitionId) -> Option<&[NodeId]> {
         self.assignment(partition)
-            .filter(|a| a.revision == self.created_revision && a.target.is_none())
+            .filter(|a| a.founding_set_in_force(self.created_revision))
             .map(|a| &a.replicas[..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An assignment row as written before the rows recorded when the set took force.
+    #[derive(Serialize)]
+    struct OldAssignment {
+        replicas: Vec<NodeId>,
+        target: Option<Vec<NodeId>>,
+        retiring: Vec<NodeId>,
+        revision: u64,
+    }
+
+    fn old_row(target: Option<Vec<NodeId>>, revision: u64) -> PartitionAssignment {
+        let row = OldAssignment {
+            replicas: vec![NodeId(1), NodeId(2), NodeId(3)],
+            target,
+            retiring: Vec::new(),
+            revision,
+        };
+        let bytes = rmp_serde::to_vec_named(&row).unwrap();
+        rmp_serde::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn an_old_row_counts_as_founding_only_while_unchanged_since_the_creation() {
+        let unchanged = old_row(None, 5);
+        assert_eq!(unchanged.in_force_since, None);
+        assert!(unchanged.founding_set_in_force(5));
+        assert!(!old_row(Some(vec![NodeId(1), NodeId(2), NodeId(4)]), 6).founding_set_in_force(5));
+        assert!(!old_row(None, 7).founding_set_in_force(5));
+    }
+
+    #[test]
+    fn a_move_in_progress_keeps_the_founding_set_in_force_and_its_completion_ends_it() {
+        let mut assignment = old_row(Some(vec![NodeId(1), NodeId(2), NodeId(4)]), 6);
+        assignment.in_force_since = Some(5);
+        assert!(assignment.founding_set_in_force(5));
+        assignment.in_force_since = Some(7);
+        assert!(!assignment.founding_set_in_force(5));
     }
 }

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 /// How a replica's Raft group comes to be on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartMode {
-    /// The founding replica (the preferred leader) of a partition that has never moved and
-    /// never ran here: initialises the group with every replica of the assignment as its
+    /// The founding replica (the preferred leader) of a partition that has completed no move
+    /// (one may be in progress) and whose log here is empty: initialises the group with every replica of the assignment as its
     /// members and stands for election at once, so the partition's first leader is its
     /// preferred one and no membership change (nor the step-down after one) is needed. Only
     /// this replica ever initialises the group.

@@ -69,6 +69,8 @@ pub struct Ticket {
     group: GroupId,
     slot: Arc<Slot>,
     answered: bool,
+    /// Never handed to its request (see [`ElectionGate::admit_waiting`]): its drop does nothing.
+    given_back: bool,
 }
 
 impl ElectionGate {
@@ -145,6 +147,7 @@ impl ElectionGate {
             group,
             slot,
             answered: false,
+            given_back: false,
         }
     }
 
@@ -164,16 +167,31 @@ impl ElectionGate {
             state.running += 1;
             state.admitted.insert(group, (waiting.term, slot.clone()));
             for request in waiting.requests {
-                let _ = request.send(Ok(self.ticket(group, slot.clone())));
+                // A request whose group shut down while it waited is gone: its ticket comes
+                // back here, and dropping it would free the slot under the lock we hold.
+                if let Err(Ok(unclaimed)) = request.send(Ok(self.ticket(group, slot.clone()))) {
+                    unclaimed.give_back();
+                }
+            }
+            if slot.outstanding.load(Ordering::SeqCst) == 0 {
+                Self::free_locked(state, group, &slot);
             }
         }
     }
 
     fn free(self: &Arc<Self>, group: GroupId, slot: &Arc<Slot>) {
+        let mut state = self.lock();
+        Self::free_locked(&mut state, group, slot);
+        self.admit_waiting(&mut state);
+    }
+
+    /// Frees `slot` once, whoever gets here first: its first answer, its last failure, or an
+    /// admission that found none of its requests waiting any more.
+    fn free_locked(state: &mut GateState, group: GroupId, slot: &Arc<Slot>) {
         if slot.freed.swap(true, Ordering::SeqCst) {
             return;
         }
-        let mut state = self.lock();
+        assert!(state.running > 0, "a slot freed that was never taken");
         state.running -= 1;
         if state
             .admitted
@@ -182,7 +200,6 @@ impl ElectionGate {
         {
             state.admitted.remove(&group);
         }
-        self.admit_waiting(&mut state);
     }
 
     /// Candidacies sending vote requests now, and waiting to.
@@ -198,10 +215,20 @@ impl Ticket {
     pub fn answered(mut self) {
         self.answered = true;
     }
+
+    /// Withdraws a ticket its request never received, without freeing the slot: the caller
+    /// holds the gate's lock and frees it if no other request holds a ticket.
+    fn give_back(mut self) {
+        self.slot.outstanding.fetch_sub(1, Ordering::SeqCst);
+        self.given_back = true;
+    }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        if self.given_back {
+            return;
+        }
         let last = self.slot.outstanding.fetch_sub(1, Ordering::SeqCst) == 1;
         if self.answered || last {
             self.gate.free(self.group, &self.slot);
@@ -305,5 +332,45 @@ mod tests {
         assert!(!second.is_finished());
         newer.answered();
         assert_eq!(second.await.unwrap().unwrap().group, group(2));
+    }
+
+    /// A group shut down while its candidacy waits drops its `admit` future: when its turn
+    /// comes the ticket finds nobody to take it, and the slot must go to the next in line
+    /// (from inside the admission, which holds the gate's lock) rather than stay taken.
+    #[test]
+    fn a_candidacy_dropped_while_it_waits_gives_its_turn_to_the_next() {
+        let (done, finished) = std::sync::mpsc::channel();
+        let run = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let gate = ElectionGate::new(1);
+                let running = gate.admit(group(1), 1).await.unwrap();
+                let abandoned = spawn_admit(&gate, group(2), 1);
+                tokio::task::yield_now().await;
+                let next = spawn_admit(&gate, group(3), 1);
+                tokio::task::yield_now().await;
+                assert_eq!(gate.load(), (1, 2));
+                abandoned.abort();
+                assert!(abandoned.await.is_err_and(|e| e.is_cancelled()));
+                running.answered();
+                let next = next.await.unwrap().unwrap();
+                assert_eq!(next.group, group(3));
+                assert_eq!(gate.load(), (1, 0));
+                next.answered();
+                assert_eq!(gate.load(), (0, 0));
+            });
+            let _ = done.send(());
+        });
+        match finished.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::panic::resume_unwind(run.join().expect_err("the run ended without a word"))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("the gate never admitted the next candidacy (a deadlock, or a slot kept)")
+            }
+        }
     }
 }
