@@ -24,6 +24,7 @@ use rand::Rng;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -184,6 +185,9 @@ pub struct SimNode {
     running: RefCell<Option<Running>>,
     /// The actors of the last crashed incarnation, being torn down.
     teardown: RefCell<Option<JoinHandle<()>>>,
+    /// The longest a crashed incarnation's teardown took (virtual time): a restart waits for
+    /// it, so a long one moves the node's restart past the time its fault plan says.
+    slowest_teardown: Rc<Cell<Duration>>,
     registered: Cell<bool>,
     /// Incarnations started so far.
     pub starts: Cell<u32>,
@@ -226,6 +230,7 @@ impl SimNode {
             disk,
             running: RefCell::new(None),
             teardown: RefCell::new(None),
+            slowest_teardown: Rc::default(),
             registered: Cell::new(false),
             starts: Cell::new(0),
             fsync_fault_armed: Cell::new(false),
@@ -377,8 +382,11 @@ impl SimNode {
         running.accept.abort();
         drop(running.store);
         let broker = running.broker;
+        let slowest = self.slowest_teardown.clone();
         let teardown = actix_rt::spawn(async move {
+            let started = tokio::time::Instant::now();
             let _ = tokio::time::timeout(TEARDOWN_BOUND, broker.shutdown()).await;
+            slowest.set(slowest.get().max(started.elapsed()));
         });
         *self.teardown.borrow_mut() = Some(teardown);
         true
@@ -402,6 +410,11 @@ impl SimNode {
             Disk::Fjall(dir) => Store::open(dir.path(), options),
         }
         .map_err(|e| format!("node {} store: {e}", self.id()))
+    }
+
+    /// The longest teardown of a crashed incarnation so far (one still running not counted).
+    pub fn slowest_teardown(&self) -> Duration {
+        self.slowest_teardown.get()
     }
 
     /// Waits (bounded) until the last crashed incarnation's actors have stopped.

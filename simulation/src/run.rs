@@ -131,6 +131,8 @@ pub struct Report {
     pub duplicates_allowed: usize,
     pub virtual_ms: u64,
     pub wall_ms: u64,
+    /// The longest a crashed node's teardown took (virtual ms); its restart waited for it.
+    pub slowest_teardown_ms: u64,
     /// The last events of the trace, for a failure report.
     #[serde(skip)]
     pub trace_tail: Vec<String>,
@@ -227,6 +229,7 @@ fn harness_failure(config: &RunConfig, what: &str) -> Report {
         duplicates_allowed: 0,
         virtual_ms: 0,
         wall_ms: 0,
+        slowest_teardown_ms: 0,
         trace_tail: Vec::new(),
         plan: String::new(),
         checkers: vec![Checker::Harness],
@@ -513,9 +516,15 @@ async fn run_here(config: RunConfig) -> Report {
             .into_iter()
             .map(|p| Violation::new(Checker::Panic, p)),
     );
-    report(
+    let mut report = report(
         &config, &shape, &trace, &recorder, &log, violations, notes, &plan,
-    )
+    );
+    report.slowest_teardown_ms = cluster
+        .nodes()
+        .map(|node| node.slowest_teardown().as_millis() as u64)
+        .max()
+        .unwrap_or(0);
+    report
 }
 
 /// The history with the replicas' stored logs added, judged.
@@ -614,6 +623,7 @@ fn report(
         duplicates_allowed: notes.duplicates_allowed,
         virtual_ms: trace.now_ms(),
         wall_ms: 0,
+        slowest_teardown_ms: 0,
         trace_tail: trace.tail(),
         plan: Script::render(
             config.seed,

@@ -420,6 +420,8 @@ impl RaftGroup {
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(group = %self.id, %error, "raft group did not shut down cleanly");
         }
+        // The core has ended (`shutdown` joins it, whether it ended now or on an error before).
+        self.network.dismiss_streams();
         self.driver.abort();
     }
 }
@@ -433,8 +435,11 @@ impl Drop for RaftGroup {
         self.driver.abort();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let raft = self.raft.clone();
+            // Not the network itself: it holds the store, which the caller may reopen at once.
+            let dismissal = self.network.stream_dismissal();
             runtime.spawn(async move {
                 let _ = raft.shutdown().await;
+                dismissal.dismiss_streams();
             });
         }
     }

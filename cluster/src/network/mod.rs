@@ -43,7 +43,7 @@ use async_raft::RaftNetwork;
 use calls::Calls;
 use elections::{ElectionGate, NotAdmitted};
 use gregor_storage::{GroupId, NodeId, Store};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -130,6 +130,18 @@ pub(crate) struct LogMarks {
     pub(crate) hollow_below: Arc<AtomicU64>,
 }
 
+/// Whether a group's Raft core has ended, and with it every reason to keep its replication
+/// streams going (see [`GroupNetwork::dismiss_streams`]).
+#[derive(Clone, Default)]
+pub(crate) struct StreamDismissal(Arc<AtomicBool>);
+
+impl StreamDismissal {
+    /// Only once the core has ended.
+    pub(crate) fn dismiss_streams(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 pub(crate) struct GroupNetwork {
     shared: Arc<Shared>,
     appends: Calls<AppendKey, Result<Reply, RpcError>>,
@@ -148,6 +160,8 @@ struct Shared {
     settings: NetworkSettings,
     tracker: Mutex<Option<CommitTracker>>,
     elections: Arc<ElectionGate>,
+    /// Set once the group's Raft core has ended (see [`GroupNetwork::dismiss_streams`]).
+    core_ended: StreamDismissal,
 }
 
 impl GroupNetwork {
@@ -175,10 +189,37 @@ impl GroupNetwork {
                 settings,
                 tracker: Mutex::new(None),
                 elections,
+                core_ended: StreamDismissal::default(),
             }),
             appends: Calls::new(),
             snapshots: Calls::new(),
         }
+    }
+
+    /// Ends the replication streams the group's Raft core left behind. Call it only once the
+    /// core has ended: from then on every AppendEntries and InstallSnapshot is answered at once
+    /// with a term above the stream's, which is the one way to stop a stream async-raft left
+    /// lagging or sending a snapshot. Such a stream ignores its closed channel (the core stopped
+    /// on an error, without telling it to terminate) and retries a failed send for ever, and
+    /// the network (the transport of a stopped node fails every call) and the storage it holds
+    /// kept the node's store open after the node stopped: a restart of the node in the same
+    /// process could not open it. The stream's step down goes to a core that no longer exists.
+    pub(crate) fn dismiss_streams(&self) {
+        self.shared.core_ended.dismiss_streams();
+    }
+
+    /// What dismisses the streams later without holding the network (nor its store).
+    pub(crate) fn stream_dismissal(&self) -> StreamDismissal {
+        self.shared.core_ended.clone()
+    }
+
+    /// The answer that stops a stream of leader term `term` once the core has ended.
+    fn dismissal(&self, term: u64) -> Option<u64> {
+        self.shared
+            .core_ended
+            .0
+            .load(Ordering::SeqCst)
+            .then(|| term.saturating_add(1))
     }
 
     /// What responses of leader term `term` proved `follower` holds, and what they prove
@@ -441,6 +482,13 @@ impl RaftNetwork<Command> for GroupNetwork {
         target: u64,
         rpc: AppendEntriesRequest<Command>,
     ) -> anyhow::Result<AppendEntriesResponse> {
+        if let Some(term) = self.dismissal(rpc.term) {
+            return Ok(AppendEntriesResponse {
+                term,
+                success: false,
+                conflict_opt: None,
+            });
+        }
         let started = Instant::now();
         let shared = self.shared.clone();
         let mut rpc = rpc;
@@ -499,6 +547,9 @@ impl RaftNetwork<Command> for GroupNetwork {
         target: u64,
         rpc: InstallSnapshotRequest,
     ) -> anyhow::Result<InstallSnapshotResponse> {
+        if let Some(term) = self.dismissal(rpc.term) {
+            return Ok(InstallSnapshotResponse { term });
+        }
         let started = Instant::now();
         let key = SnapshotKey {
             term: rpc.term,
