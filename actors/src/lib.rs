@@ -9,6 +9,7 @@
 
 pub mod api;
 mod directory;
+mod fail_stop;
 pub mod groups;
 pub mod hints;
 pub mod inbound;

@@ -27,6 +27,7 @@
 
 use crate::api::{ApiError, ErrorCode, Request, Response};
 use crate::directory::Directory;
+use crate::fail_stop::{self, FailStop};
 use crate::groups::membership::GroupConfig;
 use crate::groups::GroupRouter;
 use crate::inbound::NodeMessages;
@@ -233,6 +234,8 @@ pub struct Broker {
     membership: Option<Arc<Membership>>,
     directory: Arc<Directory>,
     store: Store,
+    /// Set once the store poisoned itself: the node then refuses everything (see `fail_stop`).
+    failure: fail_stop::Failure,
 }
 
 fn stopped() -> ApiError {
@@ -292,6 +295,9 @@ impl Broker {
     /// Serves one request (not `Hello`, which the connection layer answers). For a produce with
     /// `acks = 0` the reply is computed but the caller drops it.
     pub async fn handle(&self, request: Request) -> Result<Response, ApiError> {
+        if let Some(cause) = self.failure() {
+            return Err(fail_stop::refusal(self.node_id, &cause));
+        }
         async fn ask<A, M>(addr: Addr<A>, message: M) -> Result<M::Result, ApiError>
         where
             A: Actor<Context = Context<A>> + Handler<M>,
@@ -342,6 +348,20 @@ impl Broker {
             Request::ClusterStatus(r) => Response::ClusterStatus(ask(self.metadata(), r).await??),
             Request::DrainNode(r) => Response::DrainNode(ask(self.metadata(), r).await??),
         })
+    }
+
+    /// Why the node stopped serving, once its store poisoned itself (a failed fsync or journal
+    /// write); `None` while it serves.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.borrow().clone()
+    }
+
+    /// Resolves with the cause once the node has stopped serving after a storage failure, or
+    /// with `None` once it shut down without one. Whoever runs the node waits on it and ends
+    /// the process (after [`Broker::shutdown`]), which must then be restarted: it holds no
+    /// handle of the node, so waiting never keeps the node's store open.
+    pub fn when_failed(&self) -> impl std::future::Future<Output = Option<String>> + 'static {
+        fail_stop::when_failed(self.failure.clone())
     }
 
     /// The Raft group of a partition replica running here.
@@ -577,6 +597,13 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
     if let Some(membership) = &membership {
         membership.set_ready(true).await;
     }
+    let failure = FailStop {
+        node,
+        reconciler: reconciler.downgrade(),
+        cluster: Arc::downgrade(&cluster),
+        membership: membership.as_ref().map(Arc::downgrade),
+    }
+    .spawn(store.when_poisoned());
     tracing::info!(node = %node, data_dir = %config.data_dir.display(), "node started");
     Ok(Broker {
         node_id: node,
@@ -591,6 +618,7 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
         membership,
         directory,
         store,
+        failure,
     })
 }
 

@@ -884,6 +884,77 @@ fn a_node_on_a_model_disk_keeps_what_was_synced_and_writes_nothing_to_its_data_d
     });
 }
 
+/// After a failed fsync the kernel may have dropped writes it had accepted: a node that went
+/// on answering from that store could serve (or acknowledge) what is not on its disk. It must
+/// stop at once, say why, and come back on what its last successful fsync kept.
+#[test]
+fn a_failed_fsync_stops_the_node_until_it_is_restarted() {
+    run(|dir, clock| async move {
+        let disk = ModelDisk::new();
+        let start_on_model = || {
+            let mut config = NodeConfig::single_node(dir.path());
+            config.offsets_partitions = 1;
+            let options = StoreOptions {
+                flush: FlushPolicy::Always,
+                sync_mode: SyncMode::Inline,
+                cache_bytes: 1 << 20,
+            };
+            let store = Store::open_model(&disk, options).unwrap();
+            let env = NodeEnv {
+                clock: clock.clone(),
+                storage: StorageSeam::Opened(store),
+                ..NodeEnv::production()
+            };
+            start_node_with(config, env)
+        };
+        let node = start_on_model().await.unwrap();
+        create(&node, "t", 1, TopicConfigOverrides::default()).await;
+        assert_eq!(
+            produce(&node, "t", 0, vec![batch(&["a"], T0)]).await,
+            Ok(Offset(0))
+        );
+        assert_eq!(node.failure(), None);
+
+        disk.fail_next_persist();
+        let unsynced = produce(&node, "t", 0, vec![batch(&["b"], T0)]).await;
+        assert!(
+            unsynced.is_err(),
+            "a write whose fsync failed was acknowledged"
+        );
+        let cause = tokio::time::timeout(Duration::from_secs(5), node.when_failed())
+            .await
+            .expect("the node stops")
+            .expect("with the cause");
+        assert!(cause.contains("journal persist failed"), "{cause}");
+        assert_eq!(node.failure(), Some(cause));
+
+        // Nothing is answered any more, not even what the node holds in memory.
+        let unavailable = |r: Result<Response, ApiError>| matches!(r, Err(e) if e.code == ErrorCode::UNAVAILABLE && e.message.contains("storage failed"));
+        let fetch = Request::Fetch(fetch_request("t", 0, 0, 0));
+        assert!(unavailable(node.handle(fetch).await));
+        let list = Request::ListTopics(ListTopics {
+            include_internal: true,
+        });
+        assert!(unavailable(node.handle(list).await));
+        // Its Raft groups stop too: it votes and replicates no more.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while node.metadata_group().leader().is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the metadata group still runs"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        node.shutdown().await;
+        let node = start_on_model().await.unwrap();
+        assert_eq!(node.failure(), None);
+        let values = fetch_values(&node, "t", 0, 0).await.unwrap();
+        assert_eq!(values.first(), Some(&(0, "a".to_string())));
+        node.shutdown().await;
+    });
+}
+
 /// Completes each fsync 300 ms after it was asked for, as a slow disk does.
 fn slow_fsyncs() -> SyncMode {
     SyncMode::External(SyncRunner::new(|job| {

@@ -14,6 +14,7 @@ use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// Network ids of clients start here, apart from nodes.
 pub const FIRST_CLIENT_ID: u64 = 1001;
@@ -26,6 +27,8 @@ pub struct SimCluster {
     next_client: Cell<u64>,
     /// Choices faults make when they strike (which group's leader steps down).
     pub fault_rng: RefCell<SmallRng>,
+    /// Notified whenever a node stops itself after its storage failed.
+    pub self_stops: Rc<Notify>,
 }
 
 impl SimCluster {
@@ -39,12 +42,20 @@ impl SimCluster {
     ) -> SimCluster {
         let net = SimNetwork::new(seed, net_config);
         let hook_trace = trace.clone();
+        let self_stops = Rc::new(Notify::new());
         net.set_event_hook(Box::new(move |event| trace_net_event(&hook_trace, event)));
         SimCluster {
             seed,
             net,
             trace,
-            nodes: nodes.into_iter().map(|n| (n.id(), Rc::new(n))).collect(),
+            nodes: nodes
+                .into_iter()
+                .map(|mut n| {
+                    n.self_stops = self_stops.clone();
+                    (n.id(), Rc::new(n))
+                })
+                .collect(),
+            self_stops,
             next_client: Cell::new(FIRST_CLIENT_ID),
             fault_rng: RefCell::new(crate::rng::stream(seed, "fault-choices")),
         }

@@ -28,7 +28,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 /// What a node's store lives on.
@@ -194,6 +194,9 @@ pub struct SimNode {
     /// An injected fsync failure may still be waiting for this node's next fsync (which may
     /// come while it starts, and then stop the start).
     pub fsync_fault_armed: Cell<bool>,
+    /// Notified when a running incarnation stops itself after its storage failed; the cluster
+    /// shares one among its nodes (see [`SimNode::stopped_itself`]).
+    pub self_stops: Rc<Notify>,
 }
 
 /// Why a node did not start.
@@ -234,6 +237,7 @@ impl SimNode {
             registered: Cell::new(false),
             starts: Cell::new(0),
             fsync_fault_armed: Cell::new(false),
+            self_stops: Rc::new(Notify::new()),
         }
     }
 
@@ -263,6 +267,12 @@ impl SimNode {
                 Err(gregor_storage::StorageError::Poisoned(_))
             )
         })
+    }
+
+    /// Why the running incarnation stopped serving, if its storage failed: it waits to be
+    /// taken down as a crashed process is (see [`crate::faults`]).
+    pub fn stopped_itself(&self) -> Option<String> {
+        self.broker().and_then(|broker| broker.failure())
     }
 
     /// The model disk, for faults only a model disk can have.
@@ -338,6 +348,13 @@ impl SimNode {
                 });
             }
         };
+        let failed = broker.when_failed();
+        let self_stops = self.self_stops.clone();
+        actix_rt::spawn(async move {
+            if failed.await.is_some() {
+                self_stops.notify_one();
+            }
+        });
         let (stop_serving, stopping) = watch::channel(false);
         let accept = actix_rt::spawn(accept_clients(
             net.listen(self.id()),

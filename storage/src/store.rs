@@ -13,6 +13,7 @@ use crate::backend::{
 use crate::closed::{CloseGuard, StoreClosed};
 use crate::io::IoPool;
 use crate::keys::{self, TAG_FLOOR, TAG_GROUP_STATE};
+use crate::poisoned::StorePoisoned;
 use crate::reclaim::{ReclaimCounts, Reclaimer};
 use crate::state::{decode_floor, GroupState, LogFloor};
 use crate::sync::{self, Poison, SyncCallback, SyncJob, SyncThread};
@@ -131,6 +132,15 @@ impl Store {
     /// directory again in this process.
     pub fn when_closed(&self) -> StoreClosed {
         self.inner.closed.watch()
+    }
+
+    /// Resolves with the cause the moment this store poisons itself (a failed fsync or journal
+    /// write) or is fenced, after which every call is refused for good; with `None` once it
+    /// closes unpoisoned. A node waits on it to stop serving: nothing it could still answer
+    /// from this store can be trusted, and only a restart (which recovers from the last
+    /// successful fsync) makes the node useful again.
+    pub fn when_poisoned(&self) -> StorePoisoned {
+        self.inner.poison.watch()
     }
 
     /// Calls `done` once every write made before this call is durable per the flush policy.

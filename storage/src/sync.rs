@@ -7,6 +7,7 @@
 //! arrive during one fsync, each of which stands for a write its caller already made.
 
 use crate::backend::{Backend, Durability};
+use crate::poisoned::{PoisonSignal, StorePoisoned};
 use crate::worker::{Shared, WorkerState, Workers};
 use crate::StorageError;
 use std::sync::{Arc, OnceLock};
@@ -16,9 +17,18 @@ pub type SyncCallback = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
 
 /// Set once, on the first failed write or fsync, and never cleared: after a failed fsync the
 /// kernel may have dropped dirty pages, so retrying could report durability that is not there.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Poison {
     cause: OnceLock<String>,
+    signal: PoisonSignal,
+}
+
+impl std::fmt::Debug for Poison {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poison")
+            .field("cause", &self.cause.get())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Poison {
@@ -33,7 +43,12 @@ impl Poison {
     pub fn poison(&self, cause: &dyn std::fmt::Display) -> StorageError {
         let cause = self.cause.get_or_init(|| cause.to_string());
         tracing::error!(%cause, "storage poisoned; the node must restart");
+        self.signal.fire(cause);
         StorageError::Poisoned(cause.clone())
+    }
+
+    pub fn watch(&self) -> StorePoisoned {
+        self.signal.watch()
     }
 }
 

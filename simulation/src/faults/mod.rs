@@ -36,8 +36,8 @@ pub struct FaultLog {
 }
 
 /// Carries out `plan` against `cluster`, each step at its time after `origin`, until `stop`
-/// turns true. A step under way when it does is finished first (a node half started would
-/// hold its disk).
+/// turns true, and meanwhile takes down every node that stops itself. A step under way when
+/// `stop` turns is finished first (a node half started would hold its disk).
 pub async fn run_plan(
     plan: Plan,
     cluster: Rc<SimCluster>,
@@ -46,12 +46,38 @@ pub async fn run_plan(
     mut stop: watch::Receiver<bool>,
 ) {
     for step in plan.steps {
+        let at = origin + Duration::from_millis(step.at_ms);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop) => return,
+                () = cluster.self_stops.notified() => take_down_stopped_nodes(&cluster),
+                () = tokio::time::sleep_until(at) => break,
+            }
+        }
+        apply(&step.action, &cluster, &log).await;
+    }
+    loop {
         tokio::select! {
             biased;
             _ = stop.wait_for(|stop| *stop) => return,
-            () = tokio::time::sleep_until(origin + Duration::from_millis(step.at_ms)) => {}
+            () = cluster.self_stops.notified() => take_down_stopped_nodes(&cluster),
         }
-        apply(&step.action, &cluster, &log).await;
+    }
+}
+
+/// A node that stopped itself after its storage failed is a process that exited: it goes down
+/// as a crashed one does (its page cache kept), and a restart by the plan or the heal brings
+/// it back on what its disk kept.
+pub fn take_down_stopped_nodes(cluster: &SimCluster) {
+    for node in cluster.nodes() {
+        if let Some(cause) = node.stopped_itself() {
+            cluster.trace.event(format_args!(
+                "node {} stopped itself: its storage failed ({cause})",
+                node.id()
+            ));
+            crash(node, CrashSpec::Process, cluster);
+        }
     }
 }
 
@@ -305,7 +331,7 @@ pub async fn heal_all(cluster: &SimCluster, log: &FaultLog) {
         }
         // A node whose storage failed stops serving and waits for a restart, which is what an
         // operator (or a supervisor) gives it.
-        if node.is_poisoned() {
+        if node.stopped_itself().is_some() || node.is_poisoned() {
             crash(node, CrashSpec::PowerLoss { keep_permille: 0 }, cluster);
         }
         if !node.is_up() {

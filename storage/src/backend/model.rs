@@ -125,12 +125,18 @@ impl ModelDisk {
         }
         disk.generation += 1;
         disk.open = false;
+        // An armed fsync failure belongs to the incarnation it was armed for: the fault models
+        // one failed fsync of a running node, which must then stop. A crash before it struck
+        // ends that incarnation, and the next one starts on a disk that works (a disk that
+        // fails again is another injected failure), so a restarted node can run again.
+        disk.fail_next_persist = false;
         disk.live = Default::default();
         disk.views.clear();
         disk.to_prune.clear();
     }
 
-    /// The next persist fails (as an fsync returning EIO): the store must poison itself.
+    /// The next persist fails (as an fsync returning EIO): the store must poison itself. A
+    /// crash first disarms it.
     pub fn fail_next_persist(&self) {
         self.lock().fail_next_persist = true;
     }

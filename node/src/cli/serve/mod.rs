@@ -226,19 +226,37 @@ async fn serve(
         info!("advertising {} to clients", node.advertised_address);
     }
 
+    let failed = broker.when_failed();
     let shutdown = async {
         tokio::select! {
             _ = interrupt.recv() => info!("SIGINT received; shutting down"),
             _ = terminate.recv() => info!("SIGTERM received; shutting down"),
             () = system_stopped => info!("actor system stopped; shutting down"),
+            Some(_) = failed => info!("the node's storage failed; closing every connection"),
         }
     };
     server::serve(listener, broker.clone(), config.server, shutdown).await;
     // Only after the last connection is gone: nothing can append any more, so what the node
     // makes durable now is everything it acknowledged.
+    let failure = broker.failure();
     broker.shutdown().await;
+    if let Some(cause) = failure {
+        anyhow::bail!(storage_failed(node.node_id, &node.data_dir, &cause));
+    }
     info!("gregor node {} stopped", node.node_id);
     Ok(())
+}
+
+/// Why a node that stopped on a failed fsync or write exits non-zero, and what to do.
+fn storage_failed(node: NodeId, data_dir: &std::path::Path, cause: &str) -> String {
+    format!(
+        "node {node} stopped because its storage failed ({cause}); after a failed fsync the \
+         operating system may have dropped writes it had accepted, so the node does not go on \
+         from that state. Check the disk holding {} (kernel log, free space, SMART) and the log \
+         above, then start the node again: it recovers from its last successful fsync and \
+         catches up from its peers",
+        data_dir.display()
+    )
 }
 
 /// Says whether this node founds, joins or rejoins its cluster, before the wait that follows.
