@@ -73,6 +73,14 @@ pub struct Containment {
     /// stands again at every election timeout, so when thousands of groups elect at once and
     /// votes take longer than that, every candidacy is abandoned before it wins, for ever.
     pub pace_elections: bool,
+    /// (u) Refuse a snapshot chunk that does not continue a stream this incarnation of the
+    /// node saw begin at offset 0 (`RpcError::SnapshotOutOfOrder`): async-raft's follower,
+    /// with no stream in progress, takes a chunk at any offset as a whole new snapshot, and
+    /// installing the truncated result is a fatal storage error that stops the replica.
+    pub snapshot_chunk_order: bool,
+    /// (u) Leader side: a follower's refusal of a chunk makes the stream start again from
+    /// offset 0: async-raft resends a failed chunk at the same offset for ever.
+    pub snapshot_stream_restart: bool,
 }
 
 impl Containment {
@@ -97,6 +105,8 @@ impl Containment {
         outpace_stale_candidates: true,
         outpace_stale_learners: true,
         pace_elections: true,
+        snapshot_chunk_order: true,
+        snapshot_stream_restart: true,
     };
 }
 

@@ -27,6 +27,7 @@ pub mod peer;
 mod raft_store;
 mod restart_role;
 pub mod rpc;
+mod snapshot_bytes;
 pub mod transport;
 
 pub use command::{ApplyOutcome, Command, KvWrite};

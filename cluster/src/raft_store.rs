@@ -11,6 +11,7 @@
 use crate::codec::{decode_membership, from_stored, hollow_from_stored, to_stored};
 use crate::command::{ApplyOutcome, Command};
 use crate::restart_role::{self, RestartRole};
+use crate::snapshot_bytes::{SnapshotBytes, StreamRestarts};
 use anyhow::{anyhow, Context, Result};
 use async_raft::raft::{Entry, EntryPayload, EntrySnapshotPointer, MembershipConfig};
 use async_raft::storage::{CurrentSnapshotData, HardState, InitialState};
@@ -19,7 +20,6 @@ use gregor_storage::{
     Applied, GroupId, GroupSnapshot, LogFloor, NodeId, PartitionState, StateMachine, Store,
 };
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{oneshot, watch};
@@ -75,6 +75,9 @@ pub(crate) struct GroupStorage {
     /// Whether a restart may leave async-raft leading a term this node did not win (see
     /// `restart_role`): only the containment's test turns this off.
     contain_restart_leadership: bool,
+    /// Moved by the group's network when a follower refuses a snapshot stream: the copies
+    /// handed out before then fail, and async-raft sends a fresh one from offset 0.
+    snapshot_restarts: StreamRestarts,
     /// The founding configuration of a group this node joins as a founding member (not its
     /// founder): until a configuration entry is stored, it is the group's configuration, so
     /// async-raft follows it (and does not turn into a follower of itself alone after voting).
@@ -105,6 +108,7 @@ impl GroupStorage {
             hollow_below: Arc::new(AtomicU64::new(0)),
             log_version: Arc::new(AtomicU64::new(0)),
             contain_restart_leadership,
+            snapshot_restarts: StreamRestarts::default(),
             founding: None,
         })
     }
@@ -123,6 +127,11 @@ impl GroupStorage {
     /// The highest index this node appended as leader (see the network's tail resend).
     pub(crate) fn leader_tail(&self) -> Arc<AtomicU64> {
         self.leader_tail.clone()
+    }
+
+    /// See the field.
+    pub(crate) fn snapshot_restarts(&self) -> StreamRestarts {
+        self.snapshot_restarts.clone()
     }
 
     pub(crate) fn hollow_below(&self) -> Arc<AtomicU64> {
@@ -272,12 +281,15 @@ impl GroupStorage {
     fn current_snapshot(
         &self,
         snapshot: &GroupSnapshot,
-    ) -> Result<CurrentSnapshotData<Cursor<Vec<u8>>>> {
+    ) -> Result<CurrentSnapshotData<SnapshotBytes>> {
         Ok(CurrentSnapshotData {
             term: snapshot.term,
             index: snapshot.index,
             membership: self.membership_or_initial(snapshot.membership.as_deref())?,
-            snapshot: Box::new(Cursor::new(snapshot.encode())),
+            snapshot: Box::new(SnapshotBytes::outgoing(
+                snapshot.encode(),
+                &self.snapshot_restarts,
+            )),
         })
     }
 
@@ -329,7 +341,7 @@ impl GroupStorage {
 
 #[async_trait::async_trait]
 impl RaftStorage<Command, ApplyOutcome> for GroupStorage {
-    type Snapshot = Cursor<Vec<u8>>;
+    type Snapshot = SnapshotBytes;
     type ShutdownError = std::io::Error;
 
     async fn get_membership_config(&self) -> Result<MembershipConfig> {
@@ -490,7 +502,7 @@ impl RaftStorage<Command, ApplyOutcome> for GroupStorage {
     /// A buffer for a snapshot streaming in from the leader.
     async fn create_snapshot(&self) -> Result<(String, Box<Self::Snapshot>)> {
         let id = format!("group-{}-incoming", self.group);
-        Ok((id, Box::new(Cursor::new(Vec::new()))))
+        Ok((id, Box::new(SnapshotBytes::incoming())))
     }
 
     /// Installs the snapshot the leader streamed: the group's state is replaced in one atomic
@@ -785,7 +797,9 @@ mod tests {
         };
         follower.save_hard_state(&term).await.expect("hard state");
         let (id, mut incoming) = follower.create_snapshot().await.expect("create");
-        std::io::Write::write_all(&mut *incoming, &bytes).expect("write");
+        tokio::io::AsyncWriteExt::write_all(&mut *incoming, &bytes)
+            .await
+            .expect("write");
         follower
             .finalize_snapshot_installation(3, 1, None, id, incoming)
             .await
@@ -816,7 +830,9 @@ mod tests {
             .into_inner();
         let follower = storage(&ModelDisk::new());
         let (id, mut incoming) = follower.create_snapshot().await.expect("create");
-        std::io::Write::write_all(&mut *incoming, &bytes).expect("write");
+        tokio::io::AsyncWriteExt::write_all(&mut *incoming, &bytes)
+            .await
+            .expect("write");
         let wrong = follower
             .finalize_snapshot_installation(4, 1, None, id, incoming)
             .await;

@@ -33,6 +33,10 @@ pub enum RpcError {
     Protocol(String),
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// A snapshot chunk that does not continue a stream this node saw begin at offset 0 since
+    /// it started: refused, never installed; the leader sends the snapshot again from the start.
+    #[error("snapshot chunk at offset {offset} continues no stream begun here")]
+    SnapshotOutOfOrder { offset: u64 },
 }
 
 /// The body of one request from one node to another.

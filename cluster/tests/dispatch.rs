@@ -383,3 +383,57 @@ fn a_candidate_behind_us_is_refused_but_its_newer_term_is_taken() {
         assert_eq!(cluster.group(ME, GROUP).role(), GroupRole::Follower);
     });
 }
+
+/// A whole snapshot in one chunk, from leader 2 of term 1, for entry 10 of term 1.
+fn snapshot_chunk(data: &[u8]) -> InstallSnapshotRequest {
+    InstallSnapshotRequest {
+        term: 1,
+        leader_id: 2,
+        last_included_index: 10,
+        last_included_term: 1,
+        offset: 0,
+        data: data.to_vec(),
+        done: true,
+    }
+}
+
+/// Waits up to `within` for node 1's replica to stop; whether it did.
+async fn stops_within(cluster: &TestCluster, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    let replica = cluster.group(ME, GROUP);
+    while tokio::time::Instant::now() < deadline {
+        if replica.role() == GroupRole::Stopped {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    replica.role() == GroupRole::Stopped
+}
+
+#[test]
+fn a_snapshot_that_does_not_decode_is_refused_not_installed() {
+    runtime().block_on(async {
+        let cluster = follower(Containment::default()).await;
+        give_log(&cluster, 3, 0).await;
+        let refused = cluster
+            .node(ME)
+            .dispatcher()
+            .install_snapshot(NodeId(2), GROUP, snapshot_chunk(b"not a snapshot"))
+            .await;
+        assert!(matches!(refused, Err(RpcError::Protocol(_))), "{refused:?}");
+        assert!(!stops_within(&cluster, Duration::from_secs(2)).await);
+        assert_eq!(stored(&cluster), vec![1, 2, 3]);
+
+        let raw = follower(without(|c| c.snapshot_chunk_order = false)).await;
+        give_log(&raw, 3, 0).await;
+        let _ = raw
+            .node(ME)
+            .dispatcher()
+            .install_snapshot(NodeId(2), GROUP, snapshot_chunk(b"not a snapshot"))
+            .await;
+        assert!(
+            stops_within(&raw, Duration::from_secs(2)).await,
+            "async-raft installs whatever bytes came, and a failure to is fatal"
+        );
+    });
+}

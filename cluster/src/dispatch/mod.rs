@@ -6,6 +6,7 @@
 
 mod append;
 pub(crate) mod log;
+mod snapshot;
 mod vote;
 
 use crate::codec::decode_membership;
@@ -24,6 +25,7 @@ use async_raft::metrics::RaftMetrics;
 use bytes::Bytes;
 use gregor_storage::{GroupId, NodeId, Store};
 use log::{LogView, StoredLog};
+use snapshot::{Refusal, SnapshotStream};
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -248,6 +250,9 @@ pub(crate) struct GroupInbound {
     step_downs: Arc<AtomicU64>,
     /// This group's own.
     own_step_downs: AtomicU64,
+    /// The snapshot stream async-raft is taking (see `snapshot`); a new incarnation of the
+    /// node starts with none.
+    snapshot_stream: std::sync::Mutex<SnapshotStream>,
 }
 
 impl GroupInbound {
@@ -263,6 +268,7 @@ impl GroupInbound {
         GroupInbound {
             step_downs: Arc::default(),
             own_step_downs: AtomicU64::new(0),
+            snapshot_stream: std::sync::Mutex::default(),
             log_version,
             last_match: std::sync::Mutex::new(None),
             outpaced_to: AtomicU64::new(0),
@@ -536,7 +542,43 @@ impl GroupInbound {
                 term: response.term,
             });
         }
-        self.raft.install_snapshot(rpc).await.map_err(raft_error)
+        if !self.containment.snapshot_chunk_order {
+            return self.raft.install_snapshot(rpc).await.map_err(raft_error);
+        }
+        let expected = (rpc.last_included_index, rpc.last_included_term);
+        let taken = self
+            .stream()
+            .take(&rpc, |whole| check_snapshot(whole, expected));
+        match taken {
+            Ok(()) => {}
+            Err(Refusal::OutOfOrder) => {
+                tracing::warn!(group = %self.group, leader = rpc.leader_id, offset = rpc.offset, "refused a snapshot chunk that continues no stream begun here");
+                return Err(RpcError::SnapshotOutOfOrder { offset: rpc.offset });
+            }
+            Err(Refusal::Malformed(why)) => {
+                tracing::warn!(group = %self.group, leader = rpc.leader_id, %why, "refused a snapshot that does not decode");
+                return Err(RpcError::Protocol(format!("snapshot refused: {why}")));
+            }
+        }
+        let term = rpc.term;
+        match self.raft.install_snapshot(rpc).await {
+            // A chunk of an older term is ignored by async-raft: its stream is not this one.
+            Ok(response) if response.term != term => {
+                self.stream().forget();
+                Ok(response)
+            }
+            Ok(response) => Ok(response),
+            Err(error) => {
+                self.stream().forget();
+                Err(raft_error(error))
+            }
+        }
+    }
+
+    fn stream(&self) -> std::sync::MutexGuard<'_, SnapshotStream> {
+        self.snapshot_stream
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Whether our log holds the leader's entry `index` of `term`: stored with that term, or
@@ -602,6 +644,22 @@ impl GroupInbound {
 /// The members a vote is checked against (none for a pristine replica) and our last log
 /// index and term.
 type VoteContext = (Option<BTreeSet<u64>>, (u64, u64));
+
+/// Whether `whole` is a snapshot storage will install as the leader's entry `expected`
+/// (index, term): async-raft treats any failure to install one as fatal.
+fn check_snapshot(whole: &[u8], expected: (u64, u64)) -> Result<(), String> {
+    let snapshot = gregor_storage::GroupSnapshot::decode(whole).map_err(|e| e.to_string())?;
+    if (snapshot.index, snapshot.term) != expected {
+        return Err(format!(
+            "it holds entry {} of term {}, the leader said {} of term {}",
+            snapshot.index, snapshot.term, expected.0, expected.1
+        ));
+    }
+    if let Some(membership) = snapshot.membership.as_deref() {
+        decode_membership(membership).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
 
 fn raft_error(error: RaftError) -> RpcError {
     match error {

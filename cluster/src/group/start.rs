@@ -107,6 +107,7 @@ impl RaftGroup {
             LogMarks {
                 leader_tail: storage.leader_tail(),
                 hollow_below: storage.hollow_below(),
+                snapshot_restarts: storage.snapshot_restarts(),
             },
             env.tuning.network(env.containment),
             env.dispatcher.elections(),

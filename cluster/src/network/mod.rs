@@ -37,6 +37,7 @@ use crate::rpc::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     RpcError, VoteRequest, VoteResponse,
 };
+use crate::snapshot_bytes::StreamRestarts;
 use crate::transport::Transport;
 use async_raft::raft::{ConflictOpt, Entry, EntryPayload};
 use async_raft::RaftNetwork;
@@ -128,6 +129,7 @@ struct SnapshotKey {
 pub(crate) struct LogMarks {
     pub(crate) leader_tail: Arc<AtomicU64>,
     pub(crate) hollow_below: Arc<AtomicU64>,
+    pub(crate) snapshot_restarts: StreamRestarts,
 }
 
 /// Whether a group's Raft core has ended, and with it every reason to keep its replication
@@ -157,6 +159,8 @@ struct Shared {
     leader_tail: Arc<AtomicU64>,
     /// Blank entries below this index may be record entries a long scan answered hollow.
     hollow_below: Arc<AtomicU64>,
+    /// Moved when a follower refuses a snapshot chunk (see `install_snapshot`).
+    snapshot_restarts: StreamRestarts,
     settings: NetworkSettings,
     tracker: Mutex<Option<CommitTracker>>,
     elections: Arc<ElectionGate>,
@@ -177,6 +181,7 @@ impl GroupNetwork {
         let LogMarks {
             leader_tail,
             hollow_below,
+            snapshot_restarts,
         } = marks;
         GroupNetwork {
             shared: Arc::new(Shared {
@@ -186,6 +191,7 @@ impl GroupNetwork {
                 store,
                 leader_tail,
                 hollow_below,
+                snapshot_restarts,
                 settings,
                 tracker: Mutex::new(None),
                 elections,
@@ -452,6 +458,19 @@ impl Shared {
             .unwrap_or_default()
     }
 
+    /// `target` refused a chunk at `offset` as continuing no stream it saw begin (it
+    /// restarted, say). async-raft would resend that chunk for ever; failing the copies it
+    /// reads from makes it take a fresh one and send it from offset 0. Every stream of the
+    /// group restarts (the copies do not know their follower), which costs a resend of the
+    /// others' chunks, and only when a follower refused one.
+    fn restart_snapshot_streams(&self, target: u64, offset: u64) {
+        if !self.settings.containment.snapshot_stream_restart {
+            return;
+        }
+        tracing::info!(group = %self.group, follower = target, offset, "a follower refused a snapshot chunk: the stream starts again from offset 0");
+        self.snapshot_restarts.restart();
+    }
+
     async fn send_snapshot(
         self: Arc<Self>,
         target: u64,
@@ -570,6 +589,9 @@ impl RaftNetwork<Command> for GroupNetwork {
                     .term_to_step_down_into(key.term, target, answered),
             }),
             Err(error) => {
+                if let RpcError::SnapshotOutOfOrder { offset } = error {
+                    self.shared.restart_snapshot_streams(target, offset);
+                }
                 self.shared.fail_after(started).await;
                 Err(error.into())
             }

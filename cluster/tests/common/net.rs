@@ -59,6 +59,9 @@ pub struct TestNet {
     vote_cost: Mutex<Option<Duration>>,
     /// When each node's vote service is next free.
     voter_free_at: Mutex<BTreeMap<NodeId, tokio::time::Instant>>,
+    /// A node to cut off from every other once it has taken a snapshot chunk past offset 0
+    /// (see `cut_off_mid_snapshot`).
+    cut_mid_snapshot: Mutex<Option<NodeId>>,
 }
 
 impl TestNet {
@@ -73,6 +76,7 @@ impl TestNet {
             immediate_failures: AtomicU64::new(0),
             vote_cost: Mutex::new(None),
             voter_free_at: Mutex::new(BTreeMap::new()),
+            cut_mid_snapshot: Mutex::new(None),
         })
     }
 
@@ -89,6 +93,7 @@ impl TestNet {
             immediate_failures: AtomicU64::new(0),
             vote_cost: Mutex::new(None),
             voter_free_at: Mutex::new(BTreeMap::new()),
+            cut_mid_snapshot: Mutex::new(None),
         })
     }
 
@@ -219,6 +224,27 @@ impl TestNet {
             .unwrap()
             .extra_delay
             .insert((from, to), delay);
+    }
+
+    /// Once `node` has taken a snapshot chunk past offset 0, every link to and from it is cut,
+    /// before the chunk's answer leaves it: a power cut in the middle of a snapshot stream.
+    pub fn cut_off_mid_snapshot(&self, node: NodeId) {
+        *self.cut_mid_snapshot.lock().unwrap() = Some(node);
+    }
+
+    /// Whether the cut `cut_off_mid_snapshot` asked for has happened.
+    pub fn cut_mid_snapshot_done(&self) -> bool {
+        self.cut_mid_snapshot.lock().unwrap().is_none()
+    }
+
+    fn cut_if_mid_snapshot(&self, to: NodeId, offset: u64) {
+        let mut pending = self.cut_mid_snapshot.lock().unwrap();
+        if offset == 0 || *pending != Some(to) {
+            return;
+        }
+        *pending = None;
+        let others: Vec<NodeId> = self.handlers.lock().unwrap().keys().copied().collect();
+        self.isolate(to, &others);
     }
 
     pub fn appends(&self) -> Vec<SentAppend> {
@@ -407,9 +433,13 @@ impl Transport for NetTransport {
         rpc: InstallSnapshotRequest,
     ) -> Result<InstallSnapshotResponse, RpcError> {
         let me = self.me;
+        let net = self.net.clone();
         self.net
             .call(me, target, |h| async move {
-                h.install_snapshot(me, group, rpc).await
+                let offset = rpc.offset;
+                let answer = h.install_snapshot(me, group, rpc).await;
+                net.cut_if_mid_snapshot(target, offset);
+                answer
             })
             .await
     }
