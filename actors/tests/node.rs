@@ -848,26 +848,34 @@ fn a_fetch_asking_for_4_gib_gets_at_most_the_broker_cap() {
     });
 }
 
+/// A single node on the in-memory model disk, syncing every write.
+fn start_on_model_disk(
+    dir: &std::path::Path,
+    clock: &Arc<ManualClock>,
+    disk: &ModelDisk,
+    offsets_partitions: u32,
+) -> impl std::future::Future<Output = Result<Broker, gregor_actors::StartError>> {
+    let mut config = NodeConfig::single_node(dir);
+    config.offsets_partitions = offsets_partitions;
+    let options = StoreOptions {
+        flush: FlushPolicy::Always,
+        sync_mode: SyncMode::Inline,
+        cache_bytes: 1 << 20,
+    };
+    let store = Store::open_model(disk, options).unwrap();
+    let env = NodeEnv {
+        clock: clock.clone(),
+        storage: StorageSeam::Opened(store),
+        ..NodeEnv::production()
+    };
+    start_node_with(config, env)
+}
+
 #[test]
 fn a_node_on_a_model_disk_keeps_what_was_synced_and_writes_nothing_to_its_data_dir() {
     run(|dir, clock| async move {
         let disk = ModelDisk::new();
-        let start_on_model = || {
-            let mut config = NodeConfig::single_node(dir.path());
-            config.offsets_partitions = 3;
-            let options = StoreOptions {
-                flush: FlushPolicy::Always,
-                sync_mode: SyncMode::Inline,
-                cache_bytes: 1 << 20,
-            };
-            let store = Store::open_model(&disk, options).unwrap();
-            let env = NodeEnv {
-                clock: clock.clone(),
-                storage: StorageSeam::Opened(store),
-                ..NodeEnv::production()
-            };
-            start_node_with(config, env)
-        };
+        let start_on_model = || start_on_model_disk(dir.path(), &clock, &disk, 3);
         let node = start_on_model().await.unwrap();
         create(&node, "t", 1, TopicConfigOverrides::default()).await;
         let acked = produce(&node, "t", 0, vec![batch(&["a", "b"], T0)]).await;
@@ -891,22 +899,7 @@ fn a_node_on_a_model_disk_keeps_what_was_synced_and_writes_nothing_to_its_data_d
 fn a_failed_fsync_stops_the_node_until_it_is_restarted() {
     run(|dir, clock| async move {
         let disk = ModelDisk::new();
-        let start_on_model = || {
-            let mut config = NodeConfig::single_node(dir.path());
-            config.offsets_partitions = 1;
-            let options = StoreOptions {
-                flush: FlushPolicy::Always,
-                sync_mode: SyncMode::Inline,
-                cache_bytes: 1 << 20,
-            };
-            let store = Store::open_model(&disk, options).unwrap();
-            let env = NodeEnv {
-                clock: clock.clone(),
-                storage: StorageSeam::Opened(store),
-                ..NodeEnv::production()
-            };
-            start_node_with(config, env)
-        };
+        let start_on_model = || start_on_model_disk(dir.path(), &clock, &disk, 1);
         let node = start_on_model().await.unwrap();
         create(&node, "t", 1, TopicConfigOverrides::default()).await;
         assert_eq!(
