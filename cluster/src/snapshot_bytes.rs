@@ -11,7 +11,7 @@
 //!   drops everything after the position it seeks to, so it always holds exactly the bytes of
 //!   the chunks written since, in order.
 
-use std::io::{Cursor, Read, Seek, SeekFrom, Write};
+use std::io::{Cursor, Seek, SeekFrom, Write};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -99,9 +99,16 @@ impl AsyncRead for SnapshotBytes {
         _cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let read = this.cursor.read(buf.initialize_unfilled())?;
-        buf.advance(read);
+        // Copied straight into the caller's buffer: `initialize_unfilled` would zero all of its
+        // spare capacity (a whole chunk) first, on every read.
+        let cursor = &mut self.get_mut().cursor;
+        let start = usize::try_from(cursor.position())
+            .unwrap_or(usize::MAX)
+            .min(cursor.get_ref().len());
+        let remaining = &cursor.get_ref()[start..];
+        let read = remaining.len().min(buf.remaining());
+        buf.put_slice(&remaining[..read]);
+        cursor.set_position((start + read) as u64);
         Poll::Ready(Ok(()))
     }
 }
