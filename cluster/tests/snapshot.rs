@@ -17,29 +17,9 @@ const SECOND: Duration = Duration::from_secs(1);
 async fn scenario(containment: Containment) -> bool {
     let cluster = TestCluster::with(&[1, 2, 3], common::tuning(), containment).await;
     cluster.form_group(GROUP, &[1, 2, 3]).await;
-    let leader = cluster.wait_leader(GROUP, 10 * SECOND).await.unwrap();
-    let behind = cluster.ids().into_iter().find(|n| *n != leader).unwrap();
-    cluster.net.isolate(behind, &cluster.ids());
-    for _ in 0..20 {
-        cluster
-            .propose(GROUP, append(2), 10 * SECOND)
-            .await
-            .unwrap();
-    }
-    let (trimmed, _) = cluster
-        .propose(GROUP, Command::AdvanceLogStart { offset: 30 }, 10 * SECOND)
-        .await
-        .unwrap();
-    let others: Vec<_> = cluster.ids().into_iter().filter(|n| *n != behind).collect();
-    cluster
-        .wait_applied_on(&others, GROUP, trimmed, 10 * SECOND)
-        .await;
+    let (leader, behind) = cluster.leave_a_follower_needing_a_snapshot(GROUP).await;
     let leader_store = cluster.node(leader).store();
     let floor = leader_store.log_floor(GROUP).unwrap();
-    assert!(
-        floor.index > 0,
-        "retention removed the head of the leader's log"
-    );
     for _ in 0..5 {
         cluster
             .propose(GROUP, append(2), 10 * SECOND)

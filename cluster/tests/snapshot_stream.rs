@@ -7,9 +7,9 @@
 
 mod common;
 
-use common::{append, runtime, TestCluster};
-use gregor_cluster::{Command, Containment, GroupRole, RaftTuning, Start};
-use gregor_storage::{GroupId, NodeId};
+use common::{runtime, TestCluster};
+use gregor_cluster::{Containment, GroupRole, RaftTuning, Start};
+use gregor_storage::GroupId;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -35,27 +35,7 @@ async fn restarted_mid_stream(containment: Containment) -> Outcome {
     };
     let mut cluster = TestCluster::with(&[1, 2, 3], tuning, containment).await;
     cluster.form_group(GROUP, &[1, 2, 3]).await;
-    let leader = cluster.wait_leader(GROUP, 10 * SECOND).await.unwrap();
-    let behind = cluster.ids().into_iter().find(|n| *n != leader).unwrap();
-    cluster.net.isolate(behind, &cluster.ids());
-    for _ in 0..20 {
-        cluster
-            .propose(GROUP, append(2), 10 * SECOND)
-            .await
-            .unwrap();
-    }
-    let (trimmed, _) = cluster
-        .propose(GROUP, Command::AdvanceLogStart { offset: 30 }, 10 * SECOND)
-        .await
-        .unwrap();
-    let others: Vec<NodeId> = cluster.ids().into_iter().filter(|n| *n != behind).collect();
-    cluster
-        .wait_applied_on(&others, GROUP, trimmed, 10 * SECOND)
-        .await;
-    assert!(
-        cluster.node(leader).store().log_floor(GROUP).unwrap().index > 0,
-        "retention removed the head of the leader's log: the follower needs a snapshot"
-    );
+    let (leader, behind) = cluster.leave_a_follower_needing_a_snapshot(GROUP).await;
 
     cluster.net.cut_off_mid_snapshot(behind);
     cluster.net.heal();

@@ -257,6 +257,31 @@ impl TestCluster {
         self.wait_applied_on(&all, group, index, within).await
     }
 
+    /// Cuts one follower of `group` off, writes past it and has retention remove the head of
+    /// the log on the others, so that the follower, once reachable, can only catch up by a
+    /// snapshot. Returns the leader and that follower (still cut off).
+    pub async fn leave_a_follower_needing_a_snapshot(&self, group: GroupId) -> (NodeId, NodeId) {
+        let second = Duration::from_secs(1);
+        let leader = self.wait_leader(group, 10 * second).await.unwrap();
+        let behind = self.ids().into_iter().find(|n| *n != leader).unwrap();
+        self.net.isolate(behind, &self.ids());
+        for _ in 0..20 {
+            self.propose(group, append(2), 10 * second).await.unwrap();
+        }
+        let (trimmed, _) = self
+            .propose(group, Command::AdvanceLogStart { offset: 30 }, 10 * second)
+            .await
+            .unwrap();
+        let others: Vec<NodeId> = self.ids().into_iter().filter(|n| *n != behind).collect();
+        self.wait_applied_on(&others, group, trimmed, 10 * second)
+            .await;
+        assert!(
+            self.node(leader).store().log_floor(group).unwrap().index > 0,
+            "retention removed the head of the leader's log: the follower needs a snapshot"
+        );
+        (leader, behind)
+    }
+
     /// Waits until the replicas of `group` on `on` have applied at least `index`.
     pub async fn wait_applied_on(
         &self,
