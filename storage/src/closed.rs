@@ -2,74 +2,42 @@
 //! in this process. The last handle can go on any thread (a storage job's, an actor's), so a
 //! caller that must reopen waits on this rather than on its own handle's drop.
 
+use crate::signal::{Settled, Signal};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
-
-#[derive(Default)]
-struct State {
-    closed: bool,
-    wakers: Vec<Waker>,
-}
-
-#[derive(Default)]
-struct Shared(Mutex<State>);
-
-impl Shared {
-    /// The state is a flag and a list: any value a panicking holder left is still consistent.
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
+use std::task::{Context, Poll};
 
 /// Held by the store as its last field, so it drops after the database and the threads.
 #[derive(Default)]
-pub(crate) struct CloseGuard(Arc<Shared>);
+pub(crate) struct CloseGuard(Signal<()>);
 
 impl CloseGuard {
     pub fn watch(&self) -> StoreClosed {
-        StoreClosed(Arc::clone(&self.0))
+        StoreClosed(self.0.watch())
     }
 }
 
 impl Drop for CloseGuard {
     fn drop(&mut self) {
-        let wakers = {
-            let mut state = self.0.lock();
-            state.closed = true;
-            std::mem::take(&mut state.wakers)
-        };
-        for waker in wakers {
-            waker.wake();
-        }
+        self.0.set(|| ());
     }
 }
 
 /// Resolves once the store it came from is closed (see [`crate::Store::when_closed`]).
 #[derive(Clone)]
-pub struct StoreClosed(Arc<Shared>);
+pub struct StoreClosed(Settled<()>);
 
 impl StoreClosed {
     pub fn is_closed(&self) -> bool {
-        self.0.lock().closed
+        self.0.value().is_some()
     }
 }
 
 impl Future for StoreClosed {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut state = self.0.lock();
-        if state.closed {
-            return Poll::Ready(());
-        }
-        if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            state.wakers.push(cx.waker().clone());
-        }
-        Poll::Pending
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(|_| ())
     }
 }
 

@@ -36,6 +36,7 @@ mod producer;
 mod producers;
 mod reclaim;
 mod retention;
+mod signal;
 mod snapshot;
 mod state;
 mod state_machine;

@@ -4,62 +4,29 @@
 //! The signal fires on the thread that set the poison (the `gregor-sync` thread, a storage job,
 //! an actor), so it wakes futures rather than calling back.
 
+use crate::signal::{Settled, Signal};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
-
-#[derive(Default)]
-struct State {
-    cause: Option<String>,
-    /// Every handle of the store is gone: it can no longer be poisoned.
-    ended: bool,
-    wakers: Vec<Waker>,
-}
-
-#[derive(Default)]
-struct Shared(Mutex<State>);
-
-impl Shared {
-    /// The state is two flags and a list: any value a panicking holder left is consistent.
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn wake_all(&self, change: impl FnOnce(&mut State)) {
-        let wakers = {
-            let mut state = self.lock();
-            change(&mut state);
-            std::mem::take(&mut state.wakers)
-        };
-        for waker in wakers {
-            waker.wake();
-        }
-    }
-}
+use std::task::{Context, Poll};
 
 /// Owned by the store's poison; dropped with it, when the store's last user is gone.
 #[derive(Default)]
-pub(crate) struct PoisonSignal(Arc<Shared>);
+pub(crate) struct PoisonSignal(Signal<String>);
 
 impl PoisonSignal {
     /// Only the first cause is kept, as the poison keeps only the first.
     pub fn fire(&self, cause: &str) {
-        self.0.wake_all(|state| {
-            state.cause.get_or_insert_with(|| cause.to_owned());
-        });
+        self.0.set(|| cause.to_owned());
     }
 
     pub fn watch(&self) -> StorePoisoned {
-        StorePoisoned(Arc::clone(&self.0))
+        StorePoisoned(self.0.watch())
     }
 }
 
 impl Drop for PoisonSignal {
     fn drop(&mut self) {
-        self.0.wake_all(|state| state.ended = true);
+        self.0.end();
     }
 }
 
@@ -67,27 +34,20 @@ impl Drop for PoisonSignal {
 /// once the store is closed without having been poisoned (see [`crate::Store::when_poisoned`]).
 /// It holds no handle of the store, so waiting on it never keeps the store open.
 #[derive(Clone)]
-pub struct StorePoisoned(Arc<Shared>);
+pub struct StorePoisoned(Settled<String>);
 
 impl StorePoisoned {
     /// The cause, if the store is poisoned now.
     pub fn cause(&self) -> Option<String> {
-        self.0.lock().cause.clone()
+        self.0.value()
     }
 }
 
 impl Future for StorePoisoned {
     type Output = Option<String>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<String>> {
-        let mut state = self.0.lock();
-        if state.cause.is_some() || state.ended {
-            return Poll::Ready(state.cause.clone());
-        }
-        if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            state.wakers.push(cx.waker().clone());
-        }
-        Poll::Pending
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<String>> {
+        Pin::new(&mut self.0).poll(cx)
     }
 }
 
