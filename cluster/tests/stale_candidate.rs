@@ -9,7 +9,8 @@
 mod common;
 
 use common::{append, runtime, TestCluster};
-use gregor_cluster::{Containment, RaftTuning, Start};
+use gregor_cluster::rpc::VoteRequest;
+use gregor_cluster::{Containment, PeerHandler, RaftTuning, Start};
 use gregor_storage::{GroupId, NodeId};
 use std::time::Duration;
 
@@ -74,5 +75,50 @@ fn without_the_containment_the_stale_candidate_keeps_the_group_leaderless() {
             ..Containment::default()
         };
         assert!(!elects_after_the_leader_dies(raw).await);
+    });
+}
+
+/// A stale candidate is refused in its own term, never told a higher one of ours: learning it,
+/// it would take that term at the same moment as the voters that could win (each refused by
+/// an outpacing voter), and standing first again it would push that voter past their next
+/// term every time. Three-node simulation seed 14918: two voters with equal logs refused each
+/// other for 130 s behind a stale third whose timeout was 5 ms shorter.
+#[test]
+fn a_stale_candidate_is_refused_in_its_own_term() {
+    runtime().block_on(async {
+        let cluster = TestCluster::new(&[1, 2, 3]).await;
+        cluster.form_group(GROUP, &[1, 2, 3]).await;
+        cluster
+            .propose(GROUP, append(1), 10 * SECOND)
+            .await
+            .unwrap();
+        let first = cluster.wait_leader(GROUP, 10 * SECOND).await.unwrap();
+        // A second election, so that a term below the group's exists for the candidate.
+        cluster.group(first, GROUP).step_down().await.unwrap();
+        let (last, _) = cluster
+            .propose(GROUP, append(1), 10 * SECOND)
+            .await
+            .unwrap();
+        cluster.wait_applied(GROUP, last, 10 * SECOND).await;
+        let leader = cluster.wait_leader(GROUP, 10 * SECOND).await.unwrap();
+        let followers: Vec<NodeId> = cluster.ids().into_iter().filter(|n| *n != leader).collect();
+        let (voter, candidate) = (followers[0], followers[1]);
+        let term = cluster.group(voter, GROUP).term();
+        assert!(term >= 2, "the step-down elected again");
+
+        let stale = VoteRequest::new(term - 1, candidate.0, 0, 0);
+        let answer = cluster
+            .node(voter)
+            .dispatcher()
+            .vote(candidate, GROUP, stale)
+            .await
+            .unwrap();
+        assert!(!answer.vote_granted);
+        assert_eq!(
+            answer.term,
+            term - 1,
+            "the refusal carries the candidate's term"
+        );
+        assert_eq!(cluster.group(voter, GROUP).term(), term);
     });
 }

@@ -414,7 +414,9 @@ impl GroupInbound {
             RpcError::Remote(error.to_string())
         })?;
         let candidate_term = rpc.term;
-        match vote::plan_vote(members.as_ref(), ours, rpc) {
+        let plan = vote::plan_vote(members.as_ref(), ours, rpc);
+        tracing::debug!(group = %self.group, term = self.metrics.borrow().current_term, outpaced_to = self.outpaced_to.load(Ordering::SeqCst), ?ours, ?plan, "vote request");
+        match plan {
             VotePlan::Pass(rpc) => self.raft.vote(rpc).await.map_err(raft_error),
             VotePlan::RefuseTakingTerm(_) if self.leads() => Ok(self.refusal()),
             VotePlan::RefuseTakingTerm(rpc) if self.containment.outpace_stale_candidates => {
@@ -460,16 +462,26 @@ impl GroupInbound {
     /// [`STALE_TERM_LEAD`] terms past the candidate, with one timer reset; the candidate's
     /// next terms stay below that, are refused without touching the timer, and when this
     /// node's timeout runs out it stands in a term the stale candidate will take and grant.
-    /// The candidate is answered in its own term, so it does not learn the lead.
+    ///
+    /// The stale candidate is always answered in its own term, never in ours: a candidate that
+    /// learns our term from each refusal resets its timer at the moment we (or another voter
+    /// refused by us) took that term, and standing first again in lockstep with the voters that
+    /// could win, it pushes us past their next term every time (three-node simulation seed
+    /// 14918: two voters with equal logs refused each other's terms for 130 s behind a stale
+    /// third with a timeout 5 ms shorter).
     async fn outpace(&self, rpc: VoteRequest) -> Result<VoteResponse, RpcError> {
         let (reported, me) = {
             let m = self.metrics.borrow();
             (m.current_term, m.id)
         };
+        let refused_in_its_term = VoteResponse {
+            term: rpc.term,
+            vote_granted: false,
+        };
         // async-raft reports no metrics when it adopts a term through a refused vote.
         let ours = reported.max(self.outpaced_to.load(Ordering::SeqCst));
         if rpc.term <= ours {
-            return Ok(self.refusal());
+            return Ok(refused_in_its_term);
         }
         // An empty log: async-raft takes the term and refuses (our log holds entries).
         let ahead = VoteRequest::new(rpc.term + STALE_TERM_LEAD, me, 0, 0);
@@ -481,10 +493,7 @@ impl GroupInbound {
                 "vote refused: inconsistent log view".into(),
             ));
         }
-        Ok(VoteResponse {
-            term: rpc.term,
-            vote_granted: false,
-        })
+        Ok(refused_in_its_term)
     }
 
     fn refusal(&self) -> VoteResponse {
