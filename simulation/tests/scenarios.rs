@@ -27,24 +27,47 @@ fn scenarios() -> Vec<(String, Script)> {
     found
 }
 
+/// Runs every scenario (each in its own forked child, see `run`), two at a time so that the
+/// test takes half the wall time on a two-core machine; returns what each one should have
+/// shown and did not.
+fn mismatches(all: Vec<(String, Script)>) -> Vec<String> {
+    let queue = std::sync::Mutex::new(all.into_iter());
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| loop {
+                let next = queue.lock().expect("the queue").next();
+                let Some((name, script)) = next else { break };
+                if let Some(failure) = mismatch(&name, script) {
+                    failures.lock().expect("the failures").push(failure);
+                }
+            });
+        }
+    });
+    let mut failures = failures.into_inner().expect("the failures");
+    failures.sort();
+    failures
+}
+
+fn mismatch(name: &str, script: Script) -> Option<String> {
+    let expected = script.expect.clone();
+    let mut config = RunConfig::new(script.seed.unwrap_or(1));
+    config.script = Some(script);
+    let report = run(config);
+    let fired: BTreeSet<Checker> = report.checkers.iter().copied().collect();
+    (fired != expected).then(|| {
+        format!(
+            "{name} (seed {}): expected {expected:?}, fired {fired:?}\n  {}",
+            report.seed,
+            report.violations.join("\n  ")
+        )
+    })
+}
+
 #[test]
 fn every_scenario_shows_what_it_expects() {
     let all = scenarios();
     assert!(!all.is_empty(), "no scenarios found");
-    let mut failures = Vec::new();
-    for (name, script) in all {
-        let expected = script.expect.clone();
-        let mut config = RunConfig::new(script.seed.unwrap_or(1));
-        config.script = Some(script);
-        let report = run(config);
-        let fired: BTreeSet<Checker> = report.checkers.iter().copied().collect();
-        if fired != expected {
-            failures.push(format!(
-                "{name} (seed {}): expected {expected:?}, fired {fired:?}\n  {}",
-                report.seed,
-                report.violations.join("\n  ")
-            ));
-        }
-    }
+    let failures = mismatches(all);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
