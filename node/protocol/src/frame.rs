@@ -2,7 +2,11 @@
 //! map (rmp-serde "named" encoding) of a [`RequestFrame`] or [`ResponseFrame`]. PROTOCOL.md is
 //! the full description.
 
-use crate::api::{Request, RequestFrame, Response, ResponseFrame};
+mod chunked;
+
+pub use chunked::{encode_chunked_frame, ChunkedFrame, MIN_SHARED_BATCH_BYTES};
+
+use crate::api::{self, Request, RequestFrame, Response, ResponseFrame};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -47,32 +51,34 @@ pub fn encode_frame<T: Serialize + FrameSize>(value: &T) -> Bytes {
 /// Room for everything in a frame but its record batches.
 const ENVELOPE_BYTES: usize = 256;
 
-/// How many bytes of record batches a frame carries, to size its buffer.
+/// The record batches a frame carries, to size its buffer and, in a [`ChunkedFrame`], to
+/// leave them in their own buffers.
 pub trait FrameSize {
+    fn batches(&self) -> &[Bytes] {
+        &[]
+    }
+
+    /// How many bytes of record batches the frame carries.
     fn payload_bytes(&self) -> usize {
-        0
+        // Each batch also costs a msgpack bin header of at most 5 bytes.
+        self.batches().iter().map(|b| b.len() + 5).sum()
     }
 }
 
-fn batch_bytes(batches: &[Bytes]) -> usize {
-    // Each batch also costs a msgpack bin header of at most 5 bytes.
-    batches.iter().map(|b| b.len() + 5).sum()
-}
-
 impl FrameSize for RequestFrame {
-    fn payload_bytes(&self) -> usize {
+    fn batches(&self) -> &[Bytes] {
         match &self.request {
-            Request::Produce(produce) => batch_bytes(&produce.batches),
-            _ => 0,
+            Request::Produce(produce) => &produce.batches,
+            _ => &[],
         }
     }
 }
 
 impl FrameSize for ResponseFrame {
-    fn payload_bytes(&self) -> usize {
+    fn batches(&self) -> &[Bytes] {
         match &self.result {
-            Ok(Response::Fetch(fetch)) => batch_bytes(&fetch.batches),
-            _ => 0,
+            Ok(Response::Fetch(fetch)) => &fetch.batches,
+            _ => &[],
         }
     }
 }
@@ -146,6 +152,16 @@ pub fn decode_request(body: &[u8]) -> Result<RequestFrame, RequestDecodeError> {
         id: head.id,
         reason: e.to_string(),
     })
+}
+
+/// As [`decode_request`], but the record batches of a `Produce` are slices of `body` rather
+/// than copies of it: the frame's buffer is the batches' buffer until the last of them is
+/// dropped. Validation is the same, byte for byte.
+///
+/// # Errors
+/// As [`decode_request`].
+pub fn decode_shared_request(body: &Bytes) -> Result<RequestFrame, RequestDecodeError> {
+    api::sharing(body, || decode_request(body))
 }
 
 /// The `id` and `kind` of a request frame, read only from maps.
@@ -266,6 +282,87 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, FrameError::Truncated));
+    }
+
+    fn produce_frame(batches: Vec<Bytes>) -> RequestFrame {
+        RequestFrame {
+            id: 11,
+            request: Request::Produce(crate::api::Produce {
+                topic: "t".into(),
+                partition: crate::PartitionId(0),
+                acks: crate::api::Acks::All,
+                timeout_ms: 1000,
+                batches,
+                topic_id: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_shared_decode_slices_the_batches_out_of_the_frame_and_reads_the_same_request() {
+        let frame = produce_frame(vec![Bytes::from(vec![3u8; 5000]), Bytes::from_static(b"b")]);
+        let body = encode_frame(&frame).slice(LENGTH_PREFIX_BYTES..);
+        let shared = decode_shared_request(&body).expect("decodes");
+        assert_eq!(shared, frame);
+        assert_eq!(decode_request(&body).expect("decodes"), frame);
+        let Request::Produce(produce) = shared.request else {
+            unreachable!("a produce frame decodes to a produce")
+        };
+        let range = body.as_ptr_range();
+        for batch in &produce.batches {
+            assert!(range.contains(&batch.as_ptr()), "batch copied");
+        }
+    }
+
+    #[test]
+    fn a_shared_decode_refuses_what_the_copying_one_refuses() {
+        #[derive(Serialize)]
+        struct Frame<B> {
+            id: u64,
+            request: Body<B>,
+        }
+        #[derive(Serialize)]
+        struct Body<B> {
+            kind: &'static str,
+            body: B,
+        }
+        #[derive(Serialize)]
+        struct LooseProduce<T> {
+            topic: &'static str,
+            partition: u32,
+            acks: i8,
+            timeout_ms: u32,
+            batches: T,
+        }
+        fn produce<T>(batches: T) -> Frame<LooseProduce<T>> {
+            Frame {
+                id: 4,
+                request: Body {
+                    kind: "Produce",
+                    body: LooseProduce {
+                        topic: "t",
+                        partition: 0,
+                        acks: -1,
+                        timeout_ms: 5,
+                        batches,
+                    },
+                },
+            }
+        }
+        let bodies = [
+            rmp_serde::to_vec_named(&produce(vec!["a string, not bin"])).unwrap(),
+            rmp_serde::to_vec_named(&produce(vec![vec![1u8, 2, 3]])).unwrap(),
+            rmp_serde::to_vec_named(&produce(vec![] as Vec<&str>))
+                .unwrap()
+                .into_iter()
+                .take(20)
+                .collect(),
+        ];
+        for body in bodies {
+            let copying = decode_request(&body);
+            assert!(copying.is_err(), "{body:02x?}");
+            assert_eq!(decode_shared_request(&Bytes::from(body)), copying);
+        }
     }
 
     #[test]

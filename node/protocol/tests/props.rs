@@ -1,9 +1,13 @@
 //! Property tests of the client protocol codec: arbitrary bytes never panic the decoders, and
 //! every request and reply survives a trip through a frame.
 
+use bytes::Buf;
 use bytes::Bytes;
 use gregor_protocol::api::*;
-use gregor_protocol::frame::{decode_request, decode_response, encode_frame, read_frame};
+use gregor_protocol::frame::{
+    decode_request, decode_response, decode_shared_request, encode_chunked_frame, encode_frame,
+    read_frame,
+};
 use gregor_protocol::{Offset, PartitionId, TopicId};
 use proptest::prelude::*;
 
@@ -137,7 +141,10 @@ proptest! {
             .block_on(read_frame(&mut &bytes[..], u32::MAX))
             .expect("a frame we encoded reads back")
             .expect("one frame");
-        prop_assert_eq!(decode_request(&body).expect("decodes"), frame);
+        prop_assert_eq!(&decode_request(&body).expect("decodes"), &frame);
+        prop_assert_eq!(&decode_shared_request(&body).expect("decodes"), &frame);
+        let mut chunked = encode_chunked_frame(&frame);
+        prop_assert_eq!(chunked.copy_to_bytes(chunked.remaining()), bytes);
     }
 
     #[test]
@@ -151,7 +158,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bodies_never_panic_the_decoders(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-        let _ = decode_request(&bytes);
+        prop_assert_eq!(decode_shared_request(&bytes::Bytes::from(bytes.clone())), decode_request(&bytes));
         let _ = decode_response(&bytes);
     }
 

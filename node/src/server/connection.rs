@@ -9,7 +9,7 @@ use super::writer::{self, Outgoing};
 use super::{RequestHandler, ServerConfig};
 use bytes::Bytes;
 use gregor_protocol::api::{ApiError, ErrorCode, Request, Response, ResponseFrame};
-use gregor_protocol::frame::{encode_frame, read_frame, FrameError, LENGTH_PREFIX_BYTES};
+use gregor_protocol::frame::{encode_chunked_frame, read_frame, FrameError};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -209,8 +209,10 @@ fn send(
     slot: OwnedSemaphorePermit,
     max_reply_frame_bytes: u32,
 ) {
-    let mut encoded = encode_frame(frame);
-    let body = encoded.len() - LENGTH_PREFIX_BYTES;
+    // A fetch reply's batches stay in the buffers storage read them into; the writer hands
+    // them to the socket from there.
+    let mut encoded = encode_chunked_frame(frame);
+    let body = encoded.body_len();
     if body > max_reply_frame_bytes as usize {
         debug!(
             id = frame.id,
@@ -224,7 +226,7 @@ fn send(
                  max_bytes, fewer topics)"
             ),
         );
-        encoded = encode_frame(&ResponseFrame {
+        encoded = encode_chunked_frame(&ResponseFrame {
             id: frame.id,
             result: Err(error),
         });

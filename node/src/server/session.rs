@@ -4,10 +4,11 @@
 //! (handshake, error codes, which requests get no reply, when to close) lives here so it can be
 //! tested without sockets.
 
+use bytes::Bytes;
 use gregor_protocol::api::{
     Acks, ApiError, ErrorCode, Hello, HelloReply, Request, ResponseFrame, PROTOCOL_VERSION,
 };
-use gregor_protocol::frame::{decode_request, RequestDecodeError};
+use gregor_protocol::frame::{decode_shared_request, RequestDecodeError};
 use gregor_protocol::NodeId;
 use serde::Deserialize;
 
@@ -63,8 +64,9 @@ impl Session {
         self.handshaken
     }
 
-    pub fn on_frame(&mut self, body: &[u8]) -> Action {
-        match decode_request(body) {
+    /// A produce's batches stay slices of `body`: the frame's buffer becomes theirs.
+    pub fn on_frame(&mut self, body: &Bytes) -> Action {
+        match decode_shared_request(body) {
             Ok(frame) => self.on_request(frame.id, frame.request),
             Err(error) => self.on_decode_error(body, error),
         }
@@ -246,7 +248,6 @@ fn hello_version(body: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use gregor_protocol::api::{ListGroups, Produce, RequestFrame, Response};
     use gregor_protocol::PartitionId;
     use serde::Serialize;
@@ -262,8 +263,8 @@ mod tests {
         )
     }
 
-    fn frame(id: u64, request: Request) -> Vec<u8> {
-        rmp_serde::to_vec_named(&RequestFrame { id, request }).expect("encode")
+    fn frame(id: u64, request: Request) -> Bytes {
+        Bytes::from(rmp_serde::to_vec_named(&RequestFrame { id, request }).expect("encode"))
     }
 
     fn hello(version: u16) -> Request {
@@ -302,12 +303,12 @@ mod tests {
         kind: &'a str,
         body: B,
     }
-    fn raw<B: Serialize>(id: u64, kind: &str, body: B) -> Vec<u8> {
-        rmp_serde::to_vec_named(&RawFrame {
+    fn raw<B: Serialize>(id: u64, kind: &str, body: B) -> Bytes {
+        let body = rmp_serde::to_vec_named(&RawFrame {
             id,
             request: RawRequest { kind, body },
-        })
-        .expect("encode")
+        });
+        Bytes::from(body.expect("encode"))
     }
 
     #[test]
@@ -390,7 +391,7 @@ mod tests {
             );
         }
         assert_eq!(
-            code_of(&session().on_frame(&[0xc1])),
+            code_of(&session().on_frame(&Bytes::from_static(&[0xc1]))),
             (0, ErrorCode::MALFORMED_FRAME, true)
         );
     }
@@ -400,7 +401,7 @@ mod tests {
         let mut s = session();
         s.on_frame(&frame(1, hello(PROTOCOL_VERSION)));
         assert_eq!(
-            code_of(&s.on_frame(&[0xc1])),
+            code_of(&s.on_frame(&Bytes::from_static(&[0xc1]))),
             (0, ErrorCode::MALFORMED_FRAME, false)
         );
         assert_eq!(
@@ -425,6 +426,22 @@ mod tests {
                 other => panic!("expected dispatch, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_produce_s_batches_are_dispatched_as_slices_of_the_frame() {
+        let mut s = session();
+        s.on_frame(&frame(1, hello(PROTOCOL_VERSION)));
+        let body = frame(2, produce(Acks::All));
+        let Action::Dispatch {
+            request: Request::Produce(produce),
+            ..
+        } = s.on_frame(&body)
+        else {
+            panic!("a produce after the handshake is dispatched");
+        };
+        assert_eq!(produce.batches, [&b"x"[..]]);
+        assert!(body.as_ptr_range().contains(&produce.batches[0].as_ptr()));
     }
 
     #[test]

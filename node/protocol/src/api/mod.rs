@@ -6,6 +6,7 @@
 //! append-only. PROTOCOL.md describes the encoding.
 
 mod bin;
+pub(crate) use bin::sharing;
 mod cluster;
 mod error;
 mod groups;
