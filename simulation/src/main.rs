@@ -46,6 +46,10 @@ struct Args {
     /// A scripted scenario to run (see `faults::script` for the format).
     #[arg(long)]
     script: Option<std::path::PathBuf>,
+    /// A light workload (one producer sending every 200-400 ms, one consumer), for measuring
+    /// the harness's own speed; the default is the chaos workload.
+    #[arg(long)]
+    light_workload: bool,
     /// Print every event of the run.
     #[arg(long)]
     trace: bool,
@@ -122,6 +126,7 @@ fn base_config(args: &Args) -> Result<RunConfig, String> {
     config.safety_ms = args.safety_ms;
     config.liveness_bound_ms = args.liveness_ms;
     config.trace = args.trace;
+    config.light_workload = args.light_workload;
     config.disk = match args.disk.as_deref() {
         None => None,
         Some("model") => Some(DiskKind::Model),

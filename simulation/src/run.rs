@@ -69,6 +69,11 @@ pub struct RunConfig {
     /// Every producer sends with these acks (otherwise drawn per producer).
     pub acks: Option<AckLevel>,
     pub sabotage: Sabotage,
+    /// The light workload, for measuring the harness's own speed: one producer sending every
+    /// 200-400 ms, one consumer, one group member (the checkers judge it as any other).
+    /// Otherwise the chaos workload: 1-3 producers sending every 5-80 ms, 1-2 consumers and a
+    /// group of three members.
+    pub light_workload: bool,
     /// Wall time the run's process may take before it is killed and the run reported as hung
     /// (none: as long as it takes).
     pub wall_limit: Option<Duration>,
@@ -87,6 +92,7 @@ impl RunConfig {
             disk: None,
             acks: None,
             sabotage: Sabotage::default(),
+            light_workload: false,
             wall_limit: None,
         }
     }
@@ -102,8 +108,13 @@ impl RunConfig {
                 format!(" --faults {}", names.join(","))
             }
         };
+        let light = if self.light_workload {
+            " --light-workload"
+        } else {
+            ""
+        };
         format!(
-            "cargo run --release -p gregor-simulation -- --seed {} --nodes {}{faults} --safety-ms {}",
+            "cargo run --release -p gregor-simulation -- --seed {} --nodes {}{faults} --safety-ms {}{light}",
             self.seed, self.nodes, self.safety_ms
         )
     }
@@ -342,7 +353,28 @@ fn spread_election_timeouts(drawn: Vec<u64>) -> Vec<u64> {
     spread
 }
 
-fn workload_config(shape: &Shape, sabotage: Sabotage, rng: &mut SmallRng) -> WorkloadConfig {
+/// The workload of a run. The light one is the chaos one cut down after the same draws, so a
+/// seed's topics, fault plan and first producer are the same either way.
+fn workload_config(
+    shape: &Shape,
+    sabotage: Sabotage,
+    light: bool,
+    rng: &mut SmallRng,
+) -> WorkloadConfig {
+    let chaos = chaos_workload_config(shape, sabotage, rng);
+    if !light {
+        return chaos;
+    }
+    WorkloadConfig {
+        producers: chaos.producers.into_iter().take(1).collect(),
+        consumers: 1,
+        group_members: 1,
+        send_pause_ms: (200, 400),
+        ..chaos
+    }
+}
+
+fn chaos_workload_config(shape: &Shape, sabotage: Sabotage, rng: &mut SmallRng) -> WorkloadConfig {
     let retention = shape.kinds.contains(&FaultKind::Retention);
     let mut retention_ms = || retention.then(|| rng.gen_range(3_000..15_000));
     let topics = vec![
@@ -455,7 +487,8 @@ async fn run_here(config: RunConfig) -> Report {
     );
     let observer = crate::leaders::observe(cluster.clone(), recorder.clone());
     let log = Rc::new(FaultLog::default());
-    let mut workload_config = workload_config(&shape, config.sabotage, &mut rng);
+    let mut workload_config =
+        workload_config(&shape, config.sabotage, config.light_workload, &mut rng);
     if let Some(acks) = config.acks {
         for producer in &mut workload_config.producers {
             producer.acks = acks;

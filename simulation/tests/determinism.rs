@@ -73,6 +73,21 @@ fn no_faults_all_faults_and_each_disk_replay_exactly() {
 }
 
 #[test]
+fn the_light_workload_replays_exactly_and_sends_less() {
+    let mut light = short(32, FaultChoice::All);
+    light.light_workload = true;
+    assert_replays("light workload", light.clone());
+    let chaos = run(short(32, FaultChoice::All));
+    let light = run(light);
+    assert!(
+        light.sends < chaos.sends,
+        "the light workload sent {} records, the chaos one {}",
+        light.sends,
+        chaos.sends
+    );
+}
+
+#[test]
 fn different_seeds_give_different_runs() {
     let a = run(short(27, FaultChoice::All));
     let b = run(short(28, FaultChoice::All));
