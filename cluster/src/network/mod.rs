@@ -142,6 +142,10 @@ impl StreamDismissal {
     pub(crate) fn dismiss_streams(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
+
+    fn dismissed(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 pub(crate) struct GroupNetwork {
@@ -223,8 +227,7 @@ impl GroupNetwork {
     fn dismissal(&self, term: u64) -> Option<u64> {
         self.shared
             .core_ended
-            .0
-            .load(Ordering::SeqCst)
+            .dismissed()
             .then(|| term.saturating_add(1))
     }
 
