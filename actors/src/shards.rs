@@ -55,6 +55,9 @@ impl Shards {
         let threads = (0..count)
             .map(|_| Arbiter::try_new())
             .collect::<std::io::Result<Vec<_>>>()?;
+        for (index, thread) in threads.iter().enumerate() {
+            thread.spawn_fn(move || name_this_thread(&format!("gregor-shard-{index}")));
+        }
         Ok(Shards {
             handles: threads.iter().map(Arbiter::handle).collect(),
             threads: Mutex::new(threads),
@@ -144,6 +147,13 @@ impl Drop for Shards {
     }
 }
 
+/// Names the thread as `top -H` and `/proc` show it (actix names every arbiter
+/// `actix-rt|system:N|arbiter:M`, which those cut to `actix-rt|system`). Linux only; elsewhere
+/// the thread keeps actix's name.
+fn name_this_thread(name: &str) {
+    let _ = std::fs::write("/proc/thread-self/comm", name);
+}
+
 fn shard_of(count: usize, topic: TopicId, partition: PartitionId) -> usize {
     let count = count as u64;
     let index = (mix(topic.0) % count + u64::from(partition.0)) % count;
@@ -219,6 +229,16 @@ mod tests {
             .await
             .unwrap();
         assert!(a != here && b != here && a != b);
+        if cfg!(target_os = "linux") {
+            let name = two
+                .run(1, || async {
+                    std::fs::read_to_string("/proc/thread-self/comm")
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(name.trim_end(), "gregor-shard-1");
+        }
         two.stop().await;
         assert!(matches!(
             two.run(0, || async {}).await,
