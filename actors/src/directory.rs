@@ -7,6 +7,7 @@ use crate::api::ApiError;
 use crate::hints::{LeaderHints, Leadership};
 use crate::metadata::{MetadataView, TopicRecord, TopicView};
 use crate::partition::PartitionReplica;
+use crate::shards::ShardPlace;
 use actix::Addr;
 use gregor_cluster::{GroupChanges, RaftGroup};
 use gregor_storage::{GroupId, NodeId, PartitionId, PartitionState, TopicId};
@@ -23,6 +24,8 @@ pub struct ReplicaHandle {
     pub addr: Addr<PartitionReplica>,
     pub group: Arc<RaftGroup>,
     pub state: watch::Receiver<PartitionState>,
+    /// The shard the replica's actor and Raft group run on.
+    pub shard: ShardPlace,
 }
 
 pub struct Directory {

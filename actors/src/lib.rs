@@ -23,6 +23,7 @@ pub mod peers;
 pub mod placement;
 pub mod publisher;
 pub mod reconcile;
+pub mod shards;
 mod storage_io;
 #[cfg(test)]
 mod testdata;

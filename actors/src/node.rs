@@ -37,6 +37,7 @@ use crate::operations::{Controller, LiveNode, OperationSettings, VoterTarget};
 use crate::partition::ReplicaSettings;
 use crate::publisher::HintPublisher;
 use crate::reconcile::{Converger, Reconciler, ReplicaFactory, StopAll};
+use crate::shards::{ShardPlace, Shards};
 use actix::prelude::*;
 use gregor_cluster::membership::{
     DiskUsage, GossipTransport, Membership, MembershipConfig, NodeInfo,
@@ -117,6 +118,9 @@ pub struct NodeConfig {
     /// Consumer groups' session timeout: the default and the bounds a group's configuration
     /// or a member's request must keep within.
     pub groups: GroupConfig,
+    /// Threads partition replicas run on (shard-per-core); 1 runs them on the caller's thread,
+    /// as the simulation must.
+    pub shards: usize,
 }
 
 impl NodeConfig {
@@ -133,6 +137,7 @@ impl NodeConfig {
             cache_bytes: 64 * 1024 * 1024,
             cluster: ClusterSettings::default(),
             groups: GroupConfig::default(),
+            shards: 1,
         }
     }
 }
@@ -233,6 +238,7 @@ pub struct Broker {
     cluster: Arc<ClusterNode>,
     membership: Option<Arc<Membership>>,
     directory: Arc<Directory>,
+    shards: Arc<Shards>,
     store: Store,
     /// Set once the store poisoned itself: the node then refuses everything (see `fail_stop`).
     failure: fail_stop::Failure,
@@ -364,6 +370,18 @@ impl Broker {
         fail_stop::when_failed(self.failure.clone())
     }
 
+    /// Where a partition's replica runs on this node: its shard and that shard's thread.
+    ///
+    /// # Errors
+    /// As [`Broker::replica`].
+    pub fn replica_shard(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> Result<ShardPlace, ApiError> {
+        self.directory.replica(topic, partition).map(|r| r.shard)
+    }
+
     /// The Raft group of a partition replica running here.
     pub fn replica_group(&self, group: GroupId) -> Option<Arc<RaftGroup>> {
         self.directory.local(group).map(|r| r.group)
@@ -409,6 +427,9 @@ impl Broker {
         let _ = self.groups.send(StopRouter).await;
         let _ = self.reconciler.send(StopAll).await;
         self.cluster.shutdown().await;
+        // Every replica and Raft group has stopped: what their threads still run (timers,
+        // finished streams) goes with them.
+        self.shards.stop().await;
         if let Some(membership) = self.membership {
             match Arc::try_unwrap(membership) {
                 Ok(membership) => {
@@ -534,9 +555,12 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
         },
     };
     let propose_timeout = settings.propose_timeout;
+    let shards =
+        Arc::new(Shards::new(config.shards).map_err(|e| failed("starting the shard threads", &e))?);
     let factory = ReplicaFactory {
         cluster: cluster.clone(),
         settings: settings.clone(),
+        shards: shards.clone(),
     };
     let reconciler = Reconciler::new(factory, directory.clone())
         .map_err(|e| failed("reading the replicas this node hosts", &e))?;
@@ -617,6 +641,7 @@ pub async fn start_node_with(config: NodeConfig, env: NodeEnv) -> Result<Broker,
         cluster,
         membership,
         directory,
+        shards,
         store,
         failure,
     })

@@ -67,6 +67,8 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
 const MAX_PRODUCE_LINGER_MS: u64 = 10_000;
 const RETENTION_CHECK_INTERVAL_MS: std::ops::RangeInclusive<u64> = 100..=24 * 60 * 60 * 1000;
 const MIN_CACHE_BYTES: u64 = 1024 * 1024;
+/// More shard threads than this is a typo, not a machine.
+const MAX_SHARDS: u32 = 1024;
 /// A frame must hold at least a default-sized record batch plus its envelope.
 const MIN_MAX_FRAME_BYTES: u32 = 64 * 1024;
 const MAX_MAX_FRAME_BYTES: u32 = 1024 * 1024 * 1024;
@@ -97,6 +99,9 @@ produce_linger_ms = 0
 offsets_partitions = 50
 retention_check_interval_ms = 30000
 cache_bytes = 67108864
+# Threads partitions run on, one per core by default: a partition's actor and Raft group stay
+# on one of them; connections and the metadata run on the main thread.
+# shards = 2
 
 # Largest request frame accepted, in bytes.
 max_frame_bytes = 16777216
@@ -292,6 +297,7 @@ settings! {
     offsets_partitions: u32,
     retention_check_interval_ms: u64,
     cache_bytes: u64,
+    shards: u32,
     max_frame_bytes: u32,
     max_in_flight_per_connection: u32,
     max_connections: u32,
@@ -559,6 +565,15 @@ fn validate(raw: RawConfig, origins: &Origins) -> Result<ServeConfig, ConfigErro
         ));
     }
 
+    let shards = raw.shards.unwrap_or_else(default_shards);
+    if !(1..=MAX_SHARDS).contains(&shards) {
+        return Err(invalid(
+            "shards",
+            &shards,
+            format!("must be between 1 and {MAX_SHARDS} (the default is one per core)"),
+        ));
+    }
+
     let max_frame_bytes = raw.max_frame_bytes.unwrap_or(DEFAULT_MAX_FRAME_BYTES);
     if !(MIN_MAX_FRAME_BYTES..=MAX_MAX_FRAME_BYTES).contains(&max_frame_bytes) {
         return Err(invalid(
@@ -668,6 +683,7 @@ fn validate(raw: RawConfig, origins: &Origins) -> Result<ServeConfig, ConfigErro
             cache_bytes,
             cluster,
             groups: group_config,
+            shards: shards as usize,
         },
         listen,
         server: ServerConfig {
@@ -684,6 +700,13 @@ fn validate(raw: RawConfig, origins: &Origins) -> Result<ServeConfig, ConfigErro
         raft: clustered.raft,
         advertised_from_listen,
     })
+}
+
+/// One shard per core the process may use (at least one).
+fn default_shards() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(1, |n| u32::try_from(n.get()).unwrap_or(MAX_SHARDS))
+        .clamp(1, MAX_SHARDS)
 }
 
 /// What the node's actors need of the cluster settings: its rack, the dead-node grace and the
@@ -784,6 +807,8 @@ mod tests {
         assert_eq!(config.node.offsets_partitions, 50);
         assert_eq!(config.node.retention_check_interval_ms, 30_000);
         assert_eq!(config.node.cache_bytes, 64 * 1024 * 1024);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(config.node.shards, cores);
         assert_eq!(config.server.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
         assert_eq!(config.server.max_in_flight_per_connection, 1024);
         assert_eq!(config.server.max_connections, 10_000);
@@ -810,6 +835,7 @@ mod tests {
         // Every key is in the example: those without a default commented out, the rest set.
         let commented_out = [
             "advertised_address",
+            "shards",
             "peer_listen",
             "advertised_peer_address",
             "join",
@@ -1085,6 +1111,8 @@ mod tests {
                 "retention_check_interval_ms",
             ),
             ("cache_bytes = 64", "cache_bytes"),
+            ("shards = 0", "shards"),
+            ("shards = 100000", "shards"),
             ("max_frame_bytes = 100", "max_frame_bytes"),
             (
                 "max_in_flight_per_connection = 0",
@@ -1167,6 +1195,31 @@ mod tests {
         };
         let config = load(None, &[], explicit).expect("valid").bound_to(bound);
         assert_eq!(config.node.advertised_address, "gw:9092");
+    }
+
+    #[test]
+    fn shards_come_from_the_flag_the_environment_or_the_file() {
+        let file = "version = 1\nshards = 3\n";
+        assert_eq!(
+            load(Some(file), &[], RawConfig::default())
+                .expect("valid")
+                .node
+                .shards,
+            3
+        );
+        let env = [("GREGOR_SHARDS", "4")];
+        assert_eq!(
+            load(Some(file), &env, RawConfig::default())
+                .expect("valid")
+                .node
+                .shards,
+            4
+        );
+        let flag = RawConfig {
+            shards: Some(1),
+            ..RawConfig::default()
+        };
+        assert_eq!(load(Some(file), &env, flag).expect("valid").node.shards, 1);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use super::plan::{plan, Action, Local, StartMode};
 use crate::directory::{Directory, ReplicaHandle};
 use crate::metadata::{HostedPartition, MetadataView};
 use crate::partition::{PartitionReplica, ReplicaSettings, StopReplica};
+use crate::shards::{ShardPlace, Shards};
 use crate::storage_io::off_thread;
 use actix::prelude::*;
 use gregor_cluster::{ClusterNode, Start};
@@ -31,6 +32,8 @@ const STARTUP_PROGRESS_EVERY: usize = 1_000;
 pub struct ReplicaFactory {
     pub cluster: Arc<ClusterNode>,
     pub settings: ReplicaSettings,
+    /// The threads replicas run on; a replica's actor and its Raft group start on its shard.
+    pub shards: Arc<Shards>,
 }
 
 impl ReplicaFactory {
@@ -42,10 +45,32 @@ impl ReplicaFactory {
         self.cluster.store()
     }
 
+    /// Starts the replica on its shard: async-raft spawns its core and streams on the runtime
+    /// it is started from, and the actor runs on the arbiter that starts it.
     async fn start(
         &self,
         replica: &HostedPartition,
         mode: &StartMode,
+    ) -> Result<ReplicaHandle, String> {
+        let shard = self.shards.of(replica.topic.record.id, replica.partition);
+        let factory = self.clone();
+        let replica = replica.clone();
+        let mode = mode.clone();
+        self.shards
+            .run(shard, move || async move {
+                factory
+                    .start_here(&replica, &mode, ShardPlace::here(shard))
+                    .await
+            })
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    async fn start_here(
+        &self,
+        replica: &HostedPartition,
+        mode: &StartMode,
+        shard: ShardPlace,
     ) -> Result<ReplicaHandle, String> {
         let group = replica.group();
         let founders = || replica.assignment().replicas.iter().copied().collect();
@@ -79,10 +104,12 @@ impl ReplicaFactory {
             addr,
             state: raft.applied(),
             group: raft,
+            shard,
         })
     }
 
-    /// Stops a replica's actor and its Raft group.
+    /// Stops a replica's actor and its Raft group, from this thread: both are reached through
+    /// channels, whichever shard they run on.
     async fn stop(&self, replica: ReplicaHandle) {
         let _ = replica.addr.send(StopReplica).await;
         self.cluster.stop_group(replica.group.id()).await;

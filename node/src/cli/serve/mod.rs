@@ -25,7 +25,7 @@ use tracing::info;
 pub struct ServeArgs {
     /// TOML config file; starts with `version = 1`. Keys: node_id, data_dir, listen,
     /// advertised_address, flush, produce_linger_ms, offsets_partitions,
-    /// retention_check_interval_ms, cache_bytes, max_frame_bytes, max_in_flight_per_connection,
+    /// retention_check_interval_ms, cache_bytes, shards, max_frame_bytes, max_in_flight_per_connection,
     /// max_connections, handshake_timeout_ms, idle_timeout_ms, shutdown_grace_ms, peer_listen,
     /// advertised_peer_address, join, cluster_id, rack, metadata_voters, dead_node_grace_ms,
     /// election_timeout_ms, heartbeat_interval_ms, group_session_timeout_ms,
@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// faster, a machine crash can lose acknowledged records [default: always]
     #[arg(long, value_enum)]
     pub flush: Option<Flush>,
+    /// Threads partitions run on (shard-per-core): a partition's actor and Raft group stay on
+    /// one; connections and the metadata stay on the main thread [default: one per core]
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u32>,
     /// Address for peers (node-to-node TCP and gossip UDP, one port); setting it makes this
     /// node a member of a cluster [default: none, the node runs alone]
     #[arg(long, value_name = "HOST:PORT")]
@@ -113,6 +117,7 @@ impl ServeArgs {
             node_id: self.node_id,
             advertised_address: self.advertised_address.clone(),
             flush: self.flush,
+            shards: self.shards,
             peer_listen: self.peer_listen.clone(),
             advertised_peer_address: self.advertised_peer_address.clone(),
             join: self.join.clone(),
