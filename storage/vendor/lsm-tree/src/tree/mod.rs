@@ -6,6 +6,9 @@ pub mod ingest;
 pub mod inner;
 pub mod sealed;
 
+#[cfg(test)]
+mod version_lock_test;
+
 use crate::{
     compaction::{drop_range::OwnedBounds, state::CompactionState, CompactionStrategy},
     config::Config,
@@ -263,6 +266,9 @@ impl AbstractTree for Tree {
 
     fn clear(&self) -> crate::Result<()> {
         let config = self.tree_config();
+        // Held by every upgrade that changes the version (see `register_tables`).
+        #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
+        let _compaction_state = self.compaction_state.lock().expect("lock is poisoned");
         let mut versions = self.get_version_history_lock();
 
         versions.upgrade_version(
@@ -447,40 +453,74 @@ impl AbstractTree for Tree {
 
         #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
         let mut _compaction_state = self.compaction_state.lock().expect("lock is poisoned");
+
+        // Every upgrade that changes the version holds the compaction state lock, as we do now:
+        // until we publish, only memtable rotations can change the latest super version, and
+        // they leave its `version` alone. So the next version is built and written to disk
+        // with the version history only read-locked: every memtable insert reads the history,
+        // and writers used to wait for the version file, its fsync and its directory's fsync
+        // (10-20 ms while a flush keeps the disk busy) at every flush. Under the write lock
+        // only the publication remains.
+        let frag_map = frag_map.filter(|x| !x.is_empty());
+        let written = {
+            #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
+            let versions = self.version_history.read().expect("lock is poisoned");
+            let latest = versions.latest_version();
+
+            if Self::flushed_memtables_gone(&latest, sealed_memtables_to_delete) {
+                return Ok(());
+            }
+
+            latest
+                .version
+                .with_new_l0_run(tables, blob_files, frag_map.clone())
+        };
+        crate::version::persist_version(&self.config.path, &written)?;
+
         #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
         let mut version_lock = self.version_history.write().expect("lock is poisoned");
 
-        // NOTE: Check for race condition
-        // Fixes: https://github.com/fjall-rs/fjall/issues/287#issuecomment-4938188362
-        if sealed_memtables_to_delete
-            .iter()
-            .any(|id| !version_lock.latest_version().sealed_memtables.contains(id))
-        {
-            log::debug!("Not registering tables because flush task processed some sealed memtables which do not exist (anymore)");
+        let latest = version_lock.latest_version();
+        if Self::flushed_memtables_gone(&latest, sealed_memtables_to_delete) {
             return Ok(());
         }
 
-        version_lock.upgrade_version(
-            &self.config.path,
-            |current| {
-                let mut copy = current.clone();
+        let release_flushed = |mut copy: SuperVersion| {
+            for &table_id in sealed_memtables_to_delete {
+                log::trace!("releasing sealed memtable #{table_id}");
+                copy.sealed_memtables = Arc::new(copy.sealed_memtables.remove(table_id));
+            }
+            copy
+        };
 
-                copy.version = copy.version.with_new_l0_run(
-                    tables,
-                    blob_files,
-                    frag_map.filter(|x| !x.is_empty()),
-                );
-
-                for &table_id in sealed_memtables_to_delete {
-                    log::trace!("releasing sealed memtable #{table_id}");
-                    copy.sealed_memtables = Arc::new(copy.sealed_memtables.remove(table_id));
-                }
-
-                Ok(copy)
-            },
-            &self.config.seqno,
-            &self.config.visible_seqno,
-        )?;
+        if latest.version.id() + 1 == written.id() {
+            version_lock.append_persisted_version(
+                |current| {
+                    let mut copy = current.clone();
+                    copy.version = written;
+                    Ok(release_flushed(copy))
+                },
+                &self.config.seqno,
+                &self.config.visible_seqno,
+            )?;
+        } else {
+            // Not expected (see above); built and written again, under the lock, as upstream does.
+            log::warn!(
+                "version changed while a flush registered its tables, writing it again under the lock"
+            );
+            version_lock.upgrade_version(
+                &self.config.path,
+                |current| {
+                    let mut copy = current.clone();
+                    copy.version = copy
+                        .version
+                        .with_new_l0_run(tables, blob_files, frag_map);
+                    Ok(release_flushed(copy))
+                },
+                &self.config.seqno,
+                &self.config.visible_seqno,
+            )?;
+        }
 
         if let Err(e) = version_lock.maintenance(&self.config.path, gc_watermark) {
             log::warn!("Version GC failed: {e:?}");
@@ -905,6 +945,23 @@ impl Tree {
 
         let range = prefix_to_range(prefix.as_ref());
         self.create_range(&range, seqno, ephemeral)
+    }
+
+    /// Whether a flush's sealed memtables are no longer in `latest` (another flush or a clear
+    /// took them): its tables must then not be registered.
+    fn flushed_memtables_gone(
+        latest: &SuperVersion,
+        sealed_memtables_to_delete: &[crate::tree::inner::MemtableId],
+    ) -> bool {
+        // NOTE: Check for race condition
+        // Fixes: https://github.com/fjall-rs/fjall/issues/287#issuecomment-4938188362
+        let gone = sealed_memtables_to_delete
+            .iter()
+            .any(|id| !latest.sealed_memtables.contains(id));
+        if gone {
+            log::debug!("Not registering tables because flush task processed some sealed memtables which do not exist (anymore)");
+        }
+        gone
     }
 
     /// Adds an item to the active memtable.

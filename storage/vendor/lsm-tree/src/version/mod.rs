@@ -5,6 +5,9 @@
 mod blob_file_list;
 mod optimize;
 mod persist;
+
+#[cfg(test)]
+pub(crate) use persist::BEFORE_PERSIST;
 pub mod recovery;
 pub mod run;
 mod super_version;

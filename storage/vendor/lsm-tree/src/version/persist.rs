@@ -9,7 +9,21 @@ use std::{
     path::Path,
 };
 
+#[cfg(test)]
+thread_local! {
+    /// Called on this thread when a version file is about to be written (a test's probe).
+    pub(crate) static BEFORE_PERSIST: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 pub fn persist_version(folder: &Path, version: &Version) -> crate::Result<()> {
+    #[cfg(test)]
+    BEFORE_PERSIST.with(|hook| {
+        if let Some(hook) = hook.borrow_mut().as_mut() {
+            hook();
+        }
+    });
+
     log::trace!(
         "Persisting version {} in {}",
         version.id(),

@@ -145,6 +145,28 @@ impl SuperVersions {
         Ok(())
     }
 
+    /// Like `upgrade_version`, for a version whose file the caller already wrote (see
+    /// `Tree::register_tables`).
+    pub(crate) fn append_persisted_version<
+        F: FnOnce(&SuperVersion) -> crate::Result<SuperVersion>,
+    >(
+        &mut self,
+        f: F,
+        seqno: &SequenceNumberCounter,
+        visible_seqno: &SequenceNumberCounter,
+    ) -> crate::Result<()> {
+        let seqno = seqno.next();
+        let mut next_version = f(&self.latest_version())?;
+        next_version.seqno = seqno;
+        log::trace!("Next version seqno={}", next_version.seqno);
+
+        self.append_version(next_version);
+
+        visible_seqno.fetch_max(seqno + 1);
+
+        Ok(())
+    }
+
     pub fn append_version(&mut self, version: SuperVersion) {
         self.0.push_back(version);
     }
