@@ -99,9 +99,10 @@ produce_linger_ms = 0
 offsets_partitions = 50
 retention_check_interval_ms = 30000
 cache_bytes = 67108864
-# Threads partitions run on, one per core by default: a partition's actor and Raft group stay
-# on one of them; connections and the metadata run on the main thread.
-# shards = 2
+# Threads partitions run on, by default one per core but one (at least one): a partition's
+# actor and Raft group stay on one of them; connections and the metadata run on the main
+# thread. With 1, partitions run on the main thread too.
+# shards = 3
 
 # Largest request frame accepted, in bytes.
 max_frame_bytes = 16777216
@@ -570,7 +571,7 @@ fn validate(raw: RawConfig, origins: &Origins) -> Result<ServeConfig, ConfigErro
         return Err(invalid(
             "shards",
             &shards,
-            format!("must be between 1 and {MAX_SHARDS} (the default is one per core)"),
+            format!("must be between 1 and {MAX_SHARDS} (the default is one per core but one)"),
         ));
     }
 
@@ -702,10 +703,18 @@ fn validate(raw: RawConfig, origins: &Origins) -> Result<ServeConfig, ConfigErro
     })
 }
 
-/// One shard per core the process may use (at least one).
+/// One shard per core the process may use but one (at least one): the main thread (client
+/// connections, decoding requests and writing replies), fjall's workers, group commit and the
+/// storage threads are busy threads too. On two cores two shards measured worse than one
+/// (BENCHMARKS.md, "Shards"): about 5 points of a core more for the hand-overs, a higher
+/// median, no more throughput.
 fn default_shards() -> u32 {
-    std::thread::available_parallelism()
-        .map_or(1, |n| u32::try_from(n.get()).unwrap_or(MAX_SHARDS))
+    default_shards_for(std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn default_shards_for(cores: usize) -> u32 {
+    u32::try_from(cores.saturating_sub(1))
+        .unwrap_or(MAX_SHARDS)
         .clamp(1, MAX_SHARDS)
 }
 
@@ -808,7 +817,7 @@ mod tests {
         assert_eq!(config.node.retention_check_interval_ms, 30_000);
         assert_eq!(config.node.cache_bytes, 64 * 1024 * 1024);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(config.node.shards, cores);
+        assert_eq!(config.node.shards, cores.saturating_sub(1).max(1));
         assert_eq!(config.server.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
         assert_eq!(config.server.max_in_flight_per_connection, 1024);
         assert_eq!(config.server.max_connections, 10_000);
@@ -1195,6 +1204,15 @@ mod tests {
         };
         let config = load(None, &[], explicit).expect("valid").bound_to(bound);
         assert_eq!(config.node.advertised_address, "gw:9092");
+    }
+
+    #[test]
+    fn the_default_leaves_a_core_to_the_main_thread() {
+        assert_eq!(default_shards_for(0), 1);
+        assert_eq!(default_shards_for(1), 1);
+        assert_eq!(default_shards_for(2), 1);
+        assert_eq!(default_shards_for(8), 7);
+        assert_eq!(default_shards_for(1_000_000), MAX_SHARDS);
     }
 
     #[test]

@@ -50,7 +50,8 @@ pub struct ServeArgs {
     #[arg(long, value_enum)]
     pub flush: Option<Flush>,
     /// Threads partitions run on (shard-per-core): a partition's actor and Raft group stay on
-    /// one; connections and the metadata stay on the main thread [default: one per core]
+    /// one; connections and the metadata stay on the main thread [default: one per core but
+    /// one, at least 1]
     #[arg(long, value_name = "N")]
     pub shards: Option<u32>,
     /// Address for peers (node-to-node TCP and gossip UDP, one port); setting it makes this

@@ -90,6 +90,7 @@ impl Writer {
         Ok(self.file.get_ref().0.metadata()?.len())
     }
 
+    #[cfg(test)]
     pub fn rotate(&mut self) -> crate::Result<(PathBuf, PathBuf)> {
         self.rotate_into(None)
     }
