@@ -769,10 +769,16 @@ impl Keyspace {
                 .expect("lock is poisoned")
                 .values()
             {
-                if let Err(e) = keyspace.tree.get_version_history_lock().maintenance(
-                    keyspace.path(),
-                    self.supervisor.snapshot_tracker.get_seqno_safe_to_gc(),
-                ) {
+                // The files are deleted once the version lock is released: every memtable
+                // insert read-locks it.
+                let stale = keyspace
+                    .tree
+                    .get_version_history_lock()
+                    .take_stale_version_files(
+                        keyspace.path(),
+                        self.supervisor.snapshot_tracker.get_seqno_safe_to_gc(),
+                    );
+                if let Err(e) = stale.remove() {
                     log::warn!(
                         "Version history GC failed for keyspace {:?}: {e:?}",
                         keyspace.name,

@@ -9,11 +9,12 @@ use crate::compaction::worker::Options;
 use crate::compaction::Input as CompactionPayload;
 use crate::file::TABLES_FOLDER;
 use crate::table::multi_writer::MultiWriter;
-use crate::version::{SuperVersions, Version};
+use crate::version::{SuperVersion, SuperVersions, Version};
 use crate::vlog::blob_file::scanner::ScanEntry;
 use crate::vlog::{BlobFileId, BlobFileMergeScanner, BlobFileWriter};
 use crate::{BlobFile, HashSet, InternalValue, Table};
 use std::iter::Peekable;
+use std::sync::RwLock;
 use std::time::Instant;
 
 /// Drains all blobs that come "before" the given vptr.
@@ -120,16 +121,167 @@ pub(super) fn prepare_table_writer(
 pub(super) trait CompactionFlavour {
     fn write(&mut self, item: InternalValue) -> crate::Result<()>;
 
-    #[warn(clippy::too_many_arguments)]
-    fn finish(
+    /// Finishes the compaction's output files (their last writes and fsyncs), before the
+    /// version history is locked: see [`FinishedCompaction::install`].
+    fn finish_files(
         self: Box<Self>,
-        super_version: &mut SuperVersions,
+        opts: &Options,
+        dst_lvl: usize,
+        extra_blob_files: Vec<BlobFile>,
+    ) -> crate::Result<FinishedCompaction>;
+}
+
+/// A compaction whose output files are written and synced, waiting to be installed.
+pub(super) struct FinishedCompaction {
+    tables_to_delete: Vec<Table>,
+    created_tables: Vec<Table>,
+    created_blob_files: Vec<BlobFile>,
+    blob_files_to_drop: Vec<BlobFile>,
+}
+
+/// Output that will not be installed (its inputs were removed meanwhile): its files go.
+fn discard(created_tables: Vec<Table>, created_blob_files: Vec<BlobFile>) {
+    for table in created_tables {
+        table.mark_as_deleted();
+    }
+    for blob_file in created_blob_files {
+        blob_file.mark_as_deleted();
+    }
+}
+
+impl FinishedCompaction {
+    /// Installs the output in a new version. Every memtable insert read-locks the version
+    /// history, so the history is locked for writing only to publish: the output files are
+    /// finished before (see `finish_files`), and the new version is built and written (a file,
+    /// the `current` pointer, their fsyncs and the directory's) with the history read-locked.
+    /// That is safe because the caller holds the compaction state lock, as every upgrade that
+    /// changes the version does: until the publication only memtable rotations can change the
+    /// latest super version, and they leave its `version` alone.
+    ///
+    /// Returns `Ok(false)` without installing if the inputs are gone from the latest version
+    /// (see the race check in `merge_tables`).
+    pub(super) fn install(
+        self,
+        version_history: &RwLock<SuperVersions>,
         opts: &Options,
         payload: &CompactionPayload,
-        dst_lvl: usize,
         blob_frag_map: FragmentationMap,
-        extra_blob_files: Vec<BlobFile>,
-    ) -> crate::Result<()>;
+    ) -> crate::Result<bool> {
+        let Self {
+            tables_to_delete,
+            created_tables,
+            created_blob_files,
+            mut blob_files_to_drop,
+        } = self;
+
+        let old_ids = payload.table_ids.iter().copied().collect::<Vec<_>>();
+        let frag_map = if blob_frag_map.is_empty() {
+            None
+        } else {
+            Some(blob_frag_map)
+        };
+        let inputs_gone = |latest: &SuperVersion| {
+            old_ids
+                .iter()
+                .any(|&id| latest.version.get_table(id).is_none())
+        };
+
+        let (written, dropped_ids) = {
+            #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
+            let versions = version_history.read().expect("lock is poisoned");
+            let current_version = versions.latest_version();
+
+            // NOTE: Check for race condition - https://github.com/fjall-rs/fjall/issues/287
+            if inputs_gone(&current_version) {
+                discard(created_tables, created_blob_files);
+                return Ok(false);
+            }
+
+            for blob_file in current_version.version.blob_files.iter() {
+                if blob_file.is_dead(current_version.version.gc_stats()) {
+                    blob_files_to_drop.push(blob_file.clone());
+                }
+            }
+            let dropped_ids = blob_files_to_drop
+                .iter()
+                .map(BlobFile::id)
+                .collect::<HashSet<_>>();
+
+            let written = current_version.version.with_merge(
+                &old_ids,
+                &created_tables,
+                payload.dest_level as usize,
+                frag_map.clone(),
+                created_blob_files.clone(),
+                &dropped_ids,
+            );
+            (written, dropped_ids)
+        };
+        crate::version::persist_version(&opts.config.path, &written)?;
+
+        {
+            #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
+            let mut versions = version_history.write().expect("lock is poisoned");
+            let latest = versions.latest_version();
+
+            if inputs_gone(&latest) {
+                // Not expected (see above): the version file written is not the current one
+                // unless it is published, and recovery only reads the current one.
+                log::warn!("compaction inputs removed while its version was written; not installed");
+                discard(created_tables, created_blob_files);
+                return Ok(false);
+            }
+
+            if latest.version.id() + 1 == written.id() {
+                versions.append_persisted_version(
+                    |current| {
+                        let mut copy = current.clone();
+                        copy.version = written;
+                        Ok(copy)
+                    },
+                    &opts.global_seqno,
+                    &opts.visible_seqno,
+                )?;
+            } else {
+                // Not expected (see above); built and written again, under the lock, as
+                // upstream does.
+                log::warn!(
+                    "version changed while a compaction installed its output, writing it again under the lock"
+                );
+                versions.upgrade_version(
+                    &opts.config.path,
+                    |current| {
+                        let mut copy = current.clone();
+                        copy.version = copy.version.with_merge(
+                            &old_ids,
+                            &created_tables,
+                            payload.dest_level as usize,
+                            frag_map,
+                            created_blob_files,
+                            &dropped_ids,
+                        );
+                        Ok(copy)
+                    },
+                    &opts.global_seqno,
+                    &opts.visible_seqno,
+                )?;
+            }
+        }
+
+        // NOTE: If the application were to crash >here< it's fine
+        // The tables/blob files are not referenced anymore, and will be
+        // cleaned up upon recovery
+        for table in tables_to_delete {
+            table.mark_as_deleted();
+        }
+
+        for blob_file in blob_files_to_drop {
+            blob_file.mark_as_deleted();
+        }
+
+        Ok(true)
+    }
+
 }
 
 /// Compaction worker that will relocate blobs that sit in blob files that are being rewritten
@@ -255,75 +407,29 @@ impl CompactionFlavour for RelocatingCompaction {
         Ok(())
     }
 
-    fn finish(
+    fn finish_files(
         mut self: Box<Self>,
-        super_version: &mut SuperVersions,
         opts: &Options,
-        payload: &CompactionPayload,
         dst_lvl: usize,
-        blob_frag_map_diff: FragmentationMap,
         extra_blob_files: Vec<BlobFile>,
-    ) -> crate::Result<()> {
+    ) -> crate::Result<FinishedCompaction> {
         log::debug!(
             "Relocating compaction done in {:?}",
             self.inner.start.elapsed(),
         );
 
-        let table_ids_to_delete = std::mem::take(&mut self.inner.tables_to_rewrite);
+        let tables_to_delete = std::mem::take(&mut self.inner.tables_to_rewrite);
 
         let created_tables = self.inner.consume_writer(opts, dst_lvl)?;
         let mut created_blob_files = self.blob_writer.finish()?;
         created_blob_files.extend(extra_blob_files);
 
-        let mut blob_files_to_drop = self.rewriting_blob_files;
-
-        let current_version = super_version.latest_version();
-
-        for blob_file in current_version.version.blob_files.iter() {
-            if blob_file.is_dead(current_version.version.gc_stats()) {
-                blob_files_to_drop.push(blob_file.clone());
-            }
-        }
-
-        super_version.upgrade_version(
-            &opts.config.path,
-            |current| {
-                let mut copy = current.clone();
-
-                copy.version = copy.version.with_merge(
-                    &payload.table_ids.iter().copied().collect::<Vec<_>>(),
-                    &created_tables,
-                    payload.dest_level as usize,
-                    if blob_frag_map_diff.is_empty() {
-                        None
-                    } else {
-                        Some(blob_frag_map_diff)
-                    },
-                    created_blob_files,
-                    &blob_files_to_drop
-                        .iter()
-                        .map(BlobFile::id)
-                        .collect::<HashSet<_>>(),
-                );
-
-                Ok(copy)
-            },
-            &opts.global_seqno,
-            &opts.visible_seqno,
-        )?;
-
-        // NOTE: If the application were to crash >here< it's fine
-        // The tables/blob files are not referenced anymore, and will be
-        // cleaned up upon recovery
-        for table in table_ids_to_delete {
-            table.mark_as_deleted();
-        }
-
-        for blob_file in blob_files_to_drop {
-            blob_file.mark_as_deleted();
-        }
-
-        Ok(())
+        Ok(FinishedCompaction {
+            tables_to_delete,
+            created_tables,
+            created_blob_files,
+            blob_files_to_drop: self.rewriting_blob_files,
+        })
     }
 }
 
@@ -390,70 +496,24 @@ impl CompactionFlavour for StandardCompaction {
         Ok(())
     }
 
-    fn finish(
+    fn finish_files(
         mut self: Box<Self>,
-        super_version: &mut SuperVersions,
         opts: &Options,
-        payload: &CompactionPayload,
         dst_lvl: usize,
-        blob_frag_map: FragmentationMap,
         extra_blob_files: Vec<BlobFile>,
-    ) -> crate::Result<()> {
+    ) -> crate::Result<FinishedCompaction> {
         log::debug!("Compaction done in {:?}", self.start.elapsed());
 
-        let table_ids_to_delete = std::mem::take(&mut self.tables_to_rewrite);
+        let tables_to_delete = std::mem::take(&mut self.tables_to_rewrite);
 
         let created_tables = self.consume_writer(opts, dst_lvl)?;
 
-        let mut blob_files_to_drop = Vec::default();
-
-        let current_version = super_version.latest_version();
-
-        for blob_file in current_version.version.blob_files.iter() {
-            if blob_file.is_dead(current_version.version.gc_stats()) {
-                blob_files_to_drop.push(blob_file.clone());
-            }
-        }
-
-        super_version.upgrade_version(
-            &opts.config.path,
-            |current| {
-                let mut copy = current.clone();
-
-                copy.version = copy.version.with_merge(
-                    &payload.table_ids.iter().copied().collect::<Vec<_>>(),
-                    &created_tables,
-                    payload.dest_level as usize,
-                    if blob_frag_map.is_empty() {
-                        None
-                    } else {
-                        Some(blob_frag_map)
-                    },
-                    extra_blob_files,
-                    &blob_files_to_drop
-                        .iter()
-                        .map(BlobFile::id)
-                        .collect::<HashSet<_>>(),
-                );
-
-                Ok(copy)
-            },
-            &opts.global_seqno,
-            &opts.visible_seqno,
-        )?;
-
-        // NOTE: If the application were to crash >here< it's fine
-        // The tables are not referenced anymore, and will be
-        // cleaned up upon recovery
-        for table in table_ids_to_delete {
-            table.mark_as_deleted();
-        }
-
-        for blob_file in blob_files_to_drop {
-            blob_file.mark_as_deleted();
-        }
-
-        Ok(())
+        Ok(FinishedCompaction {
+            tables_to_delete,
+            created_tables,
+            created_blob_files: extra_blob_files,
+            blob_files_to_drop: Vec::default(),
+        })
     }
 }
 

@@ -17,7 +17,7 @@ use crate::{
     run_scanner::RunScanner,
     stop_signal::StopSignal,
     tree::inner::TreeId,
-    version::{Run, SuperVersions, Version},
+    version::{Run, SuperVersion, SuperVersions, Version},
     vlog::{BlobFileMergeScanner, BlobFileScanner, BlobFileWriter},
     BlobFile, Config, HashSet, InternalValue, SeqNo, SequenceNumberCounter, Table, TableId,
 };
@@ -186,9 +186,6 @@ fn move_tables(
     opts: &Options,
     payload: &CompactionPayload,
 ) -> crate::Result<()> {
-    #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
-    let mut version_history_lock = opts.version_history.write().expect("lock is poisoned");
-
     // Fail-safe for buggy compaction strategies
     if compaction_state
         .hidden_set()
@@ -205,39 +202,79 @@ fn move_tables(
 
     // NOTE: Check for race condition - https://github.com/fjall-rs/fjall/issues/287
     //
-    // The compaction choice was made under a *read* lock which we dropped before taking
-    // this write lock, so the version may have been swapped out in between (`clear()` for
-    // example installs a brand new, empty version).
-    // `Version::with_moved` asserts that every input table is still present, so committing a
-    // stale move would panic while holding both the compaction state mutex and the version
-    // history write lock, poisoning them.
-    if table_ids.iter().any(|&id| {
-        version_history_lock
-            .latest_version()
+    // The compaction choice was made under a *read* lock which we dropped, so the version may
+    // have been swapped out in between (`clear()` for example installs a brand new, empty
+    // version). `Version::with_moved` asserts that every input table is still present, so
+    // committing a stale move would panic while holding both the compaction state mutex and the
+    // version history write lock, poisoning them.
+    let inputs_gone = |latest: &SuperVersion| {
+        table_ids
+            .iter()
+            .any(|&id| latest.version.get_table(id).is_none())
+    };
+
+    // The moved version is built and written with the history read-locked, and the history is
+    // locked for writing only to publish it: every memtable insert read-locks it, and a move
+    // follows most flushes. Safe because we hold the compaction state lock, as every upgrade that
+    // changes the version does (see `Tree::register_tables`).
+    let written = {
+        #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
+        let versions = opts.version_history.read().expect("lock is poisoned");
+        let latest = versions.latest_version();
+        if inputs_gone(&latest) {
+            log::debug!("{table_ids:?} are not referenced anymore; skipping move");
+            return Ok(());
+        }
+        latest
             .version
-            .get_table(id)
-            .is_none()
-    }) {
-        log::debug!("{table_ids:?} are not referenced anymore; skipping move");
+            .with_moved(&table_ids, payload.dest_level as usize)
+    };
+    crate::version::persist_version(&opts.config.path, &written)?;
+
+    #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
+    let mut version_history_lock = opts.version_history.write().expect("lock is poisoned");
+
+    let latest = version_history_lock.latest_version();
+    if inputs_gone(&latest) {
+        // Not expected (see above): the version file written is not the current one unless it
+        // is published, and recovery only reads the current one.
+        log::warn!("{table_ids:?} removed while their move was written; skipping move");
         return Ok(());
     }
 
-    version_history_lock.upgrade_version(
-        &opts.config.path,
-        |current| {
-            let mut copy = current.clone();
+    if latest.version.id() + 1 == written.id() {
+        version_history_lock.append_persisted_version(
+            |current| {
+                let mut copy = current.clone();
+                copy.version = written;
+                Ok(copy)
+            },
+            &opts.global_seqno,
+            &opts.visible_seqno,
+        )?;
+    } else {
+        // Not expected (see above); built and written again, under the lock, as upstream does.
+        log::warn!("version changed while a move was written, writing it again under the lock");
+        version_history_lock.upgrade_version(
+            &opts.config.path,
+            |current| {
+                let mut copy = current.clone();
 
-            copy.version = copy
-                .version
-                .with_moved(&table_ids, payload.dest_level as usize);
+                copy.version = copy
+                    .version
+                    .with_moved(&table_ids, payload.dest_level as usize);
 
-            Ok(copy)
-        },
-        &opts.global_seqno,
-        &opts.visible_seqno,
-    )?;
+                Ok(copy)
+            },
+            &opts.global_seqno,
+            &opts.visible_seqno,
+        )?;
+    }
 
-    if let Err(e) = version_history_lock.maintenance(&opts.config.path, opts.mvcc_gc_watermark) {
+    let stale = version_history_lock
+        .take_stale_version_files(&opts.config.path, opts.mvcc_gc_watermark);
+    drop(version_history_lock);
+    if let Err(e) = stale.remove() {
         log::error!("Manifest maintenance failed: {e:?}");
         return Err(e);
     }
@@ -525,61 +562,33 @@ fn merge_tables(
         filter.finish();
     }
 
+    // The output files are finished (written out and synced) before the version history is
+    // locked for writing: every memtable insert read-locks it, so their fsyncs used to stop
+    // every writer.
+    let finished = hidden_guard(payload, opts, || {
+        let extra_blob_files = filter_blob_writer
+            .map(BlobFileWriter::finish)
+            .transpose()
+            .inspect_err(|e| {
+                log::error!("Compaction failed while finishing filter blob writer: {e:?}");
+            })?
+            .unwrap_or_default();
+
+        compactor.finish_files(opts, dst_lvl, extra_blob_files)
+    })?;
+
     #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
     let mut compaction_state = opts.compaction_state.lock().expect("lock is poisoned");
 
-    log::trace!("Acquiring super version write lock");
-    #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
-    let mut version_history_lock = opts.version_history.write().expect("lock is poisoned");
-    log::trace!("Acquired super version write lock");
-
-    // NOTE: Check for race condition - https://github.com/fjall-rs/fjall/issues/287
-    //
-    // We held no lock while doing the actual merge, so the version may have been swapped out
-    // in the meantime (`clear()` for example installs a brand new, empty version).
-    // Committing the merge result would then insert the compacted tables into a version that no longer
-    // references their inputs, resurrecting data that was already logically removed.
-    if payload.table_ids.iter().any(|&id| {
-        version_history_lock
-            .latest_version()
-            .version
-            .get_table(id)
-            .is_none()
-    }) {
-        log::debug!("Input table(s) are not referenced anymore; skipping result installation");
-
-        compaction_state
-            .hidden_set_mut()
-            .show(payload.table_ids.iter().copied());
-
-        return Ok(());
-    }
-
     log::trace!("Blob fragmentation diff: {blob_frag_map:#?}");
 
-    let extra_blob_files = filter_blob_writer
-        .map(BlobFileWriter::finish)
-        .transpose()
-        .inspect_err(|e| {
-            // NOTE: We cannot use hidden_guard here because we already locked the compaction state
-
-            log::error!("Compaction failed while finishing filter blob writer: {e:?}");
-
-            compaction_state
-                .hidden_set_mut()
-                .show(payload.table_ids.iter().copied());
-        })?
-        .unwrap_or_default();
-
-    compactor
-        .finish(
-            &mut version_history_lock,
-            opts,
-            payload,
-            dst_lvl,
-            blob_frag_map,
-            extra_blob_files,
-        )
+    // NOTE: `install` checks for the race of https://github.com/fjall-rs/fjall/issues/287: we
+    // held no lock while doing the actual merge, so the version may have been swapped out in
+    // the meantime (`clear()` for example installs a brand new, empty version). Committing the
+    // merge result would then insert the compacted tables into a version that no longer
+    // references their inputs, resurrecting data that was already logically removed.
+    let installed = finished
+        .install(&opts.version_history, opts, payload, blob_frag_map)
         .inspect_err(|e| {
             // NOTE: We cannot use hidden_guard here because we already locked the compaction state
 
@@ -589,6 +598,13 @@ fn merge_tables(
                 .hidden_set_mut()
                 .show(payload.table_ids.iter().copied());
         })?;
+
+    if !installed {
+        log::debug!("Input table(s) are not referenced anymore; skipping result installation");
+    }
+
+    #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
+    let mut version_history_lock = opts.version_history.write().expect("lock is poisoned");
 
     compaction_state
         .hidden_set_mut()

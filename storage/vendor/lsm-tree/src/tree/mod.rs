@@ -522,7 +522,9 @@ impl AbstractTree for Tree {
             )?;
         }
 
-        if let Err(e) = version_lock.maintenance(&self.config.path, gc_watermark) {
+        let stale = version_lock.take_stale_version_files(&self.config.path, gc_watermark);
+        drop(version_lock);
+        if let Err(e) = stale.remove() {
             log::warn!("Version GC failed: {e:?}");
         }
 

@@ -8,7 +8,11 @@ use crate::{
     version::{persist_version, Version},
     SeqNo, SequenceNumberCounter,
 };
-use std::{collections::VecDeque, path::Path, sync::Arc};
+use std::{
+    collections::VecDeque,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 /// A super version is a point-in-time snapshot of memtables and a [`Version`] (list of disk files)
 #[derive(Clone)]
@@ -27,6 +31,26 @@ pub struct SuperVersion {
 }
 
 pub struct SuperVersions(VecDeque<SuperVersion>);
+
+/// Files of versions no longer kept, see [`SuperVersions::take_stale_version_files`].
+#[must_use]
+pub struct StaleVersionFiles(Vec<PathBuf>);
+
+impl StaleVersionFiles {
+    /// Deletes the files.
+    ///
+    /// # Errors
+    ///
+    /// Will return `Err` if an IO error occurs.
+    pub fn remove(self) -> crate::Result<()> {
+        for path in self.0 {
+            if path.try_exists()? {
+                crate::file::retry_transient_io(|| std::fs::remove_file(&path))?;
+            }
+        }
+        Ok(())
+    }
+}
 
 impl SuperVersions {
     pub fn new(version: Version) -> Self {
@@ -68,12 +92,25 @@ impl SuperVersions {
     }
 
     pub fn maintenance(&mut self, folder: &Path, gc_watermark: SeqNo) -> crate::Result<()> {
+        self.take_stale_version_files(folder, gc_watermark).remove()
+    }
+
+    /// Forgets the versions `maintenance` would remove and returns their files, for the caller
+    /// to delete ([`StaleVersionFiles::remove`]) once it has released the version history's
+    /// lock (every memtable insert read-locks it; deleting files under it made writers wait).
+    pub fn take_stale_version_files(
+        &mut self,
+        folder: &Path,
+        gc_watermark: SeqNo,
+    ) -> StaleVersionFiles {
+        let mut stale = StaleVersionFiles(Vec::new());
+
         if gc_watermark == 0 {
-            return Ok(());
+            return stale;
         }
 
         if self.free_list_len() < 1 {
-            return Ok(());
+            return stale;
         }
 
         log::trace!("Running manifest GC with watermark={gc_watermark}");
@@ -90,10 +127,7 @@ impl SuperVersions {
                     head.seqno,
                 );
 
-                let path = folder.join(format!("v{}", head.version.id()));
-                if path.try_exists()? {
-                    crate::file::retry_transient_io(|| std::fs::remove_file(&path))?;
-                }
+                stale.0.push(folder.join(format!("v{}", head.version.id())));
 
                 self.0.pop_front();
             }
@@ -101,15 +135,9 @@ impl SuperVersions {
 
         log::trace!("Manifest GC done, version length now {}", self.0.len());
 
-        Ok(())
+        stale
     }
 
-    /// Modifies the level manifest atomically.
-    ///
-    /// The function accepts a transition function that receives the current version
-    /// and returns a new version.
-    ///
-    /// The function takes care of persisting the version changes on disk.
     pub(crate) fn upgrade_version<F: FnOnce(&SuperVersion) -> crate::Result<SuperVersion>>(
         &mut self,
         tree_path: &Path,

@@ -26,6 +26,13 @@ use crate::{
     Checksum, CompressionType, InternalValue, TableId, UserKey, ValueType,
 };
 use index::BlockIndexWriter;
+
+#[cfg(test)]
+thread_local! {
+    /// Called on this thread when a table file is about to be synced (a test's probe).
+    pub(crate) static BEFORE_TABLE_SYNC: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+        const { std::cell::RefCell::new(None) };
+}
 use std::{fs::File, io::BufWriter, path::PathBuf};
 
 #[derive(Copy, Clone, PartialEq, Eq, Debug, std::hash::Hash)]
@@ -516,6 +523,12 @@ impl Writer {
         // Write fixed-size trailer
         // and flush & fsync the table file
         let mut checksum = self.file_writer.into_inner()?;
+        #[cfg(test)]
+        BEFORE_TABLE_SYNC.with(|hook| {
+            if let Some(hook) = hook.borrow_mut().as_mut() {
+                hook();
+            }
+        });
         checksum.inner_mut().get_mut().sync_all()?;
         let checksum = checksum.checksum();
 
