@@ -287,24 +287,16 @@ impl Writer {
             self.path.display(),
         );
 
-        if self.is_buffer_dirty {
-            self.file.flush().inspect_err(|e| {
-                log::error!(
-                    "Failed to flush journal IO buffers at {}: {e:?}",
-                    self.path.display(),
-                );
-            })?;
-            self.is_buffer_dirty = false;
-        }
+        let file = self.flush_for_sync()?;
 
         match mode {
-            PersistMode::SyncAll => self.file.get_ref().0.sync_all().inspect_err(|e| {
+            PersistMode::SyncAll => file.sync_all().inspect_err(|e| {
                 log::error!(
                     "Failed to fsync journal file at {}: {e:?}",
                     self.path.display(),
                 );
             }),
-            PersistMode::SyncData => self.file.get_ref().0.sync_data().inspect_err(|e| {
+            PersistMode::SyncData => file.sync_data().inspect_err(|e| {
                 log::error!(
                     "Failed to fsyncdata journal file at {}: {e:?}",
                     self.path.display(),

@@ -603,21 +603,22 @@ fn merge_tables(
         log::debug!("Input table(s) are not referenced anymore; skipping result installation");
     }
 
-    #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
-    let mut version_history_lock = opts.version_history.write().expect("lock is poisoned");
-
     compaction_state
         .hidden_set_mut()
         .show(payload.table_ids.iter().copied());
 
-    version_history_lock
-        .maintenance(&opts.config.path, opts.mvcc_gc_watermark)
-        .inspect_err(|e| {
-            log::error!("Manifest maintenance failed: {e:?}");
-        })?;
-
-    drop(version_history_lock);
+    // Old version files are taken under the write lock and deleted once it is released, as in
+    // `move_tables` and `Tree::register_tables`.
+    #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
+    let stale = opts
+        .version_history
+        .write()
+        .expect("lock is poisoned")
+        .take_stale_version_files(&opts.config.path, opts.mvcc_gc_watermark);
     drop(compaction_state);
+    stale.remove().inspect_err(|e| {
+        log::error!("Manifest maintenance failed: {e:?}");
+    })?;
 
     log::trace!("Compaction successful");
 
