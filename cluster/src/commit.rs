@@ -56,6 +56,8 @@ pub(crate) struct CommitTracker {
     config: (u64, Voters),
     /// Each follower's (and learner's) proven match in this term.
     matches: BTreeMap<u64, u64>,
+    /// The highest commit index each follower acknowledged a message carrying.
+    told: BTreeMap<u64, u64>,
     commit: u64,
 }
 
@@ -69,6 +71,7 @@ impl CommitTracker {
             leader_last: 0,
             config,
             matches: BTreeMap::new(),
+            told: BTreeMap::new(),
             commit: 0,
         }
     }
@@ -106,6 +109,33 @@ impl CommitTracker {
             *known = index;
             self.recompute();
         }
+    }
+
+    /// A follower acknowledged a message telling it `commit`.
+    pub(crate) fn record_told(&mut self, follower: u64, commit: u64) {
+        let told = self.told.entry(follower).or_insert(0);
+        *told = (*told).max(commit);
+    }
+
+    /// The index the leader's log ends at, when everything in it is committed and every voter
+    /// `counted` holds all of it and has been told so: nothing is left to send them until a new
+    /// entry. `None` while a configuration change is joint, or before this term sent anything.
+    pub(crate) fn settled(&self, counted: impl Fn(u64) -> bool) -> Option<u64> {
+        let [voters] = self.config.1.sets.as_slice() else {
+            return None;
+        };
+        let last = self.leader_last;
+        if last == 0 || self.commit() < last {
+            return None;
+        }
+        let behind = |node: &u64| {
+            self.matched(*node) < last || self.told.get(node).copied().unwrap_or(0) < last
+        };
+        let lagging = voters
+            .iter()
+            .filter(|node| **node != self.leader && counted(**node))
+            .any(behind);
+        (!lagging).then_some(last)
     }
 
     pub(crate) fn matched(&self, follower: u64) -> u64 {
@@ -233,6 +263,43 @@ mod tests {
         t.record_match(2, 5);
         assert_eq!(t.matched(2), 8);
         assert_eq!(t.commit(), 8);
+    }
+
+    #[test]
+    fn settled_once_every_counted_voter_holds_and_was_told_the_end() {
+        let mut t = tracker(&[1, 2, 3]);
+        assert_eq!(t.settled(|_| true), None, "nothing sent in this term");
+        t.observe_sent(&[blank(1, 3), blank(2, 3)]);
+        t.record_match(2, 2);
+        t.record_match(3, 2);
+        assert_eq!(t.commit(), 2);
+        assert_eq!(t.settled(|_| true), None, "the commit was not told yet");
+        t.record_told(2, 2);
+        assert_eq!(t.settled(|_| true), None, "3 was not told");
+        assert_eq!(t.settled(|n| n != 3), Some(2), "3 not counted");
+        t.record_told(3, 2);
+        assert_eq!(t.settled(|_| true), Some(2));
+        t.observe_sent(&[blank(3, 3)]);
+        assert_eq!(t.settled(|_| true), None, "a new entry unsettles");
+    }
+
+    #[test]
+    fn a_joint_configuration_never_settles() {
+        let mut t = tracker(&[1, 2]);
+        let joint = Entry {
+            index: 1,
+            term: 3,
+            payload: EntryPayload::ConfigChange(EntryConfigChange {
+                membership: config(&[1, 2], Some(&[1, 2, 3])),
+            }),
+        };
+        t.observe_sent(&[joint]);
+        for node in [2, 3] {
+            t.record_match(node, 1);
+            t.record_told(node, 1);
+        }
+        assert_eq!(t.commit(), 1);
+        assert_eq!(t.settled(|_| true), None);
     }
 
     #[test]

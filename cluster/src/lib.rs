@@ -24,6 +24,7 @@ pub mod membership;
 mod network;
 pub mod node;
 pub mod peer;
+mod quiescence;
 mod raft_store;
 mod restart_role;
 pub mod rpc;

@@ -7,6 +7,7 @@ use crate::containment::Containment;
 use crate::dispatch::Dispatcher;
 use crate::group::{GroupEnv, RaftGroup, RaftTuning, Start};
 use crate::peer::{PeerConfig, PeerTransport};
+use crate::quiescence;
 use crate::transport::Transport;
 use anyhow::Context;
 use gregor_storage::{GroupId, NodeId, StateMachine, Store};
@@ -24,6 +25,8 @@ pub struct ClusterNode {
     groups: Mutex<BTreeMap<GroupId, Arc<RaftGroup>>>,
     /// Serialises starts and stops, so a group id is never started twice at once.
     lifecycle: tokio::sync::Mutex<()>,
+    /// The node's quiescence loop (see `crate::quiescence`), when groups may go quiet.
+    quiescence: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ClusterNode {
@@ -56,6 +59,16 @@ impl ClusterNode {
         tuning: RaftTuning,
         containment: Containment,
     ) -> Arc<ClusterNode> {
+        let settings = tuning.quiescence();
+        let quiescence = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if settings.rounds > 0 => Some(runtime.spawn(quiescence::run(
+                node,
+                Arc::downgrade(&dispatcher),
+                transport.clone(),
+                settings,
+            ))),
+            _ => None,
+        };
         Arc::new(ClusterNode {
             env: GroupEnv {
                 node,
@@ -67,6 +80,7 @@ impl ClusterNode {
             },
             groups: Mutex::new(BTreeMap::new()),
             lifecycle: tokio::sync::Mutex::new(()),
+            quiescence,
         })
     }
 
@@ -178,6 +192,9 @@ impl ClusterNode {
 
     /// Stops every group.
     pub async fn shutdown(&self) {
+        if let Some(quiescence) = &self.quiescence {
+            quiescence.abort();
+        }
         let groups: Vec<GroupId> = self.lock().keys().copied().collect();
         self.stop_groups(groups).await;
     }
@@ -195,5 +212,13 @@ impl ClusterNode {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<GroupId, Arc<RaftGroup>>> {
         self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        if let Some(quiescence) = &self.quiescence {
+            quiescence.abort();
+        }
     }
 }

@@ -56,6 +56,8 @@ pub enum RpcRequest {
     },
     /// Not Raft: leadership hints and whatever else nodes tell each other.
     NodeMessage(Bytes),
+    /// The node-level beat that lets idle groups go quiet (see `crate::quiescence`).
+    Quiescence(QuiescenceRequest),
 }
 
 /// The body of a successful response; each variant answers the request of the same name.
@@ -65,6 +67,33 @@ pub enum RpcResponse {
     Vote(VoteResponse),
     InstallSnapshot(InstallSnapshotResponse),
     NodeMessage(Bytes),
+    Quiescence(QuiescenceResponse),
+}
+
+/// One node's beat to a peer, sent every heartbeat interval whether or not it carries
+/// anything: that it arrives is what tells the peer this node is there (see
+/// `crate::quiescence`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuiescenceRequest {
+    /// From the leader of each group: go quiet if you hold what I hold.
+    pub quiet: Vec<QuietNotice>,
+    /// From a member of each group: wake up (the sender woke, or has just started).
+    pub wake: Vec<GroupId>,
+}
+
+/// A leader's offer to quiet `group`: its log ends at `index`, every entry of it committed and
+/// the commit told, in `term`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuietNotice {
+    pub group: GroupId,
+    pub term: u64,
+    pub index: u64,
+}
+
+/// The groups of a request's `quiet` notices that the peer quieted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuiescenceResponse {
+    pub quieted: Vec<GroupId>,
 }
 
 /// async-raft's snapshot chunk with its data as one msgpack binary: serde would otherwise write
@@ -117,6 +146,7 @@ pub enum RpcKind {
     Vote,
     InstallSnapshot,
     NodeMessage,
+    Quiescence,
 }
 
 impl RpcRequest {
@@ -125,7 +155,7 @@ impl RpcRequest {
             RpcRequest::AppendEntries { group, .. }
             | RpcRequest::Vote { group, .. }
             | RpcRequest::InstallSnapshot { group, .. } => Some(*group),
-            RpcRequest::NodeMessage(_) => None,
+            RpcRequest::NodeMessage(_) | RpcRequest::Quiescence(_) => None,
         }
     }
 
@@ -136,6 +166,7 @@ impl RpcRequest {
             RpcRequest::Vote { .. } => RpcKind::Vote,
             RpcRequest::InstallSnapshot { .. } => RpcKind::InstallSnapshot,
             RpcRequest::NodeMessage(_) => RpcKind::NodeMessage,
+            RpcRequest::Quiescence(_) => RpcKind::Quiescence,
         }
     }
 
@@ -196,6 +227,10 @@ pub async fn serve(handler: &dyn PeerHandler, from: NodeId, request: RpcRequest)
             .node_message(from, message)
             .await
             .map(RpcResponse::NodeMessage),
+        RpcRequest::Quiescence(request) => handler
+            .quiescence(from, request)
+            .await
+            .map(RpcResponse::Quiescence),
     }
 }
 
@@ -237,6 +272,15 @@ impl RpcResponse {
         match self {
             RpcResponse::NodeMessage(reply) => Ok(reply),
             other => Err(mismatch("NodeMessage", &other)),
+        }
+    }
+
+    /// # Errors
+    /// `Protocol` when the response answers another kind of request.
+    pub fn into_quiescence(self) -> Result<QuiescenceResponse, RpcError> {
+        match self {
+            RpcResponse::Quiescence(response) => Ok(response),
+            other => Err(mismatch("Quiescence", &other)),
         }
     }
 }

@@ -10,7 +10,7 @@
 use crate::command::Command;
 use crate::rpc::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    RpcError, VoteRequest, VoteResponse,
+    QuiescenceRequest, QuiescenceResponse, RpcError, VoteRequest, VoteResponse,
 };
 use bytes::Bytes;
 use gregor_storage::{GroupId, NodeId};
@@ -39,6 +39,12 @@ pub trait Transport: Send + Sync + 'static {
     ) -> Result<VoteResponse, RpcError>;
     /// A message that is not Raft (leadership hints, later more); the bytes are the caller's.
     async fn node_message(&self, target: NodeId, message: Bytes) -> Result<Bytes, RpcError>;
+    /// This node's beat to `target`, with the quiet and wake requests of its groups.
+    async fn quiescence(
+        &self,
+        target: NodeId,
+        request: QuiescenceRequest,
+    ) -> Result<QuiescenceResponse, RpcError>;
 }
 
 /// The inbound seam: what a node does with the requests its peers send it. The node's
@@ -66,6 +72,11 @@ pub trait PeerHandler: Send + Sync + 'static {
         rpc: InstallSnapshotRequest,
     ) -> Result<InstallSnapshotResponse, RpcError>;
     async fn node_message(&self, from: NodeId, message: Bytes) -> Result<Bytes, RpcError>;
+    async fn quiescence(
+        &self,
+        from: NodeId,
+        request: QuiescenceRequest,
+    ) -> Result<QuiescenceResponse, RpcError>;
 }
 
 /// A node with no peers: every group has one member, so Raft never sends an RPC. Should one be
@@ -109,6 +120,13 @@ impl Transport for NoPeers {
         no_peer(target).await
     }
     async fn node_message(&self, target: NodeId, _message: Bytes) -> Result<Bytes, RpcError> {
+        no_peer(target).await
+    }
+    async fn quiescence(
+        &self,
+        target: NodeId,
+        _request: QuiescenceRequest,
+    ) -> Result<QuiescenceResponse, RpcError> {
         no_peer(target).await
     }
 }

@@ -195,6 +195,13 @@ impl PeerHandler for Agreeable {
     async fn node_message(&self, _from: NodeId, message: Bytes) -> Result<Bytes, RpcError> {
         Ok(message)
     }
+    async fn quiescence(
+        &self,
+        _from: NodeId,
+        _request: gregor_cluster::rpc::QuiescenceRequest,
+    ) -> Result<gregor_cluster::rpc::QuiescenceResponse, RpcError> {
+        Ok(gregor_cluster::rpc::QuiescenceResponse::default())
+    }
 }
 
 /// Node 1 holds 1..=5 from leader 2 and acknowledged them; then a delayed copy of an earlier

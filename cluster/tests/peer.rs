@@ -86,6 +86,15 @@ impl PeerHandler for Echo {
         reply.extend_from_slice(&message);
         Ok(Bytes::from(reply))
     }
+    async fn quiescence(
+        &self,
+        _from: NodeId,
+        request: gregor_cluster::rpc::QuiescenceRequest,
+    ) -> Result<gregor_cluster::rpc::QuiescenceResponse, RpcError> {
+        Ok(gregor_cluster::rpc::QuiescenceResponse {
+            quieted: request.quiet.iter().map(|n| n.group).collect(),
+        })
+    }
 }
 
 const CLUSTER: &str = "peer-test";

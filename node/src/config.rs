@@ -138,6 +138,9 @@ dead_node_grace_ms = 600000
 election_timeout_ms = 800
 # Raft: how often a leader tells its followers it is alive; at most half the election timeout.
 heartbeat_interval_ms = 250
+# Raft: a partition with nothing to replicate for this many heartbeat intervals goes quiet
+# (no heartbeats, no election timers) until its next write; 0 keeps every partition beating.
+quiesce_after_heartbeats = 4
 
 # --- Consumer groups. A member that sends no heartbeat for its session timeout is expelled
 # and its partitions go to the others. The timeout is the member's own request, else its
@@ -314,6 +317,7 @@ settings! {
     dead_node_grace_ms: u64,
     election_timeout_ms: u64,
     heartbeat_interval_ms: u64,
+    quiesce_after_heartbeats: u32,
     group_session_timeout_ms: u32,
     group_min_session_timeout_ms: u32,
     group_max_session_timeout_ms: u32,
@@ -650,6 +654,7 @@ fn validate(raw: RawConfig, origins: &Origins) -> Result<ServeConfig, ConfigErro
         dead_node_grace_ms: raw.dead_node_grace_ms,
         election_timeout_ms: raw.election_timeout_ms,
         heartbeat_interval_ms: raw.heartbeat_interval_ms,
+        quiesce_after_heartbeats: raw.quiesce_after_heartbeats,
     })
     .map_err(|(key, value, reason)| invalid(key, &value, reason))?;
 

@@ -13,7 +13,7 @@ use gregor_actors::{
 use gregor_cluster::membership::{GossipTuning, MembershipConfig};
 use gregor_cluster::rpc::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    QuiescenceRequest, QuiescenceResponse, VoteRequest, VoteResponse,
 };
 use gregor_cluster::{Command, Dispatcher, PeerHandler, RaftTuning, RpcError};
 use gregor_storage::{
@@ -596,6 +596,13 @@ impl PeerHandler for NoDispatcher {
         refuse().await
     }
     async fn node_message(&self, _from: NodeId, _message: Bytes) -> Result<Bytes, RpcError> {
+        refuse().await
+    }
+    async fn quiescence(
+        &self,
+        _from: NodeId,
+        _request: QuiescenceRequest,
+    ) -> Result<QuiescenceResponse, RpcError> {
         refuse().await
     }
 }

@@ -68,6 +68,13 @@ impl PeerHandler for Recorder {
         }
         Ok(message)
     }
+    async fn quiescence(
+        &self,
+        _from: NodeId,
+        _request: gregor_cluster::rpc::QuiescenceRequest,
+    ) -> Result<gregor_cluster::rpc::QuiescenceResponse, RpcError> {
+        Ok(gregor_cluster::rpc::QuiescenceResponse::default())
+    }
 }
 
 fn paused_runtime() -> tokio::runtime::Runtime {

@@ -116,4 +116,13 @@ impl Transport for Link {
         let handler = self.net.route(self.from, target).await?;
         handler.node_message(self.from, message).await
     }
+
+    async fn quiescence(
+        &self,
+        target: NodeId,
+        request: gregor_cluster::rpc::QuiescenceRequest,
+    ) -> Result<gregor_cluster::rpc::QuiescenceResponse, RpcError> {
+        let handler = self.net.route(self.from, target).await?;
+        handler.quiescence(self.from, request).await
+    }
 }

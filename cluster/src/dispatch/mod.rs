@@ -6,6 +6,8 @@
 
 mod append;
 pub(crate) mod log;
+mod quiet;
+pub(crate) use quiet::QuietOffer;
 mod snapshot;
 mod vote;
 
@@ -13,9 +15,11 @@ use crate::codec::decode_membership;
 use crate::containment::Containment;
 use crate::group::GroupRaft;
 use crate::network::elections::{ElectionGate, CANDIDACIES_AT_ONCE};
+use crate::network::GroupNetwork;
+use crate::quiescence::{GroupQuiet, PeerSight};
 use crate::rpc::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    RpcError, VoteRequest, VoteResponse,
+    QuiescenceRequest, QuiescenceResponse, RpcError, VoteRequest, VoteResponse,
 };
 use crate::transport::PeerHandler;
 use crate::Command;
@@ -68,6 +72,10 @@ pub struct Dispatcher {
     /// Leaderships given up here (leader balancing, after a membership addition): each leaves
     /// its group leaderless for an election timeout.
     step_downs: Arc<AtomicU64>,
+    /// When each peer was last heard (see `crate::quiescence`); set once the loop runs.
+    sight: std::sync::OnceLock<Arc<PeerSight>>,
+    /// Groups to ask each peer to wake with the next beat.
+    wake_requests: std::sync::Mutex<BTreeMap<NodeId, BTreeSet<GroupId>>>,
 }
 
 /// Counts changes of any hosted group's status (role, leader, term, readiness) or voters, so a
@@ -97,6 +105,8 @@ impl Default for Dispatcher {
             founding: Arc::new(tokio::sync::Semaphore::new(FOUNDING_ELECTIONS)),
             elections: ElectionGate::new(CANDIDACIES_AT_ONCE),
             step_downs: Arc::default(),
+            sight: std::sync::OnceLock::new(),
+            wake_requests: std::sync::Mutex::default(),
         }
     }
 }
@@ -150,14 +160,19 @@ impl Dispatcher {
         );
     }
 
-    /// Removes `inbound` if it is still the registered handle of its group.
+    /// Removes `inbound` if it is still the registered handle of its group. Its members are
+    /// asked to wake the group: if this replica led it, its quiet followers would otherwise
+    /// wait for it for ever while this node goes on beating.
     pub(crate) fn unregister(&self, inbound: &Arc<GroupInbound>) {
-        let mut groups = self.write();
-        if groups
-            .get(&inbound.group)
-            .is_some_and(|current| Arc::ptr_eq(current, inbound))
-        {
-            groups.remove(&inbound.group);
+        let removed = {
+            let mut groups = self.write();
+            let current = groups
+                .get(&inbound.group)
+                .is_some_and(|current| Arc::ptr_eq(current, inbound));
+            current && groups.remove(&inbound.group).is_some()
+        };
+        if removed {
+            inbound.ask_members_to_wake(self);
         }
     }
 
@@ -222,6 +237,14 @@ impl PeerHandler for Dispatcher {
             )),
         }
     }
+
+    async fn quiescence(
+        &self,
+        from: NodeId,
+        request: QuiescenceRequest,
+    ) -> Result<QuiescenceResponse, RpcError> {
+        Ok(self.serve_quiescence(from, request))
+    }
 }
 
 /// One group's inbound side: its Raft, its log, and the turn every message waits for.
@@ -253,19 +276,37 @@ pub(crate) struct GroupInbound {
     /// The snapshot stream async-raft is taking (see `snapshot`); a new incarnation of the
     /// node starts with none.
     snapshot_stream: std::sync::Mutex<SnapshotStream>,
+    /// Whether the group is quiet here (see `crate::quiescence`).
+    quiet: GroupQuiet,
+    /// The group's outbound side, which knows where a leader's log is settled.
+    network: Arc<GroupNetwork>,
+}
+
+/// What a group's inbound side shares with its storage and its network.
+pub(crate) struct GroupSides {
+    pub(crate) store: Store,
+    /// Moves whenever the group's log may have changed (see `GroupStorage`).
+    pub(crate) log_version: Arc<AtomicU64>,
+    pub(crate) network: Arc<GroupNetwork>,
 }
 
 impl GroupInbound {
     pub(crate) fn new(
         group: GroupId,
         raft: GroupRaft,
-        store: Store,
         apply_target: watch::Sender<u64>,
         founding: Option<BTreeSet<u64>>,
         containment: Containment,
-        log_version: Arc<AtomicU64>,
+        sides: GroupSides,
     ) -> GroupInbound {
+        let GroupSides {
+            store,
+            log_version,
+            network,
+        } = sides;
         GroupInbound {
+            quiet: GroupQuiet::new(raft.quiescence().clone()),
+            network,
             step_downs: Arc::default(),
             own_step_downs: AtomicU64::new(0),
             snapshot_stream: std::sync::Mutex::default(),
@@ -319,6 +360,9 @@ impl GroupInbound {
         rpc: AppendEntriesRequest<Command>,
     ) -> Result<AppendEntriesResponse, RpcError> {
         let _turn = self.turn.lock().await;
+        if self.brings_news(&rpc) {
+            self.quiet.wake_if_quiet();
+        }
         if self.containment.append_shape {
             append::check_shape(&rpc).map_err(|why| {
                 tracing::warn!(group = %self.group, leader = rpc.leader_id, %why, "refused a malformed AppendEntries");
@@ -406,6 +450,8 @@ impl GroupInbound {
 
     pub(crate) async fn vote(&self, rpc: VoteRequest) -> Result<VoteResponse, RpcError> {
         let _turn = self.turn.lock().await;
+        // A member stands: its leader is gone, or it thinks so; either way the group must tick.
+        self.quiet.wake_if_quiet();
         if !self.containment.vote_rules {
             return self.raft.vote(rpc).await.map_err(raft_error);
         }
@@ -529,6 +575,7 @@ impl GroupInbound {
         rpc: InstallSnapshotRequest,
     ) -> Result<InstallSnapshotResponse, RpcError> {
         let _turn = self.turn.lock().await;
+        self.quiet.wake_if_quiet();
         if self.containment.redundant_snapshot
             && self.holds(rpc.last_included_index, rpc.last_included_term)?
         {

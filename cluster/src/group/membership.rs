@@ -57,6 +57,7 @@ impl RaftGroup {
             return Err(AdminError::InvalidTarget("no voters".into()));
         }
         let term = self.require_leader()?;
+        let _awake = self.inbound.quiet().busy();
         let config = self.metrics.borrow().membership_config.clone();
         if config.members_after_consensus.is_some() {
             return Err(AdminError::ChangeInProgress);
@@ -123,6 +124,7 @@ impl RaftGroup {
     /// `NotLeader`, `Timeout` (still catching up), `ShuttingDown`, `Fatal`.
     pub async fn add_learner(&self, node: NodeId) -> Result<(), AdminError> {
         self.require_leader()?;
+        let _awake = self.inbound.quiet().busy();
         let timeout = self.tuning.admin_timeout();
         match tokio::time::timeout(timeout, self.raft.add_non_voter(node.0)).await {
             Err(_) => Err(AdminError::Timeout {

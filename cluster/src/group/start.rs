@@ -1,7 +1,7 @@
 //! How a group comes to be on a node: founded, joined, or restarted from its stored state.
 
 use super::{driver, GroupEnv, GroupRole, GroupStatus, RaftGroup};
-use crate::dispatch::{Dispatcher, GroupInbound};
+use crate::dispatch::{Dispatcher, GroupInbound, GroupSides};
 use crate::group::GroupRaft;
 use crate::network::{GroupNetwork, LogMarks};
 use crate::raft_store::GroupStorage;
@@ -134,13 +134,16 @@ impl RaftGroup {
             GroupInbound::new(
                 group,
                 raft.clone(),
-                env.store.clone(),
                 apply_target,
                 electable
                     .filter(|_| deferred.is_none())
                     .map(|m| m.iter().map(|n| n.0).collect()),
                 env.containment,
-                storage.log_version(),
+                GroupSides {
+                    store: env.store.clone(),
+                    log_version: storage.log_version(),
+                    network: network.clone(),
+                },
             )
             .counting_step_downs_in(env.dispatcher.step_down_counter()),
         );

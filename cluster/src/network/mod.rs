@@ -231,6 +231,18 @@ impl GroupNetwork {
             .then(|| term.saturating_add(1))
     }
 
+    /// Where this leader's log is settled in `term` (see [`CommitTracker::settled`]): its last
+    /// entry, when every voter `counted` holds it and was told it is committed. `None` also when
+    /// the node appended entries its streams have not sent yet.
+    pub(crate) fn settled(&self, term: u64, counted: impl Fn(u64) -> bool) -> Option<u64> {
+        let tracker = self.shared.lock_tracker();
+        let settled = tracker
+            .as_ref()
+            .filter(|t| t.term() == term)
+            .and_then(|t| t.settled(counted))?;
+        (settled == self.shared.leader_tail.load(Ordering::SeqCst)).then_some(settled)
+    }
+
     /// What responses of leader term `term` proved `follower` holds, and what they prove
     /// committed; `None` when no message of that term was sent.
     pub(crate) fn progress(&self, term: u64, follower: NodeId) -> Option<(u64, u64)> {
@@ -357,7 +369,10 @@ impl Shared {
             if !response.success {
                 return Ok(response.into());
             }
-            self.with_tracker(term, |t| t.record_match(target, last.0));
+            self.with_tracker(term, |t| {
+                t.record_match(target, last.0);
+                t.record_told(target, commit);
+            });
             prev = last;
             reply = Some(Reply::from(response));
         }

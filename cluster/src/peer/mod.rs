@@ -24,7 +24,8 @@ pub use stats::PeerStats;
 use crate::command::Command;
 use crate::rpc::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    RpcError, RpcRequest, RpcResponse, VoteRequest, VoteResponse,
+    QuiescenceRequest, QuiescenceResponse, RpcError, RpcRequest, RpcResponse, VoteRequest,
+    VoteResponse,
 };
 use crate::transport::{PeerHandler, Transport};
 use bytes::Bytes;
@@ -477,5 +478,15 @@ impl Transport for PeerTransport {
         self.call(target, RpcRequest::NodeMessage(message))
             .await?
             .into_node_message()
+    }
+
+    async fn quiescence(
+        &self,
+        target: NodeId,
+        request: QuiescenceRequest,
+    ) -> Result<QuiescenceResponse, RpcError> {
+        self.call(target, RpcRequest::Quiescence(request))
+            .await?
+            .into_quiescence()
     }
 }

@@ -474,4 +474,19 @@ impl Transport for NetTransport {
             )
             .await
     }
+
+    async fn quiescence(
+        &self,
+        target: NodeId,
+        request: gregor_cluster::rpc::QuiescenceRequest,
+    ) -> Result<gregor_cluster::rpc::QuiescenceResponse, RpcError> {
+        let me = self.me;
+        self.net
+            .call(
+                me,
+                target,
+                |h| async move { h.quiescence(me, request).await },
+            )
+            .await
+    }
 }

@@ -26,6 +26,8 @@ const METADATA_VOTERS: [u32; 3] = [1, 3, 5];
 const DEAD_NODE_GRACE_MS: std::ops::RangeInclusive<u64> = 1_000..=7 * 24 * 60 * 60 * 1000;
 const ELECTION_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 50..=60_000;
 const MIN_HEARTBEAT_INTERVAL_MS: u64 = 10;
+/// Longer idle spells before going quiet buy nothing: a group that waits that long is idle.
+const MAX_QUIESCE_AFTER_HEARTBEATS: u32 = 1_000;
 const MAX_NAME_CHARS: usize = 64;
 
 /// A list of `HOST:PORT`s: a TOML array, or one string separated by commas (as in flags and
@@ -96,6 +98,7 @@ pub(super) struct RawCluster {
     pub dead_node_grace_ms: Option<u64>,
     pub election_timeout_ms: Option<u64>,
     pub heartbeat_interval_ms: Option<u64>,
+    pub quiesce_after_heartbeats: Option<u32>,
 }
 
 /// The validated cluster settings: `None` for a node alone, the rack (meaningful alone too:
@@ -111,7 +114,20 @@ pub(super) type Invalid = (&'static str, String, String);
 
 pub(super) fn validate(raw: RawCluster) -> Result<ValidCluster, Invalid> {
     let rack = raw.rack.map(|rack| name("rack", rack)).transpose()?;
-    let raft = raft_tuning(raw.election_timeout_ms, raw.heartbeat_interval_ms)?;
+    let mut raft = raft_tuning(raw.election_timeout_ms, raw.heartbeat_interval_ms)?;
+    if let Some(rounds) = raw.quiesce_after_heartbeats {
+        if rounds > MAX_QUIESCE_AFTER_HEARTBEATS {
+            return Err((
+                "quiesce_after_heartbeats",
+                rounds.to_string(),
+                format!(
+                    "must be at most {MAX_QUIESCE_AFTER_HEARTBEATS}; 0 keeps every partition \
+                     beating"
+                ),
+            ));
+        }
+        raft.quiesce_after_heartbeats = rounds;
+    }
     let cluster_id = name(
         "cluster_id",
         raw.cluster_id

@@ -7,7 +7,8 @@ use crate::net::faults::Fate;
 use bytes::Bytes;
 use gregor_cluster::rpc::{
     self, AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, RpcResult, VoteRequest, VoteResponse,
+    InstallSnapshotResponse, QuiescenceRequest, QuiescenceResponse, RpcResult, VoteRequest,
+    VoteResponse,
 };
 use gregor_cluster::{Command, RpcError, RpcRequest, RpcResponse, Transport};
 use gregor_storage::{GroupId, NodeId};
@@ -250,5 +251,15 @@ impl Transport for SimTransport {
         self.call(target, RpcRequest::NodeMessage(message))
             .await?
             .into_node_message()
+    }
+
+    async fn quiescence(
+        &self,
+        target: NodeId,
+        request: QuiescenceRequest,
+    ) -> Result<QuiescenceResponse, RpcError> {
+        self.call(target, RpcRequest::Quiescence(request))
+            .await?
+            .into_quiescence()
     }
 }

@@ -28,7 +28,7 @@ pub struct ServeArgs {
     /// retention_check_interval_ms, cache_bytes, shards, max_frame_bytes, max_in_flight_per_connection,
     /// max_connections, handshake_timeout_ms, idle_timeout_ms, shutdown_grace_ms, peer_listen,
     /// advertised_peer_address, join, cluster_id, rack, metadata_voters, dead_node_grace_ms,
-    /// election_timeout_ms, heartbeat_interval_ms, group_session_timeout_ms,
+    /// election_timeout_ms, heartbeat_interval_ms, quiesce_after_heartbeats, group_session_timeout_ms,
     /// group_min_session_timeout_ms, group_max_session_timeout_ms, leader_imbalance_percent,
     /// leader_balance_interval_ms, max_leader_step_downs, max_partition_moves
     #[arg(long, value_name = "FILE", env = "GREGOR_CONFIG")]
@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// Raft heartbeat interval, at most half the election timeout [default: 250]
     #[arg(long, value_name = "MS")]
     pub heartbeat_interval_ms: Option<u64>,
+    /// Heartbeat intervals a partition must stay idle before it goes quiet (no heartbeats, no
+    /// election timers until its next write); 0 keeps every partition beating [default: 4]
+    #[arg(long, value_name = "N")]
+    pub quiesce_after_heartbeats: Option<u32>,
     /// Consumer groups' session timeout for members that ask for none and groups configured
     /// with none (Kafka's group.consumer.session.timeout.ms) [default: 45000]
     #[arg(long, value_name = "MS")]
@@ -128,6 +132,7 @@ impl ServeArgs {
             dead_node_grace_ms: self.dead_node_grace_ms,
             election_timeout_ms: self.election_timeout_ms,
             heartbeat_interval_ms: self.heartbeat_interval_ms,
+            quiesce_after_heartbeats: self.quiesce_after_heartbeats,
             group_session_timeout_ms: self.group_session_timeout_ms,
             group_min_session_timeout_ms: self.group_min_session_timeout_ms,
             group_max_session_timeout_ms: self.group_max_session_timeout_ms,
