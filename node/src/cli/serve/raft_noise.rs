@@ -30,15 +30,16 @@ pub(super) enum Kind {
     Vote,
 }
 
-/// The per-message failures of async-raft 0.6.1: sending an AppendEntries failed or timed out
-/// (`src/replication/mod.rs` 217, 222), sending an InstallSnapshot chunk failed or timed out
-/// (803, 808), a vote request failed or timed out (`src/core/vote.rs` 153). Valid for 0.6.1
-/// only, which Cargo.toml pins with `=`: check them again with any other version.
+/// The per-message failures of our copy of async-raft 0.6.1 (`cluster/vendor/async-raft`):
+/// sending an AppendEntries failed or timed out (`src/replication/mod.rs` 221, 226), sending an
+/// InstallSnapshot chunk failed or timed out (813, 818), a vote request failed or timed out
+/// (`src/core/vote.rs` 153). Lines move with any change to those files:
+/// `the_counted_lines_are_async_raft_send_failures` reads the source and says so.
 pub(super) const ASYNC_RAFT_SEND_FAILURES: &[Noisy] = &[
-    replication(217),
-    replication(222),
-    replication(803),
-    replication(808),
+    replication(221),
+    replication(226),
+    replication(813),
+    replication(818),
     Noisy {
         target: "async_raft::core::vote",
         line: 153,
@@ -199,6 +200,31 @@ mod tests {
                 "gregor_cluster::dispatch"
             ]
         );
+    }
+
+    /// Each counted line of the vendored source is an ERROR event about a message not sent,
+    /// not answered or timed out; a patch that moves them breaks this, not the filter silently.
+    #[test]
+    fn the_counted_lines_are_async_raft_send_failures() {
+        let vendored = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../cluster/vendor/async-raft/src");
+        for noisy in ASYNC_RAFT_SEND_FAILURES {
+            let file = match noisy.target {
+                "async_raft::replication" => "replication/mod.rs",
+                "async_raft::core::vote" => "core/vote.rs",
+                other => panic!("no source file known for target {other}"),
+            };
+            let source = std::fs::read_to_string(vendored.join(file)).unwrap();
+            let line = source.lines().nth(noisy.line as usize - 1).unwrap_or("");
+            let about_a_send = ["sending", "requesting vote"]
+                .iter()
+                .any(|what| line.contains(what));
+            assert!(
+                line.contains("tracing::error!") && about_a_send,
+                "{file}:{} is not a send failure: {line}",
+                noisy.line
+            );
+        }
     }
 
     struct Recorder(Arc<Mutex<Vec<String>>>);
