@@ -1,7 +1,8 @@
 //! Quiescence: an idle group goes quiet on every member (no heartbeats, no election timers),
 //! wakes for a write, and still replaces a leader that dies or is cut off while quiet (virtual
 //! time, 1 ms links, the production tuning: heartbeat 250 ms, quiet after 4 settled beats,
-//! a node silent for 500 ms counts as gone).
+//! a node silent for 500 ms counts as gone). A quiet group's failover takes 1.4-1.8 s; in about
+//! one in seventy the vote splits and a second election timeout follows.
 
 mod common;
 
@@ -13,6 +14,12 @@ use tokio::time::Instant;
 
 const GROUP: GroupId = GroupId(60);
 const SECOND: Duration = Duration::from_secs(1);
+/// A quiet group's failover when its vote splits: the leader's node unheard for two beats
+/// (noticed at most 750 ms after it stopped), two election timeouts (at most 1.2 s each) and
+/// the votes' round trips. About one failover in seventy splits (both followers wake in the
+/// same beat and draw their timeouts within a round trip of each other); see
+/// `failover.rs` for the same on a busy group.
+const SPLIT_VOTE_BOUND: Duration = Duration::from_millis(3_200);
 
 /// Whether every running replica of `group` is quiet within `within`.
 async fn all_quiet(cluster: &TestCluster, group: GroupId, within: Duration) -> bool {
@@ -153,8 +160,11 @@ fn a_killed_leader_of_a_quiet_group_is_replaced_within_two_seconds() {
         }
         common::assert_prefix_consistent(&cluster.logs(GROUP));
         eprintln!("failover of a quiet group: {took:?}");
-        // Silence (500 ms) plus an election timeout (800-1,200 ms) plus the vote.
-        assert!(took.iter().all(|t| *t < 2 * SECOND), "{took:?}");
+        // Silence (500-750 ms) plus an election timeout (800-1,200 ms) plus the vote; one
+        // split vote allowed in five, bounded.
+        let slow = took.iter().filter(|t| **t >= 2 * SECOND).count();
+        assert!(slow <= 1, "{took:?}");
+        assert!(took.iter().all(|t| *t < SPLIT_VOTE_BOUND), "{took:?}");
     });
 }
 
@@ -211,7 +221,7 @@ fn a_quiet_leader_cut_off_from_its_followers_is_replaced() {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        assert!(cut.elapsed() < 2 * SECOND, "{:?}", cut.elapsed());
+        assert!(cut.elapsed() < SPLIT_VOTE_BOUND, "{:?}", cut.elapsed());
         let (index, _) = cluster
             .group(replaced, GROUP)
             .propose(append(1), 2 * SECOND)
@@ -234,6 +244,10 @@ fn a_quiet_group_stopped_on_its_leaders_node_elects_among_the_others() {
         let stopped = Instant::now();
         let next = cluster.wait_leader(GROUP, 5 * SECOND).await;
         assert!(next.is_some_and(|n| n != leader), "no new leader: {next:?}");
-        assert!(stopped.elapsed() < 2 * SECOND, "{:?}", stopped.elapsed());
+        assert!(
+            stopped.elapsed() < SPLIT_VOTE_BOUND,
+            "{:?}",
+            stopped.elapsed()
+        );
     });
 }

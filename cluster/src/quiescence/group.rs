@@ -63,11 +63,13 @@ impl GroupQuiet {
         self.flag.is_quiet()
     }
 
-    /// Wakes the group (if quiet) and voids any offer to quiet it under way.
+    /// Wakes the group (if quiet) and voids any offer to quiet it under way; the count of
+    /// settled rounds starts again.
     pub(crate) fn wake(&self) {
         let mut wakes = self.wakes();
         *wakes += 1;
         self.flag.wake();
+        *self.idle.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Wakes the group if it is quiet; returns whether it was.

@@ -69,12 +69,16 @@ pub(crate) async fn run(
     }
     let mut ticker = tokio::time::interval(settings.beat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut membership = Membership::default();
     loop {
         ticker.tick().await;
-        let Some((groups, mut wakes)) = dispatcher
-            .upgrade()
-            .map(|d| (d.hosted_groups(), d.take_wake_requests()))
-        else {
+        let Some((groups, mut wakes, changes)) = dispatcher.upgrade().map(|d| {
+            (
+                d.hosted_groups(),
+                d.take_wake_requests(),
+                d.changes().count(),
+            )
+        }) else {
             return;
         };
         for group in groups.iter().filter(|g| g.core_ended()) {
@@ -84,7 +88,15 @@ pub(crate) async fn run(
                 }
             }
         }
-        let round = Round::plan(node, &groups, &sight, &mut wakes, settings);
+        membership.refresh(node, &groups, changes, &mut wakes);
+        let round = Round::plan(
+            node,
+            &groups,
+            &membership.peers,
+            &sight,
+            &mut wakes,
+            settings,
+        );
         let replies = round.beat(&*transport, settings.beat).await;
         for (peer, reply) in &replies {
             if reply.is_ok() {
@@ -99,6 +111,42 @@ pub(crate) async fn run(
     }
 }
 
+/// The peers this node shares a group with, looked up again only when a hosted group's
+/// status or voters changed (or a group came or went): a pass over ten thousand quiet groups
+/// four times a second would be most of an idle node's work.
+#[derive(Default)]
+struct Membership {
+    peers: BTreeSet<NodeId>,
+    seen: Option<(u64, usize)>,
+}
+
+impl Membership {
+    /// Also asks the members of each group started since the last look to wake it.
+    fn refresh(
+        &mut self,
+        node: NodeId,
+        groups: &[Arc<GroupInbound>],
+        changes: u64,
+        wakes: &mut BTreeMap<NodeId, BTreeSet<GroupId>>,
+    ) {
+        let now = Some((changes, groups.len()));
+        if self.seen == now {
+            return;
+        }
+        self.seen = now;
+        self.peers.clear();
+        for group in groups {
+            let members = group.peers(node);
+            if !members.is_empty() && group.quiet().announce() {
+                for member in &members {
+                    wakes.entry(*member).or_default().insert(group.group);
+                }
+            }
+            self.peers.extend(members);
+        }
+    }
+}
+
 /// One beat: what goes to each peer, and the offers waiting for their answers.
 struct Round {
     peers: BTreeSet<NodeId>,
@@ -110,23 +158,17 @@ impl Round {
     fn plan(
         node: NodeId,
         groups: &[Arc<GroupInbound>],
+        peers: &BTreeSet<NodeId>,
         sight: &PeerSight,
         wakes: &mut BTreeMap<NodeId, BTreeSet<GroupId>>,
         settings: QuiescenceSettings,
     ) -> Round {
-        let mut peers = BTreeSet::new();
+        let peers = peers.clone();
         let mut offers = Vec::new();
         let present = |peer: NodeId| sight.is_present(peer);
-        for group in groups {
-            let members = group.peers(node);
-            if !members.is_empty() && group.quiet().announce() {
-                for member in &members {
-                    wakes.entry(*member).or_default().insert(group.group);
-                }
-            }
-            peers.extend(members);
+        for group in groups.iter().filter(|g| !g.quiet().is_quiet()) {
             if settings.rounds == 0 {
-                continue;
+                break;
             }
             if let Some(offer) = group.offer_quiet(node, settings.rounds, &present) {
                 offers.push((group.clone(), offer));
