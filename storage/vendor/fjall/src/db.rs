@@ -819,6 +819,8 @@ impl Database {
                     .flush_manager
                     .enqueue(Arc::new(crate::flush::Task {
                         keyspace: keyspace.clone(),
+                        // Recovered memtables: their tables' seqnos are what counts.
+                        sealed_seqno: None,
                     }));
 
                 keyspace.worker_messager.send(WorkerMessage::Flush).ok();

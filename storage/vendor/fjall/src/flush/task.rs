@@ -3,9 +3,15 @@
 // (found in the LICENSE-* files in the repository)
 
 use crate::Keyspace;
+use lsm_tree::SeqNo;
 
 pub struct Task {
     pub(crate) keyspace: Keyspace,
+
+    /// The highest seqno of the memtable sealed for this task, if known: once the task's flush
+    /// has run, every write of the keyspace up to it is in tables (see
+    /// [`crate::keyspace::FlushedSeqno`]).
+    pub(crate) sealed_seqno: Option<SeqNo>,
 }
 
 impl std::fmt::Debug for Task {

@@ -38,5 +38,13 @@ pub fn run(
         }
     }
 
+    // The task's memtable was sealed before the task was queued, and a sealed memtable leaves
+    // the tree only with a durable version: a flush's, once its tables are written, or a
+    // clear's, which supersedes it. Whether this flush took it or an earlier one did (`None`
+    // above), its writes are persisted now.
+    if let Some(seqno) = task.sealed_seqno {
+        task.keyspace.flushed_seqno.advance(seqno);
+    }
+
     Ok(())
 }

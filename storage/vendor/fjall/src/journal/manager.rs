@@ -4,7 +4,7 @@
 
 use super::writer::Writer;
 use crate::Keyspace;
-use lsm_tree::{AbstractTree, SeqNo};
+use lsm_tree::SeqNo;
 use std::{path::PathBuf, sync::MutexGuard};
 
 /// Stores the highest seqno of a keyspace found in a journal.
@@ -12,6 +12,16 @@ use std::{path::PathBuf, sync::MutexGuard};
 pub struct EvictionWatermark {
     pub(crate) keyspace: Keyspace,
     pub(crate) lsn: SeqNo,
+}
+
+impl EvictionWatermark {
+    /// Every write of the keyspace in the journal is persisted in tables, or was durably
+    /// superseded in them (a compaction dropped it with the tombstone covering it).
+    fn is_persisted(&self) -> bool {
+        self.keyspace
+            .persisted_seqno()
+            .is_some_and(|seqno| seqno >= self.lsn)
+    }
 }
 
 impl std::fmt::Debug for EvictionWatermark {
@@ -97,12 +107,7 @@ impl JournalManager {
 
         if let Some(item) = self.items.first() {
             for item in &item.watermarks {
-                let Some(partition_seqno) = item.keyspace.tree.get_highest_persisted_seqno() else {
-                    items.push(item.keyspace.clone());
-                    continue;
-                };
-
-                if partition_seqno < item.lsn {
+                if !item.is_persisted() {
                     items.push(item.keyspace.clone());
                 }
             }
@@ -127,19 +132,13 @@ impl JournalManager {
                     .keyspace
                     .is_deleted
                     .load(std::sync::atomic::Ordering::Acquire)
+                    && !item.is_persisted()
                 {
-                    let Some(keyspace_seqno) = item.keyspace.tree.get_highest_persisted_seqno()
-                    else {
-                        return Ok(());
-                    };
-
-                    if keyspace_seqno < item.lsn {
-                        log::trace!(
-                            "Keyspace {:?} not flushed enough to evict journal",
-                            item.keyspace.name,
-                        );
-                        return Ok(());
-                    }
+                    log::trace!(
+                        "Keyspace {:?} not flushed enough to evict journal",
+                        item.keyspace.name,
+                    );
+                    return Ok(());
                 }
             }
 
@@ -147,7 +146,8 @@ impl JournalManager {
             // it can be deleted from disk, as we know the entire journal has been flushed to tables [2].
             //
             // [1] We cannot use the keyspace's max seqno, because the memtable will get writes, which increase the seqno.
-            // We *need* to check the tables specifically, they are the source of truth for flushed data.
+            // We *need* to check the tables specifically, they are the source of truth for flushed data;
+            // or what flushes persisted into tables that compactions have dropped since (see `FlushedSeqno`).
             //
             // [2] Checking the seqno is safe because the queues inside the flush manager are FIFO.
             //

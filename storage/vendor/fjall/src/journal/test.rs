@@ -592,3 +592,101 @@ fn rotation_continues_in_the_journal_prepared_without_the_lock() -> crate::Resul
 
     Ok(())
 }
+
+/// A stand-in for a sealed journal holding `keyspace`'s writes up to `lsn`, in a manager of its
+/// own (the database's manager keeps its real journals).
+fn sealed_journal(
+    dir: &std::path::Path,
+    keyspace: &crate::Keyspace,
+    lsn: lsm_tree::SeqNo,
+) -> crate::Result<(manager::JournalManager, std::path::PathBuf)> {
+    let path = dir.join("sealed.jnl");
+    std::fs::write(&path, b"sealed")?;
+    let mut journals = manager::JournalManager::new();
+    journals.enqueue(manager::Item {
+        path: path.clone(),
+        size_in_bytes: 6,
+        watermarks: vec![manager::EvictionWatermark {
+            keyspace: keyspace.clone(),
+            lsn,
+        }],
+    });
+    Ok((journals, path))
+}
+
+/// Writes a key and removes it, flushes both and compacts them away: the keyspace is left
+/// with no table at all. Returns the removal's seqno.
+fn flush_and_compact_away(keyspace: &crate::Keyspace) -> crate::Result<lsm_tree::SeqNo> {
+    use crate::AbstractTree;
+
+    keyspace.insert("a", "1")?;
+    keyspace.remove("a")?;
+    let lsn = keyspace
+        .tree
+        .get_highest_memtable_seqno()
+        .expect("just written");
+    keyspace.rotate_memtable_and_wait()?;
+    assert_eq!(keyspace.tree.get_highest_persisted_seqno(), Some(lsn));
+    keyspace.major_compact()?;
+    assert_eq!(
+        keyspace.tree.table_count(),
+        0,
+        "the tombstone went with its value"
+    );
+    assert_eq!(keyspace.tree.get_highest_persisted_seqno(), None);
+    Ok(lsn)
+}
+
+#[test]
+fn journal_is_evicted_when_its_flushed_writes_were_compacted_away() -> crate::Result<()> {
+    let dir = tempdir()?;
+    let db = crate::Database::builder(dir.path().join("db")).open()?;
+    let keyspace = db.keyspace("default", Default::default)?;
+    let lsn = flush_and_compact_away(&keyspace)?;
+
+    let (mut journals, path) = sealed_journal(dir.path(), &keyspace, lsn)?;
+    journals.maintenance()?;
+    assert!(
+        !path.try_exists()?,
+        "every write in the journal was persisted"
+    );
+    assert_eq!(journals.sealed_journal_count(), 0);
+    assert!(journals
+        .get_keyspaces_to_flush_for_oldest_journal_eviction()
+        .is_empty());
+    Ok(())
+}
+
+#[test]
+fn journal_with_unflushed_writes_stays_when_older_tables_were_compacted_away() -> crate::Result<()>
+{
+    use crate::AbstractTree;
+
+    let dir = tempdir()?;
+    let db = crate::Database::builder(dir.path().join("db")).open()?;
+    let keyspace = db.keyspace("default", Default::default)?;
+    flush_and_compact_away(&keyspace)?;
+    keyspace.insert("b", "2")?;
+    let lsn = keyspace
+        .tree
+        .get_highest_memtable_seqno()
+        .expect("just written");
+
+    let (mut journals, path) = sealed_journal(dir.path(), &keyspace, lsn)?;
+    journals.maintenance()?;
+    assert!(
+        path.try_exists()?,
+        "the journal holds the only durable copy of b"
+    );
+    assert_eq!(
+        journals
+            .get_keyspaces_to_flush_for_oldest_journal_eviction()
+            .len(),
+        1
+    );
+
+    keyspace.rotate_memtable_and_wait()?;
+    journals.maintenance()?;
+    assert!(!path.try_exists()?, "b is in a table now");
+    Ok(())
+}

@@ -58,6 +58,35 @@ pub fn apply_to_base_config(
         .with_compaction_filter_factory(our_config.compaction_filter_factory.clone())
 }
 
+/// The highest seqno of a keyspace that a flush has persisted.
+///
+/// The tables' own highest seqno says the same until a compaction drops the tables holding the
+/// newest writes (a tombstone and what it covers, evicted at the last level): it then goes
+/// back, or to `None` once no table is left, although every write up to it was persisted (or
+/// durably superseded) before. Journal eviction compares against the larger of the two.
+///
+/// Not persisted: after a restart the tables' seqno is all there is, as before.
+#[derive(Default)]
+pub(crate) struct FlushedSeqno(
+    /// 0: none yet; otherwise the seqno plus one
+    std::sync::atomic::AtomicU64,
+);
+
+impl FlushedSeqno {
+    /// Records that every write of the keyspace up to `seqno` is persisted: a flush that ran
+    /// after the memtable holding it was sealed has returned.
+    pub(crate) fn advance(&self, seqno: SeqNo) {
+        self.0
+            .fetch_max(seqno.saturating_add(1), std::sync::atomic::Ordering::AcqRel);
+    }
+
+    pub(crate) fn get(&self) -> Option<SeqNo> {
+        self.0
+            .load(std::sync::atomic::Ordering::Acquire)
+            .checked_sub(1)
+    }
+}
+
 pub struct KeyspaceInner {
     /// Internal ID
     pub(crate) id: InternalKeyspaceId,
@@ -76,6 +105,10 @@ pub struct KeyspaceInner {
 
     /// If `true`, fsync failed during persisting, see `Error::Poisoned`
     pub(crate) is_poisoned: PoisonSignal,
+
+    /// How far flushes have persisted this keyspace's writes, kept when compactions later
+    /// drop the tables they wrote (journal eviction needs it)
+    pub(crate) flushed_seqno: FlushedSeqno,
 
     /// LSM-tree wrapper
     #[doc(hidden)]
@@ -317,6 +350,7 @@ impl Keyspace {
             worker_messager: db.worker_pool.sender.clone(),
             is_deleted: AtomicBool::default(),
             is_poisoned: db.is_poisoned.clone(),
+            flushed_seqno: FlushedSeqno::default(),
             lock_file: db.lock_file.clone(),
             stats: db.stats.clone(),
         }))
@@ -359,6 +393,7 @@ impl Keyspace {
             tree,
             is_deleted: AtomicBool::default(),
             is_poisoned: db.is_poisoned.clone(),
+            flushed_seqno: FlushedSeqno::default(),
             stats: db.stats.clone(),
             lock_file: db.lock_file.clone(),
         })))
@@ -741,7 +776,7 @@ impl Keyspace {
         }
 
         // Rotate memtable
-        let Some(_) = self.tree.rotate_memtable() else {
+        let Some(sealed) = self.tree.rotate_memtable() else {
             log::debug!("Got no sealed memtable, someone beat us to it");
             return Ok(false);
         };
@@ -750,6 +785,7 @@ impl Keyspace {
 
         self.supervisor.flush_manager.enqueue(Arc::new(FlushTask {
             keyspace: self.clone(),
+            sealed_seqno: sealed.get_highest_seqno(),
         }));
 
         self.worker_messager.send(WorkerMessage::Flush).ok();
@@ -795,6 +831,14 @@ impl Keyspace {
             .maintenance()?;
 
         Ok(true)
+    }
+
+    /// The highest seqno of this keyspace known to be persisted: by the tables, or by a flush
+    /// whose tables compactions have dropped since (see [`FlushedSeqno`]).
+    pub(crate) fn persisted_seqno(&self) -> Option<SeqNo> {
+        self.flushed_seqno
+            .get()
+            .max(self.tree.get_highest_persisted_seqno())
     }
 
     fn check_write_halt(&self) {
