@@ -76,6 +76,8 @@ pub struct Dispatcher {
     sight: std::sync::OnceLock<Arc<PeerSight>>,
     /// Groups to ask each peer to wake with the next beat.
     wake_requests: std::sync::Mutex<BTreeMap<NodeId, BTreeSet<GroupId>>>,
+    /// Tells the quiescence loop that wake requests wait (sent at once, not at the next beat).
+    wake_soon: Arc<tokio::sync::Notify>,
 }
 
 /// Counts changes of any hosted group's status (role, leader, term, readiness) or voters, so a
@@ -107,6 +109,7 @@ impl Default for Dispatcher {
             step_downs: Arc::default(),
             sight: std::sync::OnceLock::new(),
             wake_requests: std::sync::Mutex::default(),
+            wake_soon: Arc::default(),
         }
     }
 }

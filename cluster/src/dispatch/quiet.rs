@@ -159,7 +159,9 @@ impl Dispatcher {
             .collect()
     }
 
-    /// Asks `peer` to wake `group` with the next beat.
+    /// Asks `peer` to wake `group`, at once: a leader stepping down wants its followers'
+    /// election timers running as soon as its own is, or it would stand first and likely lead
+    /// again (leader balancing would move nothing).
     pub(crate) fn request_wake(&self, peer: NodeId, group: GroupId) {
         self.wake_requests
             .lock()
@@ -167,6 +169,12 @@ impl Dispatcher {
             .entry(peer)
             .or_default()
             .insert(group);
+        self.wake_soon.notify_one();
+    }
+
+    /// Notified whenever a wake request waits.
+    pub(crate) fn wake_soon(&self) -> Arc<tokio::sync::Notify> {
+        self.wake_soon.clone()
     }
 
     pub(crate) fn take_wake_requests(&self) -> BTreeMap<NodeId, BTreeSet<GroupId>> {

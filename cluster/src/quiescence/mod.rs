@@ -63,15 +63,29 @@ pub(crate) async fn run(
     settings: QuiescenceSettings,
 ) {
     let sight = Arc::new(PeerSight::new(settings.silence));
-    match dispatcher.upgrade() {
-        Some(d) => d.note_peers_in(sight.clone()),
+    let wake_soon = match dispatcher.upgrade() {
+        Some(d) => {
+            d.note_peers_in(sight.clone());
+            d.wake_soon()
+        }
         None => return,
-    }
+    };
     let mut ticker = tokio::time::interval(settings.beat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut membership = Membership::default();
     loop {
-        ticker.tick().await;
+        let early = tokio::select! {
+            biased;
+            _ = ticker.tick() => false,
+            _ = wake_soon.notified() => true,
+        };
+        if early {
+            let Some(wakes) = dispatcher.upgrade().map(|d| d.take_wake_requests()) else {
+                return;
+            };
+            send_wakes(&*transport, wakes, &sight, settings.beat).await;
+            continue;
+        }
         let Some((groups, mut wakes, changes)) = dispatcher.upgrade().map(|d| {
             (
                 d.hosted_groups(),
@@ -233,6 +247,28 @@ impl Round {
             if all_agreed {
                 group.quiet().quiet_unless_woken_since(offer.wakes);
             }
+        }
+    }
+}
+
+/// Sends waiting wake requests between beats.
+async fn send_wakes(
+    transport: &dyn Transport,
+    wakes: BTreeMap<NodeId, BTreeSet<GroupId>>,
+    sight: &PeerSight,
+    limit: Duration,
+) {
+    let calls = wakes.into_iter().map(|(peer, groups)| async move {
+        let request = QuiescenceRequest {
+            quiet: Vec::new(),
+            wake: groups.into_iter().collect(),
+        };
+        let sent = tokio::time::timeout(limit, transport.quiescence(peer, request)).await;
+        (peer, matches!(sent, Ok(Ok(_))))
+    });
+    for (peer, answered) in futures::future::join_all(calls).await {
+        if answered {
+            sight.heard(peer);
         }
     }
 }
