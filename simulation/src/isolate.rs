@@ -64,6 +64,22 @@ fn wall_clock() -> std::time::Instant {
     std::time::Instant::now()
 }
 
+/// Runs, once per process and before any fork, the one-time initialisations a child would
+/// otherwise start itself: tokio sets up its signal handling in a process-wide `OnceLock` when
+/// the first runtime is built. A fork taken while another test thread was inside that
+/// initialisation left the child waiting for it for ever (a whole-run test hung in one run of
+/// about ten with two tests forking at once). Callers wait here until it is done, so no fork
+/// happens in the middle of it.
+fn initialise_before_forking() {
+    static INITIALISED: std::sync::Once = std::sync::Once::new();
+    INITIALISED.call_once(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        drop(runtime);
+    });
+}
+
 /// A report with the fields its JSON form leaves out.
 #[derive(Serialize, Deserialize)]
 struct Wire {
@@ -80,6 +96,7 @@ struct Wire {
 /// # Panics
 /// If no pipe or child process can be made.
 pub fn in_child(work: impl FnOnce() -> Report, limit: Option<Duration>) -> Result<Report, String> {
+    initialise_before_forking();
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe(2) failed");
