@@ -44,10 +44,15 @@ impl GroupQuiet {
         }
     }
 
-    /// Wakes the group and keeps offers to quiet it away until the guard drops.
+    /// Wakes the group and keeps offers to quiet it away until the guard drops. On every
+    /// proposal, so it takes no lock unless the group is quiet: the count goes up first and
+    /// `quiet_unless_woken_since` sets the flag first, each then reading the other's, so one of
+    /// them always sees the other.
     pub(crate) fn busy(&self) -> Busy<'_> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.wake();
+        if self.flag.is_quiet() {
+            self.wake();
+        }
         Busy(self)
     }
 
@@ -86,13 +91,18 @@ impl GroupQuiet {
         *self.wakes()
     }
 
-    /// Quiets the group unless it was woken since `offer`; returns whether it did.
+    /// Quiets the group unless it was woken since `offer` or a proposal is under way; returns
+    /// whether it did.
     pub(crate) fn quiet_unless_woken_since(&self, offer: u64) -> bool {
         let wakes = self.wakes();
-        if *wakes != offer {
+        if *wakes != offer || self.is_busy() {
             return false;
         }
         self.flag.quiet();
+        if self.is_busy() {
+            self.flag.wake();
+            return false;
+        }
         true
     }
 
