@@ -52,15 +52,15 @@ impl NodeMessages {
                 self.directory.hints().receive(from, &hint);
                 NodeReply::Done
             }
-            NodeMessage::StepDown { group } => {
+            NodeMessage::HandOver { group, to } => {
                 match self.directory.local(group) {
                     Some(replica) if self.directory.may_step_down(group) => {
-                        if let Err(error) = replica.group.step_down().await {
-                            tracing::info!(%group, %error, "asked to step down, and could not");
+                        if let Err(error) = replica.group.transfer_leadership(to).await {
+                            tracing::info!(%group, %to, %error, "asked to hand leadership over, and could not");
                         }
                     }
                     _ => {
-                        tracing::debug!(%group, "asked to step down while its replicas change: not now")
+                        tracing::debug!(%group, "asked to hand leadership over while its replicas change: not now")
                     }
                 }
                 NodeReply::Done

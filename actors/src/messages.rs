@@ -6,7 +6,7 @@ use crate::api::{ApiError, Request, Response};
 use crate::hints::LeadershipHint;
 use crate::metadata::{MetadataCommand, MetadataOutcome};
 use bytes::Bytes;
-use gregor_storage::GroupId;
+use gregor_storage::{GroupId, NodeId};
 use serde::{Deserialize, Serialize};
 
 /// The node-message format this build writes and the newest it reads.
@@ -22,8 +22,9 @@ pub enum NodeMessage {
     Propose(MetadataCommand),
     /// The partitions the sender leads.
     Leadership(LeadershipHint),
-    /// The sender (the metadata leader) asks the receiver to step down as leader of `group`.
-    StepDown { group: GroupId },
+    /// The sender (the metadata leader) asks the receiver to hand its leadership of `group`
+    /// to `to`.
+    HandOver { group: GroupId, to: NodeId },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,8 +102,9 @@ mod tests {
                 }],
                 lost: vec![],
             }),
-            NodeMessage::StepDown {
+            NodeMessage::HandOver {
                 group: GroupId(16385),
+                to: gregor_storage::NodeId(2),
             },
         ];
         for message in messages {

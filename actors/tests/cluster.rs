@@ -296,6 +296,76 @@ fn a_topic_created_on_a_settled_cluster_is_led_by_its_preferred_leaders_without_
     });
 }
 
+/// Leader balancing evens out the leaderships (of every partition, the offsets topic's too),
+/// each move a leadership transfer: one term per move, so no partition waited out an election
+/// timeout.
+#[test]
+fn leader_balancing_evens_leaderships_out_in_one_term_per_move() {
+    run(|| async {
+        let mut cluster = TestCluster::new(Duration::from_secs(600));
+        cluster.settings.operations.leader_balance_interval = Duration::from_secs(5);
+        cluster.settings.operations.max_step_downs = 8;
+        start_nodes(&mut cluster, 3).await;
+        wait_converged(&cluster, "__consumer_offsets").await;
+        create(&cluster, 1, "even", 6, 3).await;
+        eventually(
+            "every partition of the new topic has a ready leader",
+            LONG,
+            || leaders_of(&cluster, "even").is_some(),
+        )
+        .await;
+        wait_converged(&cluster, "even").await;
+
+        // Unbalance it: node 1 takes every leadership of the topic (by the same transfer).
+        let view = cluster.node(1).view();
+        let topic = view.topic("even").unwrap();
+        let groups: Vec<_> = (0..topic.record.partitions)
+            .map(|p| topic.record.group_of(PartitionId(p)))
+            .collect();
+        for (group, leader) in groups.iter().zip(leaders_of(&cluster, "even").unwrap()) {
+            if leader != NodeId(1) {
+                let raft = cluster.node(leader.0).replica_group(*group).unwrap();
+                raft.transfer_leadership(NodeId(1)).await.unwrap();
+            }
+        }
+        eventually("node 1 leads every partition of the topic", LONG, || {
+            leaders_of(&cluster, "even") == Some(vec![NodeId(1); groups.len()])
+        })
+        .await;
+        let terms: Vec<u64> = groups
+            .iter()
+            .map(|g| cluster.node(1).replica_group(*g).unwrap().term())
+            .collect();
+
+        // 9 partitions (6 + the offsets topic's 3) over 3 nodes: 3 each.
+        let led_per_node = || {
+            let mut counts = BTreeMap::new();
+            for topic in ["even", "__consumer_offsets"] {
+                for leader in leaders_of(&cluster, topic).unwrap_or_default() {
+                    *counts.entry(leader).or_insert(0) += 1;
+                }
+            }
+            counts
+        };
+        eventually("every node leads its share", LONG, || {
+            led_per_node().values().copied().collect::<Vec<_>>() == vec![3, 3, 3]
+        })
+        .await;
+        let leaders = leaders_of(&cluster, "even").unwrap();
+        assert!(leaders.iter().any(|l| *l != NodeId(1)), "nothing moved");
+        for ((group, before), leader) in groups.iter().zip(terms).zip(&leaders) {
+            let after = cluster.node(leader.0).replica_group(*group).unwrap().term();
+            let moved = u64::from(*leader != NodeId(1));
+            assert_eq!(
+                after,
+                before + moved,
+                "partition {group}: more than one election"
+            );
+        }
+        cluster.shutdown().await;
+    });
+}
+
 async fn start_nodes(cluster: &mut TestCluster, count: u64) {
     for id in 1..=count {
         cluster.start(id).await.unwrap();

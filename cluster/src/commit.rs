@@ -138,6 +138,11 @@ impl CommitTracker {
         (!lagging).then_some(last)
     }
 
+    /// The highest index this term has sent (its log's end, once nothing is in flight).
+    pub(crate) fn leader_last(&self) -> u64 {
+        self.leader_last
+    }
+
     pub(crate) fn matched(&self, follower: u64) -> u64 {
         self.matches.get(&follower).copied().unwrap_or(0)
     }

@@ -12,6 +12,10 @@ pub enum ProposeError {
     /// again (its bookkeeping would not count the new member). Retry, at the next leader.
     #[error("the group's membership is changing; retry shortly")]
     MembershipChanging,
+    /// This leader is handing leadership to `to` and takes no proposals meanwhile. Retry, at
+    /// `to` (or wherever the leader is by then).
+    #[error("leadership of the group is moving to node {to}; retry there")]
+    LeadershipMoving { to: NodeId },
     #[error("the proposal did not commit within {timeout_ms} ms")]
     Timeout { timeout_ms: u64 },
     #[error("the raft group is shutting down")]
@@ -36,6 +40,10 @@ pub enum AdminError {
     /// The group's only voter is this node: no other node could lead it.
     #[error("this node is the group's only voter")]
     OnlyVoter,
+    /// The chosen successor could not be asked to stand, or did not (it follows another
+    /// leader or term); this node leads on.
+    #[error("leadership was not handed over: {0}")]
+    NotHandedOver(String),
     #[error("the raft group is shutting down")]
     ShuttingDown,
     #[error("the raft group failed: {0}")]

@@ -58,6 +58,12 @@ pub enum RpcRequest {
     NodeMessage(Bytes),
     /// The node-level beat that lets idle groups go quiet (see `crate::quiescence`).
     Quiescence(QuiescenceRequest),
+    /// From the leader of `group` in `term`, handing leadership over: stand for election now
+    /// (see `RaftGroup::transfer_leadership`).
+    Campaign {
+        group: GroupId,
+        term: u64,
+    },
 }
 
 /// The body of a successful response; each variant answers the request of the same name.
@@ -68,6 +74,8 @@ pub enum RpcResponse {
     InstallSnapshot(InstallSnapshotResponse),
     NodeMessage(Bytes),
     Quiescence(QuiescenceResponse),
+    /// Whether the node stood for election.
+    Campaign(bool),
 }
 
 /// One node's beat to a peer, sent every heartbeat interval whether or not it carries
@@ -147,6 +155,7 @@ pub enum RpcKind {
     InstallSnapshot,
     NodeMessage,
     Quiescence,
+    Campaign,
 }
 
 impl RpcRequest {
@@ -154,7 +163,8 @@ impl RpcRequest {
         match self {
             RpcRequest::AppendEntries { group, .. }
             | RpcRequest::Vote { group, .. }
-            | RpcRequest::InstallSnapshot { group, .. } => Some(*group),
+            | RpcRequest::InstallSnapshot { group, .. }
+            | RpcRequest::Campaign { group, .. } => Some(*group),
             RpcRequest::NodeMessage(_) | RpcRequest::Quiescence(_) => None,
         }
     }
@@ -167,6 +177,7 @@ impl RpcRequest {
             RpcRequest::InstallSnapshot { .. } => RpcKind::InstallSnapshot,
             RpcRequest::NodeMessage(_) => RpcKind::NodeMessage,
             RpcRequest::Quiescence(_) => RpcKind::Quiescence,
+            RpcRequest::Campaign { .. } => RpcKind::Campaign,
         }
     }
 
@@ -231,6 +242,10 @@ pub async fn serve(handler: &dyn PeerHandler, from: NodeId, request: RpcRequest)
             .quiescence(from, request)
             .await
             .map(RpcResponse::Quiescence),
+        RpcRequest::Campaign { group, term } => handler
+            .campaign(from, group, term)
+            .await
+            .map(RpcResponse::Campaign),
     }
 }
 
@@ -272,6 +287,15 @@ impl RpcResponse {
         match self {
             RpcResponse::NodeMessage(reply) => Ok(reply),
             other => Err(mismatch("NodeMessage", &other)),
+        }
+    }
+
+    /// # Errors
+    /// `Protocol` when the response answers another kind of request.
+    pub fn into_campaign(self) -> Result<bool, RpcError> {
+        match self {
+            RpcResponse::Campaign(stood) => Ok(stood),
+            other => Err(mismatch("Campaign", &other)),
         }
     }
 

@@ -45,6 +45,9 @@ pub trait Transport: Send + Sync + 'static {
         target: NodeId,
         request: QuiescenceRequest,
     ) -> Result<QuiescenceResponse, RpcError>;
+    /// Asks `target`, a follower of this node in `group` and `term`, to stand for election now;
+    /// answers whether it stood.
+    async fn campaign(&self, target: NodeId, group: GroupId, term: u64) -> Result<bool, RpcError>;
 }
 
 /// The inbound seam: what a node does with the requests its peers send it. The node's
@@ -77,6 +80,7 @@ pub trait PeerHandler: Send + Sync + 'static {
         from: NodeId,
         request: QuiescenceRequest,
     ) -> Result<QuiescenceResponse, RpcError>;
+    async fn campaign(&self, from: NodeId, group: GroupId, term: u64) -> Result<bool, RpcError>;
 }
 
 /// A node with no peers: every group has one member, so Raft never sends an RPC. Should one be
@@ -127,6 +131,14 @@ impl Transport for NoPeers {
         target: NodeId,
         _request: QuiescenceRequest,
     ) -> Result<QuiescenceResponse, RpcError> {
+        no_peer(target).await
+    }
+    async fn campaign(
+        &self,
+        target: NodeId,
+        _group: GroupId,
+        _term: u64,
+    ) -> Result<bool, RpcError> {
         no_peer(target).await
     }
 }

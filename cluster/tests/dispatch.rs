@@ -202,6 +202,9 @@ impl PeerHandler for Agreeable {
     ) -> Result<gregor_cluster::rpc::QuiescenceResponse, RpcError> {
         Ok(gregor_cluster::rpc::QuiescenceResponse::default())
     }
+    async fn campaign(&self, _from: NodeId, _group: GroupId, _term: u64) -> Result<bool, RpcError> {
+        Ok(false)
+    }
 }
 
 /// Node 1 holds 1..=5 from leader 2 and acknowledged them; then a delayed copy of an earlier

@@ -95,6 +95,9 @@ impl PeerHandler for Echo {
             quieted: request.quiet.iter().map(|n| n.group).collect(),
         })
     }
+    async fn campaign(&self, _from: NodeId, _group: GroupId, _term: u64) -> Result<bool, RpcError> {
+        Ok(false)
+    }
 }
 
 const CLUSTER: &str = "peer-test";

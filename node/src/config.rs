@@ -153,12 +153,14 @@ group_max_session_timeout_ms = 1800000
 # --- Balancing (the metadata leader). A node leading more partitions than its fair share by
 # over this percentage is asked to hand some over, checked this often (Kafka's
 # leader.imbalance.per.broker.percentage and leader.imbalance.check.interval.seconds). Each
-# hand-over leaves its partition without a leader for about an election timeout.
+# hand-over is a leadership transfer to a chosen replica: the partition refuses writes
+# (NOT_LEADER, naming the successor) for a vote round, milliseconds. While leaders are
+# unbalanced the check repeats every 5 s.
 leader_imbalance_percent = 10
 leader_balance_interval_ms = 300000
-# Most leaders asked to step down in one check, and most replica moves (re-placement after a
+# Most leaderships handed over in one check, and most replica moves (re-placement after a
 # dead node's grace, drains) running at once across the cluster.
-max_leader_step_downs = 4
+max_leader_step_downs = 32
 max_partition_moves = 8
 "#;
 

@@ -144,6 +144,9 @@ pub struct ClusterSetup {
     pub voters: usize,
     /// How long a node may be dead before the metadata leader moves its replicas away.
     pub dead_grace_ms: u64,
+    /// How often the metadata leader looks for unbalanced leaders: seconds, not production's
+    /// minutes, so that runs hand leaderships over (leadership transfers) amid their faults.
+    pub leader_balance_ms: u64,
 }
 
 /// The peer (and gossip) address of node `id`.
@@ -503,6 +506,7 @@ impl SimNode {
             config.cluster = ClusterSettings {
                 operations: OperationSettings {
                     dead_grace: Duration::from_millis(cluster.dead_grace_ms),
+                    leader_balance_interval: Duration::from_millis(cluster.leader_balance_ms),
                     voters: VoterTarget::Count(cluster.voters),
                     offsets_partitions: self.setup.offsets_partitions,
                     offsets_replication_factor: 3,
@@ -603,6 +607,9 @@ impl PeerHandler for NoDispatcher {
         _from: NodeId,
         _request: QuiescenceRequest,
     ) -> Result<QuiescenceResponse, RpcError> {
+        refuse().await
+    }
+    async fn campaign(&self, _from: NodeId, _group: GroupId, _term: u64) -> Result<bool, RpcError> {
         refuse().await
     }
 }

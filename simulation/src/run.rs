@@ -297,6 +297,7 @@ fn node_setups(shape: &Shape, config: &RunConfig, rng: &mut SmallRng) -> Vec<Nod
     let mut cluster_rng = rng::stream(config.seed, "cluster");
     let voters = if cluster_rng.gen_bool(0.5) { 3 } else { 5 };
     let short_grace = cluster_rng.gen_range(2_000..8_000);
+    let leader_balance_ms = cluster_rng.gen_range(2_000..10_000);
     let cluster = (shape.nodes > 1).then(|| ClusterSetup {
         members: members.clone(),
         voters: voters.min(shape.nodes as usize),
@@ -306,6 +307,7 @@ fn node_setups(shape: &Shape, config: &RunConfig, rng: &mut SmallRng) -> Vec<Nod
         } else {
             600_000
         },
+        leader_balance_ms,
     });
     let drawn: Vec<u64> = members.iter().map(|_| rng.gen_range(300..700)).collect();
     let election_timeouts = spread_election_timeouts(drawn);

@@ -75,6 +75,9 @@ impl PeerHandler for Recorder {
     ) -> Result<gregor_cluster::rpc::QuiescenceResponse, RpcError> {
         Ok(gregor_cluster::rpc::QuiescenceResponse::default())
     }
+    async fn campaign(&self, _from: NodeId, _group: GroupId, _term: u64) -> Result<bool, RpcError> {
+        Ok(false)
+    }
 }
 
 fn paused_runtime() -> tokio::runtime::Runtime {

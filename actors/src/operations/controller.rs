@@ -6,7 +6,7 @@
 //! stops counting how long nodes have been dead, so a new leader waits a full grace period
 //! from its own first observation before it moves a dead node's replicas.
 
-use super::planner::{plan, LiveNode, Observed, OperationSettings, Plan};
+use super::planner::{plan, LiveNode, Observed, OperationSettings, Plan, StepDown};
 use crate::directory::Directory;
 use crate::liveness::Liveness;
 use crate::messages::NodeMessage;
@@ -263,10 +263,11 @@ impl Controller {
         }));
     }
 
-    /// Asks leaders to step down (the metadata leader's own partitions step down here).
-    fn step_downs(&mut self, step_downs: Vec<(GroupId, NodeId)>) {
+    /// Asks leaders to hand their leadership over (the metadata leader's own partitions hand
+    /// over here).
+    fn step_downs(&mut self, step_downs: Vec<StepDown>) {
         let now = Instant::now();
-        for (group, leader) in step_downs {
+        for StepDown { group, leader, to } in step_downs {
             self.muted.insert(group, now);
             let transport = self.transport.clone();
             let local = self
@@ -276,18 +277,22 @@ impl Controller {
             let me = self.metadata.node();
             actix::spawn(async move {
                 let asked = match local {
-                    Some(replica) if leader == me => {
-                        replica.group.step_down().await.map_err(|e| e.to_string())
-                    }
+                    Some(replica) if leader == me => replica
+                        .group
+                        .transfer_leadership(to)
+                        .await
+                        .map_err(|e| e.to_string()),
                     None if leader == me => Err("its replicas are changing".into()),
-                    _ => ask(&*transport, leader, &NodeMessage::StepDown { group })
+                    _ => ask(&*transport, leader, &NodeMessage::HandOver { group, to })
                         .await
                         .map(|_| ())
                         .map_err(|e| e.to_string()),
                 };
                 match asked {
-                    Ok(()) => tracing::info!(%group, %leader, "asked a leader to step down"),
-                    Err(error) => tracing::debug!(%group, %leader, %error, "step down not asked"),
+                    Ok(()) => tracing::info!(%group, %leader, %to, "leadership handed over"),
+                    Err(error) => {
+                        tracing::debug!(%group, %leader, %to, %error, "leadership not handed over")
+                    }
                 }
             });
         }

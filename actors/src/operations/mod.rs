@@ -8,4 +8,4 @@ pub mod planner;
 mod tests;
 
 pub use controller::Controller;
-pub use planner::{plan, LiveNode, Observed, OperationSettings, Plan, VoterTarget};
+pub use planner::{plan, LiveNode, Observed, OperationSettings, Plan, StepDown, VoterTarget};

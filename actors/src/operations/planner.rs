@@ -39,11 +39,11 @@ pub struct OperationSettings {
     pub dead_grace: Duration,
     /// Most partitions moving at once, across the cluster.
     pub max_moves: usize,
-    /// Most leader step-downs asked for in one round.
+    /// Most leaderships handed over in one round.
     pub max_step_downs: usize,
     /// A node leads too many partitions only above its fair share by this many percent
-    /// (Kafka's `leader.imbalance.per.broker.percentage`, 10): every step-down leaves a
-    /// partition leaderless for an election timeout, so a small imbalance is cheaper to keep.
+    /// (Kafka's `leader.imbalance.per.broker.percentage`, 10): every hand-over refuses the
+    /// partition's writes for a vote round, so a small imbalance is cheaper to keep.
     pub leader_imbalance_percent: u32,
     /// How often the metadata leader looks for an imbalance of leaders (Kafka's
     /// `leader.imbalance.check.interval.seconds`, 300 s). Partitions are founded on their
@@ -59,7 +59,7 @@ impl Default for OperationSettings {
         OperationSettings {
             dead_grace: Duration::from_secs(600),
             max_moves: 8,
-            max_step_downs: 4,
+            max_step_downs: 32,
             leader_imbalance_percent: 10,
             leader_balance_interval: Duration::from_secs(300),
             voters: VoterTarget::Count(3),
@@ -97,8 +97,16 @@ pub struct Plan {
     pub voters: Option<BTreeSet<NodeId>>,
     /// Live registered non-voters that should follow the metadata log as learners.
     pub learners: BTreeSet<NodeId>,
-    /// Partition leaders to ask to step down: (group, its leader).
-    pub step_downs: Vec<(GroupId, NodeId)>,
+    /// Partition leaderships to hand over.
+    pub step_downs: Vec<StepDown>,
+}
+
+/// `leader` is to hand its leadership of `group` to `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepDown {
+    pub group: GroupId,
+    pub leader: NodeId,
+    pub to: NodeId,
 }
 
 /// Plans one round.
@@ -530,15 +538,18 @@ fn movable(
     None
 }
 
-/// Leaders to ask to step down: a node leading more than its share (the average over live
-/// nodes that host replicas, rounded up) by more than `leader_imbalance_percent` gives up its
-/// leaders beyond the share, preferring partitions whose preferred leader is another live node. async-raft has no leadership transfer, so a step
-/// down starts an election that any caught-up replica may win; repeated rounds converge.
+/// Leaderships to hand over: a node leading more than its share (the average over live nodes
+/// that host replicas, rounded up) by more than `leader_imbalance_percent` hands its leaders
+/// beyond the share to other replicas, preferring partitions whose preferred leader is another
+/// live node. Each goes to its preferred leader when that node leads less than its share,
+/// else to the replica leading the fewest (counting the hand-overs planned before it); a
+/// partition with no replica below its share stays. A hand-over is a leadership transfer
+/// (`RaftGroup::transfer_leadership`): the group is without a leader for one vote round.
 fn step_downs(
     view: &MetadataView,
     observed: &Observed,
     settings: &OperationSettings,
-) -> Vec<(GroupId, NodeId)> {
+) -> Vec<StepDown> {
     let mut counts: BTreeMap<NodeId, Vec<GroupId>> = BTreeMap::new();
     for (group, leader) in &observed.leaders {
         if observed.live.contains_key(leader) {
@@ -553,13 +564,17 @@ fn step_downs(
         .max(1);
     let total: usize = counts.values().map(Vec::len).sum();
     let share = total.div_ceil(hosts);
+    let mut leading: BTreeMap<NodeId, usize> = counts
+        .iter()
+        .map(|(node, groups)| (*node, groups.len()))
+        .collect();
     let mut step_downs = Vec::new();
     let tolerated = share * (100 + settings.leader_imbalance_percent as usize) / 100;
     for (node, groups) in &counts {
         if groups.len() <= tolerated {
             continue;
         }
-        let excess = groups.len() - share;
+        let mut excess = groups.len() - share;
         let mut candidates: Vec<(bool, GroupId)> = groups
             .iter()
             .filter(|g| !observed.muted.contains(g))
@@ -575,7 +590,33 @@ fn step_downs(
             })
             .collect();
         candidates.sort();
-        step_downs.extend(candidates.into_iter().take(excess).map(|(_, g)| (g, *node)));
+        for (_, group) in candidates {
+            if excess == 0 {
+                break;
+            }
+            let Some(partition) = view.partition_of_group(group) else {
+                continue;
+            };
+            let assignment = partition.assignment();
+            let preferred = assignment.preferred_leader();
+            let successor = assignment
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| r != node && observed.live.contains_key(r))
+                .map(|r| (leading.get(&r).copied().unwrap_or(0), r))
+                .filter(|(led, _)| *led < share)
+                .min_by_key(|(led, r)| (*r != preferred, *led, *r));
+            if let Some((_, to)) = successor {
+                *leading.entry(to).or_default() += 1;
+                excess -= 1;
+                step_downs.push(StepDown {
+                    group,
+                    leader: *node,
+                    to,
+                });
+            }
+        }
     }
     step_downs.truncate(settings.max_step_downs);
     step_downs

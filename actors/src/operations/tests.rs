@@ -50,8 +50,14 @@ impl Operations {
         }
         let learners: Vec<NodeId> = plan.learners.iter().copied().collect();
         let _ = writeln!(out, "learners {}", list(&learners));
-        for (group, leader) in &plan.step_downs {
-            let _ = writeln!(out, "step down {} on {leader}", self.name(*group));
+        for step in &plan.step_downs {
+            let _ = writeln!(
+                out,
+                "hand {} from {} to {}",
+                self.name(step.group),
+                step.leader,
+                step.to
+            );
         }
         out.trim_end().to_string()
     }

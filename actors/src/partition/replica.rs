@@ -336,7 +336,10 @@ impl PartitionReplica {
                 Err(error) => {
                     // The entry may still commit: its batches stay among this term's proposals
                     // (a retry of them waits for the outcome) and offsets are not predicted.
-                    if !matches!(error, ProposeError::MembershipChanging) {
+                    if !matches!(
+                        error,
+                        ProposeError::MembershipChanging | ProposeError::LeadershipMoving { .. }
+                    ) {
                         act.unsettled_term = Some(term);
                     }
                     answer_all(&mut writes, &propose_error(error));
@@ -736,6 +739,7 @@ fn internal_topic(name: &str) -> ApiError {
 pub(crate) fn propose_error(error: ProposeError) -> ApiError {
     match error {
         ProposeError::NotLeader { leader } => ApiError::not_leader(leader),
+        ProposeError::LeadershipMoving { to } => ApiError::not_leader(Some(to)),
         ProposeError::Timeout { timeout_ms } => ApiError::new(
             ErrorCode::TIMEOUT,
             format!("the write did not commit within {timeout_ms} ms; retry"),

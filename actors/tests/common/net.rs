@@ -125,4 +125,8 @@ impl Transport for Link {
         let handler = self.net.route(self.from, target).await?;
         handler.quiescence(self.from, request).await
     }
+    async fn campaign(&self, target: NodeId, group: GroupId, term: u64) -> Result<bool, RpcError> {
+        let handler = self.net.route(self.from, target).await?;
+        handler.campaign(self.from, group, term).await
+    }
 }

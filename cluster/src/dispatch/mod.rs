@@ -248,6 +248,10 @@ impl PeerHandler for Dispatcher {
     ) -> Result<QuiescenceResponse, RpcError> {
         Ok(self.serve_quiescence(from, request))
     }
+
+    async fn campaign(&self, from: NodeId, group: GroupId, term: u64) -> Result<bool, RpcError> {
+        self.hosted(group)?.campaign(from, term).await
+    }
 }
 
 /// One group's inbound side: its Raft, its log, and the turn every message waits for.
@@ -683,6 +687,21 @@ impl GroupInbound {
         matches!(self.raft.append_entries(heartbeat).await, Ok(r) if r.success)
     }
 
+    /// The follower's half of a leadership transfer: stands for election now if `leader` leads
+    /// us in `term` (async-raft checks, in its core, so no message can slip in between), with
+    /// vote requests voters grant although they heard the leader moments ago.
+    pub(crate) async fn campaign(&self, leader: NodeId, term: u64) -> Result<bool, RpcError> {
+        let _turn = self.turn.lock().await;
+        self.quiet.wake_if_quiet();
+        let stood = self
+            .raft
+            .campaign(term, leader.0)
+            .await
+            .map_err(raft_error)?;
+        tracing::debug!(group = %self.group, %leader, term, stood, "asked to stand by the leader");
+        Ok(stood)
+    }
+
     /// Makes this node's Raft leave leadership: a vote request from itself for the next term
     /// with an empty log makes it adopt the term, become a follower and refuse the vote.
     pub(crate) async fn step_down(&self, node: NodeId) -> Result<(), RaftError> {
@@ -694,9 +713,14 @@ impl GroupInbound {
             !response.vote_granted,
             "a vote for an empty log is never granted by a node holding entries"
         );
+        self.count_step_down();
+        Ok(())
+    }
+
+    /// Counts one leadership given up (a step-down or a hand-over), here and on the node.
+    pub(crate) fn count_step_down(&self) {
         self.step_downs.fetch_add(1, Ordering::SeqCst);
         self.own_step_downs.fetch_add(1, Ordering::SeqCst);
-        Ok(())
     }
 }
 

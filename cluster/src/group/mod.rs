@@ -154,6 +154,9 @@ pub struct GroupStatus {
     pub ready: bool,
 }
 
+/// How often a leadership transfer looks whether its target has caught up.
+const HANDOVER_POLL: Duration = Duration::from_millis(2);
+
 pub struct RaftGroup {
     id: GroupId,
     node: NodeId,
@@ -168,6 +171,11 @@ pub struct RaftGroup {
     /// The leader term in which this node began adding a member: proposals are refused until
     /// the term changes (this node stepped down).
     fenced_term: AtomicU64,
+    /// The leader term in which this node is handing leadership over, and to whom: proposals
+    /// are refused meanwhile, so the new leader's log can hold all of this one's.
+    /// (Two atomics, not a lock: every proposal reads them; `handover_to` is written first.)
+    handover_term: AtomicU64,
+    handover_to: AtomicU64,
     /// Ids for the durability notices of proposals (leader-local, never stored).
     next_proposal: AtomicU64,
     tuning: RaftTuning,
@@ -340,11 +348,17 @@ impl RaftGroup {
         command: Command,
         timeout: Duration,
     ) -> Result<(u64, ApplyOutcome), ProposeError> {
+        // In flight before the fences are read: a handover that fences and then finds nothing
+        // in flight knows every later proposal will see its fence.
+        let _awake = self.inbound.quiet().busy();
         let term = self.term();
         if term != 0 && self.fenced_term.load(Ordering::SeqCst) == term {
             return Err(ProposeError::MembershipChanging);
         }
-        let _awake = self.inbound.quiet().busy();
+        if term != 0 && self.handover_term.load(Ordering::SeqCst) == term {
+            let to = NodeId(self.handover_to.load(Ordering::SeqCst));
+            return Err(ProposeError::LeadershipMoving { to });
+        }
         let write = self.raft.client_write(ClientWriteRequest::new(command));
         match tokio::time::timeout(timeout, write).await {
             Err(_) => Err(ProposeError::Timeout {
@@ -418,8 +432,86 @@ impl RaftGroup {
         Ok(())
     }
 
-    /// How many times this node's replica stepped down from leading the group since it
-    /// started (leader balancing, after a membership addition).
+    /// Hands leadership to `to`, a voter of the group (leader balancing), as the Raft
+    /// dissertation's leadership transfer (§3.10) does: proposals are refused until it ends;
+    /// once every proposal in flight has committed and `to` holds the whole log, `to` is asked
+    /// to stand at once, and its vote requests say the leader asked, so voters that heard this
+    /// leader moments ago still vote. Resolves when this node no longer leads: the group had
+    /// no leader for one vote round instead of an election timeout.
+    ///
+    /// # Errors
+    /// `NotLeader`; `InvalidTarget` if `to` is this node or not a voter; `NotHandedOver` if
+    /// `to` could not be asked or did not stand; `Timeout` if `to` did not catch up or win
+    /// within the minimum election timeout. This node then leads on and takes proposals again,
+    /// unless the attempt deposed it (the group then elects as after any lost leader);
+    /// `ShuttingDown`.
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), AdminError> {
+        let term = self.require_leader()?;
+        let voter = {
+            let m = self.metrics.borrow();
+            let config = &m.membership_config;
+            config.members_after_consensus.is_none() && config.members.contains(&to.0)
+        };
+        if to == self.node || !voter {
+            return Err(AdminError::InvalidTarget(format!(
+                "node {to} is not another voter of the group"
+            )));
+        }
+        self.handover_to.store(to.0, Ordering::SeqCst);
+        self.handover_term.store(term, Ordering::SeqCst);
+        let outcome = self.hand_over(term, to).await;
+        self.handover_term.store(0, Ordering::SeqCst);
+        if outcome.is_ok() {
+            self.inbound.count_step_down();
+        }
+        outcome
+    }
+
+    async fn hand_over(&self, term: u64, to: NodeId) -> Result<(), AdminError> {
+        let bound = Duration::from_millis(self.tuning.election_timeout_min_ms);
+        let deadline = tokio::time::Instant::now() + bound;
+        let timeout = AdminError::Timeout {
+            timeout_ms: bound.as_millis() as u64,
+        };
+        // A quiet leader's followers arm no election timer; the candidacy wakes them anyway,
+        // but this leader's own flag must not hold its streams back meanwhile.
+        self.inbound.quiet().wake_if_quiet();
+        let mut status = self.status.clone();
+        // Waits for responses, not for an event: the tracker is polled, briefly, and only here.
+        while self.inbound.quiet().is_busy() || !self.network.holds_everything_sent(term, to) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(timeout);
+            }
+            if self.require_leader()? != term {
+                return Err(AdminError::NotLeader { leader: None });
+            }
+            tokio::time::sleep(HANDOVER_POLL).await;
+        }
+        let stood = self
+            .network
+            .ask_to_campaign(to, term)
+            .await
+            .map_err(|error| AdminError::NotHandedOver(format!("asking node {to}: {error}")))?;
+        if !stood {
+            return Err(AdminError::NotHandedOver(format!(
+                "node {to} did not stand: it follows another leader or term"
+            )));
+        }
+        let deposed = async {
+            status
+                .wait_for(|s| s.term != term || s.role != GroupRole::Leader)
+                .await
+                .map(|_| ())
+        };
+        match tokio::time::timeout_at(deadline, deposed).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(AdminError::ShuttingDown),
+            Err(_) => Err(timeout),
+        }
+    }
+
+    /// How many times this node's replica gave up leading the group since it started (a
+    /// hand-over for leader balancing, a step-down after a membership addition).
     pub fn step_downs(&self) -> u64 {
         self.inbound.step_downs()
     }

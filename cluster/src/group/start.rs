@@ -200,6 +200,8 @@ impl RaftGroup {
             status,
             driver,
             fenced_term: AtomicU64::new(0),
+            handover_term: AtomicU64::new(0),
+            handover_to: AtomicU64::new(0),
             next_proposal: AtomicU64::new(0),
             tuning: env.tuning,
         })

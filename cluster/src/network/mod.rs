@@ -243,6 +243,35 @@ impl GroupNetwork {
         (settled == self.shared.leader_tail.load(Ordering::SeqCst)).then_some(settled)
     }
 
+    /// Whether, as far as responses of leader term `term` prove, `follower` holds everything
+    /// this leader has sent and all of it is committed: a candidacy of it would be granted by
+    /// this leader, and, with no proposal in flight, by every voter.
+    pub(crate) fn holds_everything_sent(&self, term: u64, follower: NodeId) -> bool {
+        let tracker = self.shared.lock_tracker();
+        tracker.as_ref().is_some_and(|t| {
+            let last = t.leader_last();
+            t.term() == term && last > 0 && t.matched(follower.0) >= last && t.commit() >= last
+        })
+    }
+
+    /// Asks `follower` to stand for election now (a leadership transfer): whether it stood.
+    pub(crate) async fn ask_to_campaign(
+        &self,
+        follower: NodeId,
+        term: u64,
+    ) -> Result<bool, RpcError> {
+        let limit = self.shared.settings.vote_timeout;
+        let asked = self
+            .shared
+            .transport
+            .campaign(follower, self.shared.group, term);
+        tokio::time::timeout(limit, asked)
+            .await
+            .unwrap_or(Err(RpcError::Timeout {
+                timeout_ms: limit.as_millis() as u64,
+            }))
+    }
+
     /// What responses of leader term `term` proved `follower` holds, and what they prove
     /// committed; `None` when no message of that term was sent.
     pub(crate) fn progress(&self, term: u64, follower: NodeId) -> Option<(u64, u64)> {

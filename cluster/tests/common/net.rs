@@ -489,4 +489,13 @@ impl Transport for NetTransport {
             )
             .await
     }
+
+    async fn campaign(&self, target: NodeId, group: GroupId, term: u64) -> Result<bool, RpcError> {
+        let me = self.me;
+        self.net
+            .call(me, target, move |h| async move {
+                h.campaign(me, group, term).await
+            })
+            .await
+    }
 }

@@ -254,20 +254,39 @@ async fn restart(node: &SimNode, cluster: &SimCluster, log: &FaultLog, phase: Ph
     }
 }
 
-/// The leader of a group chosen at random among those led by running nodes steps down.
+/// The leader of a group chosen at random among those led by running nodes steps down, or
+/// (half the time) hands its leadership to another voter chosen at random.
 async fn step_down(cluster: &SimCluster) -> bool {
     let led = cluster.leaderships();
     if led.is_empty() {
         return false;
     }
-    let pick = cluster.fault_rng.borrow_mut().gen_range(0..led.len());
+    let (pick, hand_to) = {
+        let mut rng = cluster.fault_rng.borrow_mut();
+        let pick = rng.gen_range(0..led.len());
+        let others: Vec<NodeId> = led[pick]
+            .1
+            .voters()
+            .into_iter()
+            .filter(|n| *n != led[pick].0)
+            .collect();
+        let hand_to = (!others.is_empty() && rng.gen_bool(0.5))
+            .then(|| others[rng.gen_range(0..others.len())]);
+        (pick, hand_to)
+    };
     let (node, group) = &led[pick];
-    let outcome = group.step_down().await;
-    cluster.trace.event(format_args!(
-        "node {node} steps down from group {} term {}: {outcome:?}",
-        group.id(),
-        group.term()
-    ));
+    let term = group.term();
+    let outcome = match hand_to {
+        Some(to) => group.transfer_leadership(to).await,
+        None => group.step_down().await,
+    };
+    let what = match hand_to {
+        Some(to) => format!("hands group {} term {term} to node {to}", group.id()),
+        None => format!("steps down from group {} term {term}", group.id()),
+    };
+    cluster
+        .trace
+        .event(format_args!("node {node} {what}: {outcome:?}"));
     outcome.is_ok()
 }
 

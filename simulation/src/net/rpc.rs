@@ -262,4 +262,9 @@ impl Transport for SimTransport {
             .await?
             .into_quiescence()
     }
+    async fn campaign(&self, target: NodeId, group: GroupId, term: u64) -> Result<bool, RpcError> {
+        self.call(target, RpcRequest::Campaign { group, term })
+            .await?
+            .into_campaign()
+    }
 }

@@ -273,6 +273,20 @@ impl<D: AppData, R: AppDataResponse, N: RaftNetwork<D>, S: RaftStorage<D, R>> Ra
             .and_then(|res| res)?)
     }
 
+    /// Leadership transfer, the follower's half (§3.10 of the Raft dissertation): if this node
+    /// is a voter following `leader` in `term`, it stands for election at once, and its vote
+    /// requests of that term carry `force`, so voters that heard the leader recently still
+    /// vote. The leader asks once the follower holds its whole log and it has stopped taking
+    /// writes. Returns whether this node stood.
+    pub async fn campaign(&self, term: u64, leader: NodeId) -> Result<bool, RaftError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .tx_api
+            .send(RaftMsg::Campaign { term, leader, tx })
+            .map_err(|_| RaftError::ShuttingDown)?;
+        rx.await.map_err(|_| RaftError::ShuttingDown)
+    }
+
     /// The group's quiet flag on this node (see [`Quiescence`]).
     pub fn quiescence(&self) -> &Quiescence {
         &self.inner.quiescence
@@ -337,6 +351,11 @@ pub(crate) enum RaftMsg<D: AppData, R: AppDataResponse> {
     ChangeMembership {
         members: HashSet<NodeId>,
         tx: ChangeMembershipTx,
+    },
+    Campaign {
+        term: u64,
+        leader: NodeId,
+        tx: oneshot::Sender<bool>,
     },
 }
 
@@ -534,6 +553,10 @@ pub struct VoteRequest {
     pub last_log_index: u64,
     /// The term of the candidate’s last log entry (§5.4).
     pub last_log_term: u64,
+    /// The candidate stood at its leader's request (see `Raft::campaign`): a voter that heard
+    /// a leader within the minimum election timeout votes anyway.
+    #[serde(default)]
+    pub force: bool,
 }
 
 impl VoteRequest {
@@ -544,6 +567,7 @@ impl VoteRequest {
             candidate_id,
             last_log_index,
             last_log_term,
+            force: false,
         }
     }
 }

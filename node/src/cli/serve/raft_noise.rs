@@ -33,7 +33,7 @@ pub(super) enum Kind {
 /// The per-message failures of our copy of async-raft 0.6.1 (`cluster/vendor/async-raft`):
 /// sending an AppendEntries failed or timed out (`src/replication/mod.rs` 221, 226), sending an
 /// InstallSnapshot chunk failed or timed out (813, 818), a vote request failed or timed out
-/// (`src/core/vote.rs` 153). Lines move with any change to those files:
+/// (`src/core/vote.rs` 156). Lines move with any change to those files:
 /// `the_counted_lines_are_async_raft_send_failures` reads the source and says so.
 pub(super) const ASYNC_RAFT_SEND_FAILURES: &[Noisy] = &[
     replication(221),
@@ -42,7 +42,7 @@ pub(super) const ASYNC_RAFT_SEND_FAILURES: &[Noisy] = &[
     replication(818),
     Noisy {
         target: "async_raft::core::vote",
-        line: 153,
+        line: 156,
         kind: Kind::Vote,
     },
 ];

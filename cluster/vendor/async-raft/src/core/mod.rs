@@ -121,6 +121,9 @@ pub struct RaftCore<D: AppData, R: AppDataResponse, N: RaftNetwork<D>, S: RaftSt
     /// Shared with the application and the replication streams (see `Quiescence`).
     quiescence: Quiescence,
     quiet: watch::Receiver<bool>,
+    /// This candidacy was asked for by the leader (see `Raft::campaign`): its vote requests say
+    /// so, for its first term only.
+    force_campaign: bool,
 }
 
 impl<D: AppData, R: AppDataResponse, N: RaftNetwork<D>, S: RaftStorage<D, R>> RaftCore<D, R, N, S> {
@@ -158,8 +161,24 @@ impl<D: AppData, R: AppDataResponse, N: RaftNetwork<D>, S: RaftStorage<D, R>> Ra
             rx_shutdown,
             quiet: quiescence.subscribe(),
             quiescence,
+            force_campaign: false,
         };
         tokio::spawn(this.main())
+    }
+
+    /// As a follower: stands for election now if this node is a voter following `leader` in
+    /// `term`; the vote requests of that first term say the leader asked.
+    fn campaign(&mut self, term: u64, leader: NodeId) -> bool {
+        if !self.target_state.is_follower()
+            || self.current_term != term
+            || self.current_leader != Some(leader)
+            || !self.membership.contains(&self.id)
+        {
+            return false;
+        }
+        self.force_campaign = true;
+        self.set_target_state(State::Candidate);
+        true
     }
 
     /// The main loop of the Raft protocol.
@@ -653,6 +672,9 @@ impl<'a, D: AppData, R: AppDataResponse, N: RaftNetwork<D>, S: RaftStorage<D, R>
                     RaftMsg::ChangeMembership{members, tx} => {
                         self.change_membership(members, tx).await;
                     }
+                    RaftMsg::Campaign{tx, ..} => {
+                        let _ = tx.send(false);
+                    }
                 },
                 Some(update) = self.core.rx_compaction.recv() => self.core.update_snapshot_state(update),
                 Some(Ok(res)) = self.joint_consensus_cb.next() => {
@@ -797,7 +819,8 @@ impl<'a, D: AppData, R: AppDataResponse, N: RaftNetwork<D>, S: RaftStorage<D, R>
             self.core.report_metrics();
 
             // Send RPCs to all members in parallel.
-            let mut pending_votes = self.spawn_parallel_vote_requests();
+            let force = std::mem::take(&mut self.core.force_campaign);
+            let mut pending_votes = self.spawn_parallel_vote_requests(force);
 
             // Inner processing loop for this Raft state.
             loop {
@@ -832,6 +855,9 @@ impl<'a, D: AppData, R: AppDataResponse, N: RaftNetwork<D>, S: RaftStorage<D, R>
                         }
                         RaftMsg::ChangeMembership{tx, ..} => {
                             self.core.reject_config_change_not_leader(tx);
+                        }
+                        RaftMsg::Campaign{tx, ..} => {
+                            let _ = tx.send(false);
                         }
                     },
                     Some(update) = self.core.rx_compaction.recv() => self.core.update_snapshot_state(update),
@@ -902,6 +928,9 @@ impl<'a, D: AppData, R: AppDataResponse, N: RaftNetwork<D>, S: RaftStorage<D, R>
                     RaftMsg::ChangeMembership{tx, ..} => {
                         self.core.reject_config_change_not_leader(tx);
                     }
+                    RaftMsg::Campaign{term, leader, tx} => {
+                        let _ = tx.send(self.core.campaign(term, leader));
+                    }
                 },
                 Some(update) = self.core.rx_compaction.recv() => self.core.update_snapshot_state(update),
                 Some(Ok(repl_sm_result)) = self.core.replicate_to_sm_handle.next() => {
@@ -960,6 +989,9 @@ impl<'a, D: AppData, R: AppDataResponse, N: RaftNetwork<D>, S: RaftStorage<D, R>
                     }
                     RaftMsg::ChangeMembership{tx, ..} => {
                         self.core.reject_config_change_not_leader(tx);
+                    }
+                    RaftMsg::Campaign{tx, ..} => {
+                        let _ = tx.send(false);
                     }
                 },
                 Some(update) = self.core.rx_compaction.recv() => self.core.update_snapshot_state(update),

@@ -22,8 +22,10 @@ impl<D: AppData, R: AppDataResponse, N: RaftNetwork<D>, S: RaftStorage<D, R>> Ra
             });
         }
 
-        // Do not respond to the request if we've received a heartbeat within the election timeout minimum.
-        if let Some(inst) = &self.last_heartbeat {
+        // Do not respond to the request if we've received a heartbeat within the election timeout minimum,
+        // unless the candidate stood at its leader's request (`Raft::campaign`, §3.10 of the Raft
+        // dissertation).
+        if let (Some(inst), false) = (&self.last_heartbeat, msg.force) {
             let now = Instant::now();
             let delta = now.duration_since(*inst);
             if self.config.election_timeout_min >= (delta.as_millis() as u64) {
@@ -138,11 +140,12 @@ impl<'a, D: AppData, R: AppDataResponse, N: RaftNetwork<D>, S: RaftStorage<D, R>
 
     /// Spawn parallel vote requests to all cluster members.
     #[tracing::instrument(level = "trace", skip(self))]
-    pub(super) fn spawn_parallel_vote_requests(&self) -> mpsc::Receiver<(VoteResponse, NodeId)> {
+    pub(super) fn spawn_parallel_vote_requests(&self, force: bool) -> mpsc::Receiver<(VoteResponse, NodeId)> {
         let all_members = self.core.membership.all_nodes();
         let (tx, rx) = mpsc::channel(all_members.len());
         for member in all_members.into_iter().filter(|member| member != &self.core.id) {
-            let rpc = VoteRequest::new(self.core.current_term, self.core.id, self.core.last_log_index, self.core.last_log_term);
+            let mut rpc = VoteRequest::new(self.core.current_term, self.core.id, self.core.last_log_index, self.core.last_log_term);
+            rpc.force = force;
             let (network, tx_inner) = (self.core.network.clone(), tx.clone());
             let _ = tokio::spawn(
                 async move {
