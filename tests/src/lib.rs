@@ -46,13 +46,27 @@ pub fn gregor_binary() -> &'static Path {
     })
 }
 
-/// A free loopback port (the OS picks it; the listener is closed before the node binds it).
+/// Ports handed to nodes come from below Linux's ephemeral range (32768-60999 by default): a
+/// port the OS picked as ephemeral and that was closed again for the node to bind could be
+/// taken meanwhile as the local port of any outgoing connection (the tests run many), and the
+/// node then failed to start with `Address already in use`.
+const NODE_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free loopback port for a node: never handed out twice by this process (each test binary
+/// starts at its own place in the range), bound once to check it is free, then closed before
+/// the node binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("binding an ephemeral port")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    static NEXT: std::sync::OnceLock<std::sync::atomic::AtomicU32> = std::sync::OnceLock::new();
+    let span = u32::from(NODE_PORTS.end - NODE_PORTS.start);
+    let next = NEXT.get_or_init(|| std::sync::atomic::AtomicU32::new(std::process::id() % span));
+    for _ in 0..span {
+        let offset = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % span;
+        let port = NODE_PORTS.start + offset as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {NODE_PORTS:?}");
 }
 
 /// One running `gregor serve` process.
