@@ -1,8 +1,8 @@
 //! The keys of `gregor serve` that pace the metadata leader's work on the cluster's shape: how
-//! uneven leaders may get before it asks some to step down (Kafka's
+//! uneven leaders may get before it has some handed over (Kafka's
 //! `leader.imbalance.per.broker.percentage` and `leader.imbalance.check.interval.seconds`), and
-//! how many step-downs and replica moves it runs at once. Each step-down leaves its partition
-//! without a leader for about an election timeout, and each move copies a replica, so these
+//! how many hand-overs and replica moves it runs at once. Each hand-over (a leadership transfer)
+//! refuses its partition's writes for a vote round, and each move copies a replica, so these
 //! trade balance against disturbance.
 
 use gregor_actors::operations::OperationSettings;

@@ -105,7 +105,7 @@ pub struct ServeArgs {
     /// How often the metadata leader checks the balance of leaders [default: 300000]
     #[arg(long, value_name = "MS")]
     pub leader_balance_interval_ms: Option<u64>,
-    /// Most leaders asked to step down in one balance check [default: 4]
+    /// Most leaderships handed over (leadership transfers) in one balance check [default: 32]
     #[arg(long, value_name = "N")]
     pub max_leader_step_downs: Option<u32>,
     /// Most replica moves running at once across the cluster [default: 8]
