@@ -251,6 +251,19 @@ fn step_downs(cluster: &TestCluster, topic: &str) -> u64 {
         .sum()
 }
 
+/// Creates `name` (replication factor 3, through node 1) and waits until every partition has a
+/// ready leader and every node agrees on its replicas.
+async fn create_led(cluster: &TestCluster, name: &str, partitions: u32) {
+    create(cluster, 1, name, partitions, 3).await;
+    eventually(
+        "every partition of the new topic has a ready leader",
+        LONG,
+        || leaders_of(cluster, name).is_some(),
+    )
+    .await;
+    wait_converged(cluster, name).await;
+}
+
 /// Each partition's leader as the node leading it sees itself, when every partition has one.
 fn leaders_of(cluster: &TestCluster, topic: &str) -> Option<Vec<NodeId>> {
     let view = cluster.nodes.values().next()?.view();
@@ -273,14 +286,7 @@ fn a_topic_created_on_a_settled_cluster_is_led_by_its_preferred_leaders_without_
         start_nodes(&mut cluster, 3).await;
         wait_converged(&cluster, "__consumer_offsets").await;
 
-        create(&cluster, 1, "even", 6, 3).await;
-        eventually(
-            "every partition of the new topic has a ready leader",
-            LONG,
-            || leaders_of(&cluster, "even").is_some(),
-        )
-        .await;
-        wait_converged(&cluster, "even").await;
+        create_led(&cluster, "even", 6).await;
         let assignment = agreed(&cluster, "even").unwrap();
         let preferred: Vec<NodeId> = assignment.iter().map(|replicas| replicas[0]).collect();
         assert_eq!(leaders_of(&cluster, "even").unwrap(), preferred);
@@ -307,14 +313,7 @@ fn leader_balancing_evens_leaderships_out_in_one_term_per_move() {
         cluster.settings.operations.max_step_downs = 8;
         start_nodes(&mut cluster, 3).await;
         wait_converged(&cluster, "__consumer_offsets").await;
-        create(&cluster, 1, "even", 6, 3).await;
-        eventually(
-            "every partition of the new topic has a ready leader",
-            LONG,
-            || leaders_of(&cluster, "even").is_some(),
-        )
-        .await;
-        wait_converged(&cluster, "even").await;
+        create_led(&cluster, "even", 6).await;
 
         // Unbalance it: node 1 takes every leadership of the topic (by the same transfer).
         let view = cluster.node(1).view();

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{append, runtime, TestCluster};
-use gregor_cluster::{Containment, RaftTuning, Start};
+use gregor_cluster::{RaftTuning, Start};
 use gregor_storage::{GroupId, NodeId};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -50,14 +50,7 @@ fn appends_of(cluster: &TestCluster, group: GroupId) -> usize {
 }
 
 async fn quiet_group(tuning: RaftTuning) -> TestCluster {
-    let cluster = TestCluster::with(&[1, 2, 3], tuning, Containment::default()).await;
-    cluster.form_group(GROUP, &[1, 2, 3]).await;
-    let (index, _) = cluster
-        .propose(GROUP, append(1), 10 * SECOND)
-        .await
-        .unwrap();
-    cluster.wait_applied(GROUP, index, 10 * SECOND).await;
-    cluster
+    TestCluster::with_written_group(&[1, 2, 3], GROUP, tuning).await
 }
 
 #[test]

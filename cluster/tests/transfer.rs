@@ -6,7 +6,7 @@
 mod common;
 
 use common::{append, assert_prefix_consistent, runtime, TestCluster};
-use gregor_cluster::{AdminError, Containment, GroupRole, ProposeError, RaftTuning};
+use gregor_cluster::{AdminError, GroupRole, ProposeError, RaftTuning};
 use gregor_storage::{GroupId, NodeId};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -18,14 +18,7 @@ const SECOND: Duration = Duration::from_secs(1);
 const HANDOVER_BOUND: Duration = Duration::from_millis(100);
 
 async fn formed(members: &[u64], tuning: RaftTuning) -> TestCluster {
-    let cluster = TestCluster::with(members, tuning, Containment::default()).await;
-    cluster.form_group(GROUP, members).await;
-    let (index, _) = cluster
-        .propose(GROUP, append(1), 10 * SECOND)
-        .await
-        .unwrap();
-    cluster.wait_applied(GROUP, index, 10 * SECOND).await;
-    cluster
+    TestCluster::with_written_group(members, GROUP, tuning).await
 }
 
 fn busy() -> RaftTuning {
@@ -99,14 +92,19 @@ fn writes_during_a_hand_over_commit_or_are_refused_naming_the_successor() {
         let to = *cluster.ids().iter().find(|n| **n != leader).unwrap();
         let group = cluster.group(leader, GROUP);
 
+        let first_accepted = tokio::sync::Notify::new();
         let writer = {
             let group = group.clone();
+            let first_accepted = &first_accepted;
             async move {
                 let mut accepted = Vec::new();
                 let mut refused = 0;
                 for _ in 0..200 {
                     match group.propose(append(1), SECOND).await {
-                        Ok((index, _)) => accepted.push(index),
+                        Ok((index, _)) => {
+                            accepted.push(index);
+                            first_accepted.notify_one();
+                        }
                         Err(ProposeError::LeadershipMoving { to: named }) => {
                             assert_eq!(named, to);
                             refused += 1;
@@ -120,7 +118,7 @@ fn writes_during_a_hand_over_commit_or_are_refused_naming_the_successor() {
             }
         };
         let handover = async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            first_accepted.notified().await;
             group.transfer_leadership(to).await
         };
         let ((accepted, refused), handed) = tokio::join!(writer, handover);

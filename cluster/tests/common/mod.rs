@@ -206,6 +206,20 @@ impl TestCluster {
         }
     }
 
+    /// A cluster of `ids` with `group` formed on all of them and one write applied everywhere.
+    pub async fn with_written_group(
+        ids: &[u64],
+        group: GroupId,
+        tuning: RaftTuning,
+    ) -> TestCluster {
+        let cluster = TestCluster::with(ids, tuning, Containment::default()).await;
+        cluster.form_group(group, ids).await;
+        let within = Duration::from_secs(10);
+        let (index, _) = cluster.propose(group, append(1), within).await.unwrap();
+        cluster.wait_applied(group, index, within).await;
+        cluster
+    }
+
     /// The node that leads `group` and is ready, waiting up to `within`.
     pub async fn wait_leader(&self, group: GroupId, within: Duration) -> Option<NodeId> {
         let deadline = Instant::now() + within;
