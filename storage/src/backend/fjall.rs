@@ -18,6 +18,13 @@ pub(crate) const SMALL_MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
 /// Journals are replayed on open: a cap keeps restarts short (fjall flushes memtables to
 /// release old journals once the cap is reached).
 const MAX_JOURNAL_BYTES: u64 = 128 * 1024 * 1024;
+/// How fast a memtable flush writes its blob file while it keeps up with the writers: a 16 MiB
+/// flush then takes half a second instead of a 30 ms burst, which every journal `fdatasync`
+/// issued meanwhile (every acks=all write) had to wait behind. On one disk shared by three
+/// replicas that flush the same writes at about the same moment, the burst set the produce
+/// p99 at replication factor 3 (BENCHMARKS.md, "Flushes paced"). A flush that falls behind
+/// (another memtable sealed) goes at full speed, so throughput is not capped by this.
+const FLUSH_PACE_BYTES_PER_SEC: u64 = 32 * 1024 * 1024;
 /// Values from this size up go to blob files, which compaction never rewrites: record payloads
 /// then hit the disk twice (journal, blob) instead of once per LSM level. Smaller entries (a
 /// batch of a few small records, which a producer with little linger sends) stay in the tables
@@ -79,6 +86,7 @@ impl FjallBackend {
             .cache_size(cache_bytes)
             .max_journaling_size(MAX_JOURNAL_BYTES)
             .journal_compression(CompressionType::None)
+            .flush_pace(Some(FLUSH_PACE_BYTES_PER_SEC))
             .open()?;
         let spaces = Space::ALL
             .iter()

@@ -122,6 +122,19 @@ impl<O: Openable> Builder<O> {
         self
     }
 
+    /// Paces the blob files that memtable flushes write to `bytes_per_sec` while a flush is not
+    /// falling behind the writers, so a flush does not take the disk in one burst that every
+    /// journal sync issued meanwhile must wait behind (as on a disk shared with other writers);
+    /// a flush that falls behind (another memtable sealed, or the active one as large as what
+    /// it flushes) writes at full speed. Not persisted.
+    ///
+    /// Default = `None` (full speed)
+    #[must_use]
+    pub fn flush_pace(mut self, bytes_per_sec: Option<u64>) -> Self {
+        self.inner.flush_bytes_per_sec = bytes_per_sec;
+        self
+    }
+
     /// Maximum size of all memtables in bytes.
     ///
     /// Similar to `db_write_buffer_size` in `RocksDB`, however it is disabled by default in `RocksDB`.

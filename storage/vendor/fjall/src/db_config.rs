@@ -38,6 +38,9 @@ pub struct Config {
 
     pub(crate) manual_journal_persist: bool,
 
+    /// How fast flushes write blob files while they are not behind (`Builder::flush_pace`).
+    pub(crate) flush_bytes_per_sec: Option<u64>,
+
     /// Number of concurrent worker threads
     pub(crate) worker_threads: usize,
 
@@ -78,6 +81,7 @@ impl Config {
             worker_threads,
             // journal_recovery_mode: RecoveryMode::default(),
             manual_journal_persist: false,
+            flush_bytes_per_sec: None,
 
             #[cfg(not(feature = "lz4"))]
             journal_compression_type: CompressionType::None,

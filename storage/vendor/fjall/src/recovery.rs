@@ -91,7 +91,8 @@ pub fn recover_keyspaces(db: &Database, meta_keyspace: &MetaKeyspace) -> crate::
             db.supervisor.snapshot_tracker.get_ref(),
         )
         .use_descriptor_table(db.config.descriptor_table.clone())
-        .use_cache(db.config.cache.clone());
+        .use_cache(db.config.cache.clone())
+        .flush_pace(db.config.flush_bytes_per_sec);
 
         let base_config = apply_to_base_config(base_config, &recovered_config);
 

@@ -266,11 +266,13 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
                     .ok();
             }
 
-            ctx.supervisor
+            let evicted = ctx
+                .supervisor
                 .journal_manager
                 .write()
                 .expect("lock is poisoned")
-                .maintenance()?;
+                .maintenance();
+            evicted.remove()?;
         }
         WorkerMessage::Compact(keyspace) => {
             // NOTE: Let one worker prioritize flushing if there are pending flushes

@@ -10,20 +10,64 @@
 //! issued meanwhile (a writer's commit) waits behind all of it. Handing the file to the disk a
 //! chunk at a time, and waiting for each chunk before writing past it, keeps at most one chunk
 //! queued, so such a sync waits for one chunk at most; the final `fsync` has little left to do.
+//!
+//! That bounds what one sync waits for, not how often: chunks written back to back keep the
+//! disk busy for the whole flush, and on a disk shared with other writers (three replicas on
+//! one disk, each flushing the same writes at about the same time) every journal sync of the
+//! window waited for a chunk. A [`Pace`] spaces the chunks out to a rate, and lifts itself
+//! whenever the writer falls behind, so it costs no throughput: a flush only ever goes slower
+//! while it has time to spare.
 
 use std::{
     fs::File,
     io::{Seek, SeekFrom, Write},
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
-/// How much is written before it is handed to the disk.
-pub const BYTES_PER_SYNC: u64 = 1024 * 1024;
+/// How much is written before it is handed to the disk: a journal sync issued meanwhile waits
+/// for at most this much (about half a millisecond on a disk writing 500 MB/s).
+pub const BYTES_PER_SYNC: u64 = 256 * 1024;
 
-/// A [`File`] that writes back every [`BYTES_PER_SYNC`] bytes as they are written.
+/// The most a paced writer sleeps at once, so a wrong clock or rate cannot park a flush.
+const MAX_PAUSE: Duration = Duration::from_millis(100);
+
+/// How fast a [`PacedFile`] may be written, unless `behind` says the writer is falling behind
+/// (for a flush: another memtable was sealed meanwhile), when it is written at full speed.
+#[derive(Clone)]
+pub struct Pace {
+    bytes_per_sec: u64,
+    behind: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl Pace {
+    /// `bytes_per_sec` of zero is treated as one byte per second.
+    pub fn new(bytes_per_sec: u64, behind: Arc<dyn Fn() -> bool + Send + Sync>) -> Self {
+        Self {
+            bytes_per_sec: bytes_per_sec.max(1),
+            behind,
+        }
+    }
+
+    /// How long to wait before writing past `written` bytes, `elapsed` after the first.
+    fn pause(&self, written: u64, elapsed: Duration) -> Duration {
+        if (self.behind)() {
+            return Duration::ZERO;
+        }
+        #[expect(clippy::cast_precision_loss, reason = "a rate, not an exact count")]
+        let due = Duration::from_secs_f64(written as f64 / self.bytes_per_sec as f64);
+        due.saturating_sub(elapsed).min(MAX_PAUSE)
+    }
+}
+
+/// A [`File`] that writes back every [`BYTES_PER_SYNC`] bytes as they are written, and, given a
+/// [`Pace`], no faster than it allows.
 pub struct PacedFile {
     file: File,
     written: u64,
     handed_over: u64,
+    pace: Option<Pace>,
+    started: Instant,
 }
 
 impl PacedFile {
@@ -33,7 +77,14 @@ impl PacedFile {
             file,
             written: 0,
             handed_over: 0,
+            pace: None,
+            started: Instant::now(),
         }
+    }
+
+    /// Paces the writes from now on (counted from the file's creation).
+    pub fn set_pace(&mut self, pace: Option<Pace>) {
+        self.pace = pace;
     }
 
     /// Syncs the file (data and metadata).
@@ -74,6 +125,12 @@ impl PacedFile {
         }
 
         self.handed_over = self.written;
+        if let Some(pace) = &self.pace {
+            let pause = pace.pause(self.written, self.started.elapsed());
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
+        }
         Ok(())
     }
 }
@@ -110,19 +167,72 @@ mod tests {
         let path = dir.path().join("paced");
         let mut file = PacedFile::new(File::create(&path)?);
 
-        let chunk = vec![7u8; 300 * 1024];
+        let chunk = vec![7u8; 100 * 1024];
         for _ in 0..10 {
             file.write_all(&chunk)?;
         }
-        // Handed over at 1,200 and 2,400 KiB; the last 600 KiB wait for the final sync.
-        assert_eq!(3_000 * 1024, file.written);
-        assert_eq!(2_400 * 1024, file.handed_over);
+        // Handed over at 300, 600 and 900 KiB; the last 100 KiB wait for the final sync.
+        assert_eq!(1_000 * 1024, file.written);
+        assert_eq!(900 * 1024, file.handed_over);
         file.sync_all()?;
 
         let mut read = Vec::new();
         File::open(&path)?.read_to_end(&mut read)?;
-        assert_eq!(3_000 * 1024, read.len());
+        assert_eq!(1_000 * 1024, read.len());
         assert!(read.iter().all(|byte| *byte == 7));
+        Ok(())
+    }
+
+    #[test]
+    fn a_pace_waits_for_the_rate_unless_the_writer_is_behind() {
+        let behind = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let probe = behind.clone();
+        let pace = Pace::new(
+            1024 * 1024,
+            Arc::new(move || probe.load(std::sync::atomic::Ordering::Relaxed)),
+        );
+        // 64 KiB at 1 MiB/s are due 62.5 ms after the start.
+        assert_eq!(
+            Duration::from_micros(62_500 - 20_000),
+            pace.pause(64 * 1024, Duration::from_millis(20))
+        );
+        assert_eq!(Duration::ZERO, pace.pause(64 * 1024, Duration::from_millis(80)));
+        assert_eq!(MAX_PAUSE, pace.pause(10 * 1024 * 1024, Duration::ZERO));
+        behind.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(Duration::ZERO, pace.pause(64 * 1024, Duration::ZERO));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_paced_file_is_written_no_faster_than_its_pace() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let chunk = vec![1u8; BYTES_PER_SYNC as usize];
+        // The pace counts from the file's creation.
+        let start = Instant::now();
+        let mut file = PacedFile::new(File::create(dir.path().join("paced"))?);
+        // 4 MiB/s: each 256 KiB chunk is due 62.5 ms after the one before.
+        file.set_pace(Some(Pace::new(4 * 1024 * 1024, Arc::new(|| false))));
+        for _ in 0..4 {
+            file.write_all(&chunk)?;
+        }
+        assert!(start.elapsed() >= Duration::from_millis(250), "{:?}", start.elapsed());
+        Ok(())
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_pace_is_lifted_while_the_writer_is_behind() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let mut file = PacedFile::new(File::create(dir.path().join("paced"))?);
+        // At 1 KiB/s each of the 16 chunks would wait the longest pause (1.6 s in all); behind,
+        // none waits.
+        file.set_pace(Some(Pace::new(1024, Arc::new(|| true))));
+        let chunk = vec![1u8; BYTES_PER_SYNC as usize];
+        let start = Instant::now();
+        for _ in 0..16 {
+            file.write_all(&chunk)?;
+        }
+        assert!(start.elapsed() < 12 * MAX_PAUSE, "{:?}", start.elapsed());
         Ok(())
     }
 

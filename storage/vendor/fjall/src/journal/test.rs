@@ -645,7 +645,7 @@ fn journal_is_evicted_when_its_flushed_writes_were_compacted_away() -> crate::Re
     let lsn = flush_and_compact_away(&keyspace)?;
 
     let (mut journals, path) = sealed_journal(dir.path(), &keyspace, lsn)?;
-    journals.maintenance()?;
+    journals.maintenance().remove()?;
     assert!(
         !path.try_exists()?,
         "every write in the journal was persisted"
@@ -673,7 +673,7 @@ fn journal_with_unflushed_writes_stays_when_older_tables_were_compacted_away() -
         .expect("just written");
 
     let (mut journals, path) = sealed_journal(dir.path(), &keyspace, lsn)?;
-    journals.maintenance()?;
+    journals.maintenance().remove()?;
     assert!(
         path.try_exists()?,
         "the journal holds the only durable copy of b"
@@ -686,7 +686,7 @@ fn journal_with_unflushed_writes_stays_when_older_tables_were_compacted_away() -
     );
 
     keyspace.rotate_memtable_and_wait()?;
-    journals.maintenance()?;
+    journals.maintenance().remove()?;
     assert!(!path.try_exists()?, "b is in a table now");
     Ok(())
 }

@@ -379,7 +379,8 @@ impl Keyspace {
             db.supervisor.snapshot_tracker.get_ref(),
         )
         .use_descriptor_table(db.config.descriptor_table.clone())
-        .use_cache(db.config.cache.clone());
+        .use_cache(db.config.cache.clone())
+        .flush_pace(db.config.flush_bytes_per_sec);
 
         let base_config = apply_to_base_config(base_config, &config);
         let tree = base_config.open()?;
@@ -824,11 +825,13 @@ impl Keyspace {
         }
 
         #[expect(clippy::expect_used)]
-        self.supervisor
+        let evicted = self
+            .supervisor
             .journal_manager
             .write()
             .expect("lock is poisoned")
-            .maintenance()?;
+            .maintenance();
+        evicted.remove()?;
 
         Ok(true)
     }

@@ -136,6 +136,32 @@ pub struct BlobTree {
 }
 
 impl BlobTree {
+    /// The pace of a flush starting now, if the tree is configured with one: lifted once the
+    /// writers have sealed another memtable or filled the active one with as much as this
+    /// flush carries, so the flush never holds writers back.
+    fn flush_pace(&self) -> Option<crate::paced_file::Pace> {
+        let bytes_per_sec = self.index.config.flush_bytes_per_sec?;
+        let (sealed_at_start, flushing) = {
+            #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
+            let latest = self
+                .index
+                .version_history
+                .read()
+                .expect("lock is poisoned")
+                .latest_version();
+            let flushing: u64 = latest.sealed_memtables.iter().map(|mt| mt.size()).sum();
+            (latest.sealed_memtables.len(), flushing)
+        };
+        let tree = self.index.clone();
+        Some(crate::paced_file::Pace::new(
+            bytes_per_sec,
+            Arc::new(move || {
+                tree.sealed_memtable_count() > sealed_at_start
+                    || tree.active_memtable().size() >= flushing
+            }),
+        ))
+    }
+
     pub(crate) fn open(config: Config) -> crate::Result<Self> {
         use crate::file::{fsync_directory, BLOBS_FOLDER};
 
@@ -422,7 +448,7 @@ impl AbstractTree for BlobTree {
             .as_ref()
             .expect("kv separation options should exist");
 
-        let mut blob_writer = BlobFileWriter::new(
+        let blob_writer = BlobFileWriter::new(
             self.index.0.blob_file_id_counter.clone(),
             self.index.config.path.join(BLOBS_FOLDER),
             self.id(),
@@ -432,6 +458,8 @@ impl AbstractTree for BlobTree {
         .use_compression(crate::vlog::blob_file::writer::BlobCompression::Standard(
             kv_opts.compression,
         ));
+
+        let mut blob_writer = blob_writer.use_pace(self.flush_pace());
 
         let separation_threshold = kv_opts.separation_threshold;
 

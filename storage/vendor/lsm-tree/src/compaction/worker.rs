@@ -684,12 +684,15 @@ fn drop_tables(
         &opts.visible_seqno,
     )?;
 
-    if let Err(e) = version_history_lock.maintenance(&opts.config.path, opts.mvcc_gc_watermark) {
+    let stale = version_history_lock
+        .take_stale_version_files(&opts.config.path, opts.mvcc_gc_watermark);
+
+    drop(version_history_lock);
+
+    if let Err(e) = stale.remove() {
         log::error!("Manifest maintenance failed: {e:?}");
         return Err(e);
     }
-
-    drop(version_history_lock);
 
     // NOTE: If the application were to crash >here< it's fine
     // The tables are not referenced anymore, and will be

@@ -232,6 +232,10 @@ pub struct Config {
     #[doc(hidden)]
     pub kv_separation_opts: Option<KvSeparationOptions>,
 
+    /// How fast a flush writes its blob files while it is not falling behind (bytes per
+    /// second; `None`: as fast as it can). Not persisted: a setting of the running process.
+    pub flush_bytes_per_sec: Option<u64>,
+
     /// The global sequence number generator
     ///
     /// Should be shared between multple trees of a database
@@ -294,6 +298,7 @@ impl Default for Config {
             expect_point_read_hits: false,
 
             kv_separation_opts: None,
+            flush_bytes_per_sec: None,
         }
     }
 }
@@ -457,6 +462,17 @@ impl Config {
     #[must_use]
     pub fn with_kv_separation(mut self, opts: Option<KvSeparationOptions>) -> Self {
         self.kv_separation_opts = opts;
+        self
+    }
+
+    /// Paces the blob files a flush writes to `bytes_per_sec` while the flush is not behind
+    /// (no other memtable sealed since it began, and the active one smaller than what it
+    /// flushes), so a flush does not occupy the disk in a burst that every journal sync issued
+    /// meanwhile waits behind; a flush that falls behind writes at full speed. `None` (the
+    /// default) writes at full speed always.
+    #[must_use]
+    pub fn flush_pace(mut self, bytes_per_sec: Option<u64>) -> Self {
+        self.flush_bytes_per_sec = bytes_per_sec;
         self
     }
 

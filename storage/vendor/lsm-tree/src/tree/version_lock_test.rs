@@ -160,3 +160,40 @@ fn a_move_writes_its_version_without_locking_out_writers() -> crate::Result<()> 
 
     Ok(())
 }
+
+#[test]
+fn a_flushed_memtable_is_freed_after_the_version_history_is_unlocked() -> crate::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let tree = open(dir.path())?;
+    let AnyTree::Standard(standard) = &tree else {
+        unreachable!("the default config opens a standard tree");
+    };
+
+    tree.insert("key", "value", 0);
+    let sealed = tree.rotate_memtable().expect("the memtable holds a write");
+    let memtable = Arc::downgrade(&sealed);
+    drop(sealed);
+    tree.flush(&tree.get_flush_lock(), 0)?;
+    assert!(
+        memtable.upgrade().is_some(),
+        "the version before the flush still holds the flushed memtable",
+    );
+
+    #[expect(clippy::expect_used)]
+    let stale = standard
+        .version_history
+        .write()
+        .expect("lock is not poisoned")
+        .take_stale_version_files(dir.path(), crate::SeqNo::MAX);
+    // Freeing a memtable's entries takes tens of milliseconds for a large one; under the
+    // write lock, every memtable insert would wait for it.
+    assert!(
+        memtable.upgrade().is_some(),
+        "the retired version was dropped while the version history was locked",
+    );
+    stale.remove()?;
+    assert!(memtable.upgrade().is_none(), "the retired version was kept");
+
+    assert_eq!(Some("value".as_bytes().into()), tree.get("key", 1)?);
+    Ok(())
+}

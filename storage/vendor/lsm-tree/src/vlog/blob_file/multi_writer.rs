@@ -5,6 +5,7 @@
 use super::writer::Writer;
 use crate::{
     file_accessor::FileAccessor,
+    paced_file::Pace,
     vlog::{
         blob_file::{writer::BlobCompression, Inner as BlobFileInner, Metadata},
         ValueHandle,
@@ -29,6 +30,7 @@ pub struct MultiWriter {
     id_generator: SequenceNumberCounter,
 
     blob_compression: BlobCompression,
+    pace: Option<Pace>,
 
     tree_id: TreeId,
     descriptor_table: Option<Arc<DescriptorTable>>,
@@ -62,6 +64,7 @@ impl MultiWriter {
             results: Vec::new(),
 
             blob_compression: BlobCompression::default(),
+            pace: None,
 
             tree_id,
             descriptor_table,
@@ -84,6 +87,14 @@ impl MultiWriter {
         self
     }
 
+    /// Paces how fast the files reach the disk (see [`Pace`]).
+    #[must_use]
+    pub(crate) fn use_pace(mut self, pace: Option<Pace>) -> Self {
+        self.active_writer = self.active_writer.use_pace(pace.clone());
+        self.pace = pace;
+        self
+    }
+
     /// Sets up a new writer for the next blob file.
     fn rotate(&mut self) -> crate::Result<()> {
         log::debug!("Rotating blob file writer");
@@ -92,7 +103,8 @@ impl MultiWriter {
         let blob_file_path = self.folder.join(new_blob_file_id.to_string());
 
         let new_writer = Writer::new(blob_file_path, new_blob_file_id, self.tree_id)?
-            .use_compression(self.blob_compression);
+            .use_compression(self.blob_compression)
+            .use_pace(self.pace.clone());
 
         let old_writer = std::mem::replace(&mut self.active_writer, new_writer);
         let blob_file = Self::consume_writer(old_writer, self.descriptor_table.clone())?;

@@ -4,7 +4,8 @@
 
 use super::meta::Metadata;
 use crate::{
-    checksum::ChecksummedWriter, paced_file::PacedFile, time::unix_timestamp, vlog::BlobFileId,
+    checksum::ChecksummedWriter,
+    paced_file::{Pace, PacedFile}, time::unix_timestamp, vlog::BlobFileId,
     Checksum, CompressionType, KeyRange, SeqNo, TreeId, UserKey,
 };
 use byteorder::{LittleEndian, WriteBytesExt};
@@ -96,6 +97,13 @@ impl Writer {
 
     pub fn use_compression(mut self, compression: BlobCompression) -> Self {
         self.blob_compression = compression;
+        self
+    }
+
+    /// Paces how fast the file reaches the disk (see [`Pace`]).
+    #[must_use]
+    pub(crate) fn use_pace(mut self, pace: Option<Pace>) -> Self {
+        self.writer.get_mut().inner_mut().get_mut().set_pace(pace);
         self
     }
 
