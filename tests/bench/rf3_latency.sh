@@ -4,7 +4,7 @@
 # speed, then 400,000 at 20,000 rec/s with the default linger and again with linger 0. Prints
 # each `perf produce` summary (the JSON run also has the per-second timeline).
 #   BIN=target/release/gregor tests/bench/rf3_latency.sh
-# With TRACE=1, `perf trace` records every fsync-family call over 20 ms in the three nodes
+# With TRACE=1, `perf trace` records every fsync-family call over TRACE_MIN_MS (default 20) ms in the three nodes
 # during the linger-0 run ($DIR/syncs.txt, kept). Not part of the test suite.
 set -euo pipefail
 BIN=$(realpath "${BIN:-target/release/gregor}")
@@ -24,7 +24,7 @@ echo "== 20,000 rec/s, default linger"
 echo "== 20,000 rec/s, linger 0"
 if [ -n "${TRACE:-}" ]; then
     pids=$(pgrep -d, -f -- "serve --node-id .* --data-dir $DIR/")
-    perf trace -p "$pids" --duration 20 -e fsync,fdatasync,sync_file_range -o "$DIR/syncs.txt" &
+    perf trace -p "$pids" --duration "${TRACE_MIN_MS:-20}" -e fsync,fdatasync,sync_file_range -o "$DIR/syncs.txt" &
     TRACER=$!
 fi
 "$BIN" perf produce --topic perf --partitions 8 --records 400000 --throughput 20000 --linger-ms 0 --json > "$DIR/linger0.json"
