@@ -34,7 +34,8 @@ pub struct ClientConfig {
     pub connection: ConnectionConfig,
     /// Extra attempts after a retriable failure (see [`ClientError::is_retriable`]).
     pub retries: u32,
-    /// First pause before a retry; it doubles with each attempt...
+    /// First pause before a retry; it doubles with each attempt... (The first `NOT_LEADER`
+    /// of a request that names the new leader is followed without a pause.)
     pub retry_backoff: Duration,
     /// ...up to this.
     pub retry_backoff_max: Duration,
@@ -291,6 +292,7 @@ impl Cluster {
     ) -> Result<Option<Response>, ClientError> {
         let mut attempt = 0;
         let mut redirect: Option<NodeId> = None;
+        let mut followed_a_hint = false;
         loop {
             // Only the first attempt keeps its place: a retry is written when it is ready.
             let err = match self
@@ -307,7 +309,16 @@ impl Cluster {
             if route == Route::Any {
                 redirect = err.leader_hint().or(redirect);
             }
-            let pause = self.backoff(attempt);
+            // A refusal naming the leader (a hand-over, or an election the refusing node has
+            // already seen end) is followed at once: the leader is known, so a backoff would
+            // only add latency to every write of a moved partition. Once per request, so two
+            // nodes naming each other (views still settling) cannot loop without pauses.
+            let pause = if !followed_a_hint && err.leader_hint().is_some() {
+                followed_a_hint = true;
+                Duration::ZERO
+            } else {
+                self.backoff(attempt)
+            };
             tracing::debug!(
                 attempt = attempt + 1,
                 of = self.inner.config.retries,

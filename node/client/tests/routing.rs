@@ -277,6 +277,29 @@ async fn not_leader_with_a_hint_goes_straight_to_the_named_leader() {
 }
 
 #[tokio::test]
+async fn a_refusal_naming_the_leader_is_followed_without_a_backoff() {
+    let (world, _brokers) = three_brokers(true).await;
+    let mut slow_retries = config(&address(&world, 1));
+    // A retry that waited its backoff would take 24-36 s.
+    slow_retries.retry_backoff = Duration::from_secs(30);
+    slow_retries.retry_backoff_max = Duration::from_secs(30);
+    let cluster = Cluster::connect(slow_retries).await.expect("connect");
+    cluster
+        .request(to_leader(0), produce(0))
+        .await
+        .expect("first");
+    world.lock().unwrap().leaders[0] = Some(NodeId(3));
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        cluster.request(to_leader(0), produce(0)),
+    )
+    .await
+    .expect("the named leader was tried without waiting a backoff")
+    .expect("second, after the leader moved");
+    assert_eq!(world.lock().unwrap().accepted.last(), Some(&(NodeId(3), 0)));
+}
+
+#[tokio::test]
 async fn a_dead_bootstrap_address_is_passed_over_for_a_live_one() {
     let (world, brokers) = three_brokers(true).await;
     brokers[&NodeId(1)].kill();
